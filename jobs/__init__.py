@@ -1,0 +1,1 @@
+"""Jobs: plain Python functions `train(cfg, ctx)` that never import Ray or MLflow."""

@@ -1,0 +1,100 @@
+"""Where the trials run: an embedded local Ray, or an existing cluster's address; and whether they fit.
+
+The fit check happens before anything launches: a trial that asks for more than the largest node
+offers would otherwise sit PENDING forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from orchestrator.errors import BadInput
+
+
+def trial_resources(res) -> dict[str, float]:
+    """Per-trial resources from the `resources` config, validated the way Ray will read them."""
+    cpu, gpu = res.get("cpu", 1), res.get("gpu", 0)
+    for key, v in (("cpu", cpu), ("gpu", gpu)):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise BadInput(f"resources.{key}={v}: a number >= 0 (e.g. cpu=1, gpu=0.25 or gpu=2).")
+    if gpu > 1 and gpu != int(gpu):
+        raise BadInput(f"resources.gpu={gpu}: above 1, a trial takes whole GPUs (2, not {gpu}).")
+    if cpu == 0 and gpu == 0:
+        raise BadInput("resources: a trial needs some cpu or gpu (e.g. resources.cpu=1).")
+    out = {"CPU": float(cpu), "GPU": float(gpu)}
+    for name, amount in (res.get("custom") or {}).items():
+        out[str(name)] = float(amount)
+    return out
+
+
+def detected_gpus() -> int:
+    """GPUs this machine would give an embedded Ray: CUDA_VISIBLE_DEVICES if set, else nvidia-smi."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    if not shutil.which("nvidia-smi"):
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def local_capacity(cluster) -> dict[str, float]:
+    cpus = cluster.get("num_cpus")
+    gpus = cluster.get("num_gpus")
+    return {
+        "CPU": float(cpus if cpus is not None else len(os.sched_getaffinity(0))),
+        "GPU": float(gpus if gpus is not None else detected_gpus()),
+    }
+
+
+def check_fit(need: dict[str, float], nodes: dict[str, dict[str, float]]) -> None:
+    """Raise BadInput unless some node can hold one trial. nodes: name -> its resources."""
+    for total in nodes.values():
+        if all(total.get(k, 0.0) >= v for k, v in need.items() if v > 0):
+            return
+    name, largest = max(nodes.items(), key=lambda kv: (kv[1].get("GPU", 0), kv[1].get("CPU", 0)))
+    asked = ", ".join(f"{k}={v:g}" for k, v in need.items() if v > 0)
+    offers = ", ".join(f"{k}={largest.get(k, 0):g}" for k in need if need[k] > 0)
+    hint = " Set cluster.num_gpus to declare logical GPUs, or resources=cpu." if need.get("GPU") else ""
+    raise BadInput(f"resources: a trial asks for {asked}, but the largest node ({name}) offers {offers}.{hint}")
+
+
+def cluster_nodes() -> dict[str, dict[str, float]]:
+    import ray
+
+    return {f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})": n["Resources"] for n in ray.nodes() if n.get("Alive")}
+
+
+@contextmanager
+def ray_session(cluster, need: dict[str, float], verbose: bool = False) -> Iterator[None]:
+    """Start an embedded Ray (cluster.address null) or connect to one; check the trial fits; shut down after."""
+    if not cluster.get("address"):
+        check_fit(need, {"local machine": local_capacity(cluster)})
+    import ray
+
+    if not verbose:
+        # Ray's start-up notice (token auth is on: good, and said in the README) and Tune's complaint that
+        # result.json is absent (danlu logs results to MLflow instead) are noise in danlu's own view.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune then prints no tables at all
+    kwargs = dict(log_to_driver=verbose, include_dashboard=False, configure_logging=True,
+                  logging_level=logging.INFO if verbose else logging.WARNING)
+    if cluster.get("address"):
+        ray.init(address=cluster.address, log_to_driver=verbose)
+    else:
+        ray.init(num_cpus=cluster.get("num_cpus"), num_gpus=cluster.get("num_gpus"), **kwargs)
+    try:
+        if cluster.get("address"):
+            check_fit(need, cluster_nodes())
+        yield
+    finally:
+        ray.shutdown()

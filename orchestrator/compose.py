@@ -1,0 +1,129 @@
+"""Compose configs from conf/ with Hydra, and split the command line into fixed and swept overrides.
+
+Composition is Hydra's own (compose API, defaults lists, config groups); this module only finds the
+config directory, turns Hydra's exceptions into one clear BadInput, and separates sweep overrides
+(`lr=interval(0,1)`, `bs=32,64`) from plain ones using Hydra's OverridesParser.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.errors import BadInput
+
+CONFIG_NAME = "config"
+
+
+def find_config_dir(explicit: str | None = None) -> Path:
+    """The conf/ to compose from: --config-dir, $DANLU_CONFIG_DIR, ./conf, or the repository's own."""
+    candidates = [explicit, os.environ.get("DANLU_CONFIG_DIR"), "conf", Path(__file__).resolve().parents[1] / "conf"]
+    for cand in candidates:
+        if cand and (Path(cand) / f"{CONFIG_NAME}.yaml").is_file():
+            return Path(cand).resolve()
+    if explicit:
+        raise BadInput(f"--config-dir {explicit}: no {CONFIG_NAME}.yaml there.")
+    raise BadInput("No conf/config.yaml found: run danlu in a project directory, or pass --config-dir.")
+
+
+def project_root(config_dir: Path) -> Path:
+    """The directory that holds conf/ and jobs/: trials import jobs from here."""
+    return config_dir.parent
+
+
+@contextmanager
+def hydra_context(config_dir: Path) -> Iterator[None]:
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(config_dir), version_base="1.3", job_name="danlu"):
+        yield
+
+
+def compose(overrides: list[str]):
+    """Compose conf/ + overrides (inside hydra_context). Hydra's errors become BadInput."""
+    from hydra import compose as hydra_compose
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return hydra_compose(CONFIG_NAME, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise BadInput(_explain(exc, overrides)) from None
+
+
+def _explain(exc: Exception, overrides: list[str]) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if first.startswith("Could not override '"):
+        key = first.split("'")[1]
+        hint = _close_keys(key)
+        return (
+            f"Unknown config key '{key}' (in override '{_find(overrides, key)}'). "
+            f"{hint}Check the spelling, or see the composed config with `danlu run --cfg`."
+        )
+    if "Could not find" in first or "Could not load" in first:
+        return f"{first}. {' '.join(text.splitlines()[1:3])}".strip()
+    return f"Invalid config or override: {' '.join(text.split())}"
+
+
+def _find(overrides: list[str], key: str) -> str:
+    return next((o for o in overrides if o.lstrip("+~").split("=", 1)[0] == key), key)
+
+
+def _close_keys(key: str) -> str:
+    """Suggest existing keys near a mistyped one, from the composed default config."""
+    import difflib
+
+    from omegaconf import OmegaConf
+
+    try:
+        base = OmegaConf.to_container(compose([]), resolve=False)
+    except BadInput:
+        return ""
+    keys = list(flatten(base))
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+    return f"Did you mean: {', '.join(close)}? " if close else ""
+
+
+def flatten(tree, prefix: str = "") -> Iterator[tuple[str, object]]:
+    """Nested dicts as (dotted.key, leaf) pairs; lists stay leaves."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from flatten(v, f"{prefix}{k}.")
+    else:
+        yield prefix[:-1], tree
+
+
+@dataclass
+class CommandLine:
+    """The user's overrides, split by Hydra's parser into plain ones and sweep ones."""
+
+    fixed: list[str] = field(default_factory=list)  # e.g. epochs=5, experiment=digits_lr
+    sweep: dict[str, str] = field(default_factory=dict)  # key -> sweep expression, e.g. lr -> interval(0,1)
+
+
+def split_overrides(overrides: list[str]) -> CommandLine:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    out = CommandLine()
+    for text in overrides:
+        try:
+            (ov,) = parser.parse_overrides([text])
+        except HydraException as exc:
+            detail = str(exc).splitlines()[0]
+            raise BadInput(
+                f"Malformed override '{text}': {detail}. Sweep values use Hydra's grammar, e.g. "
+                "lr='tag(log, interval(1e-4, 1e-1))', batch_size=32,64, width='choice(64,128)'."
+            ) from None
+        if ov.is_sweep_override():
+            if ov.is_add() or ov.is_delete():
+                raise BadInput(f"'{text}': a swept key cannot be added (+) or deleted (~); sweep an existing key.")
+            out.sweep[ov.get_key_element()] = text.split("=", 1)[1]
+        else:
+            out.fixed.append(text)
+    return out

@@ -1,0 +1,213 @@
+"""Sweep spec (Hydra override grammar) -> Ray Tune search space, and sampled values -> overrides.
+
+Hydra's OverridesParser reads each entry; this module maps what it returns onto Tune's domains:
+
+    a,b  | choice(a,b)           -> tune.choice
+    range(lo,hi[,step])          -> tune.choice over the range's values
+    interval(lo,hi)              -> tune.uniform          int(interval(..))       -> tune.randint (hi inclusive)
+    tag(log, interval(lo,hi))    -> tune.loguniform       int(tag(log, ...))      -> tune.lograndint
+    tag(grid, a,b) / tag(grid, range(..))                 -> tune.grid_search (every value, each sample)
+    job/model=mlp,cnn | glob(*)  -> tune.choice over the config group's options
+
+Hydra's own sweepers differ in one respect: Hydra's basic sweeper takes the cross product of a,b lists;
+here they are sampled like every other dimension (num_samples draws), unless tagged `grid`.
+The seed is not part of the space: it is a replicate, see `Space.seeds`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.errors import BadInput
+
+SEED_KEY = "seed"
+
+
+@dataclass(frozen=True)
+class Param:
+    key: str  # a config key (lr, job.model.width) or a config group (job/model)
+    expr: str  # the sweep expression as written
+    kind: str  # choice | grid | uniform | loguniform | randint | lograndint
+    values: tuple = ()  # for choice / grid
+    low: float | int | None = None
+    high: float | int | None = None
+
+    @property
+    def is_group(self) -> bool:
+        return "/" in self.key
+
+    def first(self) -> Any:
+        return self.values[0] if self.values else self.low
+
+    def tune_domain(self):
+        from ray import tune
+
+        if self.kind == "choice":
+            return tune.choice(list(self.values))
+        if self.kind == "grid":
+            return tune.grid_search(list(self.values))
+        if self.kind == "uniform":
+            return tune.uniform(self.low, self.high)
+        if self.kind == "loguniform":
+            return tune.loguniform(self.low, self.high)
+        if self.kind == "randint":  # Tune's upper bound is exclusive; Hydra's interval includes it
+            return tune.randint(self.low, self.high + 1)
+        if self.kind == "lograndint":
+            return tune.lograndint(self.low, self.high + 1)
+        raise AssertionError(self.kind)
+
+
+@dataclass
+class Space:
+    params: list[Param] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    def param_space(self) -> dict:
+        """Tune's param_space: {"hp": {key: domain}, "seed": grid over seeds}.
+
+        The seed sits beside the hyperparameters, never among them, so one sampled configuration runs
+        under every seed (BasicVariantGenerator(constant_grid_search=True) keeps the sample fixed).
+        """
+        from ray import tune
+
+        seed = tune.grid_search(list(self.seeds)) if len(self.seeds) > 1 else self.seeds[0]
+        return {"hp": {p.key: p.tune_domain() for p in self.params}, SEED_KEY: seed}
+
+    def describe(self) -> dict:
+        return {"space": {p.key: p.expr for p in self.params}, "seeds": list(self.seeds)}
+
+    def probe_overrides(self) -> list[str]:
+        """One override per parameter (its first value): composing these checks every key exists."""
+        return [override(p.key, p.first()) for p in self.params]
+
+
+def parse_space(entries: dict[str, Any], seeds: list[int], group_options) -> Space:
+    """Build the Space from `key -> expression` entries (config file and command line merged).
+
+    group_options(group) lists a config group's options, for `job/model=glob(*)` and validation.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    space = Space(seeds=_check_seeds(seeds))
+    for key, expr in entries.items():
+        expr = str(expr)
+        try:
+            (ov,) = parser.parse_overrides([f"{key}={expr}"])
+        except HydraException as exc:
+            raise BadInput(f"sweep.space.{key}: malformed sweep expression '{expr}': {str(exc).splitlines()[0]}") from None
+        if key == SEED_KEY:
+            space.seeds = _check_seeds(_discrete_values(ov, key, expr))
+            continue
+        if "/" in key:
+            param = _group_param(ov, key, expr, group_options(key))
+        else:
+            param = _param(ov, key, expr)
+        space.params.append(param)
+    return space
+
+
+def _param(ov, key: str, expr: str) -> Param:
+    from hydra.core.override_parser.types import IntervalSweep
+
+    value = ov.value()
+    tags = getattr(value, "tags", set()) or set()
+    unknown = tags - {"log", "grid"}
+    if unknown:
+        raise BadInput(f"sweep.space.{key}: unknown tag(s) {sorted(unknown)} in '{expr}'; valid tags: log, grid.")
+    if isinstance(value, IntervalSweep):
+        lo, hi = value.start, value.end
+        if "grid" in tags:
+            raise BadInput(f"sweep.space.{key}: 'grid' needs discrete values, not an interval: '{expr}'.")
+        if not lo < hi:
+            raise BadInput(f"sweep.space.{key}: interval low must be below high, got low={lo}, high={hi} in '{expr}'.")
+        is_int = isinstance(lo, int) and isinstance(hi, int)
+        if "log" in tags:
+            if lo <= 0:
+                raise BadInput(f"sweep.space.{key}: a log interval needs low > 0, got low={lo} in '{expr}'.")
+            return Param(key, expr, "lograndint" if is_int else "loguniform", low=lo, high=hi)
+        return Param(key, expr, "randint" if is_int else "uniform", low=lo, high=hi)
+    if "log" in tags:
+        raise BadInput(f"sweep.space.{key}: 'log' applies to interval(...) only, not '{expr}'.")
+    values = tuple(_discrete_values(ov, key, expr))
+    return Param(key, expr, "grid" if "grid" in tags else "choice", values=values)
+
+
+def _group_param(ov, key: str, expr: str, options: list[str]) -> Param:
+    from hydra.core.override_parser.types import Glob
+
+    if not options:
+        raise BadInput(f"sweep.space.{key}: '{key}' is not a config group (no options found under conf/{key}/).")
+    value = ov.value()
+    if isinstance(value, Glob):
+        chosen = value.filter(options)
+        if not chosen:
+            raise BadInput(f"sweep.space.{key}: '{expr}' matches no option of {key}; options: {', '.join(options)}.")
+        return Param(key, expr, "choice", values=tuple(chosen))
+    param = _param(ov, key, expr)
+    if param.kind not in ("choice", "grid"):
+        raise BadInput(f"sweep.space.{key}: a config group takes a list of options, e.g. {key}={','.join(options)}.")
+    unknown = [v for v in param.values if str(v) not in options]
+    if unknown:
+        raise BadInput(
+            f"sweep.space.{key}: unknown option(s) {', '.join(map(str, unknown))} for config group {key}; "
+            f"valid options: {', '.join(options)}."
+        )
+    return Param(key, expr, param.kind, values=tuple(str(v) for v in param.values))
+
+
+def _discrete_values(ov, key: str, expr: str) -> list:
+    if not ov.is_discrete_sweep():
+        if ov.is_sweep_override():
+            raise BadInput(f"sweep.space.{key}: '{expr}' is not a discrete list of values.")
+        return [ov.value()]  # a single value: a one-point dimension
+    values = list(ov.sweep_iterator())
+    if not values:
+        raise BadInput(f"sweep.space.{key}: '{expr}' has no values.")
+    return values
+
+
+def _check_seeds(seeds) -> list[int]:
+    seeds = list(seeds)
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise BadInput(f"sweep.seeds: a non-empty list of integers, e.g. [0, 1, 2]; got {seeds}.")
+    if len(set(seeds)) != len(seeds):
+        raise BadInput(f"sweep.seeds: each seed once; got {seeds}.")
+    return seeds
+
+
+def override(key: str, value: Any) -> str:
+    """`key=value` in Hydra's grammar (quoting and escaping as Hydra's own serializer does)."""
+    from hydra.core.override_parser.types import Override
+
+    return f"{key}={Override._get_value_element_as_str(value)}"
+
+
+def trial_overrides(hp: dict[str, Any], seed: int) -> list[str]:
+    return [override(k, v) for k, v in hp.items()] + [override(SEED_KEY, seed)]
+
+
+def config_id(hp: dict[str, Any]) -> str:
+    """A short stable id of a configuration's hyperparameters, the seed left out: replicates share it."""
+    text = "\n".join(sorted(override(k, v) for k, v in hp.items()))
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def short_label(hp: dict[str, Any]) -> str:
+    """`lr=0.012 bs=64 width=128` for run names: compact keys, 3 significant digits."""
+    parts = []
+    for k, v in hp.items():
+        leaf = k.replace("/", ".").rsplit(".", 1)[-1]
+        words = leaf.split("_")
+        name = "".join(w[0] for w in words) if len(words) > 1 else leaf
+        parts.append(f"{name}={_fmt(v)}")
+    return " ".join(parts)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)

@@ -1,0 +1,195 @@
+"""`danlu sweep`: compose -> space -> checks -> Ray -> MLflow parent -> Tuner.fit -> summary.
+
+Every check on the user's input runs before Ray starts or MLflow is touched, so a mistake costs
+nothing and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.compose import compose, hydra_context, split_overrides
+from orchestrator.errors import BadInput
+
+
+@dataclass
+class Plan:
+    """A validated sweep, ready to launch."""
+
+    cfg: object  # the composed base config (DictConfig)
+    space: object  # orchestrator.space.Space
+    base_overrides: list[str]  # what every trial composes with, before its own values
+    config_dir: Path
+    storage_dir: Path  # <output_dir>/<sweep.name>, Ray's experiment directory
+    tracking_uri: str
+
+
+def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan:
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from orchestrator.cluster import trial_resources
+    from orchestrator.space import override, parse_space
+    from orchestrator.tracking import resolve_uri
+    from orchestrator.trial import check_job
+    from orchestrator.tuner import make_scheduler
+
+    cwd = cwd or os.getcwd()
+    cl = split_overrides(overrides)
+    with hydra_context(config_dir):
+        cfg = compose(cl.fixed)
+        fixed_keys = {o.lstrip("+~").split("=", 1)[0] for o in cl.fixed}
+        entries = {k: v for k, v in (cfg.sweep.get("space") or {}).items() if k not in fixed_keys}
+        entries.update(cl.sweep)  # command line wins
+        loader = GlobalHydra.instance().config_loader()
+        space = parse_space(entries, list(cfg.sweep.seeds), lambda g: loader.get_group_options(g))
+        compose(cl.fixed + space.probe_overrides())  # every swept key exists, every value composes
+        name = str(cfg.sweep.name)
+    _check_sweep(cfg.sweep, name)
+    make_scheduler(cfg.scheduler)
+    trial_resources(cfg.resources)
+    check_job(cfg.job.fn, config_dir.parent)
+    if cfg.checkpoint.every < 1 or cfg.checkpoint.keep < 1:
+        raise BadInput("checkpoint.every and checkpoint.keep: integers >= 1.")
+    OmegaConf.resolve(cfg)
+    storage = Path(cwd, cfg.output_dir).resolve() / name
+    return Plan(cfg, space, cl.fixed + [override("sweep.name", name)], config_dir, storage,
+                resolve_uri(str(cfg.tracking.uri), cwd))
+
+
+def _check_sweep(sweep, name: str) -> None:
+    if sweep.mode not in ("max", "min"):
+        raise BadInput(f"sweep.mode={sweep.mode}: valid modes are max, min.")
+    if not isinstance(sweep.num_samples, int) or sweep.num_samples < 1:
+        raise BadInput(f"sweep.num_samples={sweep.num_samples}: an integer >= 1.")
+    if not sweep.metric or not isinstance(sweep.metric, str):
+        raise BadInput("sweep.metric: the name of a metric the job reports, e.g. val_acc.")
+    if not name or "/" in name or name.startswith("."):
+        raise BadInput(f"sweep.name={name!r}: a plain directory name (letters, digits, - and _).")
+    limit = sweep.get("max_concurrent_trials")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise BadInput(f"sweep.max_concurrent_trials={limit}: null, or an integer >= 1.")
+
+
+def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, command: list[str] | None = None,
+              stream=None) -> int:
+    p = plan(overrides, config_dir)
+    if (p.storage_dir / "tuner.pkl").exists():
+        raise BadInput(f"sweep.name={p.cfg.sweep.name}: {p.storage_dir} already holds a sweep of that name; "
+                       "choose another sweep.name.")
+    out = stream or sys.stdout
+    from orchestrator.cluster import ray_session, trial_resources
+
+    with ray_session(p.cfg.cluster, trial_resources(p.cfg.resources), verbose):
+        return _launch(p, verbose, command or sys.argv, out)
+
+
+def _launch(p: Plan, verbose: bool, command: list[str], out) -> int:
+    from omegaconf import OmegaConf
+
+    from orchestrator import tracking
+    from orchestrator.progress import Progress
+    from orchestrator.space import config_id, override, short_label
+    from orchestrator.trial import make_trainable
+    from orchestrator.tuner import MetricGuard, Trials, build_tuner, make_scheduler, trial_index
+
+    cfg, sweep = p.cfg, p.cfg.sweep
+    config = OmegaConf.to_container(cfg, resolve=True)
+    mlf = tracking.client(p.tracking_uri)
+    exp_id = tracking.experiment_id(mlf, cfg.tracking.experiment)
+    parent = tracking.open_parent(mlf, exp_id, sweep.name, config, p.space.describe(), p.config_dir.parent, command)
+    print(f"danlu: sweep {sweep.name}: {sweep.num_samples} configs x {len(p.space.seeds)} seed(s), "
+          f"metric {sweep.metric} ({sweep.mode}), scheduler {cfg.scheduler.name}", file=out)
+    print(f"danlu: MLflow {p.tracking_uri} · experiment '{cfg.tracking.experiment}' · parent run {parent}",
+          file=out, flush=True)
+
+    scheduler = make_scheduler(cfg.scheduler)
+    early = getattr(scheduler, "stopped_early", set())
+    multi_seed = len(p.space.seeds) > 1
+
+    def label(trial) -> str:
+        return f"t{trial_index(trial):03d}"
+
+    def describe(trial):
+        hp, seed = trial.config["hp"], trial.config["seed"]
+        name = f"{label(trial)} {short_label(hp)}".strip() + (f" s={seed}" if multi_seed else "")
+        params = {k: override(k, v).split("=", 1)[1] for k, v in hp.items()} | {"seed": str(seed)}
+        tags = {"ray.trial_id": trial.trial_id, "danlu.trial": label(trial), "danlu.sweep": sweep.name,
+                "danlu.config_id": config_id(hp), "danlu.seed": str(seed),
+                "danlu.overrides": " ".join(f"{k}={v}" for k, v in params.items())}
+        return name, params, tags
+
+    log_dir = str(p.storage_dir / "logs")
+    runs = tracking.TrialRuns(p.tracking_uri, exp_id, parent, describe, lambda tid: tid in early, log_dir,
+                              flush_s=float(cfg.tracking.flush_s))
+    progress = Progress(sweep.metric, sweep.mode, label, lambda tid: tid in early, stream=out)
+    guard, ledger = MetricGuard(sweep.metric), Trials()
+    trainable = make_trainable(str(p.config_dir), p.base_overrides, log_dir, cfg.checkpoint.every,
+                               float(cfg.resources.cpu))
+    tuner = build_tuner(trainable, p.space, cfg, scheduler, [runs, ledger] + ([] if verbose else [progress]), guard,
+                        str(p.storage_dir.parent), verbose)
+    status = "FAILED"
+    try:
+        tuner.fit()
+        runs.close()
+        if guard.missing is not None:
+            from orchestrator.context import missing_metric_message
+
+            for rid in [*runs.run_ids.values(), parent]:  # a sweep that measured nothing leaves no runs
+                mlf.delete_run(rid)
+            raise BadInput(missing_metric_message(sweep.metric, guard.missing))
+        summary, code = _summarize(ledger.trials, sweep, early, label)
+        status = "FINISHED" if code == 0 else "FAILED"
+        tracking.close_parent(mlf, parent, summary, status)
+        _print_summary(summary, sweep, p, out)
+        return code
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        runs.close()
+        if status != "FINISHED" and mlf.get_run(parent).info.lifecycle_stage == "active":
+            mlf.set_terminated(parent, status)
+
+
+def _summarize(trials, sweep, early: set[str], label) -> tuple[dict, int]:
+    """Counts and the best trial, ranked by each trial's last reported metric (Tune's scope="last")."""
+    counts = {"completed": 0, "stopped_early": 0, "failed": 0}
+    best = None
+    for t in trials:
+        if t.status == "ERROR":
+            counts["failed"] += 1
+            continue
+        counts["stopped_early" if t.trial_id in early else "completed"] += 1
+        v = (t.last_result or {}).get(sweep.metric)
+        if isinstance(v, (int, float)) and v == v:
+            if best is None or (v > best[0] if sweep.mode == "max" else v < best[0]):
+                best = (float(v), label(t), t.trial_id)
+    total = sum(counts.values())
+    summary = {
+        "metrics": {f"trials_{k}": v for k, v in counts.items()} | {"trials_total": total},
+        "tags": {},
+        "counts": counts,
+    }
+    if best is not None:
+        summary["metrics"][f"best_{sweep.metric}"] = best[0]
+        summary["tags"] = {"danlu.best_trial": best[1], "danlu.best_trial_id": best[2],
+                           f"danlu.best_{sweep.metric}": f"{best[0]:.6g}"}
+        summary["best"] = best
+    code = 1 if total == 0 or counts["failed"] == total else 0
+    return summary, code
+
+
+def _print_summary(summary: dict, sweep, p: Plan, out) -> None:
+    c = summary["counts"]
+    print(f"danlu: {sum(c.values())} trials: {c['completed']} completed, {c['stopped_early']} stopped early by "
+          f"ASHA, {c['failed']} failed", file=out)
+    if "best" in summary:
+        v, label, _ = summary["best"]
+        print(f"danlu: best {sweep.metric}={v:.4g} ({label}); last reported value of each trial", file=out)
+    ui = "danlu ui" if p.tracking_uri.startswith("sqlite") else p.tracking_uri
+    print(f"danlu: review it with `{ui}` (experiment '{p.cfg.tracking.experiment}', run '{sweep.name}'); "
+          f"Ray storage: {p.storage_dir}", file=out, flush=True)

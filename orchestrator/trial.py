@@ -1,0 +1,198 @@
+"""One trial: overrides -> Hydra compose -> job.train(cfg, ctx). Runs on a Ray worker, or in-process.
+
+The Tune trainable is a plain function (Tune's function API). With reuse_actors a worker process runs
+many trials one after another, so everything a trial changes process-wide (stdout, torch threads,
+CUDA cache) is put back when it ends; seeding is the job's first act (it reads cfg.seed).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import io
+import os
+import pickle
+import socket
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from orchestrator.context import check_metrics
+from orchestrator.errors import BadInput
+
+STATE_FILE = "state.pkl"
+META_KEY = "_danlu"  # trial metadata in the first result (resolved config, node, GPUs); never a metric
+
+
+def check_job(fn_path: str, root: Path) -> None:
+    """Fail early, in the driver, on a job.fn that cannot be found (without importing the job)."""
+    module, _, func = str(fn_path).partition(":")
+    if not module or not func:
+        raise BadInput(f"job.fn={fn_path}: expected 'module:function', e.g. jobs.digits:train.")
+    _on_path(root)
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        raise BadInput(f"job.fn={fn_path}: no module '{module}' under {root} or on the Python path.")
+
+
+def load_job(fn_path: str, root: Path) -> Callable:
+    module, _, func = str(fn_path).partition(":")
+    _on_path(root)
+    fn = getattr(importlib.import_module(module), func, None)
+    if not callable(fn):
+        raise BadInput(f"job.fn={fn_path}: module '{module}' has no function '{func}'.")
+    return fn
+
+
+def _on_path(root: Path) -> None:
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+
+
+def save_state(state: Any, directory: str) -> None:
+    path = os.path.join(directory, STATE_FILE)
+    if "torch" in sys.modules:  # tensors: torch's own format
+        sys.modules["torch"].save(state, path)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(state, f)
+
+
+def load_state(directory: str) -> Any:
+    path = os.path.join(directory, STATE_FILE)
+    if "torch" in sys.modules:
+        return sys.modules["torch"].load(path, weights_only=False, map_location="cpu")
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+class TuneContext:
+    """The job contract on Ray Tune: report -> tune.report (+ Tune checkpoint), restore -> tune.get_checkpoint."""
+
+    def __init__(self, checkpoint_every: int = 1, meta: dict | None = None):
+        self.checkpoint_every = max(1, int(checkpoint_every))
+        self._meta = meta
+        self._reports = 0
+
+    def report(self, step, metrics, checkpoint=None):
+        from ray import tune
+
+        result: dict[str, Any] = check_metrics(step, metrics)
+        result["step"] = step
+        if self._meta is not None:  # first report: resolved config, node, GPUs, the job's metric names
+            result[META_KEY], self._meta = {**self._meta, "metrics": list(metrics)}, None
+        self._reports += 1
+        if checkpoint is None or self._reports % self.checkpoint_every:
+            tune.report(result)
+            return
+        with tempfile.TemporaryDirectory(prefix="danlu-ckpt-") as tmp:
+            save_state(checkpoint, tmp)
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    def restore(self):
+        from ray import tune
+
+        ckpt = tune.get_checkpoint()
+        if ckpt is None:
+            return None
+        with ckpt.as_directory() as d:
+            return load_state(d)
+
+
+class _Tee(io.TextIOBase):
+    """Write-through copy of a stream into the trial's log file."""
+
+    def __init__(self, stream, log):
+        self._stream, self._log = stream, log
+
+    def write(self, s):
+        self._log.write(s)
+        self._log.flush()
+        return self._stream.write(s)
+
+    def flush(self):
+        self._stream.flush()
+
+    def isatty(self):
+        return False
+
+
+_hydra_lock = threading.Lock()
+
+
+def compose_trial(config_dir: str, overrides: list[str]):
+    """Compose in this worker. Hydra is initialised once per process and kept (reused actors)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    with _hydra_lock:
+        gh = GlobalHydra.instance()
+        if not gh.is_initialized() or getattr(compose_trial, "_dir", None) != config_dir:
+            gh.clear()
+            initialize_config_dir(config_dir, version_base="1.3", job_name="danlu")
+            compose_trial._dir = config_dir
+        return compose("config", overrides=overrides)
+
+
+def make_trainable(config_dir: str, base_overrides: list[str], log_dir: str, checkpoint_every: int, cpus: float):
+    """The Tune function trainable for this sweep. Its config is {"hp": {...}, "seed": int}."""
+    from orchestrator.space import trial_overrides
+
+    root = str(Path(config_dir).parent)
+
+    def danlu_trial(config: dict) -> None:
+        import ray
+        from omegaconf import OmegaConf
+        from ray import tune
+
+        trial_id = tune.get_context().get_trial_id()
+        cfg = compose_trial(config_dir, base_overrides + trial_overrides(config["hp"], config["seed"]))
+        meta = {
+            "config": OmegaConf.to_yaml(cfg, resolve=True),
+            "hostname": socket.gethostname(),
+            "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            "pid": os.getpid(),
+        }
+        os.makedirs(log_dir, exist_ok=True)
+        with open(os.path.join(log_dir, f"{trial_id}.log"), "a", buffering=1) as log:
+            out, err = sys.stdout, sys.stderr
+            sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+            try:
+                job = load_job(cfg.job.fn, Path(root))
+                if "torch" in sys.modules:
+                    sys.modules["torch"].set_num_threads(max(1, int(cpus)))
+                job(cfg, TuneContext(checkpoint_every, meta))
+            except Exception:  # not SystemExit: that is how Tune stops a trial (ASHA), not a failure
+                import traceback
+
+                traceback.print_exc()
+                raise
+            finally:
+                sys.stdout, sys.stderr = out, err
+                torch = sys.modules.get("torch")
+                if torch is not None and torch.cuda.is_initialized():
+                    torch.cuda.empty_cache()
+
+    return danlu_trial
+
+
+def run_local(cfg, config_dir: Path, stream=None) -> int:
+    """`danlu run`: one trial in this process, no Ray, no MLflow."""
+    from orchestrator.context import LocalContext
+
+    job = load_job(cfg.job.fn, config_dir.parent)
+    ctx = LocalContext(metric=cfg.sweep.metric, stream=stream, checkpoint_every=cfg.checkpoint.every)
+    job(cfg, ctx)
+    if not ctx.history:
+        raise BadInput(f"job.fn={cfg.job.fn}: the job returned without calling ctx.report().")
+    step, last = ctx.history[-1]
+    print(f"done: {len(ctx.history)} reports, last step {step}: {cfg.sweep.metric}={last.get(cfg.sweep.metric)}",
+          file=stream or sys.stdout)
+    return 0
