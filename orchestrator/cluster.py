@@ -73,11 +73,15 @@ def cluster_nodes() -> dict[str, dict[str, float]]:
     return {f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})": n["Resources"] for n in ray.nodes() if n.get("Alive")}
 
 
+def check_local_fit(cluster, need: dict[str, float]) -> None:
+    """For an embedded Ray, check before starting it (an existing cluster is checked once connected)."""
+    if not cluster.get("address"):
+        check_fit(need, {"local machine": local_capacity(cluster)})
+
+
 @contextmanager
 def ray_session(cluster, need: dict[str, float], verbose: bool = False) -> Iterator[None]:
     """Start an embedded Ray (cluster.address null) or connect to one; check the trial fits; shut down after."""
-    if not cluster.get("address"):
-        check_fit(need, {"local machine": local_capacity(cluster)})
     import ray
 
     if not verbose:
@@ -86,6 +90,10 @@ def ray_session(cluster, need: dict[str, float], verbose: bool = False) -> Itera
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune then prints no tables at all
+    if ray.is_initialized():  # a caller's own Ray (a notebook, a benchmark): use it, leave it running
+        check_fit(need, cluster_nodes())
+        yield
+        return
     kwargs = dict(log_to_driver=verbose, include_dashboard=False, configure_logging=True,
                   logging_level=logging.INFO if verbose else logging.WARNING)
     if cluster.get("address"):

@@ -37,7 +37,9 @@ def project_root(config_dir: Path) -> Path:
 @contextmanager
 def hydra_context(config_dir: Path) -> Iterator[None]:
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
+    GlobalHydra.instance().clear()  # a worker-style init (orchestrator.trial.compose_trial) may be in place
     with initialize_config_dir(str(config_dir), version_base="1.3", job_name="danlu"):
         yield
 
@@ -65,7 +67,15 @@ def _explain(exc: Exception, overrides: list[str]) -> str:
             f"{hint}Check the spelling, or see the composed config with `danlu run --cfg`."
         )
     if "Could not find" in first or "Could not load" in first:
-        return f"{first}. {' '.join(text.splitlines()[1:3])}".strip()
+        # Hydra lists the options one per line after "Available options", then the search path
+        lines = text.splitlines()
+        options = [ln.strip() for ln in lines[1:] if ln.startswith(("\t", "    ")) and "provider=" not in ln]
+        path = first.split("'")[-2] if first.count("'") >= 2 else first
+        if "/" in path and options:
+            group, option = path.rsplit("/", 1)
+            return (f"Unknown option '{option}' for config group '{group}'. Available options: "
+                    f"{', '.join(options)}. Choose one with {group}=<option>.")
+        return f"{first.split(': ', 1)[-1]}."
     return f"Invalid config or override: {' '.join(text.split())}"
 
 
@@ -83,7 +93,7 @@ def _close_keys(key: str) -> str:
         base = OmegaConf.to_container(compose([]), resolve=False)
     except BadInput:
         return ""
-    keys = list(flatten(base))
+    keys = [k for k, _ in flatten(base)]
     close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
     return f"Did you mean: {', '.join(close)}? " if close else ""
 

@@ -6,7 +6,7 @@ Hydra's OverridesParser reads each entry; this module maps what it returns onto 
     range(lo,hi[,step])          -> tune.choice over the range's values
     interval(lo,hi)              -> tune.uniform          int(interval(..))       -> tune.randint (hi inclusive)
     tag(log, interval(lo,hi))    -> tune.loguniform       int(tag(log, ...))      -> tune.lograndint
-    tag(grid, a,b) / tag(grid, range(..))                 -> tune.grid_search (every value, each sample)
+    tag(grid, choice(a,b)) / tag(grid, range(..))         -> tune.grid_search (every value, each sample)
     job/model=mlp,cnn | glob(*)  -> tune.choice over the config group's options
 
 Hydra's own sweepers differ in one respect: Hydra's basic sweeper takes the cross product of a,b lists;
@@ -33,10 +33,7 @@ class Param:
     values: tuple = ()  # for choice / grid
     low: float | int | None = None
     high: float | int | None = None
-
-    @property
-    def is_group(self) -> bool:
-        return "/" in self.key
+    is_group: bool = False  # a config group (job/model, scheduler): its values are option names
 
     def first(self) -> Any:
         return self.values[0] if self.values else self.low
@@ -78,6 +75,10 @@ class Space:
     def describe(self) -> dict:
         return {"space": {p.key: p.expr for p in self.params}, "seeds": list(self.seeds)}
 
+    @property
+    def group_keys(self) -> set[str]:
+        return {p.key for p in self.params if p.is_group}
+
     def probe_overrides(self) -> list[str]:
         """One override per parameter (its first value): composing these checks every key exists."""
         return [override(p.key, p.first()) for p in self.params]
@@ -102,8 +103,9 @@ def parse_space(entries: dict[str, Any], seeds: list[int], group_options) -> Spa
         if key == SEED_KEY:
             space.seeds = _check_seeds(_discrete_values(ov, key, expr))
             continue
-        if "/" in key:
-            param = _group_param(ov, key, expr, group_options(key))
+        options = group_options(key)
+        if options or "/" in key:
+            param = _group_param(ov, key, expr, options)
         else:
             param = _param(ov, key, expr)
         space.params.append(param)
@@ -146,7 +148,7 @@ def _group_param(ov, key: str, expr: str, options: list[str]) -> Param:
         chosen = value.filter(options)
         if not chosen:
             raise BadInput(f"sweep.space.{key}: '{expr}' matches no option of {key}; options: {', '.join(options)}.")
-        return Param(key, expr, "choice", values=tuple(chosen))
+        return Param(key, expr, "choice", values=tuple(chosen), is_group=True)
     param = _param(ov, key, expr)
     if param.kind not in ("choice", "grid"):
         raise BadInput(f"sweep.space.{key}: a config group takes a list of options, e.g. {key}={','.join(options)}.")
@@ -156,7 +158,7 @@ def _group_param(ov, key: str, expr: str, options: list[str]) -> Param:
             f"sweep.space.{key}: unknown option(s) {', '.join(map(str, unknown))} for config group {key}; "
             f"valid options: {', '.join(options)}."
         )
-    return Param(key, expr, param.kind, values=tuple(str(v) for v in param.values))
+    return Param(key, expr, param.kind, values=tuple(str(v) for v in param.values), is_group=True)
 
 
 def _discrete_values(ov, key: str, expr: str) -> list:

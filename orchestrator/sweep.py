@@ -80,30 +80,47 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
     if (p.storage_dir / "tuner.pkl").exists():
         raise BadInput(f"sweep.name={p.cfg.sweep.name}: {p.storage_dir} already holds a sweep of that name; "
                        "choose another sweep.name.")
-    out = stream or sys.stdout
-    from orchestrator.cluster import ray_session, trial_resources
-
-    with ray_session(p.cfg.cluster, trial_resources(p.cfg.resources), verbose):
-        return _launch(p, verbose, command or sys.argv, out)
-
-
-def _launch(p: Plan, verbose: bool, command: list[str], out) -> int:
     from omegaconf import OmegaConf
 
-    from orchestrator import tracking
+    from orchestrator.cluster import check_local_fit, ray_session, trial_resources
+    from orchestrator.tracking import Tracker  # imports ray.tune: after the checks that need no Ray
+
+    need = trial_resources(p.cfg.resources)
+    check_local_fit(p.cfg.cluster, need)
+    # MLflow's import and the parent run happen on the tracker's thread while Ray starts
+    tracker = Tracker(p.tracking_uri, str(p.cfg.tracking.experiment), float(p.cfg.tracking.flush_s))
+    status = "FAILED"  # what the parent run says if the sweep ends other than by _launch's own close
+    try:
+        with ray_session(p.cfg.cluster, need, verbose):
+            tracker.open_sweep(str(p.cfg.sweep.name), OmegaConf.to_container(p.cfg, resolve=True), p.space.describe(),
+                               p.config_dir.parent, command or ["danlu", *sys.argv[1:]])
+            code = _launch(p, tracker, verbose, stream or sys.stdout)
+            status = None
+            return code
+    except _Discarded:
+        status = None
+        raise
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if status:
+            tracker.close_sweep({}, {}, status)
+        tracker.close()
+
+
+def _launch(p: Plan, tracker, verbose: bool, out) -> int:
+    from orchestrator.context import missing_metric_message
     from orchestrator.progress import Progress
     from orchestrator.space import config_id, override, short_label
+    from orchestrator.tracking import TrialRuns
     from orchestrator.trial import make_trainable
     from orchestrator.tuner import MetricGuard, Trials, build_tuner, make_scheduler, trial_index
 
     cfg, sweep = p.cfg, p.cfg.sweep
-    config = OmegaConf.to_container(cfg, resolve=True)
-    mlf = tracking.client(p.tracking_uri)
-    exp_id = tracking.experiment_id(mlf, cfg.tracking.experiment)
-    parent = tracking.open_parent(mlf, exp_id, sweep.name, config, p.space.describe(), p.config_dir.parent, command)
     print(f"danlu: sweep {sweep.name}: {sweep.num_samples} configs x {len(p.space.seeds)} seed(s), "
           f"metric {sweep.metric} ({sweep.mode}), scheduler {cfg.scheduler.name}", file=out)
-    print(f"danlu: MLflow {p.tracking_uri} · experiment '{cfg.tracking.experiment}' · parent run {parent}",
+    print(f"danlu: MLflow {p.tracking_uri} · experiment '{cfg.tracking.experiment}' · run '{sweep.name}'",
           file=out, flush=True)
 
     scheduler = make_scheduler(cfg.scheduler)
@@ -123,36 +140,29 @@ def _launch(p: Plan, verbose: bool, command: list[str], out) -> int:
         return name, params, tags
 
     log_dir = str(p.storage_dir / "logs")
-    runs = tracking.TrialRuns(p.tracking_uri, exp_id, parent, describe, lambda tid: tid in early, log_dir,
-                              flush_s=float(cfg.tracking.flush_s))
+    runs = TrialRuns(tracker, describe, lambda tid: tid in early, log_dir)
     progress = Progress(sweep.metric, sweep.mode, label, lambda tid: tid in early, stream=out)
     guard, ledger = MetricGuard(sweep.metric), Trials()
-    trainable = make_trainable(str(p.config_dir), p.base_overrides, log_dir, cfg.checkpoint.every,
-                               float(cfg.resources.cpu))
+    trainable = make_trainable(str(p.config_dir), p.base_overrides, p.space.group_keys, log_dir,
+                               cfg.checkpoint.every, float(cfg.resources.cpu))
     tuner = build_tuner(trainable, p.space, cfg, scheduler, [runs, ledger] + ([] if verbose else [progress]), guard,
                         str(p.storage_dir.parent), verbose)
-    status = "FAILED"
-    try:
-        tuner.fit()
-        runs.close()
-        if guard.missing is not None:
-            from orchestrator.context import missing_metric_message
+    tuner.fit()
+    if guard.missing is not None:
+        tracker.discard()  # a sweep that measured nothing leaves no runs behind
+        raise _Discarded(missing_metric_message(sweep.metric, guard.missing))
+    summary, code = _summarize(ledger.trials, sweep, early, label)
+    status = "FINISHED" if code == 0 else "FAILED"
+    tracker.close_sweep(summary["metrics"], summary["tags"], status)
+    tracker.close()
+    for msg in tracker.errors:
+        print(f"danlu: not logged to MLflow: {msg}", file=out)
+    _print_summary(summary, sweep, p, tracker.parent_id, out)
+    return code
 
-            for rid in [*runs.run_ids.values(), parent]:  # a sweep that measured nothing leaves no runs
-                mlf.delete_run(rid)
-            raise BadInput(missing_metric_message(sweep.metric, guard.missing))
-        summary, code = _summarize(ledger.trials, sweep, early, label)
-        status = "FINISHED" if code == 0 else "FAILED"
-        tracking.close_parent(mlf, parent, summary, status)
-        _print_summary(summary, sweep, p, out)
-        return code
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        runs.close()
-        if status != "FINISHED" and mlf.get_run(parent).info.lifecycle_stage == "active":
-            mlf.set_terminated(parent, status)
+
+class _Discarded(BadInput):
+    """Bad input found only once trials ran; the sweep's runs are deleted."""
 
 
 def _summarize(trials, sweep, early: set[str], label) -> tuple[dict, int]:
@@ -183,7 +193,7 @@ def _summarize(trials, sweep, early: set[str], label) -> tuple[dict, int]:
     return summary, code
 
 
-def _print_summary(summary: dict, sweep, p: Plan, out) -> None:
+def _print_summary(summary: dict, sweep, p: Plan, parent_id, out) -> None:
     c = summary["counts"]
     print(f"danlu: {sum(c.values())} trials: {c['completed']} completed, {c['stopped_early']} stopped early by "
           f"ASHA, {c['failed']} failed", file=out)
@@ -191,5 +201,5 @@ def _print_summary(summary: dict, sweep, p: Plan, out) -> None:
         v, label, _ = summary["best"]
         print(f"danlu: best {sweep.metric}={v:.4g} ({label}); last reported value of each trial", file=out)
     ui = "danlu ui" if p.tracking_uri.startswith("sqlite") else p.tracking_uri
-    print(f"danlu: review it with `{ui}` (experiment '{p.cfg.tracking.experiment}', run '{sweep.name}'); "
-          f"Ray storage: {p.storage_dir}", file=out, flush=True)
+    print(f"danlu: review it with `{ui}`: experiment '{p.cfg.tracking.experiment}', run '{sweep.name}' "
+          f"({parent_id}); Ray storage: {p.storage_dir}", file=out, flush=True)

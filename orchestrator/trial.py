@@ -124,25 +124,45 @@ class _Tee(io.TextIOBase):
 
 
 _hydra_lock = threading.Lock()
+_composed: dict[tuple, Any] = {}  # (config_dir, overrides that choose configs) -> composed config
 
 
-def compose_trial(config_dir: str, overrides: list[str]):
-    """Compose in this worker. Hydra is initialised once per process and kept (reused actors)."""
+def compose_trial(config_dir: str, overrides: list[str], value_overrides: list[str] = ()):
+    """Compose conf/ + overrides in this worker, as Hydra's compose(overrides + value_overrides) would.
+
+    Composition (defaults lists, config groups) takes ~60 ms here, a real cost when a worker runs trial
+    after trial; it depends only on `overrides` (the sweep's fixed ones and sampled group choices), so it
+    is done once per distinct set. `value_overrides` (key=value) are then applied to a copy with Hydra's
+    own override code, the step Hydra itself runs last. tests/test_compose.py checks both agree.
+    """
+    import copy
+
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    key = (config_dir, tuple(overrides))
     with _hydra_lock:
-        gh = GlobalHydra.instance()
-        if not gh.is_initialized() or getattr(compose_trial, "_dir", None) != config_dir:
-            gh.clear()
-            initialize_config_dir(config_dir, version_base="1.3", job_name="danlu")
-            compose_trial._dir = config_dir
-        return compose("config", overrides=overrides)
+        if key not in _composed:
+            gh = GlobalHydra.instance()
+            if not gh.is_initialized() or getattr(compose_trial, "_dir", None) != config_dir:
+                gh.clear()
+                initialize_config_dir(config_dir, version_base="1.3", job_name="danlu")
+                compose_trial._dir = config_dir
+            _composed[key] = compose("config", overrides=list(overrides))
+        cfg = copy.deepcopy(_composed[key])
+    if value_overrides:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+        parsed = OverridesParser.create().parse_overrides(list(value_overrides))
+        ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
+    return cfg
 
 
-def make_trainable(config_dir: str, base_overrides: list[str], log_dir: str, checkpoint_every: int, cpus: float):
+def make_trainable(config_dir: str, base_overrides: list[str], group_keys: set[str], log_dir: str,
+                   checkpoint_every: int, cpus: float):
     """The Tune function trainable for this sweep. Its config is {"hp": {...}, "seed": int}."""
-    from orchestrator.space import trial_overrides
+    from orchestrator.space import override, trial_overrides
 
     root = str(Path(config_dir).parent)
 
@@ -152,7 +172,10 @@ def make_trainable(config_dir: str, base_overrides: list[str], log_dir: str, che
         from ray import tune
 
         trial_id = tune.get_context().get_trial_id()
-        cfg = compose_trial(config_dir, base_overrides + trial_overrides(config["hp"], config["seed"]))
+        hp = config["hp"]
+        groups = [override(k, v) for k, v in hp.items() if k in group_keys]
+        values = trial_overrides({k: v for k, v in hp.items() if k not in group_keys}, config["seed"])
+        cfg = compose_trial(config_dir, base_overrides + groups, values)
         meta = {
             "config": OmegaConf.to_yaml(cfg, resolve=True),
             "hostname": socket.gethostname(),

@@ -1,0 +1,22 @@
+"""A job of the same contract that only sleeps: for benchmarks and fast tests of the machinery.
+
+    danlu run job=sleep epochs=5 epoch_s=0.2
+
+Each of `epochs` reports comes after `epoch_s` seconds of "work"; the score is a smooth function of
+`x` so that ASHA has something to rank. `fail_at` makes it raise at that epoch (0: never).
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def train(cfg, ctx) -> None:
+    state = ctx.restore()
+    start = state["epoch"] if state else 0
+    for epoch in range(start + 1, cfg.epochs + 1):
+        time.sleep(cfg.epoch_s)
+        if cfg.fail_at and epoch >= cfg.fail_at:
+            raise RuntimeError(f"sleep job: failing at epoch {epoch} as asked (fail_at={cfg.fail_at})")
+        score = (1 - (cfg.x - 0.7) ** 2) * epoch / cfg.epochs + 0.001 * cfg.seed
+        ctx.report(epoch, {"score": score}, checkpoint={"epoch": epoch} if cfg.checkpoint_state else None)
