@@ -19,13 +19,14 @@ CONFIG_NAME = "config"
 
 
 def find_config_dir(explicit: str | None = None) -> Path:
-    """The conf/ to compose from: --config-dir, $DANLU_CONFIG_DIR, ./conf, or the repository's own."""
-    candidates = [explicit, os.environ.get("DANLU_CONFIG_DIR"), "conf", Path(__file__).resolve().parents[1] / "conf"]
-    for cand in candidates:
+    """The conf/ to compose from: --config-dir, else $DANLU_CONFIG_DIR, ./conf, or the repository's own."""
+    if explicit:
+        if not (Path(explicit) / f"{CONFIG_NAME}.yaml").is_file():
+            raise BadInput(f"--config-dir {explicit}: no {CONFIG_NAME}.yaml there.")
+        return Path(explicit).resolve()
+    for cand in (os.environ.get("DANLU_CONFIG_DIR"), "conf", Path(__file__).resolve().parents[1] / "conf"):
         if cand and (Path(cand) / f"{CONFIG_NAME}.yaml").is_file():
             return Path(cand).resolve()
-    if explicit:
-        raise BadInput(f"--config-dir {explicit}: no {CONFIG_NAME}.yaml there.")
     raise BadInput("No conf/config.yaml found: run danlu in a project directory, or pass --config-dir.")
 
 

@@ -35,7 +35,6 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
     from orchestrator.space import override, parse_space
     from orchestrator.tracking import resolve_uri
     from orchestrator.trial import check_job
-    from orchestrator.tuner import make_scheduler
 
     cwd = cwd or os.getcwd()
     cl = split_overrides(overrides)
@@ -49,7 +48,7 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
         compose(cl.fixed + space.probe_overrides())  # every swept key exists, every value composes
         name = str(cfg.sweep.name)
     _check_sweep(cfg.sweep, name)
-    make_scheduler(cfg.scheduler)
+    _check_scheduler(cfg.scheduler)
     trial_resources(cfg.resources)
     check_job(cfg.job.fn, config_dir.parent)
     if cfg.checkpoint.every < 1 or cfg.checkpoint.keep < 1:
@@ -74,6 +73,20 @@ def _check_sweep(sweep, name: str) -> None:
         raise BadInput(f"sweep.max_concurrent_trials={limit}: null, or an integer >= 1.")
 
 
+def _check_scheduler(sch) -> None:
+    name = sch.get("name")
+    if name == "fifo":
+        return
+    if name != "asha":
+        raise BadInput(f"scheduler.name={name}: valid schedulers are asha, fifo.")
+    max_t, grace, rf = sch.get("max_t"), sch.get("grace_period"), sch.get("reduction_factor")
+    for key, v, low in (("max_t", max_t, 1), ("grace_period", grace, 1), ("reduction_factor", rf, 2)):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < low:
+            raise BadInput(f"scheduler.{key}={v}: a number >= {low}.")
+    if grace > max_t:
+        raise BadInput(f"scheduler.grace_period={grace} exceeds scheduler.max_t={max_t}: nothing could be stopped early.")
+
+
 def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, command: list[str] | None = None,
               stream=None) -> int:
     p = plan(overrides, config_dir)
@@ -83,7 +96,7 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
     from omegaconf import OmegaConf
 
     from orchestrator.cluster import check_local_fit, ray_session, trial_resources
-    from orchestrator.tracking import Tracker  # imports ray.tune: after the checks that need no Ray
+    from orchestrator.tracking import Tracker
 
     need = trial_resources(p.cfg.resources)
     check_local_fit(p.cfg.cluster, need)
@@ -113,9 +126,8 @@ def _launch(p: Plan, tracker, verbose: bool, out) -> int:
     from orchestrator.context import missing_metric_message
     from orchestrator.progress import Progress
     from orchestrator.space import config_id, override, short_label
-    from orchestrator.tracking import TrialRuns
     from orchestrator.trial import make_trainable
-    from orchestrator.tuner import MetricGuard, Trials, build_tuner, make_scheduler, trial_index
+    from orchestrator.tuner import MetricGuard, TrialRuns, Trials, build_tuner, make_scheduler, trial_index
 
     cfg, sweep = p.cfg, p.cfg.sweep
     print(f"danlu: sweep {sweep.name}: {sweep.num_samples} configs x {len(p.space.seeds)} seed(s), "

@@ -16,13 +16,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from ray.tune import Callback
-
 from orchestrator.compose import flatten
-from orchestrator.trial import META_KEY
 
 MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 LIMITS = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's limits per log_batch call
@@ -241,49 +237,3 @@ class Tracker:
                 self._flush(rid)
             except Exception as exc:
                 self._warn(f"MLflow batch for run {rid} failed: {exc}")
-
-
-class TrialRuns(Callback):
-    """The Tune callback that feeds a Tracker. Tune's hooks run on its event loop: they only enqueue."""
-
-    def __init__(self, tracker: Tracker, describe: Callable, stopped_early: Callable, log_dir: str):
-        self.tracker = tracker
-        self._describe = describe  # trial -> (run name, params, tags)
-        self._stopped_early = stopped_early  # trial_id -> bool
-        self._log_dir = log_dir
-        self._keys: dict[str, list[str]] = {}  # trial_id -> the metric names its job reports
-
-    def __getstate__(self):  # Tune pickles callbacks into tuner.pkl; the live tracker stays here
-        return {k: v for k, v in self.__dict__.items() if k != "tracker"}
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        if trial.trial_id not in self._keys:
-            self._keys[trial.trial_id] = []
-            self.tracker.trial_start(trial.trial_id, *self._describe(trial))
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        meta = result.get(META_KEY)
-        if meta:
-            self._keys[trial.trial_id] = list(meta.get("metrics", ()))
-            self.tracker.trial_meta(trial.trial_id, meta)
-        values = {k: result[k] for k in self._keys.get(trial.trial_id, ()) if k in result}
-        step = int(result.get("step", result.get("training_iteration", 0)))
-        self.tracker.trial_metrics(trial.trial_id, step, int(result.get("timestamp", time.time()) * 1000), values)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        early = self._stopped_early(trial.trial_id)
-        tags = {"danlu.stopped_early": str(early).lower(), "danlu.outcome": "stopped_early" if early else "completed"}
-        self.tracker.trial_end(trial.trial_id, "FINISHED", tags, self._log(trial), None)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        text = ""
-        if trial.error_file and os.path.exists(trial.error_file):
-            with open(trial.error_file, errors="replace") as f:
-                text = f.read()
-        text = text or str(trial.get_error() or "trial failed")
-        last = next((ln for ln in reversed(text.strip().splitlines()) if ln.strip()), "trial failed")
-        tags = {"danlu.error": last[:5000], "danlu.outcome": "failed"}
-        self.tracker.trial_end(trial.trial_id, "FAILED", tags, self._log(trial), text)
-
-    def _log(self, trial) -> str:
-        return os.path.join(self._log_dir, f"{trial.trial_id}.log")

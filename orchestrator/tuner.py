@@ -9,12 +9,14 @@ Defaults chosen for throughput, measured in scripts/bench/overhead.py:
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from orchestrator.errors import BadInput
+from orchestrator.trial import META_KEY
 
 TIME_ATTR = "training_iteration"  # ASHA counts reports, so grace_period and max_t are in reports (epochs)
 
@@ -34,18 +36,57 @@ class ASHA(ASHAScheduler):
 
 
 def make_scheduler(sch) -> TrialScheduler:
-    name = sch.get("name")
-    if name == "fifo":
+    """ASHA or FIFO from the `scheduler` config (checked beforehand by orchestrator.sweep.plan)."""
+    if sch.name == "fifo":
         return FIFOScheduler()
-    if name != "asha":
-        raise BadInput(f"scheduler.name={name}: valid schedulers are asha, fifo.")
-    max_t, grace, rf = sch.get("max_t"), sch.get("grace_period"), sch.get("reduction_factor")
-    for key, v, low in (("max_t", max_t, 1), ("grace_period", grace, 1), ("reduction_factor", rf, 2)):
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < low:
-            raise BadInput(f"scheduler.{key}={v}: a number >= {low}.")
-    if grace > max_t:
-        raise BadInput(f"scheduler.grace_period={grace} exceeds scheduler.max_t={max_t}: nothing could be stopped early.")
-    return ASHA(time_attr=TIME_ATTR, max_t=max_t, grace_period=grace, reduction_factor=rf)
+    return ASHA(time_attr=TIME_ATTR, max_t=sch.max_t, grace_period=sch.grace_period,
+                reduction_factor=sch.reduction_factor)
+
+
+class TrialRuns(tune.Callback):
+    """The Tune callback that feeds a Tracker. Tune's hooks run on its event loop: they only enqueue."""
+
+    def __init__(self, tracker, describe: Callable, stopped_early: Callable, log_dir: str):
+        self.tracker = tracker
+        self._describe = describe  # trial -> (run name, params, tags)
+        self._stopped_early = stopped_early  # trial_id -> bool
+        self._log_dir = log_dir
+        self._keys: dict[str, list[str]] = {}  # trial_id -> the metric names its job reports
+
+    def __getstate__(self):  # Tune pickles callbacks into tuner.pkl; the live tracker stays here
+        return {k: v for k, v in self.__dict__.items() if k != "tracker"}
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id not in self._keys:
+            self._keys[trial.trial_id] = []
+            self.tracker.trial_start(trial.trial_id, *self._describe(trial))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        meta = result.get(META_KEY)
+        if meta:
+            self._keys[trial.trial_id] = list(meta.get("metrics", ()))
+            self.tracker.trial_meta(trial.trial_id, meta)
+        values = {k: result[k] for k in self._keys.get(trial.trial_id, ()) if k in result}
+        step = int(result.get("step", result.get("training_iteration", 0)))
+        self.tracker.trial_metrics(trial.trial_id, step, int(result.get("timestamp", time.time()) * 1000), values)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        early = self._stopped_early(trial.trial_id)
+        tags = {"danlu.stopped_early": str(early).lower(), "danlu.outcome": "stopped_early" if early else "completed"}
+        self.tracker.trial_end(trial.trial_id, "FINISHED", tags, self._log(trial), None)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        text = ""
+        if trial.error_file and os.path.exists(trial.error_file):
+            with open(trial.error_file, errors="replace") as f:
+                text = f.read()
+        text = text or str(trial.get_error() or "trial failed")
+        last = next((ln for ln in reversed(text.strip().splitlines()) if ln.strip()), "trial failed")
+        tags = {"danlu.error": last[:5000], "danlu.outcome": "failed"}
+        self.tracker.trial_end(trial.trial_id, "FAILED", tags, self._log(trial), text)
+
+    def _log(self, trial) -> str:
+        return os.path.join(self._log_dir, f"{trial.trial_id}.log")
 
 
 class Trials(tune.Callback):

@@ -1,0 +1,86 @@
+"""The CLI as users meet it: fast help, and one clear message with exit 2 for every input mistake."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import CONF, ROOT, danlu_cli
+
+PROBE = """
+import sys
+from orchestrator.cli import main
+try:
+    rc = main(sys.argv[1:])
+except SystemExit as e:
+    rc = e.code
+heavy = sorted(m for m in ("ray", "torch", "mlflow", "sklearn") if m in sys.modules)
+print("HEAVY=" + ",".join(heavy), file=sys.stderr)
+sys.exit(rc)
+"""
+
+
+def probe(args, cwd):
+    return subprocess.run([sys.executable, "-c", PROBE, "--config-dir", str(CONF), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_help_imports_nothing_heavy(tmp_path):
+    r = probe(["--help"], tmp_path)
+    assert r.returncode == 0 and "danlu sweep" in r.stdout
+    assert "HEAVY=\n" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "sweep", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--verbose" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["sweep", "lrr=0.1"], ["Unknown config key 'lrr'", "Did you mean: lr"]),
+        (["sweep", "lrr=0.1,0.2"], ["Unknown config key 'lrr'"]),
+        (["sweep", "job/model=resnet"], ["'resnet'", "job/model", "cnn, mlp"]),
+        (["sweep", "job/model=mlp,resnet"], ["resnet", "valid options: cnn, mlp"]),
+        (["sweep", "lr=interval(0.1,"], ["Malformed override", "lr=interval(0.1,"]),
+        (["sweep", "lr=interval(0.5,0.1)"], ["sweep.space.lr", "low must be below high", "low=0.5, high=0.1"]),
+        (["sweep", "resources=gpu"], ["resources", "GPU=1", "largest node (local machine) offers", "GPU=0"]),
+        (["sweep", "resources.gpu=1.5"], ["resources.gpu=1.5", "whole GPUs"]),
+        (["sweep", "scheduler.reduction_factor=1"], ["scheduler.reduction_factor=1"]),
+        (["run", "lr=0.1,0.2"], ["danlu run takes plain values", "danlu sweep"]),
+    ],
+)
+def test_bad_input_exits_2_with_one_message_and_nothing_launched(tmp_path, args, words):
+    r = probe(args, tmp_path)
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.replace("HEAVY=\n", "")
+    assert err.startswith("danlu: error: ") and err.count("\n") == 1, err  # one paragraph, no traceback
+    for w in words:
+        assert w in err
+    assert "HEAVY=\n" in r.stderr  # no Ray (nor torch, MLflow) even imported, let alone started
+    assert list(tmp_path.iterdir()) == []  # no outputs/, no mlflow.db
+
+
+def test_missing_config_dir(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "--config-dir", str(tmp_path), "run"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "no config.yaml there" in r.stderr
+
+
+def test_run_prints_config(tmp_path):
+    r = danlu_cli(["run", "--cfg", "job/model=cnn", "lr=0.3"], tmp_path)
+    assert r.returncode == 0 and "name: cnn" in r.stdout and "lr: 0.3" in r.stdout
+
+
+def test_run_one_trial_in_process(tmp_path):
+    r = danlu_cli(["run", "epochs=2"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "step    2" in r.stdout and "done: 2 reports" in r.stdout
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_readme_commands_exist():
+    readme = (ROOT / "README.md").read_text()
+    assert "scripts/demo" in readme and "scripts/test" in readme
+    for script in ("demo", "test", "setup-env"):
+        assert (ROOT / "scripts" / script).exists()
