@@ -1,0 +1,145 @@
+"""End-to-end sweeps on a real local Ray (logical GPUs), a real sqlite MLflow store and real torch."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+
+import pytest
+
+from orchestrator.errors import BadInput
+from orchestrator.sweep import run_sweep
+from tests.conftest import danlu_cli, mlflow_runs
+
+pytestmark = pytest.mark.slow
+
+
+def sweep(conf_dir, tmp_path, name, *overrides):
+    out = io.StringIO()
+    code = run_sweep([f"sweep.name={name}", f"output_dir={tmp_path}/outputs",
+                      f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", *overrides], conf_dir, stream=out)
+    return code, out.getvalue()
+
+
+def history(client, run, key):
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+
+
+def test_digits_sweep_on_logical_gpus(ray_gpus, conf_dir, tmp_path):
+    code, out = sweep(conf_dir, tmp_path, "gpus", "cluster.num_gpus=2", "resources.gpu=0.5", "resources.cpu=0.5",
+                      "sweep.num_samples=4", "epochs=4", "scheduler.grace_period=2")
+    assert code == 0, out
+    assert "danlu: 4 trials:" in out and "best val_acc=" in out
+    client, parents, children = mlflow_runs(tmp_path / "mlflow.db", "gpus")
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    tags = parent.data.tags
+    assert tags["danlu.version"] and tags["danlu.git_dirty"] in ("true", "false", "unknown")
+    assert len(tags["mlflow.source.git.commit"]) in (40, 7)  # a commit, or "unknown" outside git
+    assert "sweep.name=gpus" in tags["danlu.command"] or tags["danlu.command"]
+    assert parent.data.params["resources.gpu"] == "0.5" and parent.data.params["job.fn"] == "jobs.digits:train"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"config.yaml", "space.yaml"}
+    m = parent.data.metrics
+    assert m["trials_total"] == 4 and m["trials_failed"] == 0
+    assert m["trials_completed"] + m["trials_stopped_early"] == 4
+    assert 0.5 < m["best_val_acc"] <= 1.0 and tags["danlu.best_trial"].startswith("t00")
+
+    gpus = Counter()
+    for run in children:
+        t = run.data.tags
+        assert t["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.run_name.startswith("t00") and "lr=" in run.info.run_name
+        assert run.info.status == "FINISHED" and t["danlu.outcome"] in ("completed", "stopped_early")
+        assert t["ray.trial_id"] and t["danlu.node"] and t["danlu.config_id"]
+        # the trial saw exactly its one GPU, the way Ray sets it
+        assert t["danlu.gpu_ids"] in ("0", "1") and t["danlu.cuda_visible_devices"] == t["danlu.gpu_ids"]
+        gpus[t["danlu.gpu_ids"]] += 1
+        p = run.data.params
+        for key in ("lr", "batch_size", "job.model.width", "seed", "optimizer", "epochs", "job.model.name"):
+            assert key in p, key
+        steps = history(client, run, "val_acc")
+        n = 4 if t["danlu.outcome"] == "completed" else len(steps)
+        assert steps == list(range(1, n + 1))  # every step, once
+        assert history(client, run, "train_loss") == steps
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"config.yaml", "output.log"}
+    assert set(gpus) == {"0", "1"}  # 4 trials x 0.5 GPU spread over both logical GPUs
+    outcomes = Counter(r.data.tags["danlu.outcome"] for r in children)
+    assert outcomes["stopped_early"] == m["trials_stopped_early"]
+
+
+def test_asha_stops_early_and_hands_the_slot_on(ray_gpus, conf_dir, tmp_path):
+    code, out = sweep(conf_dir, tmp_path, "asha", "job=sleep", "sweep=sleep", "sweep.num_samples=10", "epochs=8",
+                      "epoch_s=0.05", "scheduler.grace_period=1", "scheduler.reduction_factor=2")
+    assert code == 0, out
+    client, (parent,), children = mlflow_runs(tmp_path / "mlflow.db", "asha")
+    assert len(children) == 10
+    early = [r for r in children if r.data.tags["danlu.stopped_early"] == "true"]
+    assert early and parent.data.metrics["trials_stopped_early"] == len(early)
+    for r in early:
+        assert len(history(client, r, "score")) < 8  # stopped before max_t
+    # a stopped trial's worker (same pid: reuse_actors) went on to run a trial that started after it ended
+    handed_on = [(s, t) for s in early for t in children
+                 if t is not s and t.data.tags["danlu.pid"] == s.data.tags["danlu.pid"]
+                 and t.info.start_time >= s.info.end_time]
+    assert handed_on, "no trial ran in the slot that ASHA freed"
+
+
+def test_seeds_are_replicates_of_one_config(ray_gpus, conf_dir, tmp_path):
+    code, out = sweep(conf_dir, tmp_path, "seeds", "job=sleep", "sweep=sleep", "scheduler=fifo", "epochs=2",
+                      "epoch_s=0.01", "sweep.num_samples=2", "sweep.seeds=[0,1,2]")
+    assert code == 0, out
+    _, _, children = mlflow_runs(tmp_path / "mlflow.db", "seeds")
+    by_config: dict[str, list] = {}
+    for r in children:
+        by_config.setdefault(r.data.tags["danlu.config_id"], []).append(r)
+    assert len(children) == 6 and len(by_config) == 2
+    for runs in by_config.values():
+        assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2"]
+        assert len({r.data.params["x"] for r in runs}) == 1  # the same sampled config under each seed
+        assert all(r.info.run_name.endswith(f"s={r.data.params['seed']}") for r in runs)
+
+
+def test_failed_trials_are_marked_and_the_rest_goes_on(ray_gpus, conf_dir, tmp_path):
+    code, out = sweep(conf_dir, tmp_path, "fail", "job=sleep", "sweep=sleep", "scheduler=fifo", "epochs=3",
+                      "epoch_s=0.01", "sweep.num_samples=1", "fail_at=tag(grid, choice(0,2))")
+    assert code == 0, out  # one of two failed: the sweep itself succeeded
+    assert "1 completed, 0 stopped early by ASHA, 1 failed" in out
+    client, (parent,), children = mlflow_runs(tmp_path / "mlflow.db", "fail")
+    bad = [r for r in children if r.info.status == "FAILED"]
+    good = [r for r in children if r.info.status == "FINISHED"]
+    assert len(bad) == 1 and len(good) == 1 and parent.data.metrics["trials_failed"] == 1
+    assert "failing at epoch 2" in bad[0].data.tags["danlu.error"]
+    assert {a.path for a in client.list_artifacts(bad[0].info.run_id)} == {"config.yaml", "error.txt", "output.log"}
+    log = client.download_artifacts(bad[0].info.run_id, "output.log", str(tmp_path))
+    assert "RuntimeError: sleep job: failing at epoch 2" in open(log).read()
+    assert history(client, bad[0], "score") == [1]
+
+    code, out = sweep(conf_dir, tmp_path, "allfail", "job=sleep", "sweep=sleep", "scheduler=fifo", "epochs=3",
+                      "epoch_s=0.01", "sweep.num_samples=2", "fail_at=1")
+    assert code == 1 and "2 failed" in out
+    _, (parent,), _ = mlflow_runs(tmp_path / "mlflow.db", "allfail")
+    assert parent.info.status == "FAILED"
+
+
+def test_metric_the_job_never_reports(ray_gpus, conf_dir, tmp_path):
+    with pytest.raises(BadInput, match="sweep.metric=val_acc: the job never reports 'val_acc'; it reports: score"):
+        sweep(conf_dir, tmp_path, "nometric", "job=sleep", "sweep=sleep", "sweep.metric=val_acc", "epoch_s=0.01")
+    _, parents, children = mlflow_runs(tmp_path / "mlflow.db", "nometric")
+    assert parents == [] and children == []  # nothing left in MLflow
+
+
+def test_cli_sweep_end_to_end(tmp_path):
+    """`danlu sweep` as a user runs it: its own embedded Ray, ./mlflow.db, plain-text progress."""
+    r = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "sweep.num_samples=3", "epochs=3", "epoch_s=0.05",
+                   "sweep.name=cli", "cluster.num_cpus=2"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "danlu: sweep cli: 3 configs x 1 seed(s)" in r.stdout
+    assert "running" in r.stdout and "best score=" in r.stdout  # the live view, as plain lines
+    assert "danlu: 3 trials:" in r.stdout and "review it with `danlu ui`" in r.stdout
+    assert "Traceback" not in r.stderr and "Trial status" not in r.stdout  # Ray's own tables stay off
+    _, parents, children = mlflow_runs(tmp_path / "mlflow.db", "cli")
+    assert len(parents) == 1 and len(children) == 3
+    assert (tmp_path / "outputs" / "cli" / "tuner.pkl").exists()
+    r = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "sweep.name=cli"], tmp_path)
+    assert r.returncode == 2 and "already holds a sweep" in r.stderr
