@@ -87,7 +87,7 @@ def _run(args, config_dir: Path) -> int:
 
 
 def _ui(args, config_dir: Path) -> int:
-    import subprocess
+    import os
 
     from orchestrator.compose import compose, hydra_context, split_overrides
     from orchestrator.tracking import resolve_uri
@@ -95,16 +95,13 @@ def _ui(args, config_dir: Path) -> int:
     with hydra_context(config_dir):
         cfg = compose(split_overrides(args.overrides).fixed)
     uri = resolve_uri(str(cfg.tracking.uri))
-    if not uri.startswith(("sqlite:", "postgresql", "mysql", "file:")) and "://" in uri:
+    if uri.startswith(("http://", "https://")):
         print(f"danlu: the tracking store is a server: open {uri} in a browser.")
         return 0
     print(f"danlu: MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
            "--port", str(args.port)]
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+    os.execv(sys.executable, cmd)  # the UI becomes this process: a signal to danlu reaches it
 
 
 if __name__ == "__main__":

@@ -99,9 +99,13 @@ class Tracker:
     # -- the writer thread ----------------------------------------------------------------------
     def _loop(self) -> None:
         try:
+            import logging
+
             from mlflow.tracking import MlflowClient
 
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating tables..." notices
             self.mlf = MlflowClient(tracking_uri=self.uri)
+            self.mlf.search_experiments(max_results=1)  # connect (create a new store's tables) while Ray starts
         except Exception as exc:
             self._warn(f"MLflow client for {self.uri} failed: {exc}")
             self._opened.set()
