@@ -30,6 +30,7 @@ class Plan:
 def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     from orchestrator.cluster import trial_resources
     from orchestrator.space import override, parse_space
@@ -44,16 +45,22 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
         entries = {k: v for k, v in (cfg.sweep.get("space") or {}).items() if k not in fixed_keys}
         entries.update(cl.sweep)  # command line wins
         loader = GlobalHydra.instance().config_loader()
-        space = parse_space(entries, list(cfg.sweep.seeds), lambda g: loader.get_group_options(g))
+        seeds = cfg.sweep.seeds
+        if not OmegaConf.is_list(seeds):
+            raise BadInput(f"sweep.seeds={seeds}: a list of integers, e.g. sweep.seeds=[0,1,2].")
+        space = parse_space(entries, list(seeds), lambda g: loader.get_group_options(g))
         compose(cl.fixed + space.probe_overrides())  # every swept key exists, every value composes
+        try:
+            OmegaConf.resolve(cfg)  # once, here: sweep.name's ${now:...} is fixed for every trial
+        except OmegaConfBaseException as exc:
+            raise BadInput(f"config: {' '.join(str(exc).split())}") from None
         name = str(cfg.sweep.name)
     _check_sweep(cfg.sweep, name)
     _check_scheduler(cfg.scheduler)
     trial_resources(cfg.resources)
     check_job(cfg.job.fn, config_dir.parent)
-    if cfg.checkpoint.every < 1 or cfg.checkpoint.keep < 1:
+    if not all(isinstance(v, int) and v >= 1 for v in (cfg.checkpoint.every, cfg.checkpoint.keep)):
         raise BadInput("checkpoint.every and checkpoint.keep: integers >= 1.")
-    OmegaConf.resolve(cfg)
     storage = Path(cwd, cfg.output_dir).resolve() / name
     return Plan(cfg, space, cl.fixed + [override("sweep.name", name)], config_dir, storage,
                 resolve_uri(str(cfg.tracking.uri), cwd))

@@ -110,3 +110,12 @@ def test_cached_trial_composition_equals_hydra_compose(conf_dir, groups, values)
     for _ in range(2):  # the second call takes the cached path
         got = compose_trial(str(conf_dir), groups, values)
         assert OmegaConf.to_container(got, resolve=False) == expected
+
+
+def test_settings_of_the_wrong_type(conf_dir, tmp_path):
+    with pytest.raises(BadInput, match="sweep.seeds=3: a list"):
+        plan(["sweep.seeds=3"], conf_dir, cwd=str(tmp_path))
+    with pytest.raises(BadInput, match="checkpoint.every"):
+        plan(["checkpoint.every=0"], conf_dir, cwd=str(tmp_path))
+    with pytest.raises(BadInput, match="config: .*NO_SUCH_VARIABLE"):
+        plan(["epochs=${oc.env:NO_SUCH_VARIABLE}"], conf_dir, cwd=str(tmp_path))
