@@ -3,7 +3,7 @@
     danlu run job=sleep epochs=5 epoch_s=0.2
 
 Each of `epochs` reports comes after `epoch_s` seconds of "work"; the score is a smooth function of
-`x` so that ASHA has something to rank. `fail_at` makes it raise at that epoch (0: never).
+`x` so that ASHA has something to rank. `fail_at` makes it raise at that epoch, `nan_at` report NaN.
 """
 
 from __future__ import annotations
@@ -19,4 +19,6 @@ def train(cfg, ctx) -> None:
         if cfg.fail_at and epoch >= cfg.fail_at:
             raise RuntimeError(f"sleep job: failing at epoch {epoch} as asked (fail_at={cfg.fail_at})")
         score = (1 - (cfg.x - 0.7) ** 2) * epoch / cfg.epochs + 0.001 * cfg.seed
+        if cfg.nan_at and epoch >= cfg.nan_at:
+            score = float("nan")
         ctx.report(epoch, {"score": score}, checkpoint={"epoch": epoch} if cfg.checkpoint_state else None)

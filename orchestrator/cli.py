@@ -3,6 +3,7 @@
     danlu sweep                                             the default sweep (conf/sweep/default.yaml)
     danlu sweep experiment=digits_lr                        a ready-made sweep from conf/experiment/
     danlu sweep lr='tag(log, interval(1e-4, 1e-1))' batch_size=32,64 sweep.num_samples=8
+    danlu resume NAME                                       continue an interrupted sweep
     danlu run lr=0.1 epochs=5                               one trial, in this process, no Ray
     danlu ui                                                the MLflow UI on the configured store
 
@@ -32,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs and per-iteration tables")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
 
+    p = sub.add_parser("resume", help="continue a sweep that was interrupted (same runs, same trials)")
+    p.add_argument("name", help="the sweep's name (its directory under output_dir)")
+    p.add_argument("overrides", nargs="*", help="output_dir=... if the sweep was not stored under ./outputs")
+
     p = sub.add_parser("run", help="run one trial in this process (no Ray, no MLflow), for debugging")
     p.add_argument("--cfg", action="store_true", help="print the composed config and exit")
     p.add_argument("overrides", nargs="*", help="Hydra overrides (plain values only)")
@@ -56,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             from orchestrator.sweep import run_sweep
 
             return run_sweep(args.overrides, config_dir, verbose=args.verbose, command=["danlu", *sys.argv[1:]])
+        if args.command == "resume":
+            return _resume(args, config_dir)
         if args.command == "run":
             return _run(args, config_dir)
         if args.command == "ui":
@@ -67,6 +74,22 @@ def main(argv: list[str] | None = None) -> int:
         print("\ndanlu: interrupted", file=sys.stderr)
         return 130
     return 2
+
+
+def _resume(args, config_dir: Path) -> int:
+    from orchestrator.sweep import run_sweep, saved_overrides
+
+    where = [o for o in args.overrides if o.startswith("output_dir=")]
+    if len(where) != len(args.overrides):
+        raise BadInput("danlu resume takes only output_dir=...: a sweep resumes with the settings it started with.")
+    output_dir = where[-1].split("=", 1)[1] if where else "outputs"
+    saved = saved_overrides(Path(output_dir, args.name))
+    if saved is None:
+        raise BadInput(f"danlu resume {args.name}: no sweep of that name under {output_dir}/ "
+                       f"(looked for {Path(output_dir, args.name, 'danlu.json')}).")
+    kept = [o for o in saved if not o.startswith(("sweep.name=", "output_dir="))]
+    return run_sweep([*kept, f"sweep.name={args.name}", *where], config_dir, verbose=False,
+                     command=["danlu", *sys.argv[1:]])
 
 
 def _run(args, config_dir: Path) -> int:

@@ -6,8 +6,13 @@ nothing and leaves nothing behind.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,12 +99,41 @@ def _check_scheduler(sch) -> None:
         raise BadInput(f"scheduler.grace_period={grace} exceeds scheduler.max_t={max_t}: nothing could be stopped early.")
 
 
+SAVED = "danlu.json"  # in the sweep's storage: the overrides it was started with, for `danlu resume`
+
+
+def _identity(overrides: list[str]) -> list[str]:
+    """The overrides that define a sweep: its name and where its storage lives are not part of it."""
+    return [o for o in overrides if not o.startswith(("sweep.name=", "output_dir="))]
+
+
+def saved_overrides(storage_dir: Path) -> list[str] | None:
+    path = storage_dir / SAVED
+    return json.loads(path.read_text())["overrides"] if path.exists() else None
+
+
+def resume_command(p: Plan) -> str:
+    parts = ["danlu"]
+    if p.config_dir != Path.cwd() / "conf":
+        parts += ["--config-dir", str(p.config_dir)]
+    parts += ["resume", str(p.cfg.sweep.name)]
+    if p.storage_dir.parent != Path.cwd() / "outputs":
+        parts.append(f"output_dir={p.storage_dir.parent}")
+    return " ".join(shlex.quote(x) for x in parts)
+
+
 def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, command: list[str] | None = None,
               stream=None) -> int:
+    """Run a sweep, or resume it: a sweep whose storage already exists continues where it stopped."""
     p = plan(overrides, config_dir)
-    if (p.storage_dir / "tuner.pkl").exists():
-        raise BadInput(f"sweep.name={p.cfg.sweep.name}: {p.storage_dir} already holds a sweep of that name; "
-                       "choose another sweep.name.")
+    resuming = (p.storage_dir / "tuner.pkl").exists()
+    if resuming:
+        saved = saved_overrides(p.storage_dir)
+        if saved is None or _identity(saved) != _identity(overrides):
+            raise BadInput(
+                f"sweep.name={p.cfg.sweep.name}: {p.storage_dir} holds a sweep started with other settings "
+                f"({' '.join(_identity(saved or [])) or 'unknown'}). Resume it with `{resume_command(p)}`, "
+                "or choose another sweep.name.")
     from omegaconf import OmegaConf
 
     from orchestrator.cluster import check_local_fit, ray_session, trial_resources
@@ -107,14 +141,19 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
 
     need = trial_resources(p.cfg.resources)
     check_local_fit(p.cfg.cluster, need)
-    # MLflow's import and the parent run happen on the tracker's thread while Ray starts
-    tracker = Tracker(p.tracking_uri, str(p.cfg.tracking.experiment), float(p.cfg.tracking.flush_s))
+    out = stream or sys.stdout
+    # MLflow's import and connection happen on the tracker's thread while Ray starts
+    p.storage_dir.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(p.tracking_uri, str(p.cfg.tracking.experiment), float(p.cfg.tracking.flush_s),
+                      storage=p.storage_dir)
     status = "FAILED"  # what the parent run says if the sweep ends other than by _launch's own close
     try:
-        with ray_session(p.cfg.cluster, need, verbose):
+        with ray_session(p.cfg.cluster, need, verbose), _sigterm_as_interrupt():
             tracker.open_sweep(str(p.cfg.sweep.name), OmegaConf.to_container(p.cfg, resolve=True), p.space.describe(),
                                p.config_dir.parent, command or ["danlu", *sys.argv[1:]])
-            code = _launch(p, tracker, verbose, stream or sys.stdout)
+            if not resuming:
+                (p.storage_dir / SAVED).write_text(json.dumps({"overrides": list(overrides)}, indent=1))
+            code = _launch(p, tracker, verbose, out, resuming)
             status = None
             return code
     except _Discarded:
@@ -122,22 +161,56 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
         raise
     except KeyboardInterrupt:
         status = "KILLED"
+        print(f"\ndanlu: stopped at once; the sweep can still be resumed: {resume_command(p)}", file=out, flush=True)
         raise
     finally:
         if status:
-            tracker.close_sweep({}, {}, status)
+            tracker.close_sweep({}, {"danlu.outcome": "interrupted"}, status)
         tracker.close()
 
 
-def _launch(p: Plan, tracker, verbose: bool, out) -> int:
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM stops the sweep the way a first Ctrl-C does (Tune saves its state and returns); a second
+    SIGTERM stops it at once, like a second Ctrl-C. Only in the main thread, where signals arrive."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    count = 0
+
+    def handler(signum, frame):
+        nonlocal count
+        count += 1
+        if count > 1:
+            raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)  # Tune's own handler: stop gracefully
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _launch(p: Plan, tracker, verbose: bool, out, resuming: bool) -> int:
     from orchestrator.context import missing_metric_message
     from orchestrator.progress import Progress
     from orchestrator.space import config_id, override, short_label
     from orchestrator.trial import make_trainable
-    from orchestrator.tuner import MetricGuard, TrialRuns, Trials, build_tuner, make_scheduler, trial_index
+    from orchestrator.tuner import (
+        MetricGuard,
+        SchedulerState,
+        TrialRuns,
+        Trials,
+        build_tuner,
+        make_scheduler,
+        restore_tuner,
+        trial_index,
+    )
 
     cfg, sweep = p.cfg, p.cfg.sweep
-    print(f"danlu: sweep {sweep.name}: {sweep.num_samples} configs x {len(p.space.seeds)} seed(s), "
+    verb = "resuming" if resuming else "sweep"
+    print(f"danlu: {verb} {sweep.name}: {sweep.num_samples} configs x {len(p.space.seeds)} seed(s), "
           f"metric {sweep.metric} ({sweep.mode}), scheduler {cfg.scheduler.name}", file=out)
     print(f"danlu: MLflow {p.tracking_uri} · experiment '{cfg.tracking.experiment}' · run '{sweep.name}'",
           file=out, flush=True)
@@ -162,18 +235,29 @@ def _launch(p: Plan, tracker, verbose: bool, out) -> int:
     runs = TrialRuns(tracker, describe, lambda tid: tid in early, log_dir)
     progress = Progress(sweep.metric, sweep.mode, label, lambda tid: tid in early, stream=out)
     guard, ledger = MetricGuard(sweep.metric), Trials()
+    # the order is part of Tune's saved callback state (by index): SchedulerState stays first
+    callbacks = [SchedulerState(scheduler), runs, ledger] + ([] if verbose else [progress])
     trainable = make_trainable(str(p.config_dir), p.base_overrides, p.space.group_keys, log_dir,
-                               cfg.checkpoint.every, float(cfg.resources.cpu))
-    tuner = build_tuner(trainable, p.space, cfg, scheduler, [runs, ledger] + ([] if verbose else [progress]), guard,
-                        str(p.storage_dir.parent), verbose)
+                               cfg.checkpoint.every, float(cfg.resources.cpu), bool(cfg.failure.stop_on_nan))
+    if resuming:
+        tuner = restore_tuner(str(p.storage_dir), trainable, p.space, scheduler, callbacks, guard)
+    else:
+        tuner = build_tuner(trainable, p.space, cfg, scheduler, callbacks, guard, str(p.storage_dir.parent), verbose)
     tuner.fit()
     if guard.missing is not None:
         tracker.discard()  # a sweep that measured nothing leaves no runs behind
         raise _Discarded(missing_metric_message(sweep.metric, guard.missing))
-    summary, code = _summarize(ledger.trials, sweep, early, label)
+    if any(t.status not in ("TERMINATED", "ERROR") for t in ledger.trials):  # Ctrl-C or SIGTERM
+        tracker.close_sweep({}, {"danlu.outcome": "interrupted"}, "KILLED")
+        tracker.close()
+        print(f"danlu: interrupted; Ray's state is saved. Resume with: {resume_command(p)}", file=out, flush=True)
+        return 130
+    summary, code = _summarize(ledger.trials, sweep, early, label, cfg.failure.max_failed_fraction)
     status = "FINISHED" if code == 0 else "FAILED"
     tracker.close_sweep(summary["metrics"], summary["tags"], status)
-    tracker.close()
+    if not tracker.close():
+        print(f"danlu: warning: MLflow has not taken everything yet ({tracker.backlog} operations); they are kept "
+              f"in {p.storage_dir / tracker.JOURNAL} and sent by `{resume_command(p)}`.", file=out)
     for msg in tracker.errors:
         print(f"danlu: not logged to MLflow: {msg}", file=out)
     _print_summary(summary, sweep, p, tracker.parent_id, out)
@@ -184,7 +268,7 @@ class _Discarded(BadInput):
     """Bad input found only once trials ran; the sweep's runs are deleted."""
 
 
-def _summarize(trials, sweep, early: set[str], label) -> tuple[dict, int]:
+def _summarize(trials, sweep, early: set[str], label, max_failed_fraction=None) -> tuple[dict, int]:
     """Counts and the best trial, ranked by each trial's last reported metric (Tune's scope="last")."""
     counts = {"completed": 0, "stopped_early": 0, "failed": 0}
     best = None
@@ -208,7 +292,8 @@ def _summarize(trials, sweep, early: set[str], label) -> tuple[dict, int]:
         summary["tags"] = {"danlu.best_trial": best[1], "danlu.best_trial_id": best[2],
                            f"danlu.best_{sweep.metric}": f"{best[0]:.6g}"}
         summary["best"] = best
-    code = 1 if total == 0 or counts["failed"] == total else 0
+    too_many = max_failed_fraction is not None and counts["failed"] > max_failed_fraction * total
+    code = 1 if total == 0 or counts["failed"] == total or too_many else 0
     return summary, code
 
 

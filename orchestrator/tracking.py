@@ -10,6 +10,7 @@ parent run's creation overlap with Ray's start instead of delaying the first tri
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import subprocess
@@ -49,87 +50,180 @@ def params_of(tree: dict) -> dict[str, str]:
 
 
 class Tracker:
-    """A sweep's MLflow writer. Methods enqueue and return at once; `close()` waits until all is sent."""
+    """A sweep's MLflow writer. Methods enqueue and return at once; `close()` waits until all is sent.
 
-    def __init__(self, uri: str, experiment: str, flush_s: float = 2.0):
-        self.uri, self.experiment, self.flush_s = uri, experiment, flush_s
+    With `storage` (the sweep's Ray directory) every operation is first appended to a journal there
+    (mlflow_journal.jsonl) and the writer records how far MLflow has durably received it
+    (mlflow_journal.offset). A driver that dies, or an MLflow server that is down, loses nothing: a
+    restarted driver replays the journal from that offset, and an outage only delays the writer,
+    which retries in order. Replays are idempotent: runs are found again through mlflow_runs.json
+    (trial -> run), and a (metric, step) already in MLflow is never logged twice.
+    """
+
+    JOURNAL, OFFSET, RUNS = "mlflow_journal.jsonl", "mlflow_journal.offset", "mlflow_runs.json"
+
+    def __init__(self, uri: str, experiment: str, flush_s: float = 2.0, storage: Path | None = None,
+                 retry_s: float = 30.0):
+        self.uri, self.experiment, self.flush_s, self.retry_s = uri, experiment, flush_s, retry_s
+        # MLflow's HTTP client would retry each request for minutes on its own; the writer retries itself,
+        # in order, and can then say at once that the server is unreachable.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         self.parent_id: str | None = None
         self.run_ids: dict[str, str] = {}  # trial_id -> run_id
         self.errors: list[str] = []
+        self.storage = storage
+        backlog: list[tuple[tuple, int]] = []
+        if storage is not None:
+            runs = storage / self.RUNS
+            if runs.exists():
+                saved = json.loads(runs.read_text())
+                self.parent_id, self.run_ids = saved["parent"], dict(saved["runs"])
+            backlog = self._unapplied()
+            self._journal = open(storage / self.JOURNAL, "a", encoding="utf-8")
+        self.resumed = self.parent_id is not None
+        self.replayed_ops = len(backlog)
+        self._applied = backlog[-1][1] if backlog else None  # journal offset that MLflow holds up to
+        self._last_step: dict[str, dict[str, int]] = {}  # run_id -> metric -> last step logged
+        self._replayed: dict[str, set[int]] = {}  # run_id -> steps reported again (after a restore)
+        self._ended: set[str] = set()  # runs this driver terminated
+        self._was_opened = False
+        self._outage_since: float | None = None
         self._opened = threading.Event()
         self._queue: queue.Queue = queue.Queue()
+        for op, end in backlog:  # what an earlier driver journaled but MLflow never confirmed: first
+            self._queue.put((op, end))
         self._pending: dict[str, dict] = {}  # run_id -> {"metrics": [...], "params": {...}, "tags": {...}}
         self._params: dict[str, set[str]] = {}  # run_id -> param keys already sent (params are immutable)
         self._thread = threading.Thread(target=self._loop, name="danlu-mlflow", daemon=True)
         self._thread.start()
 
+    def _unapplied(self) -> list[tuple[tuple, int]]:
+        path, off = self.storage / self.JOURNAL, self.storage / self.OFFSET
+        if not path.exists():
+            return []
+        start = int(off.read_text()) if off.exists() else 0
+        out = []
+        with open(path, "rb") as f:
+            f.seek(start)
+            for line in f:
+                start += len(line)
+                if line.endswith(b"\n"):  # a line cut short by a crash was never acknowledged: skip it
+                    out.append((tuple(json.loads(line)), start))
+        return out
+
+    def _put(self, *op) -> None:
+        end = None
+        if self.storage is not None:
+            self._journal.write(json.dumps(op, default=str) + "\n")
+            self._journal.flush()  # in the OS's hands: survives this process being killed
+            end = self._journal.tell()
+        self._queue.put((op, end))
+
     # -- the sweep ------------------------------------------------------------------------------
     def open_sweep(self, name: str, config: dict, space: dict, root: Path, command: list[str]) -> None:
-        self._queue.put(("open", name, config, space, root, command))
+        self._put("open", name, config, space, str(root), command)
 
     def wait_parent(self, timeout: float = 120.0) -> str | None:
         self._opened.wait(timeout)
         return self.parent_id
 
     def close_sweep(self, metrics: dict[str, float], tags: dict[str, str], status: str) -> None:
-        self._queue.put(("close_sweep", metrics, tags, status))
+        self._put("close_sweep", metrics, tags, status)
 
     def discard(self) -> None:
         """Delete every run of this sweep (a sweep stopped before it measured anything)."""
-        self._queue.put(("discard",))
+        self._put("discard")
 
     # -- trials ---------------------------------------------------------------------------------
     def trial_start(self, trial_id: str, name: str, params: dict[str, str], tags: dict[str, str]) -> None:
-        self._queue.put(("start", trial_id, name, params, tags))
+        self._put("start", trial_id, name, params, tags)
 
     def trial_meta(self, trial_id: str, meta: dict) -> None:
-        self._queue.put(("meta", trial_id, meta))
+        self._put("meta", trial_id, meta)
 
     def trial_metrics(self, trial_id: str, step: int, ts_ms: int, values: dict[str, float]) -> None:
-        self._queue.put(("metrics", trial_id, step, ts_ms, values))
+        self._put("metrics", trial_id, step, ts_ms, values)
 
     def trial_end(self, trial_id: str, status: str, tags: dict, log_path: str | None, error_text: str | None):
-        self._queue.put(("end", trial_id, status, tags, log_path, error_text))
+        self._put("end", trial_id, status, tags, log_path, error_text)
 
-    def close(self, timeout: float = 300.0) -> None:
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def close(self, timeout: float = 300.0) -> bool:
+        """Send what is queued; False if MLflow did not take it all in time (it stays in the journal)."""
         if self._thread.is_alive():
-            self._queue.put(("stop",))
+            self._queue.put((("stop",), None))
             self._thread.join(timeout)
+        if self.storage is not None and not self._journal.closed:
+            self._journal.close()
+        return not self._thread.is_alive() and self._queue.empty()
 
     # -- the writer thread ----------------------------------------------------------------------
     def _loop(self) -> None:
-        try:
-            import logging
+        import logging
 
-            from mlflow.tracking import MlflowClient
+        from mlflow.tracking import MlflowClient
 
-            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating tables..." notices
-            self.mlf = MlflowClient(tracking_uri=self.uri)
-            self.mlf.search_experiments(max_results=1)  # connect (create a new store's tables) while Ray starts
-        except Exception as exc:
-            self._warn(f"MLflow client for {self.uri} failed: {exc}")
-            self._opened.set()
-            return
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating tables..." notices
+        self.mlf = MlflowClient(tracking_uri=self.uri)
+        # connect (and create a new store's tables) while Ray starts
+        self._retrying("connect", lambda: self.mlf.search_experiments(max_results=1))
         last = time.monotonic()
         while True:
             try:
-                op = self._queue.get(timeout=self.flush_s)
+                op, end = self._queue.get(timeout=self.flush_s)
             except queue.Empty:
-                op = None
+                op, end = None, None
             if op is not None and op[0] == "stop":
-                self._flush_all()
+                self._retrying("flush", self._flush_all)
+                self._mark_applied()
                 return
             if op is not None:
-                try:
-                    getattr(self, "_op_" + op[0])(*op[1:])
-                except Exception as exc:  # tracking never kills the sweep; say what was not logged
-                    self._warn(f"MLflow {op[0]} {op[1] if len(op) > 1 and op[0] != 'open' else ''} failed: {exc}")
-                finally:
-                    if op[0] == "open":
-                        self._opened.set()
+                self._retrying(op[0], lambda op=op: getattr(self, "_op_" + op[0])(*op[1:]))
+                if op[0] == "open":
+                    self._opened.set()
+                if end is not None:
+                    self._applied = end
             if time.monotonic() - last >= self.flush_s:
-                self._flush_all()
+                self._retrying("flush", self._flush_all)
+                self._mark_applied()
                 last = time.monotonic()
+
+    def _retrying(self, what: str, fn) -> None:
+        """Run fn until MLflow takes it. A refusal (bad request) is reported and skipped; an unreachable
+        or busy store is waited out, in order, with a warning while it lasts."""
+        delay = 0.5
+        while True:
+            try:
+                fn()
+            except Exception as exc:
+                if not _transient(exc):
+                    self._warn(f"MLflow refused {what}: {exc}")
+                    return
+                if self._outage_since is None:
+                    self._outage_since = time.monotonic()
+                    print(f"danlu: warning: MLflow at {self.uri} is unreachable ({type(exc).__name__}); the sweep "
+                          f"goes on, and what it logs is kept{' in ' + str(self.storage / self.JOURNAL) if self.storage else ''}"
+                          " until MLflow is back.", file=sys.stderr, flush=True)
+                time.sleep(delay)
+                delay = min(delay * 2, self.retry_s)
+                continue
+            if self._outage_since is not None:
+                print(f"danlu: MLflow is reachable again after {time.monotonic() - self._outage_since:.0f} s; "
+                      "sending what was kept.", file=sys.stderr, flush=True)
+                self._outage_since = None
+            return
+
+    def _mark_applied(self) -> None:
+        """Everything up to self._applied is in MLflow (no metrics left in buffers): record it."""
+        if self.storage is None or self._applied is None or self._pending:
+            return
+        tmp = self.storage / (self.OFFSET + ".tmp")
+        tmp.write_text(str(self._applied))
+        os.replace(tmp, self.storage / self.OFFSET)
 
     def _warn(self, msg: str) -> None:
         self.errors.append(msg)
@@ -144,17 +238,36 @@ class Tracker:
         except Exception:  # created at the same moment by another sweep
             return self.mlf.get_experiment_by_name(self.experiment).experiment_id
 
+    def _save_state(self) -> None:
+        if self.storage is None:
+            return
+        tmp = self.storage / (self.RUNS + ".tmp")
+        tmp.write_text(json.dumps({"parent": self.parent_id, "runs": self.run_ids}, indent=1))
+        os.replace(tmp, self.storage / self.RUNS)  # atomic: a crash leaves the old map or the new one
+
     def _op_open(self, name, config, space, root, command):
         import yaml
 
         from orchestrator import __version__
 
+        if self._was_opened:  # an earlier driver's journaled open, replayed: this sweep is open already
+            return
+        self._was_opened = True
+        if self.resumed:  # the same parent run, running again
+            parent = self.mlf.get_run(self.parent_id)
+            self.exp_id = parent.info.experiment_id
+            resumes = int(parent.data.tags.get("danlu.resumes", "0")) + 1
+            self.mlf.update_run(self.parent_id, status="RUNNING")
+            self._add(self.parent_id, tags={"danlu.resumes": resumes, f"danlu.command.resume{resumes}": " ".join(command)})
+            self._flush(self.parent_id)
+            return
         self.exp_id = self._experiment_id()
         commit, dirty = git_state(root)
         tags = {"mlflow.runName": name, "danlu.sweep": name, "danlu.kind": "sweep", "danlu.version": __version__,
                 "danlu.command": " ".join(command), "mlflow.source.git.commit": commit, "danlu.git_dirty": dirty}
         rid = self.mlf.create_run(self.exp_id, run_name=name, tags=tags).info.run_id
         self.parent_id = rid
+        self._save_state()
         self._add(rid, params=params_of(config))
         self._flush(rid)
         self.mlf.log_text(rid, yaml.safe_dump(config, sort_keys=False), "config.yaml")
@@ -163,6 +276,11 @@ class Tracker:
     def _op_close_sweep(self, metrics, tags, status):
         from mlflow.entities import Metric
 
+        for run_id in self.run_ids.values():  # nothing of this sweep stays RUNNING
+            if run_id not in self._ended and self.mlf.get_run(run_id).info.status == "RUNNING":
+                self._flush(run_id)
+                self.mlf.set_tag(run_id, "danlu.outcome", "killed")
+                self.mlf.set_terminated(run_id, "KILLED")
         rid = self.parent_id
         now = int(time.time() * 1000)
         self._add(rid, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], tags=tags)
@@ -176,9 +294,14 @@ class Tracker:
                 self.mlf.delete_run(rid)
 
     def _op_start(self, trial_id, name, params, tags):
+        rid = self.run_ids.get(trial_id)
+        if rid is not None:  # a trial restored by a new driver: its run continues
+            self._continue(rid)
+            return
         tags = {"mlflow.parentRunId": self.parent_id, "mlflow.runName": name, **tags}
         rid = self.mlf.create_run(self.exp_id, run_name=name, tags=tags).info.run_id
         self.run_ids[trial_id] = rid
+        self._save_state()
         self._add(rid, params=params)
         self._flush(rid)  # a trial's hyperparameters are visible in the UI from its start
 
@@ -193,19 +316,39 @@ class Tracker:
                 "danlu.cuda_visible_devices": meta.get("cuda_visible_devices", ""), "danlu.pid": meta.get("pid", "")}
         self._add(rid, tags=tags)
 
+    def _continue(self, rid: str) -> None:
+        """Reopen a run left by an earlier driver; what it already holds is never logged twice."""
+        run = self.mlf.get_run(rid)
+        self._params[rid] = set(run.data.params)
+        last = self._last_step.setdefault(rid, {})
+        for key in run.data.metrics:
+            steps = [m.step for m in self.mlf.get_metric_history(rid, key)]
+            last[key] = max(steps, default=-1)
+        if run.info.status != "RUNNING":
+            self.mlf.update_run(rid, status="RUNNING")
+
     def _op_metrics(self, trial_id, step, ts, values):
         from mlflow.entities import Metric
 
         rid = self.run_ids[trial_id]
-        self._add(rid, metrics=[Metric(k, float(v), ts, step) for k, v in values.items()])
+        last = self._last_step.setdefault(rid, {})
+        fresh = {k: v for k, v in values.items() if step > last.get(k, float("-inf"))}
+        if len(fresh) < len(values):  # a restored trial reporting steps it had reported before
+            self._replayed.setdefault(rid, set()).add(step)
+        for k in fresh:
+            last[k] = step
+        self._add(rid, metrics=[Metric(k, float(v), ts, step) for k, v in fresh.items()])
 
     def _op_end(self, trial_id, status, tags, log_path, error_text):
         rid = self.run_ids.get(trial_id)
         if rid is None:  # ended before it started (e.g. could not be scheduled): still one run for it
             self._op_start(trial_id, trial_id, {}, {"ray.trial_id": trial_id})
             rid = self.run_ids[trial_id]
+        if self._replayed.get(rid):
+            tags = {**tags, "danlu.steps_replayed": len(self._replayed[rid])}
         self._add(rid, tags=tags)
         self._flush(rid)
+        self._ended.add(rid)
         if log_path and os.path.exists(log_path):
             with open(log_path, errors="replace") as f:
                 self.mlf.log_text(rid, f.read(), "output.log")
@@ -221,23 +364,39 @@ class Tracker:
         buf["tags"].update({k: str(v) for k, v in (tags or {}).items()})
 
     def _flush(self, rid) -> None:
+        """Send a run's buffered metrics, params and tags; what was sent leaves the buffer chunk by chunk,
+        so a retry after an outage sends only the rest."""
         from mlflow.entities import Param, RunTag
 
-        buf = self._pending.pop(rid, None)
+        buf = self._pending.get(rid)
         if not buf:
             return
-        metrics = buf["metrics"]
-        params = [Param(k, v) for k, v in buf["params"].items()]
-        tags = [RunTag(k, v) for k, v in buf["tags"].items()]
-        self._params.setdefault(rid, set()).update(buf["params"])
+        metrics, params, tags = buf["metrics"], list(buf["params"].items()), list(buf["tags"].items())
         while metrics or params or tags:
-            m, p, t = (metrics[: LIMITS["metrics"]], params[: LIMITS["params"]], tags[: LIMITS["tags"]])
+            m, p, t = metrics[: LIMITS["metrics"]], params[: LIMITS["params"]], tags[: LIMITS["tags"]]
+            self.mlf.log_batch(rid, metrics=m, params=[Param(k, v) for k, v in p],
+                               tags=[RunTag(k, v) for k, v in t], synchronous=True)
             metrics, params, tags = metrics[len(m):], params[len(p):], tags[len(t):]
-            self.mlf.log_batch(rid, metrics=m, params=p, tags=t, synchronous=True)
+            buf["metrics"], buf["params"], buf["tags"] = metrics, dict(params), dict(tags)
+            self._params.setdefault(rid, set()).update(k for k, _ in p)
+        del self._pending[rid]
 
     def _flush_all(self) -> None:
         for rid in list(self._pending):
             try:
                 self._flush(rid)
             except Exception as exc:
-                self._warn(f"MLflow batch for run {rid} failed: {exc}")
+                if _transient(exc):
+                    raise  # kept, and retried in order
+                self._warn(f"MLflow batch for run {rid} refused: {exc}")
+
+
+def _transient(exc: Exception) -> bool:
+    """An outage or a busy store (retry), as opposed to MLflow refusing the request itself (skip)."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException):
+        refused = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST",
+                   "INVALID_STATE", "PERMISSION_DENIED", "UNAUTHENTICATED"}
+        return exc.error_code not in refused
+    return isinstance(exc, (OSError, ConnectionError, TimeoutError)) or "OperationalError" in type(exc).__name__

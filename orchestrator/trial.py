@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import io
+import math
 import os
 import pickle
 import socket
@@ -75,8 +76,9 @@ def load_state(directory: str) -> Any:
 class TuneContext:
     """The job contract on Ray Tune: report -> tune.report (+ Tune checkpoint), restore -> tune.get_checkpoint."""
 
-    def __init__(self, checkpoint_every: int = 1, meta: dict | None = None):
+    def __init__(self, checkpoint_every: int = 1, meta: dict | None = None, stop_on_nan: bool = True):
         self.checkpoint_every = max(1, int(checkpoint_every))
+        self.stop_on_nan = stop_on_nan
         self._meta = meta
         self._reports = 0
 
@@ -84,6 +86,9 @@ class TuneContext:
         from ray import tune
 
         result: dict[str, Any] = check_metrics(step, metrics)
+        bad = {k: v for k, v in result.items() if not math.isfinite(v)}
+        if bad and self.stop_on_nan:
+            raise FloatingPointError(f"non-finite metric at step {step}: {bad} (failure.stop_on_nan=true)")
         result["step"] = step
         if self._meta is not None:  # first report: resolved config, node, GPUs, the job's metric names
             result[META_KEY], self._meta = {**self._meta, "metrics": list(metrics)}, None
@@ -160,7 +165,7 @@ def compose_trial(config_dir: str, overrides: list[str], value_overrides: list[s
 
 
 def make_trainable(config_dir: str, base_overrides: list[str], group_keys: set[str], log_dir: str,
-                   checkpoint_every: int, cpus: float):
+                   checkpoint_every: int, cpus: float, stop_on_nan: bool = True):
     """The Tune function trainable for this sweep. Its config is {"hp": {...}, "seed": int}."""
     from orchestrator.space import override, trial_overrides
 
@@ -191,7 +196,7 @@ def make_trainable(config_dir: str, base_overrides: list[str], group_keys: set[s
                 job = load_job(cfg.job.fn, Path(root))
                 if "torch" in sys.modules:
                     sys.modules["torch"].set_num_threads(max(1, int(cpus)))
-                job(cfg, TuneContext(checkpoint_every, meta))
+                job(cfg, TuneContext(checkpoint_every, meta, stop_on_nan))
             except Exception:  # not SystemExit: that is how Tune stops a trial (ASHA), not a failure
                 import traceback
 

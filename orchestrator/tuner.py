@@ -22,7 +22,8 @@ TIME_ATTR = "training_iteration"  # ASHA counts reports, so grace_period and max
 
 
 class ASHA(ASHAScheduler):
-    """Tune's ASHA, recording which trials it stopped before max_t (for MLflow tags and the counts)."""
+    """Tune's ASHA, recording which trials it stopped before max_t (for MLflow tags and the counts),
+    and able to hand its rung records over to a resumed sweep (see SchedulerState)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -33,6 +34,44 @@ class ASHA(ASHAScheduler):
         if decision == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
             self.stopped_early.add(trial.trial_id)
         return decision
+
+    def state(self) -> dict:
+        return {
+            "rungs": [[dict(recorded) for _, recorded in b._rungs] for b in self._brackets],
+            "brackets": {tid: self._brackets.index(b) for tid, b in self._trial_info.items()},
+            "num_stopped": self._num_stopped,
+            "stopped_early": sorted(self.stopped_early),
+        }
+
+    def load_state(self, state: dict) -> None:
+        for bracket, rungs in zip(self._brackets, state["rungs"], strict=True):
+            for (_, recorded), saved in zip(bracket._rungs, rungs, strict=True):
+                recorded.clear()
+                recorded.update(saved)
+        for tid, idx in state["brackets"].items():
+            self._trial_info[tid] = self._brackets[idx]
+        self._num_stopped = state["num_stopped"]
+        self.stopped_early.update(state["stopped_early"])
+
+
+class SchedulerState(tune.Callback):
+    """Carries the scheduler's state in Tune's experiment checkpoint.
+
+    Tune saves callbacks' get_state() with every experiment snapshot, beside the trials and the
+    searcher, but writes the scheduler only once (tuner.pkl, at the start): after Tuner.restore, ASHA
+    would have empty rungs and judge the first results after a resume against nothing. Saving its
+    rung records here keeps them consistent with the trials that the snapshot restores.
+    """
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+
+    def get_state(self):
+        return {"scheduler": self.scheduler.state()} if isinstance(self.scheduler, ASHA) else None
+
+    def set_state(self, state):
+        if isinstance(self.scheduler, ASHA) and state.get("scheduler"):
+            self.scheduler.load_state(state["scheduler"])
 
 
 def make_scheduler(sch) -> TrialScheduler:
@@ -125,12 +164,34 @@ def trial_index(trial) -> int:
     return int(str(trial.trial_id).rsplit("_", 1)[-1])
 
 
-def build_tuner(trainable, space, cfg, scheduler, callbacks, stopper, storage_path: str, verbose: bool):
+def _tune_env() -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # MetricGuard says it more clearly
     # Tune forces an experiment snapshot after `keep` checkpoints of a trial and warns about it each time:
     # that is how checkpoint deletion stays consistent, not something a user should act on.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def restore_tuner(path: str, trainable, space, scheduler, callbacks, stopper):
+    """Tuner.restore for a sweep: unfinished and errored trials continue from their checkpoints.
+
+    Tune brings RunConfig and TuneConfig back from tuner.pkl, pickled at the first start: the
+    callbacks there are copies without their MLflow writer or output stream, and the scheduler a
+    fresh copy. Ray has no public way to pass new ones to Tuner.restore, so they are set on the
+    restored tuner's RunConfig/TuneConfig (the attributes Tuner(...) itself fills).
+    """
+    _tune_env()
+    tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
+                               param_space=space.param_space())
+    internal = tuner._local_tuner
+    internal._run_config.callbacks = callbacks
+    internal._run_config.stop = stopper
+    internal._tune_config.scheduler = scheduler
+    return tuner
+
+
+def build_tuner(trainable, space, cfg, scheduler, callbacks, stopper, storage_path: str, verbose: bool):
+    _tune_env()
     from orchestrator.cluster import trial_resources
 
     res = trial_resources(cfg.resources)
@@ -156,5 +217,6 @@ def build_tuner(trainable, space, cfg, scheduler, callbacks, stopper, storage_pa
             stop=stopper,
             verbose=2 if verbose else 0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
+            failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
         ),
     )

@@ -66,15 +66,53 @@ def test_discard_deletes_the_sweeps_runs(tmp_path):
     assert parents == [] and children == []  # search_runs shows active runs only
 
 
-def test_unreachable_store_warns_and_never_raises(tmp_path, capsys):
-    tr = Tracker("http://127.0.0.1:9", "danlu", flush_s=0.1)  # nothing listens on port 9
-    import os
+def test_unreachable_store_is_waited_out_and_nothing_is_lost(tmp_path, capsys, monkeypatch):
+    """A store that cannot be reached: the writer keeps everything in the journal and never raises;
+    a later Tracker on the same storage (a resumed driver) delivers it once MLflow is there."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    tr = Tracker("http://127.0.0.1:9", "danlu", flush_s=0.1, storage=tmp_path, retry_s=0.2)  # nothing on port 9
+    tr.open_sweep("s3", {"a": 1}, {}, tmp_path, ["danlu"])
+    tr.trial_start("t1", "t001", {}, {"danlu.sweep": "s3"})
+    tr.trial_metrics("t1", 1, 1, {"acc": 0.5})
+    tr.trial_end("t1", "FINISHED", {}, None, None)
+    tr.close_sweep({}, {}, "FINISHED")
+    assert tr.close(timeout=3) is False  # not delivered, not lost
+    assert "is unreachable" in capsys.readouterr().err
+    later = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "danlu", flush_s=0.1, storage=tmp_path)
+    assert later.replayed_ops == 5
+    assert later.close()
+    client, (parent,), (child,) = mlflow_runs(tmp_path / "mlflow.db", "s3")
+    assert parent.info.status == child.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "acc")] == [1]
 
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    try:
-        tr.open_sweep("s3", {"a": 1}, {}, tmp_path, ["danlu"])
-        tr.trial_start("t1", "t001", {}, {})
-        tr.close(timeout=120)
-    finally:
-        os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
-    assert tr.errors and "danlu: warning: MLflow" in capsys.readouterr().err
+
+def test_a_restarted_driver_continues_the_same_runs(tmp_path):
+    """The trial->run map outlives the driver: same parent, same child, no (key, step) logged twice."""
+    db = tmp_path / "mlflow.db"
+    first = Tracker(f"sqlite:///{db}", "danlu", flush_s=0.2, storage=tmp_path)
+    first.open_sweep("s4", {"a": 1}, {}, tmp_path, ["danlu", "sweep"])
+    first.trial_start("t1", "t001", {"lr": "0.1"}, {"danlu.sweep": "s4"})
+    first.trial_start("t2", "t002", {"lr": "0.2"}, {"danlu.sweep": "s4"})
+    for step in (1, 2, 3):
+        first.trial_metrics("t1", step, step, {"acc": step / 10})
+    first.close()  # the driver dies here: runs left RUNNING
+    second = Tracker(f"sqlite:///{db}", "danlu", flush_s=0.2, storage=tmp_path)
+    assert second.resumed and second.run_ids == first.run_ids
+    second.open_sweep("s4", {"a": 1}, {}, tmp_path, ["danlu", "resume", "s4"])
+    second.trial_start("t1", "t001", {"lr": "0.1"}, {"danlu.sweep": "s4"})  # restored from step 2
+    for step in (3, 4):
+        second.trial_metrics("t1", step, 100 + step, {"acc": step / 10})
+    second.trial_end("t1", "FINISHED", {"danlu.outcome": "completed"}, None, None)
+    second.close_sweep({}, {}, "FINISHED")  # t2 never came back: KILLED
+    second.close()
+    assert second.errors == []
+    client, (parent,), children = mlflow_runs(db, "s4")
+    assert parent.info.run_id == first.parent_id and parent.data.tags["danlu.resumes"] == "1"
+    assert parent.info.status == "FINISHED"
+    by_name = {c.info.run_name: c for c in children}
+    assert len(children) == 2 and by_name["t001"].info.status == "FINISHED"
+    assert by_name["t002"].info.status == "KILLED"
+    history = client.get_metric_history(by_name["t001"].info.run_id, "acc")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    assert [m.timestamp for m in history if m.step == 3] == [3]  # the first report of step 3 kept
+    assert by_name["t001"].data.tags["danlu.steps_replayed"] == "1"
