@@ -89,6 +89,7 @@ def ray_session(cluster, need: dict[str, float], verbose: bool = False) -> Itera
         # result.json is absent (danlu logs results to MLflow instead) are noise in danlu's own view.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+        logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)  # "Resume with Tuner.restore": danlu says how
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune then prints no tables at all
     if ray.is_initialized():  # a caller's own Ray (a notebook, a benchmark): use it, leave it running
         check_fit(need, cluster_nodes())
@@ -106,3 +107,36 @@ def ray_session(cluster, need: dict[str, float], verbose: bool = False) -> Itera
         yield
     finally:
         ray.shutdown()
+
+
+def check_shared_storage(storage_dir) -> None:
+    """On a cluster of several nodes, every node must see the sweep's storage (trials write their
+    checkpoints there, and a trial retried elsewhere reads them back). A marker file written here is
+    looked for by a zero-CPU task pinned to each node."""
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    marker = storage_dir / f".danlu-shared-{uuid.uuid4().hex[:8]}"
+    marker.write_text("")
+
+    @ray.remote(num_cpus=0)
+    def sees(path: str) -> bool:
+        return os.path.exists(path)
+
+    try:
+        checks = {n["NodeManagerAddress"] + f" ({n['NodeID'][:8]})": sees.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker))
+            for n in nodes}
+        blind = [name for name, ref in checks.items() if not ray.get(ref, timeout=120)]
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise BadInput(
+            f"output_dir: {storage_dir.parent} is not visible from node(s) {', '.join(blind)}. A sweep on several "
+            "nodes needs storage every node can reach: a shared filesystem path (output_dir=/shared/danlu) "
+            "or a URI Ray can write to.")

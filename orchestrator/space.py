@@ -182,10 +182,29 @@ def _check_seeds(seeds) -> list[int]:
 
 
 def override(key: str, value: Any) -> str:
-    """`key=value` in Hydra's grammar (quoting and escaping as Hydra's own serializer does)."""
+    """`key=value` in Hydra's grammar (quoting and escaping as Hydra's own serializer does).
+
+    Hydra's serializer leaves strings such as "nan", "true" or "1e3" bare, which would read back as a
+    float, a bool or a number: those are quoted."""
     from hydra.core.override_parser.types import Override
 
-    return f"{key}={Override._get_value_element_as_str(value)}"
+    text = Override._get_value_element_as_str(value)
+    if isinstance(value, str) and _read(text) != value:
+        text = "'" + value.replace("'", "\\'") + "'"
+        if _read(text) != value:
+            raise BadInput(f"{key}: the value {value!r} cannot be written as a Hydra override.")
+    return f"{key}={text}"
+
+
+def _read(text: str) -> Any:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        (ov,) = OverridesParser.create().parse_overrides([f"k={text}"])
+    except HydraException:
+        return None
+    return ov.value()
 
 
 def trial_overrides(hp: dict[str, Any], seed: int) -> list[str]:

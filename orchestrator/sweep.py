@@ -60,6 +60,7 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
         except OmegaConfBaseException as exc:
             raise BadInput(f"config: {' '.join(str(exc).split())}") from None
         name = str(cfg.sweep.name)
+        cfg.sweep.name = name  # `sweep.name=nan` or `=2024` read as numbers; a name is a string
     _check_sweep(cfg.sweep, name)
     _check_scheduler(cfg.scheduler)
     trial_resources(cfg.resources)
@@ -136,7 +137,7 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
                 "or choose another sweep.name.")
     from omegaconf import OmegaConf
 
-    from orchestrator.cluster import check_local_fit, ray_session, trial_resources
+    from orchestrator.cluster import check_local_fit, check_shared_storage, ray_session, trial_resources
     from orchestrator.tracking import Tracker
 
     need = trial_resources(p.cfg.resources)
@@ -148,12 +149,13 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
                       storage=p.storage_dir)
     status = "FAILED"  # what the parent run says if the sweep ends other than by _launch's own close
     try:
-        with ray_session(p.cfg.cluster, need, verbose), _sigterm_as_interrupt():
+        with ray_session(p.cfg.cluster, need, verbose), _Interrupts().installed() as interrupts:
+            check_shared_storage(p.storage_dir)
             tracker.open_sweep(str(p.cfg.sweep.name), OmegaConf.to_container(p.cfg, resolve=True), p.space.describe(),
                                p.config_dir.parent, command or ["danlu", *sys.argv[1:]])
             if not resuming:
                 (p.storage_dir / SAVED).write_text(json.dumps({"overrides": list(overrides)}, indent=1))
-            code = _launch(p, tracker, verbose, out, resuming)
+            code = _launch(p, tracker, verbose, out, resuming, interrupts)
             status = None
             return code
     except _Discarded:
@@ -169,30 +171,37 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
         tracker.close()
 
 
-@contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM stops the sweep the way a first Ctrl-C does (Tune saves its state and returns); a second
-    SIGTERM stops it at once, like a second Ctrl-C. Only in the main thread, where signals arrive."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    count = 0
+class _Interrupts:
+    """Ctrl-C and SIGTERM. The first asks Tune to stop gracefully (it saves its state and fit() returns);
+    a second stops at once. Tune's own SIGINT handler is turned off (TUNE_DISABLE_SIGINT_HANDLER) so
+    that danlu knows the sweep was interrupted; SIGUSR1 is Tune's other, always-installed stop signal."""
 
-    def handler(signum, frame):
-        nonlocal count
-        count += 1
-        if count > 1:
+    def __init__(self):
+        self.count = 0
+        self.in_fit = False
+
+    def handler(self, signum, frame):
+        self.count += 1
+        if self.count > 1 or not self.in_fit:
             raise KeyboardInterrupt
-        signal.raise_signal(signal.SIGINT)  # Tune's own handler: stop gracefully
+        print("\ndanlu: stopping: Tune saves its state (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        signal.raise_signal(signal.SIGUSR1)
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    @contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield self
+            return
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        previous = {sig: signal.signal(sig, self.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, h in previous.items():
+                signal.signal(sig, h)
 
 
-def _launch(p: Plan, tracker, verbose: bool, out, resuming: bool) -> int:
+def _launch(p: Plan, tracker, verbose: bool, out, resuming: bool, interrupts: _Interrupts) -> int:
     from orchestrator.context import missing_metric_message
     from orchestrator.progress import Progress
     from orchestrator.space import config_id, override, short_label
@@ -243,11 +252,15 @@ def _launch(p: Plan, tracker, verbose: bool, out, resuming: bool) -> int:
         tuner = restore_tuner(str(p.storage_dir), trainable, p.space, scheduler, callbacks, guard)
     else:
         tuner = build_tuner(trainable, p.space, cfg, scheduler, callbacks, guard, str(p.storage_dir.parent), verbose)
-    tuner.fit()
+    interrupts.in_fit = True
+    try:
+        tuner.fit()
+    finally:
+        interrupts.in_fit = False
     if guard.missing is not None:
         tracker.discard()  # a sweep that measured nothing leaves no runs behind
         raise _Discarded(missing_metric_message(sweep.metric, guard.missing))
-    if any(t.status not in ("TERMINATED", "ERROR") for t in ledger.trials):  # Ctrl-C or SIGTERM
+    if interrupts.count:
         tracker.close_sweep({}, {"danlu.outcome": "interrupted"}, "KILLED")
         tracker.close()
         print(f"danlu: interrupted; Ray's state is saved. Resume with: {resume_command(p)}", file=out, flush=True)

@@ -145,6 +145,9 @@ class Tracker:
     def trial_metrics(self, trial_id: str, step: int, ts_ms: int, values: dict[str, float]) -> None:
         self._put("metrics", trial_id, step, ts_ms, values)
 
+    def trial_tags(self, trial_id: str, tags: dict) -> None:
+        self._put("tags", trial_id, tags)
+
     def trial_end(self, trial_id: str, status: str, tags: dict, log_path: str | None, error_text: str | None):
         self._put("end", trial_id, status, tags, log_path, error_text)
 
@@ -326,6 +329,9 @@ class Tracker:
             last[key] = max(steps, default=-1)
         if run.info.status != "RUNNING":
             self.mlf.update_run(rid, status="RUNNING")
+
+    def _op_tags(self, trial_id, tags):
+        self._add(self.run_ids[trial_id], tags=tags)
 
     def _op_metrics(self, trial_id, step, ts, values):
         from mlflow.entities import Metric

@@ -109,6 +109,9 @@ class TrialRuns(tune.Callback):
         step = int(result.get("step", result.get("training_iteration", 0)))
         self.tracker.trial_metrics(trial.trial_id, step, int(result.get("timestamp", time.time()) * 1000), values)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):  # its node or process died: retried
+        self.tracker.trial_tags(trial.trial_id, {"danlu.retries": trial.num_failures})
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         early = self._stopped_early(trial.trial_id)
         tags = {"danlu.stopped_early": str(early).lower(), "danlu.outcome": "stopped_early" if early else "completed"}

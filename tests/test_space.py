@@ -101,7 +101,7 @@ def test_overrides_round_trip_through_hydra():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
-    for value in (0.0123, 64, "a b", True, None, [1, 2]):
+    for value in (0.0123, 64, "a b", True, None, [1, 2], "nan", "true", "1e3", "it's", "a\\b"):
         (ov,) = parser.parse_overrides([override("k", value)])
         assert ov.value() == value
     assert trial_overrides({"lr": 0.5}, 3) == ["lr=0.5", "seed=3"]

@@ -142,4 +142,4 @@ def test_cli_sweep_end_to_end(tmp_path):
     assert len(parents) == 1 and len(children) == 3
     assert (tmp_path / "outputs" / "cli" / "tuner.pkl").exists()
     r = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "sweep.name=cli"], tmp_path)
-    assert r.returncode == 2 and "already holds a sweep" in r.stderr
+    assert r.returncode == 2 and "holds a sweep started with other settings" in r.stderr and "resume cli" in r.stderr

@@ -1,0 +1,188 @@
+"""Sweeps survive the night: a killed driver, SIGTERM, an MLflow outage, NaN, all with real parts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CONF, mlflow_runs
+
+pytestmark = pytest.mark.slow
+
+SLEEPY = ["job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=4", "epochs=16", "epoch_s=0.25",
+          "checkpoint_state=true", "cluster.num_cpus=2"]
+
+
+def start_danlu(args, cwd: Path, log: Path) -> subprocess.Popen:
+    """`danlu` in its own session, so that the test can end exactly what it started."""
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), *args], cwd=cwd,
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_for(cond, timeout=180, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def checkpoints(storage: Path) -> int:
+    return sum(1 for _ in storage.glob("t*/checkpoint_*"))
+
+
+def end_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+
+
+def assert_one_clean_run_per_trial(db: Path, sweep: str, steps: int, trials: int = 4):
+    client, parents, children = mlflow_runs(db, sweep)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert all(r.info.status != "RUNNING" for r in children)
+    per_trial = Counter(r.data.tags["ray.trial_id"] for r in children)
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert len(finished) == trials and all(per_trial[r.data.tags["ray.trial_id"]] == 1 for r in finished)
+    for r in finished:
+        history = [m.step for m in client.get_metric_history(r.info.run_id, "score")]
+        assert sorted(history) == list(range(1, steps + 1)), history  # contiguous, and each (key, step) once
+    return parents[0], finished
+
+
+def test_driver_sigkill_then_the_same_command_resumes(tmp_path):
+    args = ["sweep", *SLEEPY, "sweep.name=night"]
+    storage = tmp_path / "outputs" / "night"
+    proc = start_danlu(args, tmp_path, tmp_path / "first.log")
+    try:
+        wait_for(lambda: checkpoints(storage) >= 6, what="checkpoints")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        end_group(proc)
+    started = set((storage / "logs").glob("*.log"))
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), *args], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "danlu: resuming night" in r.stdout and "danlu: 4 trials: 4 completed" in r.stdout
+    parent, finished = assert_one_clean_run_per_trial(tmp_path / "mlflow.db", "night", 16)
+    assert parent.data.tags["danlu.resumes"] == "1"
+    # no trial started twice: every trial's log holds one first start (and a restore if it was cut off)
+    for log in (storage / "logs").glob("*.log"):
+        assert log in started or log.read_text().count("restored") == 0
+    assert any(int(r.data.tags.get("danlu.steps_replayed", 0)) <= 1 for r in finished)
+
+
+def test_sigterm_stops_gracefully_and_the_printed_command_resumes(tmp_path):
+    storage = tmp_path / "outputs" / "term"
+    proc = start_danlu(["sweep", *SLEEPY, "sweep.name=term"], tmp_path, tmp_path / "term.log")
+    try:
+        wait_for(lambda: checkpoints(storage) >= 4, what="checkpoints")
+        os.kill(proc.pid, signal.SIGTERM)
+        code = proc.wait(timeout=120)
+    finally:
+        end_group(proc)
+    out = (tmp_path / "term.log").read_text()
+    assert code == 130, out
+    assert "interrupted; Ray's state is saved. Resume with: danlu" in out
+    _, (parent,), children = mlflow_runs(tmp_path / "mlflow.db", "term")
+    assert parent.info.status == "KILLED" and any(r.info.status == "KILLED" for r in children)
+    assert not any(r.info.status == "RUNNING" for r in children)
+    command = out.split("Resume with: ", 1)[1].splitlines()[0].split()
+    assert command[0] == "danlu" and "resume" in command and "term" in command
+    r = subprocess.run([sys.executable, "-m", "orchestrator", *command[1:]], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_one_clean_run_per_trial(tmp_path / "mlflow.db", "term", 16)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mlflow_server(tmp_path: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art")],
+        cwd=tmp_path, stdout=open(tmp_path / f"server-{time.time()}.log", "w"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    import urllib.request
+
+    def up():
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_for(up, timeout=120, what="mlflow server")
+    return proc
+
+
+def test_mlflow_outage_loses_nothing(tmp_path):
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
+    storage = tmp_path / "outputs" / "outage"
+    args = ["sweep", *SLEEPY, "epochs=24", "sweep.name=outage", "tracking=server", f"tracking.uri=http://127.0.0.1:{port}"]
+    proc = start_danlu(args, tmp_path, tmp_path / "outage.log")
+    try:
+        wait_for(lambda: checkpoints(storage) >= 4, what="checkpoints")
+        os.killpg(server.pid, signal.SIGTERM)  # the tracking server goes away mid-sweep
+        server.wait(timeout=60)
+        time.sleep(6)
+        server = start_mlflow_server(tmp_path, port)  # and comes back
+        code = proc.wait(timeout=600)
+        out = (tmp_path / "outage.log").read_text()
+        assert code == 0, out
+        assert "is unreachable" in out and "reachable again" in out
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        exp = client.get_experiment_by_name("danlu")
+        runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("danlu.sweep") == "outage"]
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        assert len(runs) == 5 and len(children) == 4
+        for r in children:
+            assert r.info.status == "FINISHED"
+            assert sorted(m.step for m in client.get_metric_history(r.info.run_id, "score")) == list(range(1, 25))
+    finally:
+        end_group(proc)
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        server.wait(timeout=60)
+
+
+def test_nan_and_exceptions_fail_their_trial_only(ray_gpus, conf_dir, tmp_path):
+    import io
+
+    from orchestrator.sweep import run_sweep
+
+    out = io.StringIO()
+    code = run_sweep(["job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=1", "epochs=4", "epoch_s=0.01",
+                      "nan_at=tag(grid, choice(0,3))", "sweep.name=nan", f"output_dir={tmp_path}/outputs",
+                      f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "failure.max_failed_fraction=0.6"],
+                     conf_dir, stream=out)
+    assert code == 0, out.getvalue()  # 1 of 2 failed: under the threshold of 60 %
+    client, _, children = mlflow_runs(tmp_path / "mlflow.db", "nan")
+    (bad,) = [r for r in children if r.info.status == "FAILED"]
+    assert "non-finite metric at step 3" in bad.data.tags["danlu.error"]
+    assert "FloatingPointError" in Path(client.download_artifacts(bad.info.run_id, "error.txt", str(tmp_path))).read_text()
+    code = run_sweep(["job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=1", "epochs=4", "epoch_s=0.01",
+                      "nan_at=tag(grid, choice(0,3))", "sweep.name=nan2", f"output_dir={tmp_path}/outputs",
+                      f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "failure.max_failed_fraction=0.4"],
+                     conf_dir, stream=io.StringIO())
+    assert code == 1  # 50 % failed: over a 40 % threshold
