@@ -84,6 +84,8 @@ class Tracker:
         self.resumed = self.parent_id is not None
         self.replayed_ops = len(backlog)
         self._applied = backlog[-1][1] if backlog else None  # journal offset that MLflow holds up to
+        self._backlog_end = self._applied  # ops up to here are an earlier driver's, replayed
+        self._replaying = False
         self._last_step: dict[str, dict[str, int]] = {}  # run_id -> metric -> last step logged
         self._replayed: dict[str, set[int]] = {}  # run_id -> steps reported again (after a restore)
         self._ended: set[str] = set()  # runs this driver terminated
@@ -185,6 +187,7 @@ class Tracker:
                 self._mark_applied()
                 return
             if op is not None:
+                self._replaying = end is not None and self._backlog_end is not None and end <= self._backlog_end
                 self._retrying(op[0], lambda op=op: getattr(self, "_op_" + op[0])(*op[1:]))
                 if op[0] == "open":
                     self._opened.set()
@@ -299,7 +302,8 @@ class Tracker:
     def _op_start(self, trial_id, name, params, tags):
         rid = self.run_ids.get(trial_id)
         if rid is not None:  # a trial restored by a new driver: its run continues
-            self._continue(rid)
+            if not (self._replaying and self._terminal(rid)):  # a replayed start of a run that has ended since
+                self._continue(rid)
             return
         tags = {"mlflow.parentRunId": self.parent_id, "mlflow.runName": name, **tags}
         rid = self.mlf.create_run(self.exp_id, run_name=name, tags=tags).info.run_id
@@ -345,8 +349,14 @@ class Tracker:
             last[k] = step
         self._add(rid, metrics=[Metric(k, float(v), ts, step) for k, v in fresh.items()])
 
+    def _terminal(self, rid: str) -> bool:
+        return self.mlf.get_run(rid).info.status in ("FINISHED", "FAILED", "KILLED")
+
     def _op_end(self, trial_id, status, tags, log_path, error_text):
         rid = self.run_ids.get(trial_id)
+        if rid is not None and self._replaying and self._terminal(rid):  # applied before the crash already
+            self._ended.add(rid)
+            return
         if rid is None:  # ended before it started (e.g. could not be scheduled): still one run for it
             self._op_start(trial_id, trial_id, {}, {"ray.trial_id": trial_id})
             rid = self.run_ids[trial_id]
