@@ -90,6 +90,7 @@ class Tracker:
         self._replayed: dict[str, set[int]] = {}  # run_id -> steps reported again (after a restore)
         self._ended: set[str] = set()  # runs this driver terminated
         self._was_opened = False
+        self._closed = False
         self._outage_since: float | None = None
         self._opened = threading.Event()
         self._queue: queue.Queue = queue.Queue()
@@ -115,6 +116,8 @@ class Tracker:
         return out
 
     def _put(self, *op) -> None:
+        if self._closed:  # after close() (e.g. a second Ctrl-C while closing): the journal is shut
+            return
         end = None
         if self.storage is not None:
             self._journal.write(json.dumps(op, default=str) + "\n")
@@ -159,10 +162,11 @@ class Tracker:
 
     def close(self, timeout: float = 300.0) -> bool:
         """Send what is queued; False if MLflow did not take it all in time (it stays in the journal)."""
+        self._closed = True
         if self._thread.is_alive():
             self._queue.put((("stop",), None))
             self._thread.join(timeout)
-        if self.storage is not None and not self._journal.closed:
+        if self.storage is not None:
             self._journal.close()
         return not self._thread.is_alive() and self._queue.empty()
 

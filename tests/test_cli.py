@@ -115,3 +115,10 @@ def test_ui_serves_the_store(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the session this test started, nothing else
         proc.wait(timeout=60)
+
+
+def test_resume_of_an_unknown_sweep(tmp_path):
+    r = probe(["resume", "nosuch"], tmp_path)
+    assert r.returncode == 2 and "no sweep of that name under outputs/" in r.stderr
+    r = probe(["resume", "nosuch", "lr=0.1"], tmp_path)
+    assert r.returncode == 2 and "takes only output_dir" in r.stderr

@@ -191,3 +191,22 @@ def test_nan_and_exceptions_fail_their_trial_only(ray_gpus, conf_dir, tmp_path):
                       f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "failure.max_failed_fraction=0.4"],
                      conf_dir, stream=io.StringIO())
     assert code == 1  # 50 % failed: over a 40 % threshold
+
+
+def test_a_second_sigterm_stops_at_once_and_the_sweep_still_resumes(tmp_path):
+    storage = tmp_path / "outputs" / "twice"
+    proc = start_danlu(["sweep", *SLEEPY, "sweep.name=twice"], tmp_path, tmp_path / "twice.log")
+    try:
+        wait_for(lambda: checkpoints(storage) >= 4, what="checkpoints")
+        os.kill(proc.pid, signal.SIGTERM)
+        time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGTERM)
+        code = proc.wait(timeout=120)
+    finally:
+        end_group(proc)
+    out = (tmp_path / "twice.log").read_text()
+    assert code == 130 and "stopped at once; the sweep can still be resumed" in out, out
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), "resume", "twice"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_one_clean_run_per_trial(tmp_path / "mlflow.db", "twice", 16)
