@@ -197,8 +197,11 @@ class _Interrupts:
         try:
             yield self
         finally:
-            for sig, h in previous.items():
-                signal.signal(sig, h)
+            if not self.count:
+                for sig, h in previous.items():
+                    signal.signal(sig, h)
+            # else ours stays: once interrupted, any further signal (even during Ray's shut-down) means
+            # "stop at once", never Ray's own SIGTERM handler (sys.exit(15))
 
 
 def _launch(p: Plan, tracker, verbose: bool, out, resuming: bool, interrupts: _Interrupts) -> int:

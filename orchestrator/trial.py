@@ -24,7 +24,7 @@ from typing import Any
 from orchestrator.context import check_metrics
 from orchestrator.errors import BadInput
 
-STATE_FILE = "state.pkl"
+STATE_FILES = ("state.pt", "state.pkl")  # torch.save when the job uses torch, else pickle
 META_KEY = "_danlu"  # trial metadata in the first result (resolved config, node, GPUs); never a metric
 
 
@@ -57,19 +57,21 @@ def _on_path(root: Path) -> None:
 
 
 def save_state(state: Any, directory: str) -> None:
-    path = os.path.join(directory, STATE_FILE)
-    if "torch" in sys.modules:  # tensors: torch's own format
-        sys.modules["torch"].save(state, path)
+    torch = sys.modules.get("torch")
+    if torch is not None:  # tensors: torch's own format
+        torch.save(state, os.path.join(directory, STATE_FILES[0]))
     else:
-        with open(path, "wb") as f:
+        with open(os.path.join(directory, STATE_FILES[1]), "wb") as f:
             pickle.dump(state, f)
 
 
 def load_state(directory: str) -> Any:
-    path = os.path.join(directory, STATE_FILE)
-    if "torch" in sys.modules:
-        return sys.modules["torch"].load(path, weights_only=False, map_location="cpu")
-    with open(path, "rb") as f:
+    pt, pkl = (os.path.join(directory, name) for name in STATE_FILES)
+    if os.path.exists(pt):
+        import torch
+
+        return torch.load(pt, weights_only=False, map_location="cpu")
+    with open(pkl, "rb") as f:
         return pickle.load(f)
 
 

@@ -97,3 +97,25 @@ def test_run_local_prints_each_report(conf_dir, capsys):
     assert run_local(cfg_for(conf_dir, "job=sleep", "sweep=sleep", "epochs=3", "epoch_s=0"), conf_dir) == 0
     out = capsys.readouterr().out
     assert out.count("step") >= 3 and "done: 3 reports" in out
+
+
+def test_checkpoint_state_round_trips_with_and_without_torch(tmp_path):
+    """What TuneContext puts in a Tune checkpoint: torch.save when torch is loaded, pickle otherwise."""
+    import sys
+
+    import torch
+
+    from orchestrator.trial import load_state, save_state
+
+    state = {"epoch": 3, "w": torch.arange(4.0), "rng": torch.get_rng_state()}
+    save_state(state, str(tmp_path))
+    back = load_state(str(tmp_path))
+    assert back["epoch"] == 3 and torch.equal(back["w"], state["w"]) and torch.equal(back["rng"], state["rng"])
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    saved_torch = sys.modules.pop("torch")  # a job that never imported torch
+    try:
+        save_state({"epoch": 5}, str(plain))
+    finally:
+        sys.modules["torch"] = saved_torch
+    assert (plain / "state.pkl").exists() and load_state(str(plain)) == {"epoch": 5}
