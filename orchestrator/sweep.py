@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -148,6 +149,7 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
     tracker = Tracker(p.tracking_uri, str(p.cfg.tracking.experiment), float(p.cfg.tracking.flush_s),
                       storage=p.storage_dir)
     status = "FAILED"  # what the parent run says if the sweep ends other than by _launch's own close
+    bad_input = False
     try:
         with ray_session(p.cfg.cluster, need, verbose), _Interrupts().installed() as interrupts:
             check_shared_storage(p.storage_dir)
@@ -158,8 +160,8 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
             code = _launch(p, tracker, verbose, out, resuming, interrupts)
             status = None
             return code
-    except _Discarded:
-        status = None
+    except BadInput:  # found once Ray was up: a remote cluster's nodes, its storage, the job's metric
+        status, bad_input = None, True
         raise
     except KeyboardInterrupt:
         status = "KILLED"
@@ -168,7 +170,9 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
     finally:
         if status:
             tracker.close_sweep({}, {"danlu.outcome": "interrupted"}, status)
-        tracker.close()
+        tracker.close(timeout=30 if bad_input else 300)
+        if bad_input and not resuming:  # nothing half-written: the sweep's directory goes too
+            shutil.rmtree(p.storage_dir, ignore_errors=True)
 
 
 class _Interrupts:
@@ -262,7 +266,7 @@ def _launch(p: Plan, tracker, verbose: bool, out, resuming: bool, interrupts: _I
         interrupts.in_fit = False
     if guard.missing is not None:
         tracker.discard()  # a sweep that measured nothing leaves no runs behind
-        raise _Discarded(missing_metric_message(sweep.metric, guard.missing))
+        raise BadInput(missing_metric_message(sweep.metric, guard.missing))
     if interrupts.count:
         tracker.close_sweep({}, {"danlu.outcome": "interrupted"}, "KILLED")
         tracker.close()
@@ -278,10 +282,6 @@ def _launch(p: Plan, tracker, verbose: bool, out, resuming: bool, interrupts: _I
         print(f"danlu: not logged to MLflow: {msg}", file=out)
     _print_summary(summary, sweep, p, tracker.parent_id, out)
     return code
-
-
-class _Discarded(BadInput):
-    """Bad input found only once trials ran; the sweep's runs are deleted."""
 
 
 def _summarize(trials, sweep, early: set[str], label, max_failed_fraction=None) -> tuple[dict, int]:

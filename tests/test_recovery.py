@@ -85,8 +85,10 @@ def test_driver_sigkill_then_the_same_command_resumes(tmp_path):
     client, _, _ = mlflow_runs(tmp_path / "mlflow.db", "night")
     for rid in done_before:  # nothing new was reported by a trial that had finished
         assert all(m.timestamp <= killed_at for m in client.get_metric_history(rid, "score"))
-    for r in finished:  # restored trials went on from their checkpoints (every report here)
-        assert int(r.data.tags.get("danlu.steps_replayed", 0)) <= 1
+    # restored trials went on from the checkpoint in Tune's last experiment snapshot, which Tune forces
+    # once a trial has `checkpoint.keep` (2) new checkpoints: at most every (1) x keep (2) reports redone
+    for r in finished:
+        assert int(r.data.tags.get("danlu.steps_replayed", 0)) <= 1 * 2
 
 
 def test_sigterm_stops_gracefully_and_the_printed_command_resumes(tmp_path):

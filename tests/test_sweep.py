@@ -127,6 +127,7 @@ def test_metric_the_job_never_reports(ray_gpus, conf_dir, tmp_path):
         sweep(conf_dir, tmp_path, "nometric", "job=sleep", "sweep=sleep", "sweep.metric=val_acc", "epoch_s=0.01")
     _, parents, children = mlflow_runs(tmp_path / "mlflow.db", "nometric")
     assert parents == [] and children == []  # nothing left in MLflow
+    assert not (tmp_path / "outputs" / "nometric").exists()  # nor in storage: the same command starts afresh
 
 
 def test_cli_sweep_end_to_end(tmp_path):
