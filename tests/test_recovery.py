@@ -91,16 +91,23 @@ def test_driver_sigkill_then_the_same_command_resumes(tmp_path):
         assert int(r.data.tags.get("danlu.steps_replayed", 0)) <= 1 * 2
 
 
-def test_sigterm_stops_gracefully_and_the_printed_command_resumes(tmp_path):
-    storage = tmp_path / "outputs" / "term"
-    proc = start_danlu(["sweep", *SLEEPY, "sweep.name=term"], tmp_path, tmp_path / "term.log")
+def sigterm_mid_sweep(tmp_path: Path, name: str, times: int) -> tuple[int, str]:
+    """Start a sweep, SIGTERM it `times` times once checkpoints exist; its exit code and output."""
+    storage = tmp_path / "outputs" / name
+    proc = start_danlu(["sweep", *SLEEPY, f"sweep.name={name}"], tmp_path, tmp_path / f"{name}.log")
     try:
         wait_for(lambda: checkpoints(storage) >= 4, what="checkpoints")
-        os.kill(proc.pid, signal.SIGTERM)
+        for _ in range(times):
+            os.kill(proc.pid, signal.SIGTERM)
+            time.sleep(0.2)
         code = proc.wait(timeout=120)
     finally:
         end_group(proc)
-    out = (tmp_path / "term.log").read_text()
+    return code, (tmp_path / f"{name}.log").read_text()
+
+
+def test_sigterm_stops_gracefully_and_the_printed_command_resumes(tmp_path):
+    code, out = sigterm_mid_sweep(tmp_path, "term", 1)
     assert code == 130, out
     assert "interrupted; Ray's state is saved. Resume with: danlu" in out
     _, (parent,), children = mlflow_runs(tmp_path / "mlflow.db", "term")
@@ -196,17 +203,7 @@ def test_nan_and_exceptions_fail_their_trial_only(ray_gpus, conf_dir, tmp_path):
 
 
 def test_a_second_sigterm_stops_at_once_and_the_sweep_still_resumes(tmp_path):
-    storage = tmp_path / "outputs" / "twice"
-    proc = start_danlu(["sweep", *SLEEPY, "sweep.name=twice"], tmp_path, tmp_path / "twice.log")
-    try:
-        wait_for(lambda: checkpoints(storage) >= 4, what="checkpoints")
-        os.kill(proc.pid, signal.SIGTERM)
-        time.sleep(0.2)
-        os.kill(proc.pid, signal.SIGTERM)
-        code = proc.wait(timeout=120)
-    finally:
-        end_group(proc)
-    out = (tmp_path / "twice.log").read_text()
+    code, out = sigterm_mid_sweep(tmp_path, "twice", 2)
     assert code == 130 and "stopped at once; the sweep can still be resumed" in out, out
     r = subprocess.run([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), "resume", "twice"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=600)
