@@ -209,3 +209,47 @@ def test_a_second_sigterm_stops_at_once_and_the_sweep_still_resumes(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert_one_clean_run_per_trial(tmp_path / "mlflow.db", "twice", 16)
+
+
+def test_driver_killed_during_an_outage_loses_no_metric(tmp_path):
+    """MLflow is down, the driver dies, MLflow comes back, the sweep is resumed: every step of every trial
+    is in MLflow exactly once (the journal kept what the server could not take)."""
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
+    storage = tmp_path / "outputs" / "dark"
+    uri = f"tracking.uri=http://127.0.0.1:{port}"
+    proc = start_danlu(["sweep", *SLEEPY, "sweep.name=dark", "tracking=server", uri], tmp_path, tmp_path / "dark.log")
+    try:
+        wait_for(lambda: checkpoints(storage) >= 4, what="checkpoints")
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+        journal = storage / "mlflow_journal.jsonl"
+        size = journal.stat().st_size
+        wait_for(lambda: journal.stat().st_size > size + 2000, what="metrics journaled during the outage")
+        os.kill(proc.pid, signal.SIGKILL)  # the driver dies while MLflow is away
+        end_group(proc)
+        server = start_mlflow_server(tmp_path, port)
+        r = subprocess.run([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), "resume", "dark"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
+        assert r.returncode == 0, r.stdout + r.stderr
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        exp = client.get_experiment_by_name("danlu")
+        runs = [x for x in client.search_runs([exp.experiment_id]) if x.data.tags.get("danlu.sweep") == "dark"]
+        parents = [x for x in runs if "mlflow.parentRunId" not in x.data.tags]
+        finished = [x for x in runs if x in parents or x.info.status == "FINISHED"]
+        assert len(parents) == 1 and parents[0].data.tags["danlu.resumes"] == "1"
+        assert all(x.info.status != "RUNNING" for x in runs)
+        children = [x for x in finished if x not in parents]
+        assert len(children) == 4
+        for x in children:
+            assert sorted(m.step for m in client.get_metric_history(x.info.run_id, "score")) == list(range(1, 17))
+    finally:
+        end_group(proc)
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        server.wait(timeout=60)
