@@ -83,8 +83,9 @@ class Tracker:
             self._journal = open(storage / self.JOURNAL, "a", encoding="utf-8")
         self.resumed = self.parent_id is not None
         self.replayed_ops = len(backlog)
-        self._applied = backlog[-1][1] if backlog else None  # journal offset that MLflow holds up to
-        self._backlog_end = self._applied  # ops up to here are an earlier driver's, replayed
+        self._applied: int | None = None  # journal offset that MLflow holds up to (as ops are applied)
+        self._backlog_end = backlog[-1][1] if backlog else None  # ops up to here are an earlier driver's
+        self.exp_id: str | None = None
         self._replaying = False
         self._last_step: dict[str, dict[str, int]] = {}  # run_id -> metric -> last step logged
         self._replayed: dict[str, set[int]] = {}  # run_id -> steps reported again (after a restore)
@@ -310,6 +311,8 @@ class Tracker:
                 self._continue(rid)
             return
         tags = {"mlflow.parentRunId": self.parent_id, "mlflow.runName": name, **tags}
+        if self.exp_id is None:  # a replayed start, before this driver's own open: the parent's experiment
+            self.exp_id = self.mlf.get_run(self.parent_id).info.experiment_id
         rid = self.mlf.create_run(self.exp_id, run_name=name, tags=tags).info.run_id
         self.run_ids[trial_id] = rid
         self._save_state()

@@ -116,3 +116,28 @@ def test_a_restarted_driver_continues_the_same_runs(tmp_path):
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
     assert [m.timestamp for m in history if m.step == 3] == [3]  # the first report of step 3 kept
     assert by_name["t001"].data.tags["danlu.steps_replayed"] == "1"
+
+
+def test_a_trial_journaled_during_an_outage_is_replayed_into_the_sweep(tmp_path, monkeypatch):
+    """Driver 1 opened the sweep, then MLflow went away: a new trial's start and metrics were only
+    journaled before it died. Driver 2 replays them before its own open: same parent, same experiment."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    db = f"sqlite:///{tmp_path}/mlflow.db"
+    first = Tracker(db, "danlu", flush_s=0.1, storage=tmp_path)
+    first.open_sweep("s5", {"a": 1}, {}, tmp_path, ["danlu"])
+    assert first.wait_parent() and first.close()
+    dark = Tracker("http://127.0.0.1:9", "danlu", flush_s=0.1, storage=tmp_path, retry_s=0.2)  # the outage
+    dark.trial_start("t9", "t009", {"lr": "0.1"}, {"danlu.sweep": "s5", "ray.trial_id": "t9"})
+    for step in (1, 2, 3):
+        dark.trial_metrics("t9", step, step, {"acc": step / 10})
+    assert dark.close(timeout=2) is False
+    second = Tracker(db, "danlu", flush_s=0.1, storage=tmp_path)
+    assert second.replayed_ops == 4
+    second.open_sweep("s5", {"a": 1}, {}, tmp_path, ["danlu", "resume", "s5"])
+    second.trial_end("t9", "FINISHED", {}, None, None)
+    second.close_sweep({}, {}, "FINISHED")
+    assert second.close() and second.errors == []
+    client, (parent,), (child,) = mlflow_runs(tmp_path / "mlflow.db", "s5")
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id == first.parent_id
+    assert child.info.experiment_id == parent.info.experiment_id and child.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "acc")] == [1, 2, 3]
