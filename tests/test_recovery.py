@@ -218,14 +218,21 @@ def test_driver_killed_during_an_outage_loses_no_metric(tmp_path):
     server = start_mlflow_server(tmp_path, port)
     storage = tmp_path / "outputs" / "dark"
     uri = f"tracking.uri=http://127.0.0.1:{port}"
-    proc = start_danlu(["sweep", *SLEEPY, "sweep.name=dark", "tracking=server", uri], tmp_path, tmp_path / "dark.log")
+    # long enough trials (40 x 0.25 s) that the sweep is still reporting when the server has gone
+    proc = start_danlu(["sweep", *SLEEPY, "epochs=40", "sweep.name=dark", "tracking=server", uri], tmp_path,
+                       tmp_path / "dark.log")
     try:
         wait_for(lambda: checkpoints(storage) >= 4, what="checkpoints")
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
-        journal = storage / "mlflow_journal.jsonl"
-        size = journal.stat().st_size
-        wait_for(lambda: journal.stat().st_size > size + 2000, what="metrics journaled during the outage")
+
+        def unsent() -> int:  # bytes of journal that MLflow has not confirmed
+            offset = storage / "mlflow_journal.offset"
+            sent = int(offset.read_text()) if offset.exists() else 0
+            return (storage / "mlflow_journal.jsonl").stat().st_size - sent
+
+        wait_for(lambda: unsent() > 2000 or proc.poll() is not None, what="metrics journaled during the outage")
+        assert unsent() > 2000, (tmp_path / "dark.log").read_text()
         os.kill(proc.pid, signal.SIGKILL)  # the driver dies while MLflow is away
         end_group(proc)
         server = start_mlflow_server(tmp_path, port)
@@ -246,7 +253,7 @@ def test_driver_killed_during_an_outage_loses_no_metric(tmp_path):
         children = [x for x in finished if x not in parents]
         assert len(children) == 4
         for x in children:
-            assert sorted(m.step for m in client.get_metric_history(x.info.run_id, "score")) == list(range(1, 17))
+            assert sorted(m.step for m in client.get_metric_history(x.info.run_id, "score")) == list(range(1, 41))
     finally:
         end_group(proc)
         try:
