@@ -28,6 +28,9 @@ def trial_resources(res) -> dict[str, float]:
         raise BadInput("resources: a trial needs some cpu or gpu (e.g. resources.cpu=1).")
     out = {"CPU": float(cpu), "GPU": float(gpu)}
     for name, amount in (res.get("custom") or {}).items():
+        if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
+            raise BadInput(f"resources.custom.{name}={amount}: a number >= 0 of the custom Ray resource {name} "
+                           f"(nodes declare it with ray start --resources='{{\"{name}\": 4}}').")
         out[str(name)] = float(amount)
     return out
 
@@ -100,7 +103,8 @@ def ray_session(cluster, need: dict[str, float], verbose: bool = False) -> Itera
     if cluster.get("address"):
         ray.init(address=cluster.address, log_to_driver=verbose)
     else:
-        ray.init(num_cpus=cluster.get("num_cpus"), num_gpus=cluster.get("num_gpus"), **kwargs)
+        # address="local": always a Ray of our own, never one that `ray start` left running on this machine
+        ray.init(address="local", num_cpus=cluster.get("num_cpus"), num_gpus=cluster.get("num_gpus"), **kwargs)
     try:
         if cluster.get("address"):
             check_fit(need, cluster_nodes())

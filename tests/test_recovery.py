@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONF, mlflow_runs
+from tests.conftest import CONF, free_port, mlflow_runs, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -26,15 +25,6 @@ def start_danlu(args, cwd: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), *args], cwd=cwd,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def wait_for(cond, timeout=180, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def checkpoints(storage: Path) -> int:
@@ -119,12 +109,6 @@ def test_sigterm_stops_gracefully_and_the_printed_command_resumes(tmp_path):
                        text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert_one_clean_run_per_trial(tmp_path / "mlflow.db", "term", 16)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_mlflow_server(tmp_path: Path, port: int) -> subprocess.Popen:

@@ -144,3 +144,13 @@ def test_cli_sweep_end_to_end(tmp_path):
     assert (tmp_path / "outputs" / "cli" / "tuner.pkl").exists()
     r = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "sweep.name=cli"], tmp_path)
     assert r.returncode == 2 and "holds a sweep started with other settings" in r.stderr and "resume cli" in r.stderr
+
+
+def test_a_trial_given_two_gpus_sees_exactly_those_two(ray_gpus, conf_dir, tmp_path):
+    code, out = sweep(conf_dir, tmp_path, "twogpu", "job=sleep", "sweep=sleep", "scheduler=fifo", "resources=gpu",
+                      "resources.gpu=2", "cluster.num_gpus=2", "sweep.num_samples=1", "epochs=2", "epoch_s=0.01")
+    assert code == 0, out
+    _, _, (child,) = mlflow_runs(tmp_path / "mlflow.db", "twogpu")
+    t = child.data.tags
+    assert sorted(t["danlu.cuda_visible_devices"].split(",")) == ["0", "1"]  # as Ray set it: both, nothing else
+    assert sorted(t["danlu.gpu_ids"].split(",")) == ["0", "1"]
