@@ -124,6 +124,20 @@ def resume_command(p: Plan) -> str:
     return " ".join(shlex.quote(x) for x in parts)
 
 
+def submission_tags() -> dict[str, str]:
+    """For a driver started by danlu's supervisor (orchestrator/supervise.py): which submission it belongs to
+    and, for a resubmitted one, why the previous driver ended; kept on the sweep's parent run."""
+    sid = os.environ.get("DANLU_SUBMISSION_ID")
+    if not sid:
+        return {}
+    tags = {"danlu.submission_id": sid}
+    attempt = int(os.environ.get("DANLU_ATTEMPT", "0"))
+    if attempt:
+        tags |= {"danlu.resubmissions": str(attempt),
+                 f"danlu.resubmission{attempt}": os.environ.get("DANLU_RESUBMIT_REASON", "")[:1000]}
+    return tags
+
+
 def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, command: list[str] | None = None,
               stream=None) -> int:
     """Run a sweep, or resume it: a sweep whose storage already exists continues where it stopped."""
@@ -154,7 +168,7 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
         with ray_session(p.cfg.cluster, need, verbose), _Interrupts().installed() as interrupts:
             check_shared_storage(p.storage_dir)
             tracker.open_sweep(str(p.cfg.sweep.name), OmegaConf.to_container(p.cfg, resolve=True), p.space.describe(),
-                               p.config_dir.parent, command or ["danlu", *sys.argv[1:]])
+                               p.config_dir.parent, command or ["danlu", *sys.argv[1:]], submission_tags())
             if not resuming:
                 (p.storage_dir / SAVED).write_text(json.dumps({"overrides": list(overrides)}, indent=1))
             code = _launch(p, tracker, verbose, out, resuming, interrupts)

@@ -69,6 +69,8 @@ class Tracker:
         # in order, and can then say at once that the server is unreachable.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        # a "View run ... at" pair of lines per finished run, on a server: danlu's summary says where to look
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.parent_id: str | None = None
         self.run_ids: dict[str, str] = {}  # trial_id -> run_id
         self.errors: list[str] = []
@@ -127,8 +129,9 @@ class Tracker:
         self._queue.put((op, end))
 
     # -- the sweep ------------------------------------------------------------------------------
-    def open_sweep(self, name: str, config: dict, space: dict, root: Path, command: list[str]) -> None:
-        self._put("open", name, config, space, str(root), command)
+    def open_sweep(self, name: str, config: dict, space: dict, root: Path, command: list[str],
+                   tags: dict[str, str] | None = None) -> None:
+        self._put("open", name, config, space, str(root), command, tags or {})
 
     def wait_parent(self, timeout: float = 120.0) -> str | None:
         self._opened.wait(timeout)
@@ -256,7 +259,7 @@ class Tracker:
         tmp.write_text(json.dumps({"parent": self.parent_id, "runs": self.run_ids}, indent=1))
         os.replace(tmp, self.storage / self.RUNS)  # atomic: a crash leaves the old map or the new one
 
-    def _op_open(self, name, config, space, root, command):
+    def _op_open(self, name, config, space, root, command, extra_tags=None):
         import yaml
 
         from orchestrator import __version__
@@ -269,13 +272,15 @@ class Tracker:
             self.exp_id = parent.info.experiment_id
             resumes = int(parent.data.tags.get("danlu.resumes", "0")) + 1
             self.mlf.update_run(self.parent_id, status="RUNNING")
-            self._add(self.parent_id, tags={"danlu.resumes": resumes, f"danlu.command.resume{resumes}": " ".join(command)})
+            self._add(self.parent_id, tags={"danlu.resumes": resumes, f"danlu.command.resume{resumes}": " ".join(command),
+                                            **(extra_tags or {})})
             self._flush(self.parent_id)
             return
         self.exp_id = self._experiment_id()
         commit, dirty = git_state(root)
         tags = {"mlflow.runName": name, "danlu.sweep": name, "danlu.kind": "sweep", "danlu.version": __version__,
-                "danlu.command": " ".join(command), "mlflow.source.git.commit": commit, "danlu.git_dirty": dirty}
+                "danlu.command": " ".join(command), "mlflow.source.git.commit": commit, "danlu.git_dirty": dirty,
+                **(extra_tags or {})}
         rid = self.mlf.create_run(self.exp_id, run_name=name, tags=tags).info.run_id
         self.parent_id = rid
         self._save_state()

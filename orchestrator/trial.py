@@ -171,18 +171,21 @@ def make_trainable(config_dir: str, base_overrides: list[str], group_keys: set[s
     """The Tune function trainable for this sweep. Its config is {"hp": {...}, "seed": int}."""
     from orchestrator.space import override, trial_overrides
 
-    root = str(Path(config_dir).parent)
-
     def danlu_trial(config: dict) -> None:
         import ray
         from omegaconf import OmegaConf
         from ray import tune
 
+        # A submitted sweep's conf/ and jobs/ are Ray's working directory, unpacked on each node where Ray
+        # chooses: if the driver's path to them does not exist here, they are in this worker's cwd.
+        here = config_dir if os.path.isdir(config_dir) else os.path.join(os.getcwd(), os.path.basename(config_dir))
+        root = str(Path(here).parent)
+
         trial_id = tune.get_context().get_trial_id()
         hp = config["hp"]
         groups = [override(k, v) for k, v in hp.items() if k in group_keys]
         values = trial_overrides({k: v for k, v in hp.items() if k not in group_keys}, config["seed"])
-        cfg = compose_trial(config_dir, base_overrides + groups, values)
+        cfg = compose_trial(here, base_overrides + groups, values)
         meta = {
             "config": OmegaConf.to_yaml(cfg, resolve=True),
             "hostname": socket.gethostname(),
