@@ -7,6 +7,10 @@
     danlu run lr=0.1 epochs=5                               one trial, in this process, no Ray
     danlu ui                                                the MLflow UI on the configured store
 
+On a Ray cluster, from a login node (--address http://HEAD:8265, or RAY_ADDRESS):
+    danlu submit experiment=digits_lr tracking=server      the sweep runs on the cluster; returns at once
+    danlu status [ID] · danlu logs [ID] [--follow] · danlu stop [ID] · danlu list
+
 Overrides are Hydra overrides. Exit codes: 0 ok, 1 the sweep failed, 2 bad input.
 This module imports nothing heavy: Ray, torch and MLflow load only when a command needs them.
 """
@@ -14,12 +18,14 @@ This module imports nothing heavy: Ray, torch and MLflow load only when a comman
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from orchestrator import __version__
 from orchestrator.errors import BadInput
 
+CLUSTER_COMMANDS = ("status", "logs", "stop", "list", "supervise")
 OVERRIDES_HELP = "Hydra overrides: key=value, group=option, and for sweeps key=<sweep expression>"
 
 
@@ -44,6 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="start the MLflow UI on the configured tracking store, on 127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tracking.uri=sqlite:///other.db")
+
+    address = argparse.ArgumentParser(add_help=False)
+    address.add_argument("--address", help="the Ray head's dashboard, e.g. http://head:8265 "
+                         "(default: submit.address in the config, i.e. RAY_ADDRESS)")
+    p = sub.add_parser("submit", parents=[address], help="run the sweep on a Ray cluster (Ray Jobs API); returns at once")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p = sub.add_parser("status", parents=[address], help="a submitted sweep's progress and its driver's state")
+    p.add_argument("id", nargs="?", help="the id danlu submit printed, or the sweep's name (default: the newest)")
+    p = sub.add_parser("logs", parents=[address], help="a submitted sweep's driver output")
+    p.add_argument("id", nargs="?", help="the id danlu submit printed, or the sweep's name (default: the newest)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing until the sweep ends")
+    p = sub.add_parser("stop", parents=[address], help="stop a submitted sweep for good (it stays resumable)")
+    p.add_argument("id", nargs="?", help="the id danlu submit printed, or the sweep's name (default: the newest)")
+    sub.add_parser("list", parents=[address], help="the sweeps submitted to the cluster")
+    p = sub.add_parser("supervise", parents=[address])  # started on the cluster by `danlu submit`, not by hand
+    p.add_argument("--id", required=True)
+    p.add_argument("--resubmits", type=int, required=True)
+    p.add_argument("--grace", type=int, required=True)
+    p.add_argument("overrides", nargs="*")
     return parser
 
 
@@ -56,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from orchestrator.compose import find_config_dir
 
+        if args.command in CLUSTER_COMMANDS and (args.address or os.environ.get("RAY_ADDRESS")):
+            return _cluster(args, None)  # no config needed (a login node may have none at hand)
         config_dir = find_config_dir(args.config_dir)
         if args.command == "sweep":
             from orchestrator.sweep import run_sweep
@@ -67,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, config_dir)
         if args.command == "ui":
             return _ui(args, config_dir)
+        if args.command == "submit":
+            from orchestrator.submit import submit
+
+            return submit(args.overrides, config_dir, args.address)
+        return _cluster(args, config_dir)
     except BadInput as exc:
         print(f"danlu: error: {exc}", file=sys.stderr)
         return 2
@@ -90,6 +122,29 @@ def _resume(args, config_dir: Path) -> int:
     kept = [o for o in saved if not o.startswith(("sweep.name=", "output_dir="))]
     return run_sweep([*kept, f"sweep.name={args.name}", *where], config_dir, verbose=False,
                      command=["danlu", *sys.argv[1:]])
+
+
+def _cluster(args, config_dir: Path | None) -> int:
+    from orchestrator import submit
+
+    configured = os.environ.get("RAY_ADDRESS")
+    if not args.address and config_dir is not None:
+        from orchestrator.compose import compose, hydra_context
+
+        with hydra_context(config_dir):
+            configured = compose([]).submit.get("address")
+    address = submit.resolve_address(args.address, configured)
+    if args.command == "status":
+        return submit.status(address, args.id)
+    if args.command == "logs":
+        return submit.logs(address, args.id, args.follow)
+    if args.command == "stop":
+        return submit.stop(address, args.id)
+    if args.command == "list":
+        return submit.list_sweeps(address)
+    from orchestrator.supervise import supervise
+
+    return supervise(address, args.id, args.overrides, args.resubmits, args.grace)
 
 
 def _run(args, config_dir: Path) -> int:

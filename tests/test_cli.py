@@ -48,6 +48,12 @@ def test_help_imports_nothing_heavy(tmp_path):
         (["sweep", "resources.gpu=1.5"], ["resources.gpu=1.5", "whole GPUs"]),
         (["sweep", "scheduler.reduction_factor=1"], ["scheduler.reduction_factor=1"]),
         (["run", "lr=0.1,0.2"], ["danlu run takes plain values", "danlu sweep"]),
+        # submit checks the sweep before it contacts the cluster, then the cluster's address
+        (["submit", "lrr=0.1", "--address", "http://127.0.0.1:1"], ["Unknown config key 'lrr'"]),
+        (["submit", "submit.resubmits=-1", "--address", "http://127.0.0.1:1"], ["submit.resubmits=-1"]),
+        (["submit", "--address", "auto"], ["--address auto", "http://HEAD:8265"]),
+        (["submit", "--address", "http://127.0.0.1:1"], ["--address http://127.0.0.1:1: nothing answers there"]),
+        (["status", "--address", "http://127.0.0.1:1"], ["nothing answers there", "Is the cluster up"]),
     ],
 )
 def test_bad_input_exits_2_with_one_message_and_nothing_launched(tmp_path, args, words):
@@ -59,6 +65,21 @@ def test_bad_input_exits_2_with_one_message_and_nothing_launched(tmp_path, args,
         assert w in err
     assert "HEAVY=\n" in r.stderr  # no Ray (nor torch, MLflow) even imported, let alone started
     assert list(tmp_path.iterdir()) == []  # no outputs/, no mlflow.db
+
+
+def test_a_cluster_address_that_never_answers_fails_within_seconds(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        start = time.monotonic()
+        r = probe(["list", "--address", address], tmp_path)
+        took = time.monotonic() - start
+    assert r.returncode == 2 and f"--address {address}: nothing answers there" in r.stderr, r.stderr
+    assert took < 30, took  # a clear error, not a hang
 
 
 def test_missing_config_dir(tmp_path):

@@ -1,0 +1,96 @@
+"""The supervisor of a submitted sweep: a Ray job of its own (no CPU) on the cluster that submits the sweep's
+driver as a second Ray job, and resubmits it when it dies.
+
+Why here: Ray Jobs are never retried, and the login node that submitted the sweep may be gone for the
+night; a job on the cluster outlives both. The resubmitted driver runs the same `danlu sweep ...` command,
+which finds the sweep's saved state in its storage and restores it (same trials, same MLflow runs). Each
+driver learns its attempt number and why the previous one ended (DANLU_* variables), and records them in
+the sweep's MLflow parent run (tags danlu.resubmissions, danlu.resubmissionN).
+
+What counts as a death: the driver job ended STOPPED (stopped by the cluster or an admin; `danlu stop` stops
+this supervisor first, so a user's stop is never undone), or FAILED other than by the sweep's own verdict.
+Exit code 1 (the sweep ran and failed) and 2 (bad input) are verdicts: resubmitting would repeat them.
+Anything else (killed by a signal, OOM-killed, lost with its node: no exit code) is resubmitted, up to
+submit.resubmits times.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import time
+
+from orchestrator.submit import ATTEMPT, ROLE, SUPERVISOR, SWEEP, connect
+
+VERDICTS = (1, 2)  # driver exit codes that are the sweep's own outcome, never resubmitted
+
+
+def supervise(address: str, sup_id: str, overrides: list[str], resubmits: int, grace_s: int,
+              poll_s: float = 2.0) -> int:
+    from ray.job_submission import JobStatus
+
+    client = connect(address)
+    me = client.get_job_info(sup_id)
+    name = (me.metadata or {}).get(SWEEP, "")
+    env = dict((me.runtime_env or {}).get("env_vars") or {})
+    env["RAY_JOB_STOP_WAIT_TIME_S"] = str(grace_s)  # the driver's time to save Tune's state on a stop
+    stopping = []
+
+    def on_stop(signum, frame):  # `danlu stop` (Ray's stop_job sends SIGTERM)
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    command = shlex.join(["python", "-m", "orchestrator", "--config-dir", "conf", "sweep", *overrides])
+
+    def launch(attempt: int, reason: str) -> str:
+        job_id = f"{sup_id}-d{attempt}"
+        runtime_env = {**(me.runtime_env or {}), "env_vars": {
+            **env, "DANLU_SUBMISSION_ID": sup_id, "DANLU_ATTEMPT": str(attempt), "DANLU_RESUBMIT_REASON": reason}}
+        for wait in (1, 2, 4, 8, 16, 0):  # the dashboard may be busy for a moment; the sweep must not be lost
+            try:
+                client.submit_job(entrypoint=command, submission_id=job_id, runtime_env=runtime_env,
+                                  metadata={ROLE: "driver", SUPERVISOR: sup_id, SWEEP: name, ATTEMPT: str(attempt)})
+                break
+            except RuntimeError as exc:
+                if "already exists" in str(exc):
+                    break
+                if not wait:
+                    raise
+                print(f"danlu supervise: submitting {job_id} failed ({exc}); again in {wait} s", flush=True)
+                time.sleep(wait)
+        print(f"danlu supervise: driver {job_id}: {command}" + (f" (after: {reason})" if reason else ""), flush=True)
+        return job_id
+
+    attempt, driver = 0, launch(0, "")
+    while True:
+        if stopping:
+            print(f"danlu supervise: stopping driver {driver}; it saves the sweep's state (up to {grace_s} s)",
+                  flush=True)
+            client.stop_job(driver)
+            deadline = time.time() + grace_s + 30
+            while not client.get_job_info(driver).status.is_terminal() and time.time() < deadline:
+                time.sleep(1)
+            print(f"danlu supervise: stopped; driver {driver}: {client.get_job_info(driver).status.value}", flush=True)
+            return 130
+        info = client.get_job_info(driver)
+        if not info.status.is_terminal():
+            time.sleep(poll_s)
+            continue
+        code = info.driver_exit_code
+        if info.status == JobStatus.SUCCEEDED:
+            print(f"danlu supervise: the sweep finished (driver {driver})", flush=True)
+            return 0
+        if info.status == JobStatus.FAILED and code in VERDICTS:
+            print(f"danlu supervise: the sweep ended with exit code {code}: not resubmitted", flush=True)
+            return code
+        first = (info.message or "").strip().splitlines()[:1]
+        reason = f"{driver} {info.status.value}" + (f", exit code {code}" if code is not None else "") + \
+            (f": {first[0][:300]}" if first else "")
+        if attempt >= resubmits:
+            print(f"danlu supervise: {reason}; gave up after {resubmits} resubmission(s) (submit.resubmits)",
+                  flush=True)
+            return 1
+        attempt += 1
+        driver = launch(attempt, reason)
+
