@@ -92,7 +92,7 @@ class Tracker:
         self._last_step: dict[str, dict[str, int]] = {}  # run_id -> metric -> last step logged
         self._replayed: dict[str, set[int]] = {}  # run_id -> steps reported again (after a restore)
         self._ended: set[str] = set()  # runs this driver terminated
-        self._was_opened = False
+        self._synced: set[str] = set()  # runs whose MLflow contents this driver has read (_sync)
         self._closed = False
         self._outage_since: float | None = None
         self._opened = threading.Event()
@@ -264,10 +264,9 @@ class Tracker:
 
         from orchestrator import __version__
 
-        if self._was_opened:  # an earlier driver's journaled open, replayed: this sweep is open already
+        if self._replaying and self.parent_id is not None:  # an earlier driver's open, applied before it died
             return
-        self._was_opened = True
-        if self.resumed:  # the same parent run, running again
+        if self.parent_id is not None:  # this driver's own open of a sweep begun before: the same parent again
             parent = self.mlf.get_run(self.parent_id)
             self.exp_id = parent.info.experiment_id
             resumes = int(parent.data.tags.get("danlu.resumes", "0")) + 1
@@ -337,14 +336,21 @@ class Tracker:
 
     def _continue(self, rid: str) -> None:
         """Reopen a run left by an earlier driver; what it already holds is never logged twice."""
+        run = self._sync(rid)
+        if run.info.status != "RUNNING":
+            self.mlf.update_run(rid, status="RUNNING")
+
+    def _sync(self, rid: str):
+        """Learn what MLflow holds of a run this driver has not written to yet: its params, and each metric's
+        last step (the journal may replay steps that an earlier driver sent but never confirmed)."""
         run = self.mlf.get_run(rid)
-        self._params[rid] = set(run.data.params)
+        self._params.setdefault(rid, set()).update(run.data.params)
         last = self._last_step.setdefault(rid, {})
         for key in run.data.metrics:
             steps = [m.step for m in self.mlf.get_metric_history(rid, key)]
-            last[key] = max(steps, default=-1)
-        if run.info.status != "RUNNING":
-            self.mlf.update_run(rid, status="RUNNING")
+            last[key] = max(max(steps, default=-1), last.get(key, -1))  # nor forget what is buffered here
+        self._synced.add(rid)
+        return run
 
     def _op_tags(self, trial_id, tags):
         self._add(self.run_ids[trial_id], tags=tags)
@@ -353,6 +359,8 @@ class Tracker:
         from mlflow.entities import Metric
 
         rid = self.run_ids[trial_id]
+        if self._replaying and rid not in self._synced:  # an earlier driver may have sent some of these
+            self._sync(rid)
         last = self._last_step.setdefault(rid, {})
         fresh = {k: v for k, v in values.items() if step > last.get(k, float("-inf"))}
         if len(fresh) < len(values):  # a restored trial reporting steps it had reported before

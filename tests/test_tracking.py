@@ -141,3 +141,53 @@ def test_a_trial_journaled_during_an_outage_is_replayed_into_the_sweep(tmp_path,
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id == first.parent_id
     assert child.info.experiment_id == parent.info.experiment_id and child.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(child.info.run_id, "acc")] == [1, 2, 3]
+
+
+def test_a_restored_trial_never_relogs_a_step_that_waits_in_the_replayed_journal(tmp_path, monkeypatch):
+    """MLflow holds steps 1-2 of a trial; step 3 was only journaled (an outage) when the driver died. Driver 2
+    replays step 3 into its buffer, then the trial, restored from its step-2 checkpoint, reports 3 again: the
+    run must not get a second step 3 (what MLflow holds and what waits in the buffer both count)."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    db = f"sqlite:///{tmp_path}/mlflow.db"
+    first = Tracker(db, "danlu", flush_s=0.1, storage=tmp_path)
+    first.open_sweep("s6", {"a": 1}, {}, tmp_path, ["danlu"])
+    first.trial_start("t1", "t001", {"lr": "0.1"}, {"danlu.sweep": "s6", "ray.trial_id": "t1"})
+    for step in (1, 2):
+        first.trial_metrics("t1", step, step, {"acc": step / 10})
+    assert first.close()
+    dark = Tracker("http://127.0.0.1:9", "danlu", flush_s=0.1, storage=tmp_path, retry_s=0.2)  # the outage
+    dark.trial_metrics("t1", 3, 3, {"acc": 0.3})
+    assert dark.close(timeout=2) is False
+    second = Tracker(db, "danlu", flush_s=30, storage=tmp_path)  # no timed flush between replay and restore
+    assert second.replayed_ops == 1
+    second.open_sweep("s6", {"a": 1}, {}, tmp_path, ["danlu", "resume", "s6"])
+    second.trial_start("t1", "t001", {"lr": "0.1"}, {"danlu.sweep": "s6", "ray.trial_id": "t1"})
+    for step in (3, 4):
+        second.trial_metrics("t1", step, 100 + step, {"acc": step / 10})
+    second.trial_end("t1", "FINISHED", {}, None, None)
+    second.close_sweep({}, {}, "FINISHED")
+    assert second.close() and second.errors == []
+    client, _, (child,) = mlflow_runs(tmp_path / "mlflow.db", "s6")
+    history = client.get_metric_history(child.info.run_id, "acc")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    assert [m.timestamp for m in history if m.step == 3] == [3]  # the first report of step 3 kept
+
+
+def test_a_resumed_driver_records_itself_even_when_the_first_open_is_replayed(tmp_path):
+    """Driver 1's open reached MLflow but not its offset file: driver 2 replays that open (a no-op), then
+    records its own resume (count, command, its tags) on the same parent."""
+    db = f"sqlite:///{tmp_path}/mlflow.db"
+    first = Tracker(db, "danlu", flush_s=0.1, storage=tmp_path)
+    first.open_sweep("s7", {"a": 1}, {}, tmp_path, ["danlu", "sweep"])
+    assert first.close()
+    (tmp_path / Tracker.OFFSET).write_text("0")  # died before it recorded that MLflow had the open
+    second = Tracker(db, "danlu", flush_s=0.1, storage=tmp_path)
+    assert second.replayed_ops == 1
+    second.open_sweep("s7", {"a": 1}, {}, tmp_path, ["danlu", "resume", "s7"], {"danlu.resubmissions": "1"})
+    second.close_sweep({}, {}, "FINISHED")
+    assert second.close() and second.errors == []
+    _, (parent,), _ = mlflow_runs(tmp_path / "mlflow.db", "s7")
+    assert parent.info.run_id == first.parent_id
+    tags = parent.data.tags
+    assert tags["danlu.resumes"] == "1" and tags["danlu.command.resume1"] == "danlu resume s7"
+    assert tags["danlu.resubmissions"] == "1"
