@@ -255,6 +255,9 @@ def logs(address: str, sweep_id: str | None, follow: bool, out=None) -> int:
 def _follow(client, sup_id: str, out) -> int:
     """Tail the current driver; when it ends and the supervisor resubmits, go on with the next one."""
     import asyncio
+    import logging
+
+    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)  # "WebSocket closed ..."
 
     async def tail(job_id: str) -> None:
         async for chunk in client.tail_job_logs(job_id):

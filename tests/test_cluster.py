@@ -173,11 +173,13 @@ def server_runs(server, name):
 
 
 def assert_every_step_once(client, children, trials: int, steps: int):
-    assert len(children) == trials and all(r.info.status == "FINISHED" for r in children)
+    seen = [(r.data.tags.get("ray.trial_id"), r.info.status, r.data.tags.get("danlu.trial"),
+             sorted(m.step for m in client.get_metric_history(r.info.run_id, "score"))) for r in children]
+    assert len(children) == trials and all(r.info.status == "FINISHED" for r in children), seen
     assert len({r.data.tags["ray.trial_id"] for r in children}) == trials  # one run per trial
     for r in children:
         history = [m.step for m in client.get_metric_history(r.info.run_id, "score")]
-        assert sorted(history) == list(range(1, steps + 1)), history
+        assert sorted(history) == list(range(1, steps + 1)), seen
 
 
 def checkpoints(storage: Path) -> int:
@@ -214,6 +216,9 @@ def test_submit_status_logs_list_end_to_end_on_postgres(cluster, server, tmp_pat
 def test_a_killed_driver_is_resubmitted_and_keeps_its_runs(cluster, server, tmp_path):
     sweep_id = submit(cluster, tmp_path, "phoenix", "sweep.num_samples=4", "epochs=30", "epoch_s=0.25",
                       server=server)
+    follow = subprocess.Popen([sys.executable, "-m", "orchestrator", "logs", sweep_id, "--follow"], cwd=tmp_path,
+                              env={**os.environ, **cluster.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
     wait_for(lambda: checkpoints(tmp_path / "outputs" / "phoenix") >= 4, what="checkpoints")
     first = cluster.client.get_job_info(f"{sweep_id}-d0")
     assert first.driver_info is not None, first
@@ -226,6 +231,9 @@ def test_a_killed_driver_is_resubmitted_and_keeps_its_runs(cluster, server, tmp_
     assert parent.info.status == "FINISHED" and tags["danlu.resubmissions"] == "1" and tags["danlu.resumes"] == "1"
     assert f"{sweep_id}-d0 FAILED" in tags["danlu.resubmission1"], tags
     assert_every_step_once(client, children, 4, 30)  # the same 4 runs, every step once
+    followed, _ = follow.communicate(timeout=120)  # --follow went on across the resubmission, and ended with it
+    assert f"--- resubmitted as {sweep_id}-d1 ---" in followed and "danlu: resuming phoenix" in followed, followed
+    assert followed.rstrip().splitlines()[-1].startswith("danlu: review it with"), followed
 
 
 def test_a_users_stop_is_never_undone(cluster, server, tmp_path):
