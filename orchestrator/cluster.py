@@ -66,7 +66,8 @@ def check_fit(need: dict[str, float], nodes: dict[str, dict[str, float]]) -> Non
     name, largest = max(nodes.items(), key=lambda kv: (kv[1].get("GPU", 0), kv[1].get("CPU", 0)))
     asked = ", ".join(f"{k}={v:g}" for k, v in need.items() if v > 0)
     offers = ", ".join(f"{k}={largest.get(k, 0):g}" for k in need if need[k] > 0)
-    hint = " Set cluster.num_gpus to declare logical GPUs, or resources=cpu." if need.get("GPU") else ""
+    hint = (" Set cluster.num_gpus to declare logical GPUs, or resources=cpu."
+            if need.get("GPU") and list(nodes) == ["local machine"] else "")
     raise BadInput(f"resources: a trial asks for {asked}, but the largest node ({name}) offers {offers}.{hint}")
 
 

@@ -191,7 +191,7 @@ def find_sweep(client, sweep_id: str | None):
         if not sweeps:
             raise BadInput("no danlu sweep has been submitted to this cluster (danlu submit ...).")
         return sweeps[-1]
-    for j in sweeps:
+    for j in reversed(sweeps):  # by name: the newest submission of that sweep
         if j.submission_id == sweep_id or (j.metadata or {}).get(SWEEP) == sweep_id:
             return j
     known = ", ".join(j.submission_id for j in sweeps[-5:]) or "none"
