@@ -223,6 +223,7 @@ def test_a_killed_driver_is_resubmitted_and_keeps_its_runs(cluster, server, tmp_
     first = cluster.client.get_job_info(f"{sweep_id}-d0")
     assert first.driver_info is not None, first
     os.kill(int(first.driver_info.pid), signal.SIGKILL)  # the driver dies (as in an OOM kill)
+    killed_ms = time.time() * 1000
     wait_done(cluster, sweep_id)
     assert cluster.client.get_job_info(f"{sweep_id}-d0").status.value == "FAILED"
     assert cluster.client.get_job_info(f"{sweep_id}-d1").status.value == "SUCCEEDED"
@@ -231,6 +232,10 @@ def test_a_killed_driver_is_resubmitted_and_keeps_its_runs(cluster, server, tmp_
     assert parent.info.status == "FINISHED" and tags["danlu.resubmissions"] == "1" and tags["danlu.resumes"] == "1"
     assert f"{sweep_id}-d0 FAILED" in tags["danlu.resubmission1"], tags
     assert_every_step_once(client, children, 4, 30)  # the same 4 runs, every step once
+    again = cluster.client.get_job_info(f"{sweep_id}-d1").start_time - killed_ms
+    first_new = min(m.timestamp for r in children for m in client.get_metric_history(r.info.run_id, "score")
+                    if m.timestamp > killed_ms) - killed_ms
+    print(f"driver killed: resubmitted after {again / 1000:.1f} s, first new step logged after {first_new / 1000:.1f} s")
     followed, _ = follow.communicate(timeout=120)  # --follow went on across the resubmission, and ended with it
     assert f"--- resubmitted as {sweep_id}-d1 ---" in followed and "danlu: resuming phoenix" in followed, followed
     assert followed.rstrip().splitlines()[-1].startswith("danlu: review it with"), followed
