@@ -235,7 +235,7 @@ def test_a_killed_driver_is_resubmitted_and_keeps_its_runs(cluster, server, tmp_
     again = cluster.client.get_job_info(f"{sweep_id}-d1").start_time - killed_ms
     first_new = min(m.timestamp for r in children for m in client.get_metric_history(r.info.run_id, "score")
                     if m.timestamp > killed_ms) - killed_ms
-    print(f"driver killed: resubmitted after {again / 1000:.1f} s, first new step logged after {first_new / 1000:.1f} s")
+    print(f"driver killed: resubmitted after {again / 1000:.1f} s, first new step reported after {first_new / 1000:.1f} s")
     followed, _ = follow.communicate(timeout=120)  # --follow went on across the resubmission, and ended with it
     assert f"--- resubmitted as {sweep_id}-d1 ---" in followed and "danlu: resuming phoenix" in followed, followed
     assert followed.rstrip().splitlines()[-1].startswith("danlu: review it with"), followed
