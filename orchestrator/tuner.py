@@ -198,7 +198,7 @@ def build_tuner(trainable, space, cfg, scheduler, callbacks, stopper, storage_pa
     from orchestrator.cluster import trial_resources
 
     res = trial_resources(cfg.resources)
-    resources = {"cpu": res.pop("CPU"), "gpu": res.pop("GPU"), **({"resources": res} if res else {})}
+    resources = {"cpu": res.pop("CPU"), "gpu": res.pop("GPU"), **({"custom_resources": res} if res else {})}
     limit = cfg.sweep.get("max_concurrent_trials")
     return tune.Tuner(
         tune.with_resources(trainable, resources),

@@ -46,6 +46,8 @@ def test_help_imports_nothing_heavy(tmp_path):
         (["sweep", "lr=interval(0.5,0.1)"], ["sweep.space.lr", "low must be below high", "low=0.5, high=0.1"]),
         (["sweep", "resources=gpu"], ["resources", "GPU=1", "largest node (local machine) offers", "GPU=0"]),
         (["sweep", "resources.gpu=1.5"], ["resources.gpu=1.5", "whole GPUs"]),
+        (["sweep", "+resources.custom.a100=1"], ["asks for CPU=1, a100=1", "(local machine) offers CPU=", "a100=0"]),
+        (["sweep", "+resources.custom.a100=-1"], ["resources.custom.a100=-1", "a number >= 0"]),
         (["sweep", "scheduler.reduction_factor=1"], ["scheduler.reduction_factor=1"]),
         (["run", "lr=0.1,0.2"], ["danlu run takes plain values", "danlu sweep"]),
         # submit checks the sweep before it contacts the cluster, then the cluster's address

@@ -82,7 +82,8 @@ def cluster(tmp_path_factory):
                 return False
 
         wait_for(up, timeout=120, what="the Ray head's Jobs API")
-        procs.append(ray_start([f"--address=127.0.0.1:{gcs}", "--num-cpus=4", "--num-gpus=2", f"--temp-dir={temps[1]}"], env,
+        procs.append(ray_start([f"--address=127.0.0.1:{gcs}", "--num-cpus=4", "--num-gpus=2", '--resources={"a100": 2}',
+                                f"--temp-dir={temps[1]}"], env,
                                base / "worker.log"))
         def nodes() -> int:  # the state API over HTTP, with this cluster's token (not this process's own)
             answer = requests.get(f"{url}/api/v0/nodes", headers=headers, timeout=10).json()
@@ -188,7 +189,7 @@ def checkpoints(storage: Path) -> int:
 
 def test_submit_status_logs_list_end_to_end_on_postgres(cluster, server, tmp_path):
     sweep_id = submit(cluster, tmp_path, "e2e", "sweep.num_samples=4", "epochs=8", "epoch_s=0.2", "resources=gpu",
-                      server=server)
+                      "+resources.custom.a100=1", server=server)  # the worker node declares 2 GPUs and 2 "a100"
     statuses = []
     while not cluster.client.get_job_info(sweep_id).status.is_terminal():
         r = danlu_cli(["status", sweep_id], tmp_path, env=cluster.env, timeout=60)
@@ -280,6 +281,9 @@ def test_a_trial_larger_than_every_node_is_refused_before_launch(cluster, tmp_pa
                    "resources.gpu=4"], tmp_path, env=cluster.env, timeout=120)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "asks for CPU=1, GPU=4, but the largest node" in r.stderr and "offers CPU=4, GPU=2" in r.stderr, r.stderr
+    r = danlu_cli(["submit", *SLEEPY, "sweep.name=huge", f"output_dir={tmp_path}/outputs", "+resources.custom.a100=3"],
+                  tmp_path, env=cluster.env, timeout=120)
+    assert r.returncode == 2 and "asks for CPU=1, a100=3" in r.stderr and "offers CPU=4, a100=2" in r.stderr, r.stderr
     assert not [j for j in cluster.client.list_jobs() if (j.metadata or {}).get("danlu.sweep") == "huge"]
 
 
