@@ -73,7 +73,13 @@ def supervise(address: str, sup_id: str, overrides: list[str], resubmits: int, g
                 time.sleep(1)
             print(f"danlu supervise: stopped; driver {driver}: {client.get_job_info(driver).status.value}", flush=True)
             return 130
-        info = client.get_job_info(driver)
+        try:
+            info = client.get_job_info(driver)
+        except Exception as exc:  # the dashboard busy or restarting: the driver is not known dead; ask again
+            print(f"danlu supervise: could not ask for {driver}'s state ({type(exc).__name__}); again in {poll_s:g} s",
+                  flush=True)
+            time.sleep(poll_s)
+            continue
         if not info.status.is_terminal():
             time.sleep(poll_s)
             continue
