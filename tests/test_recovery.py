@@ -75,10 +75,19 @@ def test_driver_sigkill_then_the_same_command_resumes(tmp_path):
     client, _, _ = mlflow_runs(tmp_path / "mlflow.db", "night")
     for rid in done_before:  # nothing new was reported by a trial that had finished
         assert all(m.timestamp <= killed_at for m in client.get_metric_history(rid, "score"))
-    # restored trials went on from the checkpoint in Tune's last experiment snapshot, which Tune forces
-    # once a trial has `checkpoint.keep` (2) new checkpoints: at most every (1) x keep (2) reports redone
+    # restored trials went on from the checkpoint in Tune's last experiment snapshot, not from the start:
+    # each redid fewer reports than it had made before the kill. (How many depends on how fresh Tune's
+    # snapshot was; Tune forces one once a trial has `checkpoint.keep` new checkpoints: usually <= 2 redone
+    # here, 6 of 16 seen once on a loaded CI machine.)
+    resumed = 0
     for r in finished:
-        assert int(r.data.tags.get("danlu.steps_replayed", 0)) <= 1 * 2
+        redone = int(r.data.tags.get("danlu.steps_replayed", 0))
+        before = sum(1 for m in client.get_metric_history(r.info.run_id, "score") if m.timestamp <= killed_at)
+        if redone:
+            assert redone <= before, (redone, before)
+            resumed += redone < before
+        print(f"{r.info.run_name}: {before} steps before the kill, {redone} redone")
+    assert resumed >= 1  # at least one trial continued from a checkpoint rather than from step 0
 
 
 def sigterm_mid_sweep(tmp_path: Path, name: str, times: int) -> tuple[int, str]:
