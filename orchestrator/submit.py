@@ -112,11 +112,21 @@ def connect(address: str):
             raise BadInput(f"--address {address}: that is not a Ray dashboard with the Jobs API ({exc}).") from None
 
 
-def cluster_nodes(address: str) -> dict[str, dict[str, float]]:
+def cluster_nodes(address: str, wait_s: float = 30.0) -> dict[str, dict[str, float]]:
+    """The cluster's alive nodes and their resources. A cluster whose dashboard has just come up can list no
+    node for a few seconds (its head has not registered yet): ask again for up to `wait_s` before saying so."""
     from ray.util.state import list_nodes
 
-    with _talking_to(address):
-        nodes = list_nodes(address=address, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+    deadline = time.monotonic() + wait_s
+    while True:
+        with _talking_to(address):
+            nodes = list_nodes(address=address, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+        if nodes or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    if not nodes:
+        raise BadInput(f"--address {address}: the cluster lists no alive node after {wait_s:g} s. Is it still "
+                       "starting? (`ray status` on the head node shows its nodes)")
     return {f"{n.node_ip} ({n.node_id[:8]})": dict(n.resources_total) for n in nodes}
 
 
