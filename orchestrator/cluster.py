@@ -77,6 +77,16 @@ def cluster_nodes() -> dict[str, dict[str, float]]:
     return {f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})": n["Resources"] for n in ray.nodes() if n.get("Alive")}
 
 
+def check_address(cluster) -> None:
+    """Ray Client (ray://) runs Tune's driver loop on the cluster, away from danlu's MLflow writer and
+    journal, and its Tuner cannot be restored with new callbacks: refused before anything launches."""
+    address = str(cluster.get("address") or "")
+    if address.startswith("ray://"):
+        raise BadInput(f"cluster.address={address}: Ray Client addresses are not supported (Tune would run on the "
+                       "cluster, apart from danlu's tracking). Give the head's GCS address (HEAD:6379) from a node "
+                       "of the cluster, or run `danlu submit`, which starts the sweep's driver on the cluster.")
+
+
 def check_local_fit(cluster, need: dict[str, float]) -> None:
     """For an embedded Ray, check before starting it (an existing cluster is checked once connected)."""
     if not cluster.get("address"):

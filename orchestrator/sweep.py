@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator import tags as T
 from orchestrator.compose import compose, hydra_context, split_overrides
 from orchestrator.errors import BadInput
 
@@ -38,7 +39,7 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from orchestrator.cluster import trial_resources
+    from orchestrator.cluster import check_address, trial_resources
     from orchestrator.space import override, parse_space
     from orchestrator.tracking import resolve_uri
     from orchestrator.trial import check_job
@@ -65,6 +66,7 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
     _check_sweep(cfg.sweep, name)
     _check_scheduler(cfg.scheduler)
     trial_resources(cfg.resources)
+    check_address(cfg.cluster)
     check_job(cfg.job.fn, config_dir.parent)
     if not all(isinstance(v, int) and v >= 1 for v in (cfg.checkpoint.every, cfg.checkpoint.keep)):
         raise BadInput("checkpoint.every and checkpoint.keep: integers >= 1.")
@@ -130,51 +132,70 @@ def submission_tags() -> dict[str, str]:
     sid = os.environ.get("DANLU_SUBMISSION_ID")
     if not sid:
         return {}
-    tags = {"danlu.submission_id": sid}
+    tags = {T.SUBMISSION_ID: sid}
     attempt = int(os.environ.get("DANLU_ATTEMPT", "0"))
     if attempt:
-        tags |= {"danlu.resubmissions": str(attempt),
-                 f"danlu.resubmission{attempt}": os.environ.get("DANLU_RESUBMIT_REASON", "")[:1000]}
+        tags |= {T.RESUBMISSIONS: str(attempt),
+                 T.RESUBMISSION.format(attempt): os.environ.get("DANLU_RESUBMIT_REASON", "")[:1000]}
     return tags
+
+
+def _identify(p: Plan, overrides: list[str]) -> dict:
+    """The sweep's identity in its storage (danlu.json): the overrides it started with, an id that its MLflow
+    parent run carries (so a restarted driver finds that run, whatever else it lost), and the seed of its
+    search. Written before anything is launched; a later command with the same name must match it."""
+    import random
+    import uuid
+
+    path = p.storage_dir / SAVED
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if _identity(saved["overrides"]) != _identity(overrides):
+            raise BadInput(
+                f"sweep.name={p.cfg.sweep.name}: {p.storage_dir} holds a sweep started with other settings "
+                f"({' '.join(_identity(saved['overrides'])) or 'unknown'}). Resume it with `{resume_command(p)}`, "
+                "or choose another sweep.name.")
+        return saved
+    saved = {"overrides": list(overrides), "sweep_id": uuid.uuid4().hex, "search_seed": random.randrange(2**31)}
+    p.storage_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(SAVED + ".tmp")
+    tmp.write_text(json.dumps(saved, indent=1))
+    os.replace(tmp, path)  # atomic: a driver killed here leaves no half-written identity
+    return saved
 
 
 def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, command: list[str] | None = None,
               stream=None) -> int:
     """Run a sweep, or resume it: a sweep whose storage already exists continues where it stopped."""
     p = plan(overrides, config_dir)
-    resuming = (p.storage_dir / "tuner.pkl").exists()
-    if resuming:
-        saved = saved_overrides(p.storage_dir)
-        if saved is None or _identity(saved) != _identity(overrides):
-            raise BadInput(
-                f"sweep.name={p.cfg.sweep.name}: {p.storage_dir} holds a sweep started with other settings "
-                f"({' '.join(_identity(saved or [])) or 'unknown'}). Resume it with `{resume_command(p)}`, "
-                "or choose another sweep.name.")
+    known = (p.storage_dir / SAVED).exists()  # begun before (perhaps killed before Tune saved anything)
     from omegaconf import OmegaConf
 
     from orchestrator.cluster import check_local_fit, check_shared_storage, ray_session, trial_resources
-    from orchestrator.tracking import Tracker
+    from orchestrator.tracking import Tracker, check_uri
 
+    check_uri(p.tracking_uri)
     need = trial_resources(p.cfg.resources)
     check_local_fit(p.cfg.cluster, need)
+    saved = _identify(p, overrides)
     out = stream or sys.stdout
-    # MLflow's import and connection happen on the tracker's thread while Ray starts
-    p.storage_dir.mkdir(parents=True, exist_ok=True)
-    tracker = Tracker(p.tracking_uri, str(p.cfg.tracking.experiment), float(p.cfg.tracking.flush_s),
-                      storage=p.storage_dir)
     status = "FAILED"  # what the parent run says if the sweep ends other than by _launch's own close
     bad_input = False
+    tracker = None
     try:
+        # MLflow's import and connection happen on the tracker's thread, checked before Ray starts
+        tracker = Tracker(p.tracking_uri, str(p.cfg.tracking.experiment), float(p.cfg.tracking.flush_s),
+                          storage=p.storage_dir, sweep_id=saved.get("sweep_id"))
+        tracker.check_store()
         with ray_session(p.cfg.cluster, need, verbose), _Interrupts().installed() as interrupts:
             check_shared_storage(p.storage_dir)
             tracker.open_sweep(str(p.cfg.sweep.name), OmegaConf.to_container(p.cfg, resolve=True), p.space.describe(),
-                               p.config_dir.parent, command or ["danlu", *sys.argv[1:]], submission_tags())
-            if not resuming:
-                (p.storage_dir / SAVED).write_text(json.dumps({"overrides": list(overrides)}, indent=1))
-            code = _launch(p, tracker, verbose, out, resuming, interrupts)
+                               p.config_dir.parent, command or ["danlu", *sys.argv[1:]],
+                               submission_tags() | {T.SEARCH_SEED: str(saved.get("search_seed", ""))})
+            code = _launch(p, tracker, verbose, out, known, interrupts, saved.get("search_seed"))
             status = None
             return code
-    except BadInput:  # found once Ray was up: a remote cluster's nodes, its storage, the job's metric
+    except BadInput:  # the store, or found once Ray was up: a remote cluster's nodes, its storage, the metric
         status, bad_input = None, True
         raise
     except KeyboardInterrupt:
@@ -182,10 +203,11 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
         print(f"\ndanlu: stopped at once; the sweep can still be resumed: {resume_command(p)}", file=out, flush=True)
         raise
     finally:
-        if status:
-            tracker.close_sweep({}, {"danlu.outcome": "interrupted"}, status)
-        tracker.close(timeout=30 if bad_input else 300)
-        if bad_input and not resuming:  # nothing half-written: the sweep's directory goes too
+        if tracker is not None:
+            if status:
+                tracker.close_sweep({}, {T.OUTCOME: "interrupted"}, status)
+            tracker.close(timeout=30 if bad_input else 300)
+        if bad_input and not known:  # nothing half-written: the sweep's directory goes too
             shutil.rmtree(p.storage_dir, ignore_errors=True)
 
 
@@ -222,7 +244,7 @@ class _Interrupts:
             # "stop at once", never Ray's own SIGTERM handler (sys.exit(15))
 
 
-def _launch(p: Plan, tracker, verbose: bool, out, resuming: bool, interrupts: _Interrupts) -> int:
+def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Interrupts, search_seed) -> int:
     from orchestrator.context import missing_metric_message
     from orchestrator.progress import Progress
     from orchestrator.space import config_id, override, short_label
@@ -233,13 +255,15 @@ def _launch(p: Plan, tracker, verbose: bool, out, resuming: bool, interrupts: _I
         TrialRuns,
         Trials,
         build_tuner,
+        can_restore,
         make_scheduler,
         restore_tuner,
         trial_index,
     )
 
     cfg, sweep = p.cfg, p.cfg.sweep
-    verb = "resuming" if resuming else "sweep"
+    resuming = can_restore(str(p.storage_dir))
+    verb = "resuming" if resuming else ("restarting" if known else "sweep")
     print(f"danlu: {verb} {sweep.name}: {sweep.num_samples} configs x {len(p.space.seeds)} seed(s), "
           f"metric {sweep.metric} ({sweep.mode}), scheduler {cfg.scheduler.name}", file=out)
     print(f"danlu: MLflow {p.tracking_uri} · experiment '{cfg.tracking.experiment}' · run '{sweep.name}'",
@@ -256,13 +280,14 @@ def _launch(p: Plan, tracker, verbose: bool, out, resuming: bool, interrupts: _I
         hp, seed = trial.config["hp"], trial.config["seed"]
         name = f"{label(trial)} {short_label(hp)}".strip() + (f" s={seed}" if multi_seed else "")
         params = {k: override(k, v).split("=", 1)[1] for k, v in hp.items()} | {"seed": str(seed)}
-        tags = {"ray.trial_id": trial.trial_id, "danlu.trial": label(trial), "danlu.sweep": sweep.name,
-                "danlu.config_id": config_id(hp), "danlu.seed": str(seed),
-                "danlu.overrides": " ".join(f"{k}={v}" for k, v in params.items())}
+        tags = {T.TRIAL_ID: trial.trial_id, T.TRIAL: label(trial), T.SWEEP: sweep.name,
+                T.CONFIG_ID: config_id(hp), T.SEED: str(seed),
+                T.OVERRIDES: " ".join(f"{k}={v}" for k, v in params.items())}
         return name, params, tags
 
     log_dir = str(p.storage_dir / "logs")
-    runs = TrialRuns(tracker, describe, lambda tid: tid in early, log_dir)
+    runs = TrialRuns(tracker, describe, lambda tid: tid in early, log_dir,
+                     say=lambda msg: print(("\n" if out.isatty() else "") + msg, file=out, flush=True))
     progress = Progress(sweep.metric, sweep.mode, label, lambda tid: tid in early, stream=out)
     guard, ledger = MetricGuard(sweep.metric), Trials()
     # the order is part of Tune's saved callback state (by index): SchedulerState stays first
@@ -270,30 +295,49 @@ def _launch(p: Plan, tracker, verbose: bool, out, resuming: bool, interrupts: _I
     trainable = make_trainable(str(p.config_dir), p.base_overrides, p.space.group_keys, log_dir,
                                cfg.checkpoint.every, float(cfg.resources.cpu), bool(cfg.failure.stop_on_nan))
     if resuming:
-        tuner = restore_tuner(str(p.storage_dir), trainable, p.space, scheduler, callbacks, guard)
-    else:
-        tuner = build_tuner(trainable, p.space, cfg, scheduler, callbacks, guard, str(p.storage_dir.parent), verbose)
+        tuner = restore_tuner(str(p.storage_dir), trainable, cfg, p.space, scheduler, callbacks, guard)
+    else:  # new, or killed before Tune's first snapshot: the trials start (again) from nothing
+        tuner = build_tuner(trainable, p.space, cfg, scheduler, callbacks, guard, str(p.storage_dir.parent), verbose,
+                            search_seed)
     interrupts.in_fit = True
     try:
         tuner.fit()
+    except Exception:
+        if tracker.dead is None:
+            raise
     finally:
         interrupts.in_fit = False
+    if tracker.dead is not None:  # said on the terminal by the writer; Tune has saved its state
+        tracker.close_sweep({}, {T.OUTCOME: "interrupted"}, "FAILED")
+        tracker.close(timeout=10)
+        print(f"danlu: the sweep stopped because its MLflow writer did; what it had not sent is kept in "
+              f"{p.storage_dir / tracker.JOURNAL}. Resume with: {resume_command(p)}", file=out, flush=True)
+        return 1
     if guard.missing is not None:
         tracker.discard()  # a sweep that measured nothing leaves no runs behind
         raise BadInput(missing_metric_message(sweep.metric, guard.missing))
     if interrupts.count:
-        tracker.close_sweep({}, {"danlu.outcome": "interrupted"}, "KILLED")
+        tracker.close_sweep({}, {T.OUTCOME: "interrupted"}, "KILLED")
         tracker.close()
         print(f"danlu: interrupted; Ray's state is saved. Resume with: {resume_command(p)}", file=out, flush=True)
         return 130
     summary, code = _summarize(ledger.trials, sweep, early, label, cfg.failure.max_failed_fraction)
     status = "FINISHED" if code == 0 else "FAILED"
-    tracker.close_sweep(summary["metrics"], summary["tags"], status)
+    tracker.close_sweep(summary["metrics"], summary["tags"], status, [t.trial_id for t in ledger.trials])
     if not tracker.close():
         print(f"danlu: warning: MLflow has not taken everything yet ({tracker.backlog} operations); they are kept "
               f"in {p.storage_dir / tracker.JOURNAL} and sent by `{resume_command(p)}`.", file=out)
+        code = code or 1
+    for note in runs.restores:
+        print(f"danlu: restored {note}", file=out)
+    for note in tracker.notes:
+        print(f"danlu: {note}", file=out)
     for msg in tracker.errors:
         print(f"danlu: not logged to MLflow: {msg}", file=out)
+    unlogged = tracker.unlogged_message(resume_command(p))
+    if unlogged:
+        print(f"danlu: {unlogged}", file=out)
+        code = code or 1
     _print_summary(summary, sweep, p, tracker.parent_id, out)
     return code
 
@@ -319,8 +363,8 @@ def _summarize(trials, sweep, early: set[str], label, max_failed_fraction=None) 
     }
     if best is not None:
         summary["metrics"][f"best_{sweep.metric}"] = best[0]
-        summary["tags"] = {"danlu.best_trial": best[1], "danlu.best_trial_id": best[2],
-                           f"danlu.best_{sweep.metric}": f"{best[0]:.6g}"}
+        summary["tags"] = {T.BEST_TRIAL: best[1], T.BEST_TRIAL_ID: best[2],
+                           T.BEST.format(sweep.metric): f"{best[0]:.6g}"}
         summary["best"] = best
     too_many = max_failed_fraction is not None and counts["failed"] > max_failed_fraction * total
     code = 1 if total == 0 or counts["failed"] == total or too_many else 0

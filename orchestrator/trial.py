@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import io
+import json
 import math
 import os
 import pickle
@@ -26,6 +27,7 @@ from orchestrator.errors import BadInput
 
 STATE_FILES = ("state.pt", "state.pkl")  # torch.save when the job uses torch, else pickle
 META_KEY = "_danlu"  # trial metadata in the first result (resolved config, node, GPUs); never a metric
+RESTORE_NOTES: dict[str, str] = {}  # trial_id -> which checkpoint a restore fell back to (ray_internals)
 
 
 def check_job(fn_path: str, root: Path) -> None:
@@ -83,6 +85,23 @@ class TuneContext:
         self.stop_on_nan = stop_on_nan
         self._meta = meta
         self._reports = 0
+        self._iteration = self._restored_iteration()  # Tune's training_iteration of the last report
+
+    @staticmethod
+    def _restored_iteration() -> int:
+        from ray import tune
+
+        from orchestrator.ray_internals import MARKER
+
+        ckpt = tune.get_checkpoint()
+        if ckpt is None:
+            return 0
+        with ckpt.as_directory() as d:
+            try:
+                with open(os.path.join(d, MARKER)) as f:
+                    return int(json.load(f)["iteration"])
+            except (OSError, ValueError, KeyError):
+                return 0
 
     def report(self, step, metrics, checkpoint=None):
         from ray import tune
@@ -95,11 +114,17 @@ class TuneContext:
         if self._meta is not None:  # first report: resolved config, node, GPUs, the job's metric names
             result[META_KEY], self._meta = {**self._meta, "metrics": list(metrics)}, None
         self._reports += 1
+        self._iteration += 1
         if checkpoint is None or self._reports % self.checkpoint_every:
             tune.report(result)
             return
+        from orchestrator.ray_internals import MARKER
+
         with tempfile.TemporaryDirectory(prefix="danlu-ckpt-") as tmp:
             save_state(checkpoint, tmp)
+            files = {name: os.path.getsize(os.path.join(tmp, name)) for name in os.listdir(tmp)}
+            with open(os.path.join(tmp, MARKER), "w") as f:  # what a restore needs if Tune's own record is lost
+                json.dump({"iteration": self._iteration, "step": step, "files": files}, f)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     def restore(self):
@@ -168,7 +193,8 @@ def compose_trial(config_dir: str, overrides: list[str], value_overrides: list[s
 
 def make_trainable(config_dir: str, base_overrides: list[str], group_keys: set[str], log_dir: str,
                    checkpoint_every: int, cpus: float, stop_on_nan: bool = True):
-    """The Tune function trainable for this sweep. Its config is {"hp": {...}, "seed": int}."""
+    """The Tune trainable for this sweep (a function trainable that restores from the newest checkpoint that
+    exists; see ray_internals.fallback_trainable). Its config is {"hp": {...}, "seed": int}."""
     from orchestrator.space import override, trial_overrides
 
     def danlu_trial(config: dict) -> None:
@@ -193,10 +219,15 @@ def make_trainable(config_dir: str, base_overrides: list[str], group_keys: set[s
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             "pid": os.getpid(),
         }
+        note = RESTORE_NOTES.pop(trial_id, None)
+        if note:
+            meta["restored_from"] = note
         os.makedirs(log_dir, exist_ok=True)
         with open(os.path.join(log_dir, f"{trial_id}.log"), "a", buffering=1) as log:
             out, err = sys.stdout, sys.stderr
             sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+            if note:
+                print(f"danlu: restored from {note}", flush=True)
             try:
                 job = load_job(cfg.job.fn, Path(root))
                 if "torch" in sys.modules:
@@ -213,7 +244,9 @@ def make_trainable(config_dir: str, base_overrides: list[str], group_keys: set[s
                 if torch is not None and torch.cuda.is_initialized():
                     torch.cuda.empty_cache()
 
-    return danlu_trial
+    from orchestrator.ray_internals import fallback_trainable
+
+    return fallback_trainable(danlu_trial, RESTORE_NOTES)
 
 
 def run_local(cfg, config_dir: Path, stream=None) -> int:

@@ -16,6 +16,8 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from orchestrator import tags as T
+from orchestrator.ray_internals import asha_limits, asha_load, asha_state, set_restored_parts
 from orchestrator.trial import META_KEY
 
 TIME_ATTR = "training_iteration"  # ASHA counts reports, so grace_period and max_t are in reports (epochs)
@@ -31,26 +33,16 @@ class ASHA(ASHAScheduler):
 
     def on_trial_result(self, tune_controller, trial, result):
         decision = super().on_trial_result(tune_controller, trial, result)
-        if decision == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
+        time_attr, max_t = asha_limits(self)
+        if decision == TrialScheduler.STOP and result.get(time_attr, 0) < max_t:
             self.stopped_early.add(trial.trial_id)
         return decision
 
     def state(self) -> dict:
-        return {
-            "rungs": [[dict(recorded) for _, recorded in b._rungs] for b in self._brackets],
-            "brackets": {tid: self._brackets.index(b) for tid, b in self._trial_info.items()},
-            "num_stopped": self._num_stopped,
-            "stopped_early": sorted(self.stopped_early),
-        }
+        return {**asha_state(self), "stopped_early": sorted(self.stopped_early)}
 
     def load_state(self, state: dict) -> None:
-        for bracket, rungs in zip(self._brackets, state["rungs"], strict=True):
-            for (_, recorded), saved in zip(bracket._rungs, rungs, strict=True):
-                recorded.clear()
-                recorded.update(saved)
-        for tid, idx in state["brackets"].items():
-            self._trial_info[tid] = self._brackets[idx]
-        self._num_stopped = state["num_stopped"]
+        asha_load(self, state)
         self.stopped_early.update(state["stopped_early"])
 
 
@@ -83,48 +75,74 @@ def make_scheduler(sch) -> TrialScheduler:
 
 
 class TrialRuns(tune.Callback):
-    """The Tune callback that feeds a Tracker. Tune's hooks run on its event loop: they only enqueue."""
+    """The Tune callback that feeds a Tracker. Tune's hooks run on its event loop: they only enqueue.
 
-    def __init__(self, tracker, describe: Callable, stopped_early: Callable, log_dir: str):
+    Every trial's first operation in this driver is its `start` (whichever hook sees it first), so a
+    restored trial's run is found again before anything is logged to it. A writer thread that died stops
+    the sweep here (Tune saves its state; the journal keeps what was not sent).
+    """
+
+    def __init__(self, tracker, describe: Callable, stopped_early: Callable, log_dir: str, say: Callable = print):
         self.tracker = tracker
         self._describe = describe  # trial -> (run name, params, tags)
         self._stopped_early = stopped_early  # trial_id -> bool
         self._log_dir = log_dir
+        self._say = say
         self._keys: dict[str, list[str]] = {}  # trial_id -> the metric names its job reports
+        self.restores: list[str] = []  # restored trials that fell back to another checkpoint than Tune's
 
     def __getstate__(self):  # Tune pickles callbacks into tuner.pkl; the live tracker stays here
-        return {k: v for k, v in self.__dict__.items() if k != "tracker"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("tracker", "_say")}
 
-    def on_trial_start(self, iteration, trials, trial, **info):
+    def get_state(self):  # nothing of it belongs in Tune's experiment checkpoint: each driver starts anew
+        return None
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self.tracker.dead is not None:
+            raise RuntimeError(f"the MLflow writer stopped ({type(self.tracker.dead).__name__}: "
+                               f"{self.tracker.dead}); the sweep stops so that nothing goes unlogged")
+
+    def _started(self, trial) -> None:
         if trial.trial_id not in self._keys:
             self._keys[trial.trial_id] = []
             self.tracker.trial_start(trial.trial_id, *self._describe(trial))
 
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._started(trial)
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._started(trial)
         meta = result.get(META_KEY)
         if meta:
             self._keys[trial.trial_id] = list(meta.get("metrics", ()))
             self.tracker.trial_meta(trial.trial_id, meta)
+            if meta.get("restored_from"):
+                name = self._describe(trial)[0].split(" ", 1)[0]
+                self.restores.append(f"{name}: {meta['restored_from']}")
+                self._say(f"danlu: {name} restored from {meta['restored_from']}")
         values = {k: result[k] for k in self._keys.get(trial.trial_id, ()) if k in result}
         step = int(result.get("step", result.get("training_iteration", 0)))
         self.tracker.trial_metrics(trial.trial_id, step, int(result.get("timestamp", time.time()) * 1000), values)
 
     def on_trial_recover(self, iteration, trials, trial, **info):  # its node or process died: retried
-        self.tracker.trial_tags(trial.trial_id, {"danlu.retries": trial.num_failures})
+        self._started(trial)
+        self.tracker.trial_tags(trial.trial_id, {T.RETRIES: trial.num_failures})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self._started(trial)
         early = self._stopped_early(trial.trial_id)
-        tags = {"danlu.stopped_early": str(early).lower(), "danlu.outcome": "stopped_early" if early else "completed"}
+        tags = {T.STOPPED_EARLY: str(early).lower(), T.OUTCOME: "stopped_early" if early else "completed"}
         self.tracker.trial_end(trial.trial_id, "FINISHED", tags, self._log(trial), None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self._started(trial)
         text = ""
         if trial.error_file and os.path.exists(trial.error_file):
             with open(trial.error_file, errors="replace") as f:
                 text = f.read()
         text = text or str(trial.get_error() or "trial failed")
         last = next((ln for ln in reversed(text.strip().splitlines()) if ln.strip()), "trial failed")
-        tags = {"danlu.error": last[:5000], "danlu.outcome": "failed"}
+        tags = {T.ERROR: last[:5000], T.OUTCOME: "failed"}
         self.tracker.trial_end(trial.trial_id, "FAILED", tags, self._log(trial), text)
 
     def _log(self, trial) -> str:
@@ -154,8 +172,6 @@ class MetricGuard(tune.Stopper):
     def __call__(self, trial_id, result) -> bool:
         if self.metric in result:
             return False
-        from orchestrator.trial import META_KEY
-
         self.missing = list((result.get(META_KEY) or {}).get("metrics", [])) if self.missing is None else self.missing
         return True
 
@@ -175,40 +191,48 @@ def _tune_env() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-def restore_tuner(path: str, trainable, space, scheduler, callbacks, stopper):
-    """Tuner.restore for a sweep: unfinished and errored trials continue from their checkpoints.
-
-    Tune brings RunConfig and TuneConfig back from tuner.pkl, pickled at the first start: the
-    callbacks there are copies without their MLflow writer or output stream, and the scheduler a
-    fresh copy. Ray has no public way to pass new ones to Tuner.restore, so they are set on the
-    restored tuner's RunConfig/TuneConfig (the attributes Tuner(...) itself fills).
-    """
-    _tune_env()
-    tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
-                               param_space=space.param_space())
-    internal = tuner._local_tuner
-    internal._run_config.callbacks = callbacks
-    internal._run_config.stop = stopper
-    internal._tune_config.scheduler = scheduler
-    return tuner
-
-
-def build_tuner(trainable, space, cfg, scheduler, callbacks, stopper, storage_path: str, verbose: bool):
-    _tune_env()
+def with_resources(trainable, cfg):
+    """The trainable with what each trial asks for: the one builder for a new sweep and a restored one (a
+    restore given the bare trainable would run new trials on Tune's default of 1 CPU and no GPU)."""
     from orchestrator.cluster import trial_resources
 
     res = trial_resources(cfg.resources)
     resources = {"cpu": res.pop("CPU"), "gpu": res.pop("GPU"), **({"custom_resources": res} if res else {})}
+    return tune.with_resources(trainable, resources)
+
+
+def can_restore(path: str) -> bool:
+    """Tune has saved an experiment there that it can restore (tuner.pkl alone is not enough: a driver
+    killed before Tune's first snapshot left no trials to restore)."""
+    return tune.Tuner.can_restore(path) and any(os.path.basename(f).startswith("experiment_state-")
+                                                 for f in os.listdir(path))
+
+
+def restore_tuner(path: str, trainable, cfg, space, scheduler, callbacks, stopper):
+    """Tuner.restore for a sweep: unfinished and errored trials continue from their checkpoints, with the
+    same resources per trial as when it started, and today's callbacks, stopper and scheduler."""
+    _tune_env()
+    tuner = tune.Tuner.restore(path, with_resources(trainable, cfg), resume_unfinished=True, resume_errored=True,
+                               param_space=space.param_space())
+    set_restored_parts(tuner, callbacks, stopper, scheduler)
+    return tuner
+
+
+def build_tuner(trainable, space, cfg, scheduler, callbacks, stopper, storage_path: str, verbose: bool,
+                search_seed: int | None = None):
+    _tune_env()
     limit = cfg.sweep.get("max_concurrent_trials")
     return tune.Tuner(
-        tune.with_resources(trainable, resources),
+        with_resources(trainable, cfg),
         param_space=space.param_space(),
         tune_config=tune.TuneConfig(
             metric=cfg.sweep.metric,
             mode=cfg.sweep.mode,
             num_samples=cfg.sweep.num_samples,
             scheduler=scheduler,
-            search_alg=BasicVariantGenerator(constant_grid_search=True, max_concurrent=limit or 0),
+            # seeded: a restored searcher draws the same configurations for the trial ids it gives again
+            search_alg=BasicVariantGenerator(constant_grid_search=True, max_concurrent=limit or 0,
+                                             random_state=search_seed),
             reuse_actors=True,
             trial_name_creator=lambda t: f"t{trial_index(t):03d}",
             trial_dirname_creator=lambda t: f"t{trial_index(t):03d}_{t.trial_id}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestrator.journal import Journal
 from orchestrator.tracking import Tracker, resolve_uri
 from tests.conftest import mlflow_runs
 
@@ -97,7 +98,6 @@ def test_a_restarted_driver_continues_the_same_runs(tmp_path):
         first.trial_metrics("t1", step, step, {"acc": step / 10})
     first.close()  # the driver dies here: runs left RUNNING
     second = Tracker(f"sqlite:///{db}", "danlu", flush_s=0.2, storage=tmp_path)
-    assert second.resumed and second.run_ids == first.run_ids
     second.open_sweep("s4", {"a": 1}, {}, tmp_path, ["danlu", "resume", "s4"])
     second.trial_start("t1", "t001", {"lr": "0.1"}, {"danlu.sweep": "s4"})  # restored from step 2
     for step in (3, 4):
@@ -107,8 +107,8 @@ def test_a_restarted_driver_continues_the_same_runs(tmp_path):
     second.close()
     assert second.errors == []
     client, (parent,), children = mlflow_runs(db, "s4")
-    assert parent.info.run_id == first.parent_id and parent.data.tags["danlu.resumes"] == "1"
-    assert parent.info.status == "FINISHED"
+    assert parent.info.run_id == first.parent_id == second.parent_id and parent.data.tags["danlu.resumes"] == "1"
+    assert parent.info.status == "FINISHED" and second.writer.run_ids == first.writer.run_ids
     by_name = {c.info.run_name: c for c in children}
     assert len(children) == 2 and by_name["t001"].info.status == "FINISHED"
     assert by_name["t002"].info.status == "KILLED"
@@ -180,7 +180,7 @@ def test_a_resumed_driver_records_itself_even_when_the_first_open_is_replayed(tm
     first = Tracker(db, "danlu", flush_s=0.1, storage=tmp_path)
     first.open_sweep("s7", {"a": 1}, {}, tmp_path, ["danlu", "sweep"])
     assert first.close()
-    (tmp_path / Tracker.OFFSET).write_text("0")  # died before it recorded that MLflow had the open
+    (tmp_path / Journal.OFFSET).write_text("0")  # died before it recorded that MLflow had the open
     second = Tracker(db, "danlu", flush_s=0.1, storage=tmp_path)
     assert second.replayed_ops == 1
     second.open_sweep("s7", {"a": 1}, {}, tmp_path, ["danlu", "resume", "s7"], {"danlu.resubmissions": "1"})

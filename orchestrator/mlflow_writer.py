@@ -1,0 +1,350 @@
+"""The MLflow side of a sweep: one parent run, one nested child run per trial, every operation idempotent.
+
+A driver can be killed between any two MLflow calls, and a restarted driver replays what its journal
+holds (orchestrator/journal.py). So no operation depends on anything this process remembers:
+- the parent run is found by its sweep's identity tag (danlu.sweep_id, kept in the sweep's storage)
+  before one is created; a trial's run by its parent and its trial id (ray.trial_id). A run that was
+  created just before a kill is found, never created twice, whatever the map file (mlflow_runs.json, a
+  cache of those look-ups) or the journal's offset said;
+- a (metric, step) that MLflow already holds is never logged again: a run this process did not create
+  is read once (each metric's last step) before anything is logged to it;
+- ending a run, tagging it, logging its artifacts: repeating them changes nothing.
+
+Methods raise what MLflow raises; orchestrator/tracking.py decides what is an outage (wait, retry in
+order) and what is a refusal (park the operation, say so, exit non-zero).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from orchestrator import tags as T
+from orchestrator.compose import flatten
+
+MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
+LIMITS = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's limits per log_batch call
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+
+
+class Refused(Exception):
+    """An operation that cannot be applied as it stands (e.g. a trial with no run): park it, never drop it."""
+
+
+def git_state(root: Path) -> tuple[str, str]:
+    """(commit, dirty) of the project, or ("unknown", "unknown") outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", "unknown"
+    if commit.returncode:
+        return "unknown", "unknown"
+    return commit.stdout.strip(), str(bool(status.stdout.strip())).lower()
+
+
+def params_of(tree: dict) -> dict[str, str]:
+    return {k: str(v)[:MAX_PARAM_LEN] for k, v in flatten(tree) if k}
+
+
+class RunWriter:
+    RUNS = "mlflow_runs.json"
+
+    def __init__(self, uri: str, experiment: str, sweep_id: str | None = None, storage: Path | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self.mlf = MlflowClient(tracking_uri=uri)
+        self.experiment, self.sweep_id, self.storage = experiment, sweep_id, storage
+        self.exp_id: str | None = None
+        self.parent_id: str | None = None
+        self.run_ids: dict[str, str] = {}  # trial_id -> run_id (a cache; MLflow's tags are the truth)
+        if storage is not None and (storage / self.RUNS).exists():
+            try:
+                saved = json.loads((storage / self.RUNS).read_text())
+                self.parent_id, self.run_ids = saved["parent"], dict(saved["runs"])
+            except (ValueError, KeyError):
+                pass  # only a cache: look-ups find the runs again
+        self.resumed = self.parent_id is not None
+        self.notes: list[str] = []  # what the writer did that the user should hear of (orphan runs removed)
+        self._last_step: dict[str, dict[str, int]] = {}  # run_id -> metric -> last step MLflow holds or will
+        self._replayed: dict[str, set[int]] = {}  # run_id -> steps reported again (after a restore)
+        self._known: set[str] = set()  # runs whose MLflow contents this process knows (created or read)
+        self._ended: set[str] = set()  # runs this process ended
+        self._pending: dict[str, dict] = {}  # run_id -> {"metrics": [...], "params": {...}, "tags": {...}}
+        self._params: dict[str, set[str]] = {}  # run_id -> param keys MLflow holds (params are immutable)
+
+    # -- look-ups --------------------------------------------------------------------------------------
+    def experiment_id(self) -> str:
+        if self.exp_id is None:
+            exp = self.mlf.get_experiment_by_name(self.experiment)
+            if exp is None:
+                try:
+                    self.exp_id = self.mlf.create_experiment(self.experiment)
+                except Exception:  # created at the same moment by another sweep
+                    exp = self.mlf.get_experiment_by_name(self.experiment)
+                    if exp is None:
+                        raise
+                    self.exp_id = exp.experiment_id
+            else:
+                if exp.lifecycle_stage == "deleted":
+                    raise Refused(f"MLflow experiment '{self.experiment}' is deleted; restore it "
+                                  f"(mlflow experiments restore) or set tracking.experiment")
+                self.exp_id = exp.experiment_id
+        return self.exp_id
+
+    def _search(self, query: str) -> list:
+        out, token = [], None
+        while True:
+            page = self.mlf.search_runs([self.experiment_id()], filter_string=query, max_results=1000,
+                                        order_by=["attributes.start_time ASC"], page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+    def find_parent(self) -> str | None:
+        if self.parent_id is None and self.sweep_id:
+            found = self._search(f"tags.`{T.SWEEP_ID}` = '{self.sweep_id}'")
+            parents = [r for r in found if T.PARENT not in r.data.tags]
+            if parents:
+                self.parent_id = parents[0].info.run_id
+                self._save()
+        return self.parent_id
+
+    def children(self) -> list:
+        return self._search(f"tags.`{T.PARENT}` = '{self.find_parent()}'") if self.find_parent() else []
+
+    def run_of(self, trial_id: str) -> str | None:
+        rid = self.run_ids.get(trial_id)
+        if rid is None and self.find_parent() is not None:
+            found = self._search(f"tags.`{T.PARENT}` = '{self.parent_id}' and tags.`{T.TRIAL_ID}` = '{trial_id}'")
+            if found:
+                rid = self.run_ids[trial_id] = found[0].info.run_id
+                self._save()
+        return rid
+
+    def _save(self) -> None:
+        if self.storage is None:
+            return
+        tmp = self.storage / (self.RUNS + ".tmp")
+        tmp.write_text(json.dumps({"parent": self.parent_id, "runs": self.run_ids}, indent=1))
+        os.replace(tmp, self.storage / self.RUNS)
+
+    def _read(self, rid: str):
+        """Learn what MLflow holds of a run this process did not create: its params and each metric's last
+        step (a journal replay or a restored trial may report steps that MLflow already has)."""
+        run = self.mlf.get_run(rid)
+        if rid not in self._known:
+            self._params.setdefault(rid, set()).update(run.data.params)
+            last = self._last_step.setdefault(rid, {})
+            for key in run.data.metrics:
+                steps = [m.step for m in self.mlf.get_metric_history(rid, key)]
+                last[key] = max(max(steps, default=-1), last.get(key, -1))  # nor forget what is buffered here
+            self._known.add(rid)
+        return run
+
+    # -- the sweep --------------------------------------------------------------------------------------
+    def open(self, name, config, space, root, command, extra_tags=None, replay=False) -> None:
+        """Create the sweep's parent run, or (found by its identity) continue it. An earlier driver's open,
+        replayed, only makes sure the parent exists with its params and artifacts."""
+        import yaml
+
+        from orchestrator import __version__
+
+        existing = self.find_parent()
+        if existing is None:
+            commit, dirty = git_state(Path(root))
+            tags = {T.RUN_NAME: name, T.SWEEP: name, T.KIND: "sweep", T.VERSION: __version__,
+                    T.COMMAND: " ".join(command), T.GIT_COMMIT: commit, T.GIT_DIRTY: dirty,
+                    **({T.SWEEP_ID: self.sweep_id} if self.sweep_id else {}), **(extra_tags or {})}
+            self.parent_id = self.mlf.create_run(self.experiment_id(), run_name=name, tags=tags).info.run_id
+            self._known.add(self.parent_id)
+            self._save()
+        elif not replay:  # this driver continues a sweep begun before
+            parent = self._read(existing)
+            resumes = int(parent.data.tags.get(T.RESUMES, "0")) + 1
+            if parent.info.status != "RUNNING":
+                self.mlf.update_run(existing, status="RUNNING")
+            self.add(existing, tags={T.RESUMES: resumes, T.RESUME_COMMAND.format(resumes): " ".join(command),
+                                     **(extra_tags or {})})
+        rid = self.parent_id
+        self._read(rid)
+        self.add(rid, params=params_of(config))  # only what MLflow lacks (a kill may have come before)
+        self.flush(rid)
+        if "space.yaml" not in {a.path for a in self.mlf.list_artifacts(rid)}:  # logged last
+            self.mlf.log_text(rid, yaml.safe_dump(config, sort_keys=False), "config.yaml")
+            self.mlf.log_text(rid, yaml.safe_dump(space, sort_keys=False), "space.yaml")
+
+    def close_sweep(self, metrics, tags, status, trial_ids=None) -> None:
+        """End the sweep: no run of it stays RUNNING; with `trial_ids` (every trial Tune holds), a run of a
+        trial Tune no longer knows (started after its last snapshot, then forgotten with it) is removed."""
+        from mlflow.entities import Metric
+
+        parent = self._require_parent()
+        for run in self.children():
+            rid = run.info.run_id
+            tid = run.data.tags.get(T.TRIAL_ID)
+            if trial_ids is not None and tid not in trial_ids:
+                self._pending.pop(rid, None)
+                self.mlf.delete_run(rid)
+                self.notes.append(f"removed run {rid} of trial {tid}: Ray's last snapshot did not hold that trial "
+                                  "(it started after the snapshot; its configuration ran again as another trial)")
+                continue
+            if run.info.status == "RUNNING" and rid not in self._ended:
+                self.flush(rid)
+                self.mlf.set_tag(rid, T.OUTCOME, "killed")
+                self.mlf.set_terminated(rid, "KILLED")
+        now = int(time.time() * 1000)
+        self.add(parent, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], tags=tags)
+        self.flush(parent)
+        self.mlf.set_terminated(parent, status)
+
+    def discard(self) -> None:
+        """Delete every run of this sweep (a sweep stopped before it measured anything)."""
+        parent = self.find_parent()
+        for run in self.children():
+            self._pending.pop(run.info.run_id, None)
+            self.mlf.delete_run(run.info.run_id)
+        if parent:
+            self._pending.pop(parent, None)
+            self.mlf.delete_run(parent)
+
+    def _require_parent(self) -> str:
+        parent = self.find_parent()
+        if parent is None:
+            raise Refused("the sweep has no parent run in MLflow (its open was never applied)")
+        return parent
+
+    # -- trials -----------------------------------------------------------------------------------------
+    def start(self, trial_id, name, params, tags, replay=False) -> None:
+        """Create the trial's run, or continue the one that exists. A run found for this trial id but of
+        another configuration belongs to a trial Tune forgot (its id was given again): it is removed."""
+        parent = self._require_parent()
+        rid = self.run_of(trial_id)
+        if rid is not None:
+            run = self._read(rid)
+            same = all(run.data.tags.get(k) == str(tags[k]) for k in (T.CONFIG_ID, T.SEED) if k in tags)
+            if same:
+                if run.info.status != "RUNNING" and not replay:  # a trial restored by this driver continues
+                    self.mlf.update_run(rid, status="RUNNING")
+                    self._ended.discard(rid)
+                self.add(rid, params=params)
+                return
+            self.mlf.delete_run(rid)
+            self.notes.append(f"removed run {rid}: trial {trial_id} of a lost snapshot, its id now names "
+                              "another configuration")
+            self.run_ids.pop(trial_id, None)
+        tags = {T.PARENT: parent, T.RUN_NAME: name, T.TRIAL_ID: trial_id, **tags}
+        rid = self.mlf.create_run(self.experiment_id(), run_name=name, tags=tags).info.run_id
+        self._known.add(rid)
+        self.run_ids[trial_id] = rid
+        self._save()
+        self.add(rid, params=params)
+        self.flush(rid)  # a trial's hyperparameters are visible in the UI from its start
+
+    def _trial_run(self, trial_id) -> str:
+        rid = self.run_of(trial_id)
+        if rid is None:
+            raise Refused(f"trial {trial_id} has no MLflow run (its start was never applied)")
+        if rid not in self._known:
+            self._read(rid)
+        return rid
+
+    def meta(self, trial_id, meta) -> None:
+        import yaml
+
+        rid = self._trial_run(trial_id)
+        if meta.get("config"):
+            self.mlf.log_text(rid, meta["config"], "config.yaml")
+            self.add(rid, params=params_of(yaml.safe_load(meta["config"])))
+        tags = {T.NODE: meta.get("hostname", ""), T.GPU_IDS: meta.get("gpu_ids", ""),
+                T.CUDA_VISIBLE_DEVICES: meta.get("cuda_visible_devices", ""), T.PID: meta.get("pid", "")}
+        if meta.get("restored_from"):
+            tags[T.RESTORED_FROM] = meta["restored_from"]
+        self.add(rid, tags=tags)
+
+    def metrics(self, trial_id, step, ts, values) -> None:
+        from mlflow.entities import Metric
+
+        rid = self._trial_run(trial_id)
+        last = self._last_step.setdefault(rid, {})
+        fresh = {k: v for k, v in values.items() if step > last.get(k, float("-inf"))}
+        if len(fresh) < len(values):  # a restored trial reporting steps it had reported before
+            self._replayed.setdefault(rid, set()).add(step)
+        for k in fresh:
+            last[k] = step
+        self.add(rid, metrics=[Metric(k, float(v), ts, step) for k, v in fresh.items()])
+
+    def tags(self, trial_id, tags) -> None:
+        self.add(self._trial_run(trial_id), tags=tags)
+
+    def end(self, trial_id, status, tags, log_path, error_text, replay=False) -> None:
+        rid = self._trial_run(trial_id)
+        if replay and self.mlf.get_run(rid).info.status in TERMINAL:  # applied before the crash already
+            self._ended.add(rid)
+            return
+        if self._replayed.get(rid):
+            tags = {**tags, T.STEPS_REPLAYED: len(self._replayed[rid])}
+        self.add(rid, tags=tags)
+        self.flush(rid)
+        if log_path and os.path.exists(log_path):
+            with open(log_path, errors="replace") as f:
+                self.mlf.log_text(rid, f.read(), "output.log")
+        if error_text:
+            self.mlf.log_text(rid, error_text, "error.txt")
+        self.mlf.set_terminated(rid, status)
+        self._ended.add(rid)
+
+    # -- batching ---------------------------------------------------------------------------------------
+    def add(self, rid, metrics=(), params=None, tags=None) -> None:
+        buf = self._pending.setdefault(rid, {"metrics": [], "params": {}, "tags": {}})
+        buf["metrics"].extend(metrics)
+        sent = self._params.setdefault(rid, set())
+        buf["params"].update({k: str(v) for k, v in (params or {}).items() if k not in sent})
+        buf["tags"].update({k: str(v) for k, v in (tags or {}).items()})
+
+    @property
+    def pending(self) -> bool:
+        return any(b["metrics"] or b["params"] or b["tags"] for b in self._pending.values())
+
+    def pending_runs(self) -> list[str]:
+        return list(self._pending)
+
+    def drop(self, rid) -> dict | None:
+        """Take a run's buffer out (to park it, when MLflow refuses it)."""
+        return self._pending.pop(rid, None)
+
+    def flush(self, rid) -> None:
+        """Send a run's buffered metrics, params and tags; what was sent leaves the buffer chunk by chunk,
+        so a retry after an outage sends only the rest."""
+        from mlflow.entities import Param, RunTag
+
+        buf = self._pending.get(rid)
+        if not buf:
+            return
+        metrics, params, tags = buf["metrics"], list(buf["params"].items()), list(buf["tags"].items())
+        while metrics or params or tags:
+            m, p, t = metrics[: LIMITS["metrics"]], params[: LIMITS["params"]], tags[: LIMITS["tags"]]
+            self.mlf.log_batch(rid, metrics=m, params=[Param(k, v) for k, v in p],
+                               tags=[RunTag(k, v) for k, v in t], synchronous=True)
+            metrics, params, tags = metrics[len(m):], params[len(p):], tags[len(t):]
+            buf["metrics"], buf["params"], buf["tags"] = metrics, dict(params), dict(tags)
+            self._params.setdefault(rid, set()).update(k for k, _ in p)
+        del self._pending[rid]
+
+    def batch(self, rid, metrics, params, tags) -> None:
+        """A parked buffer, sent again (op "batch")."""
+        from mlflow.entities import Metric
+
+        self.add(rid, metrics=[Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in metrics],
+                 params=params, tags=tags)
+        self.flush(rid)
+
+
+def buffer_op(rid: str, buf: dict) -> tuple:
+    """A run's buffer as a journal-able operation ("batch", ...), for parking."""
+    metrics = [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in buf["metrics"]]
+    return ("batch", rid, metrics, buf["params"], buf["tags"])

@@ -1,0 +1,134 @@
+"""Every use of Ray's private attributes, in this one module.
+
+Ray Tune has no public way to do three things danlu needs; each function here says why. The names are
+listed in PRIVATE, and tests/test_ray_internals.py checks each against the installed Ray, failing with
+the name when an upgrade removes one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+PRIVATE = (
+    "ray.tune.Tuner._local_tuner",  # the in-process TunerInternal (absent with Ray Client)
+    "TunerInternal._run_config",
+    "TunerInternal._tune_config",
+    "AsyncHyperBandScheduler._brackets",
+    "AsyncHyperBandScheduler._trial_info",
+    "AsyncHyperBandScheduler._num_stopped",
+    "AsyncHyperBandScheduler._time_attr",
+    "AsyncHyperBandScheduler._max_t",
+    "_Bracket._rungs",
+    "Trainable._iteration",
+    "Trainable._time_total",
+    "ray.train._internal.checkpoint_manager._TrainingResult",
+)
+
+
+# -- Tuner.restore with today's callbacks, stopper and scheduler -------------------------------------------
+def set_restored_parts(tuner, callbacks: list, stopper, scheduler) -> None:
+    """Tuner.restore brings RunConfig and TuneConfig back from tuner.pkl, pickled at the first start: the
+    callbacks there are copies without their MLflow writer or output stream, and the scheduler a fresh copy.
+    Ray has no public way to pass new ones, so they are set where Tuner(...) itself puts them."""
+    internal = tuner._local_tuner
+    internal._run_config.callbacks = callbacks
+    internal._run_config.stop = stopper
+    internal._tune_config.scheduler = scheduler
+
+
+# -- ASHA's rung records ------------------------------------------------------------------------------
+def asha_limits(scheduler) -> tuple[str, float]:
+    return scheduler._time_attr, scheduler._max_t
+
+
+def asha_state(scheduler) -> dict:
+    """Tune saves the scheduler only once (tuner.pkl, at the start); its rung records travel in Tune's
+    experiment checkpoint through a callback's get_state instead (orchestrator.tuner.SchedulerState)."""
+    return {
+        "rungs": [[dict(recorded) for _, recorded in b._rungs] for b in scheduler._brackets],
+        "brackets": {tid: scheduler._brackets.index(b) for tid, b in scheduler._trial_info.items()},
+        "num_stopped": scheduler._num_stopped,
+    }
+
+
+def asha_load(scheduler, state: dict) -> None:
+    for bracket, rungs in zip(scheduler._brackets, state["rungs"], strict=True):
+        for (_, recorded), saved in zip(bracket._rungs, rungs, strict=True):
+            recorded.clear()
+            recorded.update(saved)
+    for tid, idx in state["brackets"].items():
+        scheduler._trial_info[tid] = scheduler._brackets[idx]
+    scheduler._num_stopped = state["num_stopped"]
+
+
+# -- a restored trial whose checkpoint was rotated away ---------------------------------------------------
+MARKER = "danlu-checkpoint.json"  # in each checkpoint danlu writes: {"iteration": N, "files": {name: bytes}}
+_CKPT = re.compile(r"^checkpoint_\d+$")
+
+
+def fallback_trainable(train_fn: Callable, notes: dict) -> type:
+    """Tune's function trainable for `train_fn`, restoring a trial from the newest checkpoint that exists.
+
+    Tune's experiment snapshot names each trial's checkpoint; with CheckpointConfig(num_to_keep) Tune may
+    delete that checkpoint before its next snapshot, and a driver killed in between restores a trial whose
+    checkpoint is gone: Trainable.restore raises, and every retry fails the same way. Here the trial falls
+    back to the newest checkpoint of its own that exists (by the iteration danlu recorded in it), or to
+    its start, and says so (notes[trial_id], which the trial reports). Trainable.restore takes the
+    iteration count from the checkpoint's metrics, hence _TrainingResult; starting over resets _iteration.
+    """
+    from ray.train._internal.checkpoint_manager import _TrainingResult
+    from ray.tune import Checkpoint
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    base = wrap_function(train_fn)
+
+    class DanluTrainable(base):
+        def restore(self, checkpoint_path):
+            ckpt = getattr(checkpoint_path, "checkpoint", None)
+            if ckpt is None or _exists(ckpt.filesystem, ckpt.path):
+                return super().restore(checkpoint_path)
+            found = _newest_checkpoint(ckpt.filesystem, ckpt.path.rsplit("/", 1)[0])
+            gone = ckpt.path.rsplit("/", 1)[-1]
+            if found is None:
+                notes[self.trial_id] = f"its start ({gone}, named by Ray's last snapshot, was deleted; no other)"
+                self._iteration, self._time_total = 0, 0.0
+                return None
+            path, iteration = found
+            notes[self.trial_id] = (f"{path.rsplit('/', 1)[-1]} at iteration {iteration} ({gone}, named by Ray's "
+                                    "last snapshot, was deleted)")
+            return super().restore(_TrainingResult(checkpoint=Checkpoint(path, filesystem=ckpt.filesystem),
+                                                   metrics={"training_iteration": iteration}))
+
+    DanluTrainable.__name__ = DanluTrainable._name = getattr(train_fn, "__name__", "danlu_trial")
+    return DanluTrainable
+
+
+def _exists(fs, path: str) -> bool:
+    import pyarrow.fs
+
+    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+
+def _newest_checkpoint(fs, trial_dir: str) -> tuple[str, int] | None:
+    """The checkpoint of this trial with the highest recorded iteration (directory names can mislead: a
+    restored trial writes its next checkpoints under names an earlier driver had used)."""
+    import pyarrow.fs
+
+    best = None
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(trial_dir, allow_not_found=True)):
+        if info.type != pyarrow.fs.FileType.Directory or not _CKPT.match(info.base_name):
+            continue
+        try:
+            with fs.open_input_stream(f"{info.path}/{MARKER}") as f:
+                marker = json.loads(f.read())
+            iteration = int(marker["iteration"])
+            whole = all(fs.get_file_info(f"{info.path}/{name}").size == size for name, size in marker["files"].items())
+        except (OSError, ValueError, KeyError, TypeError):  # not danlu's, or cut short by the kill: not usable
+            continue
+        if not whole:  # copied only in part when the driver died
+            continue
+        if best is None or iteration > best[1]:
+            best = (info.path, iteration)
+    return best

@@ -1,0 +1,40 @@
+"""The names danlu gives MLflow tags: one place, so the writer, the sweep, the tests and the docs agree."""
+
+# MLflow's own
+PARENT = "mlflow.parentRunId"
+RUN_NAME = "mlflow.runName"
+GIT_COMMIT = "mlflow.source.git.commit"
+
+# the sweep's parent run
+SWEEP = "danlu.sweep"  # the sweep's name, on the parent and on every child
+SWEEP_ID = "danlu.sweep_id"  # a sweep's identity (from its storage): how a restarted driver finds its parent
+KIND = "danlu.kind"
+VERSION = "danlu.version"
+COMMAND = "danlu.command"
+GIT_DIRTY = "danlu.git_dirty"
+RESUMES = "danlu.resumes"
+RESUME_COMMAND = "danlu.command.resume{}"
+SEARCH_SEED = "danlu.search_seed"
+SUBMISSION_ID = "danlu.submission_id"
+RESUBMISSIONS = "danlu.resubmissions"
+RESUBMISSION = "danlu.resubmission{}"
+BEST_TRIAL = "danlu.best_trial"
+BEST_TRIAL_ID = "danlu.best_trial_id"
+BEST = "danlu.best_{}"
+
+# a trial's child run
+TRIAL_ID = "ray.trial_id"  # how a restarted driver finds a trial's run (never by a saved map alone)
+TRIAL = "danlu.trial"
+CONFIG_ID = "danlu.config_id"
+SEED = "danlu.seed"
+OVERRIDES = "danlu.overrides"
+NODE = "danlu.node"
+GPU_IDS = "danlu.gpu_ids"
+CUDA_VISIBLE_DEVICES = "danlu.cuda_visible_devices"
+PID = "danlu.pid"
+RETRIES = "danlu.retries"
+STEPS_REPLAYED = "danlu.steps_replayed"
+RESTORED_FROM = "danlu.restored_from"  # a restored trial whose snapshot's checkpoint was gone: what it used
+STOPPED_EARLY = "danlu.stopped_early"
+ERROR = "danlu.error"
+OUTCOME = "danlu.outcome"  # completed | stopped_early | failed | killed | interrupted
