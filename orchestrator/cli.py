@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _resume(args, config_dir: Path) -> int:
-    from orchestrator.sweep import run_sweep, saved_overrides
+    from orchestrator.sweep import SAVED, STATE_DIR, run_sweep, saved_overrides
 
     where = [o for o in args.overrides if o.startswith("output_dir=")]
     if len(where) != len(args.overrides):
@@ -118,7 +118,7 @@ def _resume(args, config_dir: Path) -> int:
     saved = saved_overrides(Path(output_dir, args.name))
     if saved is None:
         raise BadInput(f"danlu resume {args.name}: no sweep of that name under {output_dir}/ "
-                       f"(looked for {Path(output_dir, args.name, 'danlu.json')}).")
+                       f"(looked for {Path(output_dir, args.name, STATE_DIR, SAVED)}).")
     kept = [o for o in saved if not o.startswith(("sweep.name=", "output_dir="))]
     return run_sweep([*kept, f"sweep.name={args.name}", *where], config_dir, verbose=False,
                      command=["danlu", *sys.argv[1:]])

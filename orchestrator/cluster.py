@@ -55,6 +55,7 @@ def local_capacity(cluster) -> dict[str, float]:
     return {
         "CPU": float(cpus if cpus is not None else len(os.sched_getaffinity(0))),
         "GPU": float(gpus if gpus is not None else detected_gpus()),
+        **{str(k): float(v) for k, v in (cluster.get("resources") or {}).items()},
     }
 
 
@@ -115,7 +116,9 @@ def ray_session(cluster, need: dict[str, float], verbose: bool = False) -> Itera
         ray.init(address=cluster.address, log_to_driver=verbose)
     else:
         # address="local": always a Ray of our own, never one that `ray start` left running on this machine
-        ray.init(address="local", num_cpus=cluster.get("num_cpus"), num_gpus=cluster.get("num_gpus"), **kwargs)
+        custom = {str(k): float(v) for k, v in (cluster.get("resources") or {}).items()} or None
+        ray.init(address="local", num_cpus=cluster.get("num_cpus"), num_gpus=cluster.get("num_gpus"), resources=custom,
+                 **kwargs)
     try:
         if cluster.get("address"):
             check_fit(need, cluster_nodes())

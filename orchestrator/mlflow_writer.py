@@ -261,7 +261,8 @@ class RunWriter:
             self.mlf.log_text(rid, meta["config"], "config.yaml")
             self.add(rid, params=params_of(yaml.safe_load(meta["config"])))
         tags = {T.NODE: meta.get("hostname", ""), T.GPU_IDS: meta.get("gpu_ids", ""),
-                T.CUDA_VISIBLE_DEVICES: meta.get("cuda_visible_devices", ""), T.PID: meta.get("pid", "")}
+                T.CUDA_VISIBLE_DEVICES: meta.get("cuda_visible_devices", ""), T.PID: meta.get("pid", ""),
+                T.RESOURCES: meta.get("resources", "")}
         if meta.get("restored_from"):
             tags[T.RESTORED_FROM] = meta["restored_from"]
         self.add(rid, tags=tags)

@@ -24,6 +24,7 @@ PRIVATE = (
     "Trainable._iteration",
     "Trainable._time_total",
     "ray.train._internal.checkpoint_manager._TrainingResult",
+    "ray.tune.execution.tune_controller",  # the logger of "Trial %s: Error handling checkpoint %s"
 )
 
 
@@ -132,3 +133,23 @@ def _newest_checkpoint(fs, trial_dir: str) -> tuple[str, int] | None:
         if best is None or iteration > best[1]:
             best = (info.path, iteration)
     return best
+
+
+class _GoneCheckpointFilter:
+    """Drops Tune's ERROR for deleting a checkpoint that is already gone: after a restore, Tune's checkpoint
+    manager rotates out checkpoints its snapshot named, which the killed driver had deleted already. Tune
+    logs the FileNotFoundError with a traceback and goes on; nothing is lost (the trial's newer checkpoints
+    are untouched). Any other error of that logger passes."""
+
+    def filter(self, record) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (str(record.msg).startswith("Trial %s: Error handling checkpoint")
+                    and isinstance(exc, FileNotFoundError) and "Path not found" in str(exc))
+
+
+def quiet_gone_checkpoint_errors() -> None:
+    import logging
+
+    log = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, _GoneCheckpointFilter) for f in log.filters):
+        log.addFilter(_GoneCheckpointFilter())

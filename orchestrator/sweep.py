@@ -84,6 +84,9 @@ def _check_sweep(sweep, name: str) -> None:
         raise BadInput("sweep.metric: the name of a metric the job reports, e.g. val_acc.")
     if not name or "/" in name or name.startswith("."):
         raise BadInput(f"sweep.name={name!r}: a plain directory name (letters, digits, - and _).")
+    seed = sweep.get("search_seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        raise BadInput(f"sweep.search_seed={seed}: null (a fresh seed), or an integer >= 0.")
     limit = sweep.get("max_concurrent_trials")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise BadInput(f"sweep.max_concurrent_trials={limit}: null, or an integer >= 1.")
@@ -103,7 +106,24 @@ def _check_scheduler(sch) -> None:
         raise BadInput(f"scheduler.grace_period={grace} exceeds scheduler.max_t={max_t}: nothing could be stopped early.")
 
 
-SAVED = "danlu.json"  # in the sweep's storage: the overrides it was started with, for `danlu resume`
+# danlu's own files live in <storage>/danlu/, not beside Ray's: on a restore, Tune copies every *.json and
+# *.pkl at the top of its experiment directory into a staging directory and syncs that back up later, which
+# would put stale copies of danlu's files back (and leave a half-written one when the driver is killed then)
+STATE_DIR = "danlu"
+SAVED = "sweep.json"  # the overrides the sweep started with (for `danlu resume`), its id and search seed
+_OLD_LAYOUT = ("danlu.json", "mlflow_runs.json", "mlflow_journal.jsonl", "mlflow_journal.offset")
+
+
+def state_dir(storage_dir: Path) -> Path:
+    """Where danlu keeps a sweep's identity, its MLflow journal and trial->run map (the sweep's own files).
+    A sweep stored by an earlier danlu (these files beside Ray's) has them moved here."""
+    d = storage_dir / STATE_DIR
+    if not d.exists() and (storage_dir / _OLD_LAYOUT[0]).exists():
+        d.mkdir()
+        for name in _OLD_LAYOUT:
+            if (storage_dir / name).exists():
+                os.replace(storage_dir / name, d / (SAVED if name == "danlu.json" else name))
+    return d
 
 
 def _identity(overrides: list[str]) -> list[str]:
@@ -112,7 +132,7 @@ def _identity(overrides: list[str]) -> list[str]:
 
 
 def saved_overrides(storage_dir: Path) -> list[str] | None:
-    path = storage_dir / SAVED
+    path = state_dir(storage_dir) / SAVED
     return json.loads(path.read_text())["overrides"] if path.exists() else None
 
 
@@ -141,13 +161,13 @@ def submission_tags() -> dict[str, str]:
 
 
 def _identify(p: Plan, overrides: list[str]) -> dict:
-    """The sweep's identity in its storage (danlu.json): the overrides it started with, an id that its MLflow
+    """The sweep's identity in its storage (danlu/sweep.json): the overrides it started with, an id that its MLflow
     parent run carries (so a restarted driver finds that run, whatever else it lost), and the seed of its
     search. Written before anything is launched; a later command with the same name must match it."""
     import random
     import uuid
 
-    path = p.storage_dir / SAVED
+    path = state_dir(p.storage_dir) / SAVED
     if path.exists():
         saved = json.loads(path.read_text())
         if _identity(saved["overrides"]) != _identity(overrides):
@@ -156,8 +176,10 @@ def _identify(p: Plan, overrides: list[str]) -> dict:
                 f"({' '.join(_identity(saved['overrides'])) or 'unknown'}). Resume it with `{resume_command(p)}`, "
                 "or choose another sweep.name.")
         return saved
-    saved = {"overrides": list(overrides), "sweep_id": uuid.uuid4().hex, "search_seed": random.randrange(2**31)}
-    p.storage_dir.mkdir(parents=True, exist_ok=True)
+    seed = p.cfg.sweep.get("search_seed")
+    saved = {"overrides": list(overrides), "sweep_id": uuid.uuid4().hex,
+             "search_seed": seed if seed is not None else random.randrange(2**31)}
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(SAVED + ".tmp")
     tmp.write_text(json.dumps(saved, indent=1))
     os.replace(tmp, path)  # atomic: a driver killed here leaves no half-written identity
@@ -168,7 +190,7 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
               stream=None) -> int:
     """Run a sweep, or resume it: a sweep whose storage already exists continues where it stopped."""
     p = plan(overrides, config_dir)
-    known = (p.storage_dir / SAVED).exists()  # begun before (perhaps killed before Tune saved anything)
+    known = (state_dir(p.storage_dir) / SAVED).exists()  # begun before (perhaps killed before Tune saved anything)
     from omegaconf import OmegaConf
 
     from orchestrator.cluster import check_local_fit, check_shared_storage, ray_session, trial_resources
@@ -185,7 +207,7 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
     try:
         # MLflow's import and connection happen on the tracker's thread, checked before Ray starts
         tracker = Tracker(p.tracking_uri, str(p.cfg.tracking.experiment), float(p.cfg.tracking.flush_s),
-                          storage=p.storage_dir, sweep_id=saved.get("sweep_id"))
+                          storage=state_dir(p.storage_dir), sweep_id=saved.get("sweep_id"))
         tracker.check_store()
         with ray_session(p.cfg.cluster, need, verbose), _Interrupts().installed() as interrupts:
             check_shared_storage(p.storage_dir)
@@ -311,7 +333,7 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
         tracker.close_sweep({}, {T.OUTCOME: "interrupted"}, "FAILED")
         tracker.close(timeout=10)
         print(f"danlu: the sweep stopped because its MLflow writer did; what it had not sent is kept in "
-              f"{p.storage_dir / tracker.JOURNAL}. Resume with: {resume_command(p)}", file=out, flush=True)
+              f"{state_dir(p.storage_dir) / tracker.JOURNAL}. Resume with: {resume_command(p)}", file=out, flush=True)
         return 1
     if guard.missing is not None:
         tracker.discard()  # a sweep that measured nothing leaves no runs behind
@@ -326,7 +348,7 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
     tracker.close_sweep(summary["metrics"], summary["tags"], status, [t.trial_id for t in ledger.trials])
     if not tracker.close():
         print(f"danlu: warning: MLflow has not taken everything yet ({tracker.backlog} operations); they are kept "
-              f"in {p.storage_dir / tracker.JOURNAL} and sent by `{resume_command(p)}`.", file=out)
+              f"in {state_dir(p.storage_dir) / tracker.JOURNAL} and sent by `{resume_command(p)}`.", file=out)
         code = code or 1
     for note in runs.restores:
         print(f"danlu: restored {note}", file=out)

@@ -32,6 +32,7 @@ NODE = "danlu.node"
 GPU_IDS = "danlu.gpu_ids"
 CUDA_VISIBLE_DEVICES = "danlu.cuda_visible_devices"
 PID = "danlu.pid"
+RESOURCES = "danlu.resources"  # what Ray gave the trial's process (CPU=1,GPU=0.25,...)
 RETRIES = "danlu.retries"
 STEPS_REPLAYED = "danlu.steps_replayed"
 RESTORED_FROM = "danlu.restored_from"  # a restored trial whose snapshot's checkpoint was gone: what it used

@@ -216,6 +216,7 @@ def make_trainable(config_dir: str, base_overrides: list[str], group_keys: set[s
             "config": OmegaConf.to_yaml(cfg, resolve=True),
             "hostname": socket.gethostname(),
             "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
+            "resources": ",".join(f"{k}={v:g}" for k, v in sorted(ray.get_runtime_context().get_assigned_resources().items())),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             "pid": os.getpid(),
         }

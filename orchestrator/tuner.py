@@ -17,7 +17,13 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from orchestrator import tags as T
-from orchestrator.ray_internals import asha_limits, asha_load, asha_state, set_restored_parts
+from orchestrator.ray_internals import (
+    asha_limits,
+    asha_load,
+    asha_state,
+    quiet_gone_checkpoint_errors,
+    set_restored_parts,
+)
 from orchestrator.trial import META_KEY
 
 TIME_ATTR = "training_iteration"  # ASHA counts reports, so grace_period and max_t are in reports (epochs)
@@ -212,6 +218,7 @@ def restore_tuner(path: str, trainable, cfg, space, scheduler, callbacks, stoppe
     """Tuner.restore for a sweep: unfinished and errored trials continue from their checkpoints, with the
     same resources per trial as when it started, and today's callbacks, stopper and scheduler."""
     _tune_env()
+    quiet_gone_checkpoint_errors()
     tuner = tune.Tuner.restore(path, with_resources(trainable, cfg), resume_unfinished=True, resume_errored=True,
                                param_space=space.param_space())
     set_restored_parts(tuner, callbacks, stopper, scheduler)

@@ -49,6 +49,10 @@ def test_help_imports_nothing_heavy(tmp_path):
         (["sweep", "+resources.custom.a100=1"], ["asks for CPU=1, a100=1", "(local machine) offers CPU=", "a100=0"]),
         (["sweep", "+resources.custom.a100=-1"], ["resources.custom.a100=-1", "a number >= 0"]),
         (["sweep", "scheduler.reduction_factor=1"], ["scheduler.reduction_factor=1"]),
+        (["sweep", "sweep.search_seed=-3"], ["sweep.search_seed=-3", "integer >= 0"]),
+        (["sweep", "tracking.uri=ftp://nowhere/x"], ["tracking.uri=ftp://nowhere/x", "valid stores are sqlite"]),
+        (["sweep", "tracking.uri=sqlite:////proc/nope/m.db"], ["tracking.uri=sqlite:////proc/nope/m.db", "does not exist"]),
+        (["sweep", "cluster.address=ray://head:10001"], ["cluster.address=ray://head:10001", "Ray Client"]),
         (["run", "lr=0.1,0.2"], ["danlu run takes plain values", "danlu sweep"]),
         # submit checks the sweep before it contacts the cluster, then the cluster's address
         (["submit", "lrr=0.1", "--address", "http://127.0.0.1:1"], ["Unknown config key 'lrr'"]),

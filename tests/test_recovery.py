@@ -235,9 +235,9 @@ def test_driver_killed_during_an_outage_loses_no_metric(tmp_path):
         server.wait(timeout=60)
 
         def unsent() -> int:  # bytes of journal that MLflow has not confirmed
-            offset = storage / "mlflow_journal.offset"
+            offset = storage / "danlu" / "mlflow_journal.offset"
             sent = int(offset.read_text()) if offset.exists() else 0
-            return (storage / "mlflow_journal.jsonl").stat().st_size - sent
+            return (storage / "danlu" / "mlflow_journal.jsonl").stat().st_size - sent
 
         wait_for(lambda: unsent() > 2000 or proc.poll() is not None, what="metrics journaled during the outage")
         assert unsent() > 2000, (tmp_path / "dark.log").read_text()

@@ -191,3 +191,119 @@ def test_a_resumed_driver_records_itself_even_when_the_first_open_is_replayed(tm
     tags = parent.data.tags
     assert tags["danlu.resumes"] == "1" and tags["danlu.command.resume1"] == "danlu resume s7"
     assert tags["danlu.resubmissions"] == "1"
+
+
+def test_runs_are_found_by_their_tags_whatever_the_map_and_the_offset_say(tmp_path):
+    """Driver 1 created the parent and a trial's run, then died before its map and offset said so: driver 2
+    replays every operation and adds its own, and still there is one parent and one run for the trial."""
+    db = f"sqlite:///{tmp_path}/mlflow.db"
+    first = Tracker(db, "danlu", flush_s=0.1, storage=tmp_path, sweep_id="abc123")
+    first.open_sweep("s8", {"a": 1}, {}, tmp_path, ["danlu", "sweep"])
+    first.trial_start("t1", "t001 lr=0.1", {"lr": "0.1"}, {"danlu.sweep": "s8", "danlu.config_id": "c1"})
+    first.trial_metrics("t1", 1, 1, {"acc": 0.1})
+    assert first.close()
+    (tmp_path / "mlflow_runs.json").unlink()  # the map was never written...
+    (tmp_path / Journal.OFFSET).write_text("0")  # ...nor the offset: everything is replayed
+    second = Tracker(db, "danlu", flush_s=0.1, storage=tmp_path, sweep_id="abc123")
+    assert second.replayed_ops == 3
+    second.open_sweep("s8", {"a": 1}, {}, tmp_path, ["danlu", "sweep"])
+    second.trial_start("t1", "t001 lr=0.1", {"lr": "0.1"}, {"danlu.sweep": "s8", "danlu.config_id": "c1"})
+    second.trial_metrics("t1", 2, 2, {"acc": 0.2})
+    second.trial_end("t1", "FINISHED", {}, None, None)
+    second.close_sweep({}, {}, "FINISHED", trial_ids=["t1"])
+    assert second.close() and second.errors == []
+    client, parents, children = mlflow_runs(tmp_path / "mlflow.db", "s8")
+    assert len(parents) == 1 and len(children) == 1
+    assert parents[0].data.tags["danlu.sweep_id"] == "abc123" and parents[0].data.tags["danlu.resumes"] == "1"
+    assert children[0].info.run_name == "t001 lr=0.1" and children[0].info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(children[0].info.run_id, "acc")] == [1, 2]
+
+
+def test_a_run_of_a_trial_tune_forgot_is_removed_and_said(tmp_path):
+    """A trial id given again to another configuration (its first trial was lost with Ray's snapshot), and a
+    trial that Tune no longer holds at the end: their runs go, and the writer says so."""
+    db = f"sqlite:///{tmp_path}/mlflow.db"
+    tr = Tracker(db, "danlu", flush_s=0.1, storage=tmp_path, sweep_id="s9id")
+    tr.open_sweep("s9", {"a": 1}, {}, tmp_path, ["danlu"])
+    tr.trial_start("t1", "t001 x=0.1", {}, {"danlu.sweep": "s9", "danlu.config_id": "old", "danlu.seed": "0"})
+    tr.trial_start("t2", "t002 x=0.2", {}, {"danlu.sweep": "s9", "danlu.config_id": "c2", "danlu.seed": "0"})
+    tr.trial_start("t1", "t001 x=0.7", {}, {"danlu.sweep": "s9", "danlu.config_id": "new", "danlu.seed": "0"})
+    tr.trial_end("t1", "FINISHED", {}, None, None)
+    tr.close_sweep({}, {}, "FINISHED", trial_ids=["t1"])
+    assert tr.close() and tr.errors == []
+    _, _, (child,) = mlflow_runs(tmp_path / "mlflow.db", "s9")
+    assert child.info.run_name == "t001 x=0.7" and child.data.tags["danlu.config_id"] == "new"
+    assert len(tr.notes) == 2 and all("removed run" in n for n in tr.notes)
+
+
+def test_a_refused_operation_is_parked_said_and_sent_again_by_the_next_driver(tmp_path, capsys):
+    """MLflow refuses a trial's metrics (here: its run was deleted by hand mid-sweep). Nothing is dropped: the
+    batch is parked in mlflow_parked.jsonl, the tracker reports it, and the next driver (a resume) sends it
+    once the run is back."""
+    from mlflow.tracking import MlflowClient
+
+    db = f"sqlite:///{tmp_path}/mlflow.db"
+    tr = Tracker(db, "danlu", flush_s=0.1, storage=tmp_path, sweep_id="p1")
+    tr.open_sweep("s10", {"a": 1}, {}, tmp_path, ["danlu"])
+    tr.trial_start("t1", "t001", {}, {"danlu.sweep": "s10"})
+    assert tr.wait_parent()
+    client = MlflowClient(db)
+    wait = __import__("tests.conftest", fromlist=["wait_for"]).wait_for
+    wait(lambda: tr.writer.run_ids.get("t1"), timeout=60, what="the trial's run")
+    rid = tr.writer.run_ids["t1"]
+    client.delete_run(rid)
+    for step in (1, 2):
+        tr.trial_metrics("t1", step, step, {"acc": step / 10})
+    tr.close()
+    assert tr.errors and tr.parked >= 1
+    assert (tmp_path / Journal.PARKED).exists()
+    message = tr.unlogged_message("danlu resume s10")
+    assert "mlflow_parked.jsonl" in message and "danlu resume s10" in message
+    assert "MLflow refused" in capsys.readouterr().err
+    client.restore_run(rid)
+    again = Tracker(db, "danlu", flush_s=0.1, storage=tmp_path, sweep_id="p1")
+    again.open_sweep("s10", {"a": 1}, {}, tmp_path, ["danlu", "resume", "s10"])
+    assert again.close() and again.errors == [] and again.parked == 0
+    assert Journal(tmp_path).parked() == []
+    assert sorted(m.step for m in client.get_metric_history(rid, "acc")) == [1, 2]
+
+
+def test_a_store_that_can_never_work_is_bad_input_before_anything_launches(tmp_path):
+    import pytest
+
+    from orchestrator.errors import BadInput
+    from orchestrator.tracking import check_uri
+
+    with pytest.raises(BadInput, match="tracking.uri=ftp://nowhere/x"):
+        check_uri("ftp://nowhere/x")
+    with pytest.raises(BadInput, match="does not exist"):
+        check_uri(f"sqlite:///{tmp_path}/no/such/dir/m.db")
+    check_uri(f"sqlite:///{tmp_path}/m.db")
+    check_uri("http://127.0.0.1:9")  # a server: reachable or not, that is for the writer to wait out
+    tr = Tracker("ftp://nowhere/x", "danlu", flush_s=0.1)  # the writer's own check, past the scheme test
+    with pytest.raises(BadInput, match="tracking.uri=ftp://nowhere/x: UnsupportedModelRegistryStoreURIException"):
+        tr.check_store(timeout=60)
+    tr.close(timeout=5)
+    dark = Tracker("http://127.0.0.1:9", "danlu", flush_s=0.1, retry_s=0.2)  # nothing there yet: an outage
+    dark.check_store(timeout=60)
+    assert dark._verdict == "outage"
+    dark.close(timeout=1)
+
+
+def test_a_writer_thread_that_dies_is_never_quiet(tmp_path, capsys, monkeypatch):
+    from orchestrator.mlflow_writer import RunWriter
+
+    def boom(self, *a, **k):
+        raise SystemExit("simulated crash of the writer")  # not an Exception: escapes every retry
+
+    monkeypatch.setattr(RunWriter, "metrics", boom)
+    tr = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "danlu", flush_s=0.1, storage=tmp_path)
+    tr.open_sweep("s11", {"a": 1}, {}, tmp_path, ["danlu"])
+    tr.trial_start("t1", "t001", {}, {})
+    tr.trial_metrics("t1", 1, 1, {"acc": 0.1})
+    from tests.conftest import wait_for
+
+    wait_for(lambda: tr.dead is not None, timeout=60, what="the writer's death")
+    assert tr.close(timeout=5) is False
+    assert "the MLflow writer stopped" in capsys.readouterr().err
+    assert tr.unlogged_message("danlu resume s11")

@@ -88,7 +88,7 @@ def driver_restart(tmp: Path) -> None:
            "sweep=sleep", "scheduler=fifo", "sweep.num_samples=4", f"epochs={EPOCHS}", f"epoch_s={EPOCH_S}",
            "checkpoint_state=true", "sweep.name=restart", "cluster.num_cpus=2"]
     storage = tmp / "outputs" / "restart"
-    journal = storage / "mlflow_journal.jsonl"
+    journal = storage / "danlu" / "mlflow_journal.jsonl"
     first = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     try:
@@ -112,7 +112,7 @@ def driver_restart(tmp: Path) -> None:
         time.sleep(0.05)
     total = time.perf_counter() - t0
     assert second.returncode == 0, second.returncode
-    runs = json.loads((storage / "mlflow_runs.json").read_text())["runs"]
+    runs = json.loads((storage / "danlu" / "mlflow_runs.json").read_text())["runs"]
     print(f"driver restart: first new result {first_result:.1f} s after `danlu sweep` was run again "
           f"(target <= 30 s); the resumed sweep finished in {total:.1f} s, {len(runs)} runs for 4 trials")
 

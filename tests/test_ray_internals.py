@@ -1,0 +1,89 @@
+"""Ray's private attributes that danlu touches (orchestrator/ray_internals.py), checked against the installed
+Ray: an upgrade that removes one fails here, naming it, instead of in a user's resumed sweep."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import pytest
+
+from orchestrator import ray_internals
+
+
+def _owner(name: str):
+    from ray import tune
+    from ray.tune.impl.tuner_internal import TunerInternal
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+    from ray.tune.schedulers.async_hyperband import _Bracket
+    from ray.tune.trainable import Trainable
+
+    def tuner():
+        return tune.Tuner(lambda config: None, run_config=tune.RunConfig(storage_path="/tmp/danlu-internals"))
+
+    asha = AsyncHyperBandScheduler(time_attr="training_iteration", max_t=9, grace_period=1)
+    return {
+        "ray.tune.Tuner": tuner,
+        "TunerInternal": lambda: tuner()._local_tuner,
+        "AsyncHyperBandScheduler": lambda: asha,
+        "_Bracket": lambda: asha._brackets[0],
+        "Trainable": lambda: Trainable,
+    }[name], {"TunerInternal": TunerInternal, "_Bracket": _Bracket}
+
+
+@pytest.mark.parametrize("name", ray_internals.PRIVATE)
+def test_every_private_name_danlu_uses_exists_in_this_ray(name):
+    owner, attr = name.rsplit(".", 1)
+    if owner.startswith("ray.") and owner != "ray.tune.Tuner":  # a module, or a module's member
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            assert hasattr(importlib.import_module(owner), attr), f"Ray no longer has {name}"
+        return
+    make, _ = _owner(owner)
+    obj = make()
+    if owner == "Trainable":  # instance attributes, set in Trainable.__init__ / restore
+        import inspect
+
+        assert f"self.{attr} =" in inspect.getsource(obj), f"Ray's Trainable no longer sets {name}"
+        return
+    assert hasattr(obj, attr), f"Ray no longer has {name}"
+
+
+def test_the_newest_complete_checkpoint_is_found_by_its_recorded_iteration(tmp_path):
+    """Directory names can mislead after a restore (new checkpoints reuse old names): the iteration recorded
+    in danlu's marker decides, and a checkpoint copied only in part is passed over."""
+    import pyarrow.fs
+
+    def ckpt(name, iteration, size=10, written=10):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "state.pkl").write_bytes(b"x" * written)
+        (d / ray_internals.MARKER).write_text(json.dumps({"iteration": iteration, "files": {"state.pkl": size}}))
+
+    ckpt("checkpoint_000003", 9)   # a restored trial's checkpoint, under an old name
+    ckpt("checkpoint_000004", 6)   # from before the kill
+    ckpt("checkpoint_000005", 12, size=10, written=4)  # cut short by the kill
+    (tmp_path / "checkpoint_000006").mkdir()  # no marker: not danlu's
+    fs = pyarrow.fs.LocalFileSystem()
+    assert ray_internals._newest_checkpoint(fs, str(tmp_path)) == (str(tmp_path / "checkpoint_000003"), 9)
+    assert ray_internals._newest_checkpoint(fs, str(tmp_path / "nothing")) is None
+
+
+def test_only_tunes_error_for_an_already_deleted_checkpoint_is_dropped():
+    import inspect
+    import logging
+
+    from ray.tune.execution import tune_controller
+
+    assert '"Trial %s: Error handling checkpoint %s"' in inspect.getsource(tune_controller), \
+        "Ray changed the message that ray_internals._GoneCheckpointFilter recognises"
+    f = ray_internals._GoneCheckpointFilter()
+
+    def record(msg, exc):
+        return logging.LogRecord("ray.tune.execution.tune_controller", logging.ERROR, "", 0, msg, (), (type(exc), exc, None))
+
+    gone = FileNotFoundError("Path not found: (fs, /x/checkpoint_000012)")
+    assert not f.filter(record("Trial %s: Error handling checkpoint %s", gone))
+    assert f.filter(record("Trial %s: Error handling checkpoint %s", OSError("disk full")))
+    assert f.filter(record("Trial %s: something else", gone))
