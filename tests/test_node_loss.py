@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 
 import pytest
 
 from orchestrator.sweep import run_sweep
-from tests.conftest import mlflow_runs
+from tests.conftest import mlflow_runs, wait_for
 
 pytestmark = pytest.mark.slow
 EVERY = 3  # checkpoint.every: the most work a failure may cost
@@ -37,9 +36,7 @@ def test_trials_survive_the_loss_of_a_node(conf_dir, tmp_path):
     driver = threading.Thread(target=sweep)
     driver.start()
     try:
-        deadline = time.time() + 180
-        while sum(1 for _ in storage.glob("t*/checkpoint_*")) < 4 and time.time() < deadline:
-            time.sleep(0.3)
+        wait_for(lambda: sum(1 for _ in storage.glob("t*/checkpoint_*")) >= 4, what="checkpoints")
         cluster.remove_node(doomed)  # a worker node is lost with its trials...
         cluster.add_node(num_cpus=2, num_gpus=2)  # ...and a fresh one joins
         driver.join(timeout=400)

@@ -39,12 +39,33 @@ def newest_checkpoints(storage: Path) -> list[int]:
     return list(newest.values())
 
 
-def end_group(proc: subprocess.Popen) -> None:
+def descendants(proc: subprocess.Popen) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def end_group(proc: subprocess.Popen, tree: list | None = None) -> None:
+    """End the driver and everything it started (Ray's processes, its workers), and wait until they are gone,
+    so that no worker of a killed sweep still writes a checkpoint while the test looks. `tree`: the driver's
+    descendants, taken before the driver was killed (its orphans are no longer its children)."""
+    import psutil
+
+    tree = descendants(proc) if tree is None else tree
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    for p in tree:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
     proc.wait(timeout=60)
+    psutil.wait_procs(tree, timeout=60)
 
 
 def assert_one_clean_run_per_trial(db: Path, sweep: str, steps: int, trials: int = 4):
@@ -65,13 +86,17 @@ def test_driver_sigkill_then_the_same_command_resumes(tmp_path):
     storage = tmp_path / "outputs" / "night"
     proc = start_danlu(args, tmp_path, tmp_path / "first.log")
     try:
-        # once a trial has finished (its 16th checkpoint is index 15) and another is mid-way, past 2 x
-        # checkpoint.keep checkpoints, so that Tune has snapshotted the experiment with one of them
+        # once a trial's end has reached MLflow and another trial is mid-way, past 2 x checkpoint.keep
+        # checkpoints, so that Tune has snapshotted the experiment with one of them
         def finished_and_midway():
-            newest = newest_checkpoints(storage)
-            return 15 in newest and any(4 <= i < 15 for i in newest)
-        wait_for(finished_and_midway, what="a finished trial and one mid-way")
+            if not any(4 <= i < 15 for i in newest_checkpoints(storage)) or not (tmp_path / "mlflow.db").exists():
+                return False
+            _, _, runs = mlflow_runs(tmp_path / "mlflow.db", "night")
+            return any(r.info.status == "FINISHED" for r in runs)
+        wait_for(finished_and_midway, what="a finished trial in MLflow and one mid-way")
+        tree = descendants(proc)
         os.kill(proc.pid, signal.SIGKILL)
+        end_group(proc, tree)
     finally:
         end_group(proc)
     killed_at = time.time() * 1000
@@ -111,9 +136,12 @@ def sigterm_mid_sweep(tmp_path: Path, name: str, times: int) -> tuple[int, str]:
     proc = start_danlu(["sweep", *SLEEPY, f"sweep.name={name}"], tmp_path, tmp_path / f"{name}.log")
     try:
         wait_for(lambda: checkpoints(storage) >= 4, what="checkpoints")
-        for _ in range(times):
+        log = tmp_path / f"{name}.log"
+        for i in range(times):
             os.kill(proc.pid, signal.SIGTERM)
-            time.sleep(0.2)
+            if i + 1 < times:  # the next signal once danlu has taken this one (a graceful stop under way)
+                wait_for(lambda: "danlu: stopping" in log.read_text() or proc.poll() is not None,
+                         what="the first SIGTERM taken")
         code = proc.wait(timeout=120)
     finally:
         end_group(proc)
@@ -163,7 +191,8 @@ def test_mlflow_outage_loses_nothing(tmp_path):
         wait_for(lambda: checkpoints(storage) >= 4, what="checkpoints")
         os.killpg(server.pid, signal.SIGTERM)  # the tracking server goes away mid-sweep
         server.wait(timeout=60)
-        time.sleep(6)
+        wait_for(lambda: "is unreachable" in (tmp_path / "outage.log").read_text() or proc.poll() is not None,
+                 what="danlu noticing the outage")
         server = start_mlflow_server(tmp_path, port)  # and comes back
         code = proc.wait(timeout=600)
         out = (tmp_path / "outage.log").read_text()
@@ -241,8 +270,9 @@ def test_driver_killed_during_an_outage_loses_no_metric(tmp_path):
 
         wait_for(lambda: unsent() > 2000 or proc.poll() is not None, what="metrics journaled during the outage")
         assert unsent() > 2000, (tmp_path / "dark.log").read_text()
+        tree = descendants(proc)
         os.kill(proc.pid, signal.SIGKILL)  # the driver dies while MLflow is away
-        end_group(proc)
+        end_group(proc, tree)
         server = start_mlflow_server(tmp_path, port)
         r = subprocess.run([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), "resume", "dark"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=600,

@@ -14,14 +14,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, danlu_cli, mlflow_runs, wait_for
-from tests.test_recovery import end_group, newest_checkpoints, start_danlu
+from tests.test_recovery import descendants, end_group, newest_checkpoints, start_danlu
 
 pytestmark = pytest.mark.slow
 
 
 def kill_driver(proc) -> float:
+    """SIGKILL the driver, then end what it started (a lost login node takes its Ray with it)."""
+    tree = descendants(proc)
     os.kill(proc.pid, signal.SIGKILL)
-    end_group(proc)
+    end_group(proc, tree)
     return time.time() * 1000
 
 
