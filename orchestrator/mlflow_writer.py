@@ -187,7 +187,7 @@ class RunWriter:
         for run in self.children():
             rid = run.info.run_id
             tid = run.data.tags.get(T.TRIAL_ID)
-            if trial_ids is not None and tid not in trial_ids:
+            if trial_ids and tid not in trial_ids:  # (no list, or an empty one: nothing to judge by)
                 self._pending.pop(rid, None)
                 self.mlf.delete_run(rid)
                 self.notes.append(f"removed run {rid} of trial {tid}: Ray's last snapshot did not hold that trial "
