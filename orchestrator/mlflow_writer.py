@@ -67,7 +67,6 @@ class RunWriter:
                 self.parent_id, self.run_ids = saved["parent"], dict(saved["runs"])
             except (ValueError, KeyError):
                 pass  # only a cache: look-ups find the runs again
-        self.resumed = self.parent_id is not None
         self.notes: list[str] = []  # what the writer did that the user should hear of (orphan runs removed)
         self._last_step: dict[str, dict[str, int]] = {}  # run_id -> metric -> last step MLflow holds or will
         self._replayed: dict[str, set[int]] = {}  # run_id -> steps reported again (after a restore)

@@ -123,18 +123,19 @@ def iteration(seed: int, kills: int, window: float, keep: bool) -> list[str]:
     cwd = Path(tempfile.mkdtemp(prefix=f"danlu-chaos-{seed}-"))
     log = cwd / "driver.log"
     moments = [round(rng.uniform(0.5, window), 2) for _ in range(kills)]
-    finished_early = False
+    landed = 0
     for at in moments:
         code = run_once(cwd, log, at)
         if code is not None:  # the sweep ended before the kill came: the rest of the kills have nothing to kill
-            finished_early = True
             break
+        landed += 1
     start = log.stat().st_size if log.exists() else 0
     code = run_once(cwd, log, None)
     final_out = log.read_text()[start:]
     problems = check(cwd, code, final_out)
-    print(f"seed {seed}: kills at {moments}{' (sweep ended before a kill)' if finished_early else ''}: "
-          f"{'OK' if not problems else 'VIOLATIONS'}", flush=True)
+    print(f"seed {seed}: kills at {moments}, {landed} landed (then the sweep ended by itself): "
+          f"{'OK' if not problems else 'VIOLATIONS'}" if landed < kills else
+          f"seed {seed}: kills at {moments}, all landed: {'OK' if not problems else 'VIOLATIONS'}", flush=True)
     for p in problems:
         print(f"    {p}", flush=True)
     if problems or keep:
