@@ -46,6 +46,31 @@ def git_state(root: Path) -> tuple[str, str]:
     return commit.stdout.strip(), str(bool(status.stdout.strip())).lower()
 
 
+def create_sqlite_store(uri: str) -> None:
+    """Create a new sqlite store whole, or not at all. MLflow creates its tables and runs its migrations in
+    place: a driver killed meanwhile (while Ray starts) leaves a half-migrated file that MLflow then refuses
+    for good ("duplicate column name"). So a store that does not exist yet is built in a file beside it and
+    linked into place once complete (a concurrent sweep that got there first wins; its store is as good)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return
+    path = Path(uri[len(prefix):])
+    if path.exists():
+        return
+    from mlflow.tracking import MlflowClient
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
+    tmp.unlink(missing_ok=True)
+    try:
+        MlflowClient(prefix + str(tmp)).search_experiments(max_results=1)  # tables, migrations, Default
+        try:
+            os.link(tmp, path)  # never replaces a store that appeared meanwhile
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def params_of(tree: dict) -> dict[str, str]:
     return {k: str(v)[:MAX_PARAM_LEN] for k, v in flatten(tree) if k}
 
@@ -56,6 +81,7 @@ class RunWriter:
     def __init__(self, uri: str, experiment: str, sweep_id: str | None = None, storage: Path | None = None):
         from mlflow.tracking import MlflowClient
 
+        create_sqlite_store(uri)
         self.mlf = MlflowClient(tracking_uri=uri)
         self.experiment, self.sweep_id, self.storage = experiment, sweep_id, storage
         self.exp_id: str | None = None

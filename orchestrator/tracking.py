@@ -202,6 +202,9 @@ class Tracker:
                 self._retrying("connect", lambda: self.writer.experiment_id() if self.writer else self._reconnect())
             else:
                 self._verdict = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+                if "duplicate column" in str(exc) or "alembic" in str(exc).lower():
+                    self._verdict += (" (the store looks half-created or half-migrated, e.g. by a process killed "
+                                      "while MLflow built its tables: move the file aside, or use another)")
                 return False
         self._verdict = self._verdict or "ok"
         self._checked.set()

@@ -132,7 +132,10 @@ def iteration(seed: int, kills: int, window: float, keep: bool) -> list[str]:
     start = log.stat().st_size if log.exists() else 0
     code = run_once(cwd, log, None)
     final_out = log.read_text()[start:]
-    problems = check(cwd, code, final_out)
+    try:
+        problems = check(cwd, code, final_out)
+    except Exception as exc:  # the store itself could not be read: that is a violation too, not a crash
+        problems = [f"the MLflow store could not be checked: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"]
     print(f"seed {seed}: kills at {moments}, {landed} landed (then the sweep ended by itself): "
           f"{'OK' if not problems else 'VIOLATIONS'}" if landed < kills else
           f"seed {seed}: kills at {moments}, all landed: {'OK' if not problems else 'VIOLATIONS'}", flush=True)

@@ -307,3 +307,20 @@ def test_a_writer_thread_that_dies_is_never_quiet(tmp_path, capsys, monkeypatch)
     assert tr.close(timeout=5) is False
     assert "the MLflow writer stopped" in capsys.readouterr().err
     assert tr.unlogged_message("danlu resume s11")
+
+
+def test_a_new_sqlite_store_appears_whole_or_not_at_all(tmp_path):
+    """MLflow builds a new store's tables in place; a kill meanwhile would leave a half-migrated file that
+    MLflow refuses for good. danlu builds it beside, then links it into place."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.mlflow_writer import create_sqlite_store
+
+    (tmp_path / ".mlflow.db.999999.creating").write_bytes(b"half a store, from a killed process")
+    create_sqlite_store(f"sqlite:///{tmp_path}/mlflow.db")
+    assert (tmp_path / "mlflow.db").exists()
+    assert not list(tmp_path.glob(f".mlflow.db.{__import__('os').getpid()}.creating"))
+    assert MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_experiment_by_name("Default") is not None
+    before = (tmp_path / "mlflow.db").stat().st_ino
+    create_sqlite_store(f"sqlite:///{tmp_path}/mlflow.db")  # an existing store is left as it is
+    assert (tmp_path / "mlflow.db").stat().st_ino == before
