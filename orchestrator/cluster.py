@@ -104,8 +104,11 @@ def ray_session(cluster, need: dict[str, float], verbose: bool = False) -> Itera
         # result.json is absent (danlu logs results to MLflow instead) are noise in danlu's own view.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-        logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)  # "Resume with Tuner.restore": danlu says how
+        # "Resume with Tuner.restore", "Trials did not complete": danlu's own summary says how and which
+        logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune then prints no tables at all
+        # a failed trial's traceback goes to its error.txt and MLflow; the terminal gets one line (TrialRuns)
+        os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     if ray.is_initialized():  # a caller's own Ray (a notebook, a benchmark): use it, leave it running
         check_fit(need, cluster_nodes())
         yield

@@ -244,7 +244,7 @@ class RunWriter:
         return parent
 
     # -- trials -----------------------------------------------------------------------------------------
-    def start(self, trial_id, name, params, tags, replay=False) -> None:
+    def start(self, trial_id, name, params, tags, start_ms=None, replay=False) -> None:
         """Create the trial's run, or continue the one that exists. A run found for this trial id but of
         another configuration belongs to a trial Tune forgot (its id was given again): it is removed."""
         parent = self._require_parent()
@@ -263,7 +263,7 @@ class RunWriter:
                               "another configuration")
             self.run_ids.pop(trial_id, None)
         tags = {T.PARENT: parent, T.RUN_NAME: name, T.TRIAL_ID: trial_id, **tags}
-        rid = self.mlf.create_run(self.experiment_id(), run_name=name, tags=tags).info.run_id
+        rid = self.mlf.create_run(self.experiment_id(), run_name=name, tags=tags, start_time=start_ms).info.run_id
         self._known.add(rid)
         self.run_ids[trial_id] = rid
         self._save()

@@ -100,14 +100,17 @@ def parse_space(entries: dict[str, Any], seeds: list[int], group_options) -> Spa
             (ov,) = parser.parse_overrides([f"{key}={expr}"])
         except HydraException as exc:
             raise BadInput(f"sweep.space.{key}: malformed sweep expression '{expr}': {str(exc).splitlines()[0]}") from None
-        if key == SEED_KEY:
-            space.seeds = _check_seeds(_discrete_values(ov, key, expr))
-            continue
-        options = group_options(key)
-        if options or "/" in key:
-            param = _group_param(ov, key, expr, options)
-        else:
-            param = _param(ov, key, expr)
+        try:
+            if key == SEED_KEY:
+                space.seeds = _check_seeds(_discrete_values(ov, key, expr))
+                continue
+            options = group_options(key)
+            if options or "/" in key:
+                param = _group_param(ov, key, expr, options)
+            else:
+                param = _param(ov, key, expr)
+        except (ValueError, TypeError) as exc:  # e.g. range(1,10,0): Hydra's values raise as Python would
+            raise BadInput(f"sweep.space.{key}: '{expr}' has no valid values ({exc}).") from None
         space.params.append(param)
     return space
 

@@ -43,6 +43,7 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
     from orchestrator.space import override, parse_space
     from orchestrator.tracking import resolve_uri
     from orchestrator.trial import check_job
+    from orchestrator.types import check_overrides
 
     cwd = cwd or os.getcwd()
     cl = split_overrides(overrides)
@@ -57,6 +58,8 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
             raise BadInput(f"sweep.seeds={seeds}: a list of integers, e.g. sweep.seeds=[0,1,2].")
         space = parse_space(entries, list(seeds), lambda g: loader.get_group_options(g))
         compose(cl.fixed + space.probe_overrides())  # every swept key exists, every value composes
+        groups, values = _split_fixed(cl.fixed, loader)
+        check_overrides(OmegaConf.to_container(compose(groups), resolve=False), values, space.params)
         try:
             OmegaConf.resolve(cfg)  # once, here: sweep.name's ${now:...} is fixed for every trial
         except OmegaConfBaseException as exc:
@@ -73,6 +76,22 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
     storage = Path(cwd, cfg.output_dir).resolve() / name
     return Plan(cfg, space, cl.fixed + [override("sweep.name", name)], config_dir, storage,
                 resolve_uri(str(cfg.tracking.uri), cwd))
+
+
+def _split_fixed(fixed: list[str], loader) -> tuple[list[str], list[tuple[str, object]]]:
+    """The plain overrides that choose config-group options (they shape the defaults), and the
+    (key, value) of the others, whose values must fit those defaults (orchestrator/types.py)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    groups, values = [], []
+    for text in fixed:
+        (ov,) = OverridesParser.create().parse_overrides([text])
+        key = ov.get_key_element()
+        if "/" in key or loader.get_group_options(key):
+            groups.append(text)
+        elif not (ov.is_add() or ov.is_delete() or key.startswith("hydra")):
+            values.append((key, ov.value()))
+    return groups, values
 
 
 def _check_sweep(sweep, name: str) -> None:
@@ -179,7 +198,11 @@ def _identify(p: Plan, overrides: list[str]) -> dict:
     seed = p.cfg.sweep.get("search_seed")
     saved = {"overrides": list(overrides), "sweep_id": uuid.uuid4().hex,
              "search_seed": seed if seed is not None else random.randrange(2**31)}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"output_dir={p.storage_dir.parent}: the sweep's storage cannot be created there "
+                       f"({exc.strerror or exc}); give a folder you can write, e.g. output_dir=outputs.") from None
     tmp = path.with_name(SAVED + ".tmp")
     tmp.write_text(json.dumps(saved, indent=1))
     os.replace(tmp, path)  # atomic: a driver killed here leaves no half-written identity

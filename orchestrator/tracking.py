@@ -131,8 +131,9 @@ class Tracker:
         self._put("discard")
 
     # -- trials ---------------------------------------------------------------------------------
-    def trial_start(self, trial_id: str, name: str, params: dict[str, str], tags: dict[str, str]) -> None:
-        self._put("start", trial_id, name, params, tags)
+    def trial_start(self, trial_id: str, name: str, params: dict[str, str], tags: dict[str, str],
+                    start_ms: int | None = None) -> None:
+        self._put("start", trial_id, name, params, tags, start_ms)
 
     def trial_meta(self, trial_id: str, meta: dict) -> None:
         self._put("meta", trial_id, meta)

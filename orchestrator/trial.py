@@ -18,6 +18,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from orchestrator.errors import BadInput
 
 STATE_FILES = ("state.pt", "state.pkl")  # torch.save when the job uses torch, else pickle
 META_KEY = "_danlu"  # trial metadata in the first result (resolved config, node, GPUs); never a metric
+TIME_KEY = "_danlu_ms"  # when the job reported, in ms (Tune's own `timestamp` is in whole seconds)
 RESTORE_NOTES: dict[str, str] = {}  # trial_id -> which checkpoint a restore fell back to (ray_internals)
 
 
@@ -111,6 +113,7 @@ class TuneContext:
         if bad and self.stop_on_nan:
             raise FloatingPointError(f"non-finite metric at step {step}: {bad} (failure.stop_on_nan=true)")
         result["step"] = step
+        result[TIME_KEY] = time.time_ns() // 1_000_000
         if self._meta is not None:  # first report: resolved config, node, GPUs, the job's metric names
             result[META_KEY], self._meta = {**self._meta, "metrics": list(metrics)}, None
         self._reports += 1

@@ -24,7 +24,7 @@ from orchestrator.ray_internals import (
     quiet_gone_checkpoint_errors,
     set_restored_parts,
 )
-from orchestrator.trial import META_KEY
+from orchestrator.trial import META_KEY, TIME_KEY
 
 TIME_ATTR = "training_iteration"  # ASHA counts reports, so grace_period and max_t are in reports (epochs)
 
@@ -111,7 +111,7 @@ class TrialRuns(tune.Callback):
     def _started(self, trial) -> None:
         if trial.trial_id not in self._keys:
             self._keys[trial.trial_id] = []
-            self.tracker.trial_start(trial.trial_id, *self._describe(trial))
+            self.tracker.trial_start(trial.trial_id, *self._describe(trial), start_ms=int(time.time() * 1000))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._started(trial)
@@ -128,7 +128,8 @@ class TrialRuns(tune.Callback):
                 self._say(f"danlu: {name} restored from {meta['restored_from']}")
         values = {k: result[k] for k in self._keys.get(trial.trial_id, ()) if k in result}
         step = int(result.get("step", result.get("training_iteration", 0)))
-        self.tracker.trial_metrics(trial.trial_id, step, int(result.get("timestamp", time.time()) * 1000), values)
+        ts = result.get(TIME_KEY) or int(result.get("timestamp", time.time()) * 1000)
+        self.tracker.trial_metrics(trial.trial_id, step, int(ts), values)
 
     def on_trial_recover(self, iteration, trials, trial, **info):  # its node or process died: retried
         self._started(trial)
@@ -150,6 +151,9 @@ class TrialRuns(tune.Callback):
         last = next((ln for ln in reversed(text.strip().splitlines()) if ln.strip()), "trial failed")
         tags = {T.ERROR: last[:5000], T.OUTCOME: "failed"}
         self.tracker.trial_end(trial.trial_id, "FAILED", tags, self._log(trial), text)
+        name = self._describe(trial)[0].split(" ", 1)[0]
+        log = os.path.relpath(self._log(trial)) if self._log(trial).startswith(os.getcwd()) else self._log(trial)
+        self._say(f"danlu: {name} failed: {last[:300]} (full traceback: {log}, and error.txt of its MLflow run)")
 
     def _log(self, trial) -> str:
         return os.path.join(self._log_dir, f"{trial.trial_id}.log")

@@ -131,16 +131,29 @@ def test_metric_the_job_never_reports(ray_gpus, conf_dir, tmp_path):
 
 
 def test_cli_sweep_end_to_end(tmp_path):
-    """`danlu sweep` as a user runs it: its own embedded Ray, ./mlflow.db, plain-text progress."""
-    r = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "sweep.num_samples=3", "epochs=3", "epoch_s=0.05",
-                   "sweep.name=cli", "cluster.num_cpus=2"], tmp_path)
+    """`danlu sweep` as a user runs it: its own embedded Ray, ./mlflow.db, plain-text progress; a failed trial
+    is one line on the terminal (its error and where the traceback is), never Ray's traceback."""
+    r = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "sweep.num_samples=2", "epochs=3", "epoch_s=0.05",
+                   "fail_at=tag(grid, choice(0,2))", "sweep.name=cli", "cluster.num_cpus=2"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "danlu: sweep cli: 3 configs x 1 seed(s)" in r.stdout
+    assert "danlu: sweep cli: 2 configs x 1 seed(s)" in r.stdout
     assert "running" in r.stdout and "best score=" in r.stdout  # the live view, as plain lines
-    assert "danlu: 3 trials:" in r.stdout and "review it with `danlu ui`" in r.stdout
-    assert "Traceback" not in r.stderr and "Trial status" not in r.stdout  # Ray's own tables stay off
-    _, parents, children = mlflow_runs(tmp_path / "mlflow.db", "cli")
-    assert len(parents) == 1 and len(children) == 3
+    assert "danlu: 4 trials: 2 completed, 0 stopped early by ASHA, 2 failed" in r.stdout
+    assert "review it with `danlu ui`" in r.stdout
+    failed = [ln for ln in r.stdout.splitlines() if " failed: " in ln]
+    assert len(failed) == 2, r.stdout
+    assert all("RuntimeError: sleep job: failing at epoch 2" in ln and "full traceback: outputs/cli/logs/" in ln
+               for ln in failed), failed
+    log = failed[0].split("full traceback: ", 1)[1].split(",", 1)[0]
+    assert "Traceback (most recent call last)" in (tmp_path / log).read_text()  # where the line says it is
+    assert "Traceback" not in r.stderr + r.stdout and "Trial status" not in r.stdout  # Ray's own output stays off
+    assert "Trials did not complete" not in r.stderr
+    client, parents, children = mlflow_runs(tmp_path / "mlflow.db", "cli")
+    assert len(parents) == 1 and len(children) == 4
+    for run in children:  # reports 50 ms apart: timestamps in ms, each step later, none before the run began
+        stamps = [m.timestamp for m in sorted(client.get_metric_history(run.info.run_id, "score"), key=lambda m: m.step)]
+        assert stamps and stamps[0] >= run.info.start_time, (run.info.start_time, stamps)
+        assert all(a < b for a, b in zip(stamps, stamps[1:])), stamps
     assert (tmp_path / "outputs" / "cli" / "tuner.pkl").exists()
     r = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "sweep.name=cli"], tmp_path)
     assert r.returncode == 2 and "holds a sweep started with other settings" in r.stderr and "resume cli" in r.stderr
