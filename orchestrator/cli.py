@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ui", help="start the MLflow UI on the configured tracking store, on 127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--sweep", help="the sweep to open (default: the newest)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tracking.uri=sqlite:///other.db")
 
     address = argparse.ArgumentParser(add_help=False)
@@ -165,21 +166,54 @@ def _run(args, config_dir: Path) -> int:
 
 
 def _ui(args, config_dir: Path) -> int:
-    import os
-
     from orchestrator.compose import compose, hydra_context, split_overrides
     from orchestrator.tracking import resolve_uri
 
     with hydra_context(config_dir):
         cfg = compose(split_overrides(args.overrides).fixed)
     uri = resolve_uri(str(cfg.tracking.uri))
+    base = uri if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{args.port}"
+    where = _sweep_page(uri, str(cfg.tracking.experiment), args.sweep, base)
     if uri.startswith(("http://", "https://")):
-        print(f"danlu: the tracking store is a server: open {uri} in a browser.")
+        print(f"danlu: the tracking store is a server: open {where or uri} in a browser.")
         return 0
-    print(f"danlu: MLflow UI for {uri} at http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
+    print(f"danlu: MLflow UI for {uri} at {base} (Ctrl-C stops it)", flush=True)
+    if where:
+        print(f"danlu: {where}", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
            "--port", str(args.port)]
     os.execv(sys.executable, cmd)  # the UI becomes this process: a signal to danlu reaches it
+
+
+def _sweep_page(uri: str, experiment: str, sweep: str | None, base: str) -> str | None:
+    """The direct address of a sweep's parent run (the newest sweep, or the one named): it opens on the runs
+    whatever MLflow's GenAI / model-training toggle says. The experiment is tagged as model training."""
+    import logging
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator import tags as T
+    from orchestrator.mlflow_writer import mark_training, sweep_url
+
+    client = MlflowClient(uri)
+    try:
+        exp = client.get_experiment_by_name(experiment)
+    except Exception as exc:  # a server not up yet: the UI itself will say more
+        print(f"danlu: warning: could not read {uri}: {type(exc).__name__}", file=sys.stderr)
+        return None
+    if exp is None:
+        if sweep:
+            raise BadInput(f"--sweep {sweep}: the store {uri} has no experiment '{experiment}' yet.")
+        return None
+    mark_training(client, exp)
+    query = f"tags.`{T.KIND}` = 'sweep'" + (f" and tags.`{T.SWEEP}` = '{sweep}'" if sweep else "")
+    runs = client.search_runs([exp.experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
+    if not runs:
+        if sweep:
+            raise BadInput(f"--sweep {sweep}: no sweep of that name in experiment '{experiment}' of {uri}.")
+        return sweep_url(base, exp.experiment_id)
+    return f"sweep '{runs[0].data.tags.get(T.SWEEP)}': {sweep_url(base, exp.experiment_id, runs[0].info.run_id)}"
 
 
 if __name__ == "__main__":

@@ -71,6 +71,18 @@ def create_sqlite_store(uri: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def mark_training(client, exp) -> None:
+    """Tag an experiment as model training (unless it says otherwise), so that MLflow's UI opens it on its
+    runs, not on the GenAI overview that MLflow 3 shows by default."""
+    if T.EXPERIMENT_KIND not in (exp.tags or {}):
+        client.set_experiment_tag(exp.experiment_id, T.EXPERIMENT_KIND, T.TRAINING)
+
+
+def sweep_url(ui: str, exp_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's page of a sweep's parent run (its children are listed there), or of the runs."""
+    return f"{ui.rstrip('/')}/#/experiments/{exp_id}/runs" + (f"/{run_id}" if run_id else "")
+
+
 def params_of(tree: dict) -> dict[str, str]:
     return {k: str(v)[:MAX_PARAM_LEN] for k, v in flatten(tree) if k}
 
@@ -107,7 +119,7 @@ class RunWriter:
             exp = self.mlf.get_experiment_by_name(self.experiment)
             if exp is None:
                 try:
-                    self.exp_id = self.mlf.create_experiment(self.experiment)
+                    self.exp_id = self.mlf.create_experiment(self.experiment, tags={T.EXPERIMENT_KIND: T.TRAINING})
                 except Exception:  # created at the same moment by another sweep
                     exp = self.mlf.get_experiment_by_name(self.experiment)
                     if exp is None:
@@ -118,6 +130,7 @@ class RunWriter:
                     raise Refused(f"MLflow experiment '{self.experiment}' is deleted; restore it "
                                   f"(mlflow experiments restore) or set tracking.experiment")
                 self.exp_id = exp.experiment_id
+                mark_training(self.mlf, exp)
         return self.exp_id
 
     def _search(self, query: str) -> list:

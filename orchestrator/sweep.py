@@ -383,7 +383,7 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
     if unlogged:
         print(f"danlu: {unlogged}", file=out)
         code = code or 1
-    _print_summary(summary, sweep, p, tracker.parent_id, out)
+    _print_summary(summary, sweep, p, tracker.parent_id, tracker.writer.exp_id if tracker.writer else None, out)
     return code
 
 
@@ -416,13 +416,17 @@ def _summarize(trials, sweep, early: set[str], label, max_failed_fraction=None) 
     return summary, code
 
 
-def _print_summary(summary: dict, sweep, p: Plan, parent_id, out) -> None:
+def _print_summary(summary: dict, sweep, p: Plan, parent_id, exp_id, out) -> None:
     c = summary["counts"]
     print(f"danlu: {sum(c.values())} trials: {c['completed']} completed, {c['stopped_early']} stopped early by "
           f"ASHA, {c['failed']} failed", file=out)
     if "best" in summary:
         v, label, _ = summary["best"]
         print(f"danlu: best {sweep.metric}={v:.4g} ({label}); last reported value of each trial", file=out)
-    ui = "danlu ui" if p.tracking_uri.startswith("sqlite") else p.tracking_uri
+    from orchestrator.mlflow_writer import sweep_url
+
+    local = not p.tracking_uri.startswith(("http://", "https://"))
+    ui = "danlu ui" if local else p.tracking_uri
+    url = sweep_url("http://127.0.0.1:5000" if local else p.tracking_uri, exp_id, parent_id) if exp_id else ""
     print(f"danlu: review it with `{ui}`: experiment '{p.cfg.tracking.experiment}', run '{sweep.name}' "
-          f"({parent_id}); Ray storage: {p.storage_dir}", file=out, flush=True)
+          f"({parent_id}){' at ' + url if url else ''}; Ray storage: {p.storage_dir}", file=out, flush=True)

@@ -4,6 +4,8 @@
 PARENT = "mlflow.parentRunId"
 RUN_NAME = "mlflow.runName"
 GIT_COMMIT = "mlflow.source.git.commit"
+EXPERIMENT_KIND = "mlflow.experimentKind"  # an experiment tag: the UI's default page for it
+TRAINING = "custom_model_development"  # ...the runs page, not MLflow 3's GenAI overview
 
 # the sweep's parent run
 SWEEP = "danlu.sweep"  # the sweep's name, on the parent and on every child

@@ -153,7 +153,7 @@ def test_cli_sweep_end_to_end(tmp_path):
     for run in children:  # reports 50 ms apart: timestamps in ms, each step later, none before the run began
         stamps = [m.timestamp for m in sorted(client.get_metric_history(run.info.run_id, "score"), key=lambda m: m.step)]
         assert stamps and stamps[0] >= run.info.start_time, (run.info.start_time, stamps)
-        assert all(a < b for a, b in zip(stamps, stamps[1:])), stamps
+        assert all(a < b for a, b in zip(stamps, stamps[1:], strict=False)), stamps
     assert (tmp_path / "outputs" / "cli" / "tuner.pkl").exists()
     r = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "sweep.name=cli"], tmp_path)
     assert r.returncode == 2 and "holds a sweep started with other settings" in r.stderr and "resume cli" in r.stderr
