@@ -24,7 +24,8 @@ PRIVATE = (
     "Trainable._iteration",
     "Trainable._time_total",
     "ray.train._internal.checkpoint_manager._TrainingResult",
-    "ray.tune.execution.tune_controller",  # the logger of "Trial %s: Error handling checkpoint %s"
+    "ray.tune.execution.tune_controller",  # loggers of Tune's races filtered by _TuneNoise
+    "ray.tune.execution.experiment_state",
 )
 
 
@@ -135,21 +136,33 @@ def _newest_checkpoint(fs, trial_dir: str) -> tuple[str, int] | None:
     return best
 
 
-class _GoneCheckpointFilter:
-    """Drops Tune's ERROR for deleting a checkpoint that is already gone: after a restore, Tune's checkpoint
-    manager rotates out checkpoints its snapshot named, which the killed driver had deleted already. Tune
-    logs the FileNotFoundError with a traceback and goes on; nothing is lost (the trial's newer checkpoints
-    are untouched). Any other error of that logger passes."""
+class _TuneNoise:
+    """Drops two of Tune's ERROR logs that are races inside Tune, not failures; any other error passes.
+
+    - Deleting a checkpoint that is already gone: after a restore, Tune rotates out checkpoints its
+      snapshot named, which the killed driver had deleted already. Tune logs the FileNotFoundError with a
+      traceback and goes on; the trial's newer checkpoints are untouched.
+    - Syncing the experiment state while a searcher's state file is renamed into place: the sync lists a
+      `.…-tmp-…` file that is gone by the time it is copied. Tune logs it and syncs again at its next
+      snapshot (the state itself was written whole)."""
 
     def filter(self, record) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (str(record.msg).startswith("Trial %s: Error handling checkpoint")
-                    and isinstance(exc, FileNotFoundError) and "Path not found" in str(exc))
+        if not isinstance(exc, FileNotFoundError):
+            return True
+        text, msg = str(exc), str(record.msg)
+        if msg.startswith("Trial %s: Error handling checkpoint") and "Path not found" in text:
+            return False
+        return not (msg.startswith("Saving experiment state to storage at") and "-tmp-" in text)
 
 
-def quiet_gone_checkpoint_errors() -> None:
+NOISY = ("ray.tune.execution.tune_controller", "ray.tune.execution.experiment_state")
+
+
+def quiet_tune_races() -> None:
     import logging
 
-    log = logging.getLogger("ray.tune.execution.tune_controller")
-    if not any(isinstance(f, _GoneCheckpointFilter) for f in log.filters):
-        log.addFilter(_GoneCheckpointFilter())
+    for name in NOISY:
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _TuneNoise) for f in log.filters):
+            log.addFilter(_TuneNoise())

@@ -21,7 +21,7 @@ from orchestrator.ray_internals import (
     asha_limits,
     asha_load,
     asha_state,
-    quiet_gone_checkpoint_errors,
+    quiet_tune_races,
     set_restored_parts,
 )
 from orchestrator.trial import META_KEY, TIME_KEY
@@ -194,6 +194,7 @@ def trial_index(trial) -> int:
 
 
 def _tune_env() -> None:
+    quiet_tune_races()
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # MetricGuard says it more clearly
     # Tune forces an experiment snapshot after `keep` checkpoints of a trial and warns about it each time:
@@ -222,7 +223,6 @@ def restore_tuner(path: str, trainable, cfg, space, scheduler, callbacks, stoppe
     """Tuner.restore for a sweep: unfinished and errored trials continue from their checkpoints, with the
     same resources per trial as when it started, and today's callbacks, stopper and scheduler."""
     _tune_env()
-    quiet_gone_checkpoint_errors()
     tuner = tune.Tuner.restore(path, with_resources(trainable, cfg), resume_unfinished=True, resume_errored=True,
                                param_space=space.param_space())
     set_restored_parts(tuner, callbacks, stopper, scheduler)

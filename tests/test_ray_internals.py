@@ -70,20 +70,26 @@ def test_the_newest_complete_checkpoint_is_found_by_its_recorded_iteration(tmp_p
     assert ray_internals._newest_checkpoint(fs, str(tmp_path / "nothing")) is None
 
 
-def test_only_tunes_error_for_an_already_deleted_checkpoint_is_dropped():
+def test_only_tunes_two_races_are_dropped_from_its_error_logs():
     import inspect
     import logging
 
-    from ray.tune.execution import tune_controller
+    from ray.tune.execution import experiment_state, tune_controller
 
     assert '"Trial %s: Error handling checkpoint %s"' in inspect.getsource(tune_controller), \
-        "Ray changed the message that ray_internals._GoneCheckpointFilter recognises"
-    f = ray_internals._GoneCheckpointFilter()
+        "Ray changed a message that ray_internals._TuneNoise recognises"
+    assert '"Saving experiment state to storage at "' in inspect.getsource(experiment_state), \
+        "Ray changed a message that ray_internals._TuneNoise recognises"
+    f = ray_internals._TuneNoise()
 
     def record(msg, exc):
-        return logging.LogRecord("ray.tune.execution.tune_controller", logging.ERROR, "", 0, msg, (), (type(exc), exc, None))
+        return logging.LogRecord("ray.tune", logging.ERROR, "", 0, msg, (), (type(exc), exc, None))
 
     gone = FileNotFoundError("Path not found: (fs, /x/checkpoint_000012)")
+    renamed = FileNotFoundError("Failed to open local file '/tmp/ray/x/.c34-tmp-basic-variant-state-2026.json'")
     assert not f.filter(record("Trial %s: Error handling checkpoint %s", gone))
+    assert not f.filter(record("Saving experiment state to storage at '/o/chaos' failed with exception: ", renamed))
+    assert f.filter(record("Saving experiment state to storage at '/o/chaos' failed with exception: ",
+                           FileNotFoundError("Failed to open local file '/tmp/ray/x/experiment_state.json'")))
     assert f.filter(record("Trial %s: Error handling checkpoint %s", OSError("disk full")))
     assert f.filter(record("Trial %s: something else", gone))
