@@ -133,10 +133,10 @@ def test_metric_the_job_never_reports(ray_gpus, conf_dir, tmp_path):
 def test_cli_sweep_end_to_end(tmp_path):
     """`danlu sweep` as a user runs it: its own embedded Ray, ./mlflow.db, plain-text progress; a failed trial
     is one line on the terminal (its error and where the traceback is), never Ray's traceback."""
-    r = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "sweep.num_samples=2", "epochs=3", "epoch_s=0.05",
-                   "fail_at=tag(grid, choice(0,2))", "sweep.name=cli", "cluster.num_cpus=2"], tmp_path)
+    r = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=2", "epochs=3",
+                   "epoch_s=0.05", "fail_at=tag(grid, choice(0,2))", "sweep.name=cli", "cluster.num_cpus=2"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "danlu: sweep cli: 2 configs x 1 seed(s)" in r.stdout
+    assert "danlu: sweep cli: 2 configs x 1 seed(s), metric score (max), scheduler fifo" in r.stdout
     assert "running" in r.stdout and "best score=" in r.stdout  # the live view, as plain lines
     assert "danlu: 4 trials: 2 completed, 0 stopped early by ASHA, 2 failed" in r.stdout
     assert "review it with `danlu ui`" in r.stdout
