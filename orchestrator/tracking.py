@@ -26,6 +26,7 @@ from pathlib import Path
 from orchestrator.errors import BadInput
 from orchestrator.journal import Journal
 
+OPS = ("open", "close_sweep", "discard", "start", "meta", "metrics", "tags", "end", "batch")  # RunWriter methods
 MLFLOW_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
 
 
@@ -260,7 +261,7 @@ class Tracker:
     def _apply(self, op: tuple, replay: bool, park: bool = True) -> str | None:
         """Apply one operation, waiting out an outage; a refusal is parked (and returned)."""
         kind, args = op[0], list(op[1:])
-        method = getattr(self.writer, {"close_sweep": "close_sweep"}.get(kind, kind), None)
+        method = getattr(self.writer, kind, None) if kind in OPS else None
         if method is None:
             return self._refused(op, f"unknown operation {kind!r}", park)
         kwargs = {"replay": True} if replay and kind in ("open", "start", "end") else {}
