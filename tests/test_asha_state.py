@@ -71,3 +71,32 @@ def test_rungs_survive_a_resume_through_the_callback_state():
     for t in trials:
         blank.on_trial_add(None, t)
     assert before + run(blank, events[cut:], set(survivors)) != expected
+
+
+def test_a_restored_seeded_search_draws_the_same_trials_again():
+    """Trials created after Tune's last snapshot are lost with it; the restored searcher (state from that
+    snapshot, seeded as danlu seeds it) gives the same trial ids the same configurations again, so their MLflow
+    runs are found and continued rather than replaced."""
+    import ray.cloudpickle as pickle
+    from ray import tune
+    from ray.tune.experiment import Experiment
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    def job(config):
+        pass
+
+    def searcher():
+        g = BasicVariantGenerator(constant_grid_search=True, random_state=7)
+        g.add_configurations([Experiment("e", job, num_samples=4, config={
+            "hp": {"x": tune.uniform(0, 1)}, "seed": tune.grid_search([0, 1])})])
+        return g
+
+    first = searcher()
+    _ = [first.next_trial() for _ in range(3)]
+    snapshot = pickle.dumps(first.get_state())
+    lost = [first.next_trial() for _ in range(5)]  # created after the snapshot, then the driver dies
+    restored = searcher()
+    restored.set_state(pickle.loads(snapshot))
+    again = [restored.next_trial() for _ in range(5)]
+    assert [(t.trial_id, t.config) for t in again] == [(t.trial_id, t.config) for t in lost]
+    assert len({t.config["hp"]["x"] for t in lost}) == 3  # really sampled (two seeds share one config)
