@@ -194,6 +194,10 @@ class Tracker:
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating tables..." notices
         from orchestrator.mlflow_writer import RunWriter
 
+        refused = _database_refuses(self.uri)
+        if refused:
+            self._verdict = refused
+            return False
         try:
             self.writer = RunWriter(self.uri, self.experiment, self.sweep_id, self.storage)
             self.writer.experiment_id()
@@ -319,6 +323,34 @@ class Tracker:
     def _warn(self, msg: str) -> None:
         self.errors.append(msg)
         print(f"danlu: warning: {msg}", file=sys.stderr, flush=True)
+
+
+def _database_refuses(uri: str) -> str | None:
+    """For a SQL database store, why it can never work (no such database or user, credentials refused, no
+    driver), or None (it works, or is unreachable: an outage). Asked once, before MLflow, whose own engine
+    retries any failure with backoff for the better part of an hour."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme not in ("postgresql", "mysql", "mssql"):
+        return None
+    import sqlalchemy
+
+    engine = None
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 10} if scheme == "postgresql" else {})
+        with engine.connect():
+            return None
+    except ImportError as exc:
+        return f"{type(exc).__name__}: {exc} (the database driver is not installed)"
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        permanent = ("does not exist", "authentication failed", "password", "access denied", "unknown database",
+                     "pg_hba.conf", "permission denied")
+        if any(w in text.lower() for w in permanent):
+            return f"{type(exc).__name__}: {text.split('(Background on this error')[0].strip()[:400]}"
+        return None
+    finally:
+        if engine is not None:
+            engine.dispose()
 
 
 def _transient(exc: Exception) -> bool:

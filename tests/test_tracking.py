@@ -284,6 +284,11 @@ def test_a_store_that_can_never_work_is_bad_input_before_anything_launches(tmp_p
     with pytest.raises(BadInput, match="tracking.uri=ftp://nowhere/x: UnsupportedModelRegistryStoreURIException"):
         tr.check_store(timeout=60)
     tr.close(timeout=5)
+    # a database that does not exist (PostgreSQL runs here): MLflow alone would retry for most of an hour
+    nodb = Tracker("postgresql+psycopg2://postgres@127.0.0.1:5432/danlu_no_such_database", "danlu", flush_s=0.1)
+    with pytest.raises(BadInput, match='database "danlu_no_such_database" does not exist'):
+        nodb.check_store(timeout=60)
+    nodb.close(timeout=5)
     dark = Tracker("http://127.0.0.1:9", "danlu", flush_s=0.1, retry_s=0.2)  # nothing there yet: an outage
     dark.check_store(timeout=60)
     assert dark._verdict == "outage"
