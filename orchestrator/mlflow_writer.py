@@ -295,9 +295,11 @@ class RunWriter:
         import yaml
 
         rid = self._trial_run(trial_id)
-        if meta.get("config"):
-            self.mlf.log_text(rid, meta["config"], "config.yaml")
-            self.add(rid, params=params_of(yaml.safe_load(meta["config"])))
+        config = meta.get("config")
+        if config:  # the resolved config as a mapping (YAML text in a journal written by an earlier danlu)
+            config = yaml.safe_load(config) if isinstance(config, str) else config
+            self.mlf.log_text(rid, yaml.safe_dump(config, sort_keys=False), "config.yaml")
+            self.add(rid, params=params_of(config))
         tags = {T.NODE: meta.get("hostname", ""), T.GPU_IDS: meta.get("gpu_ids", ""),
                 T.CUDA_VISIBLE_DEVICES: meta.get("cuda_visible_devices", ""), T.PID: meta.get("pid", ""),
                 T.RESOURCES: meta.get("resources", "")}

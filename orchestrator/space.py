@@ -210,10 +210,6 @@ def _read(text: str) -> Any:
     return ov.value()
 
 
-def trial_overrides(hp: dict[str, Any], seed: int) -> list[str]:
-    return [override(k, v) for k, v in hp.items()] + [override(SEED_KEY, seed)]
-
-
 def config_id(hp: dict[str, Any]) -> str:
     """A short stable id of a configuration's hyperparameters, the seed left out: replicates share it."""
     text = "\n".join(sorted(override(k, v) for k, v in hp.items()))

@@ -6,6 +6,7 @@ nothing and leaves nothing behind.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shlex
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import tags as T
-from orchestrator.compose import compose, hydra_context, split_overrides
+from orchestrator.compose import apply_overrides, compose, hydra_context, split_overrides
 from orchestrator.errors import BadInput
 
 
@@ -29,6 +30,7 @@ class Plan:
     cfg: object  # the composed base config (DictConfig)
     space: object  # orchestrator.space.Space
     base_overrides: list[str]  # what every trial composes with, before its own values
+    trial_base: object  # their composition, unresolved: what a trial that chooses no config option starts from
     config_dir: Path
     storage_dir: Path  # <output_dir>/<sweep.name>, Ray's experiment directory
     tracking_uri: str
@@ -48,24 +50,32 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
     cwd = cwd or os.getcwd()
     cl = split_overrides(overrides)
     with hydra_context(config_dir):
-        cfg = compose(cl.fixed)
+        # One composition (Hydra's defaults tree: the slow part) of the options chosen; the other fixed
+        # overrides are applied to copies of it, as Hydra's compose applies them last.
+        loader = GlobalHydra.instance().config_loader()
+        groups, values, rest = _split_fixed(cl.fixed, loader)
+        chosen = compose(groups)
+        cfg = apply_overrides(copy.deepcopy(chosen), rest)
         fixed_keys = {o.lstrip("+~").split("=", 1)[0] for o in cl.fixed}
         entries = {k: v for k, v in (cfg.sweep.get("space") or {}).items() if k not in fixed_keys}
         entries.update(cl.sweep)  # command line wins
-        loader = GlobalHydra.instance().config_loader()
         seeds = cfg.sweep.seeds
         if not OmegaConf.is_list(seeds):
             raise BadInput(f"sweep.seeds={seeds}: a list of integers, e.g. sweep.seeds=[0,1,2].")
         space = parse_space(entries, list(seeds), lambda g: loader.get_group_options(g))
-        compose(cl.fixed + space.probe_overrides())  # every swept key exists, every value composes
-        groups, values = _split_fixed(cl.fixed, loader)
-        check_overrides(OmegaConf.to_container(compose(groups), resolve=False), values, space.params)
+        # every swept key exists and every first value composes (a trial chooses options in the worker)
+        probe = list(zip(space.probe_overrides(), space.params))
+        probe_groups = [o for o, prm in probe if prm.is_group]
+        probed = apply_overrides(compose(groups + probe_groups), rest) if probe_groups else copy.deepcopy(cfg)
+        apply_overrides(probed, [o for o, prm in probe if not prm.is_group])
+        check_overrides(OmegaConf.to_container(chosen, resolve=False), values, space.params)
         try:
             OmegaConf.resolve(cfg)  # once, here: sweep.name's ${now:...} is fixed for every trial
         except OmegaConfBaseException as exc:
             raise BadInput(f"config: {' '.join(str(exc).split())}") from None
         name = str(cfg.sweep.name)
         cfg.sweep.name = name  # `sweep.name=nan` or `=2024` read as numbers; a name is a string
+        trial_base = apply_overrides(apply_overrides(copy.deepcopy(chosen), rest), [override("sweep.name", name)])
     _check_sweep(cfg.sweep, name)
     _check_scheduler(cfg.scheduler)
     trial_resources(cfg.resources)
@@ -74,24 +84,28 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
     if not all(isinstance(v, int) and v >= 1 for v in (cfg.checkpoint.every, cfg.checkpoint.keep)):
         raise BadInput("checkpoint.every and checkpoint.keep: integers >= 1.")
     storage = Path(cwd, cfg.output_dir).resolve() / name
-    return Plan(cfg, space, cl.fixed + [override("sweep.name", name)], config_dir, storage,
+    return Plan(cfg, space, cl.fixed + [override("sweep.name", name)], trial_base, config_dir, storage,
                 resolve_uri(str(cfg.tracking.uri), cwd))
 
 
-def _split_fixed(fixed: list[str], loader) -> tuple[list[str], list[tuple[str, object]]]:
-    """The plain overrides that choose config-group options (they shape the defaults), and the
-    (key, value) of the others, whose values must fit those defaults (orchestrator/types.py)."""
+def _split_fixed(fixed: list[str], loader) -> tuple[list[str], list[tuple[str, object]], list[str]]:
+    """The overrides that choose config-group options (they shape the defaults); the (key, value) of the
+    plain ones, whose values must fit those defaults (orchestrator/types.py); and the text of every
+    override that sets, adds or deletes a value (Hydra's `hydra.*` settings leave the job's config alone)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    groups, values = [], []
+    parser = OverridesParser.create()
+    groups, values, rest = [], [], []
     for text in fixed:
-        (ov,) = OverridesParser.create().parse_overrides([text])
-        key = ov.get_key_element()
-        if "/" in key or loader.get_group_options(key):
+        (ov,) = parser.parse_overrides([text])
+        key = ov.key_or_group
+        if ov.package is not None or "/" in key or loader.get_group_options(key):
             groups.append(text)
-        elif not (ov.is_add() or ov.is_delete() or key.startswith("hydra")):
-            values.append((key, ov.value()))
-    return groups, values
+        elif not key.startswith("hydra"):
+            rest.append(text)
+            if not (ov.is_add() or ov.is_delete() or ov.is_force_add()):
+                values.append((key, ov.value()))
+    return groups, values, rest
 
 
 def _check_sweep(sweep, name: str) -> None:
@@ -337,7 +351,7 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
     guard, ledger = MetricGuard(sweep.metric), Trials()
     # the order is part of Tune's saved callback state (by index): SchedulerState stays first
     callbacks = [SchedulerState(scheduler), runs, ledger] + ([] if verbose else [progress])
-    trainable = make_trainable(str(p.config_dir), p.base_overrides, p.space.group_keys, log_dir,
+    trainable = make_trainable(str(p.config_dir), p.trial_base, p.base_overrides, p.space.group_keys, log_dir,
                                cfg.checkpoint.every, float(cfg.resources.cpu), bool(cfg.failure.stop_on_nan))
     if resuming:
         tuner = restore_tuner(str(p.storage_dir), trainable, cfg, p.space, scheduler, callbacks, guard)

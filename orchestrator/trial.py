@@ -162,19 +162,16 @@ _hydra_lock = threading.Lock()
 _composed: dict[tuple, Any] = {}  # (config_dir, overrides that choose configs) -> composed config
 
 
-def compose_trial(config_dir: str, overrides: list[str], value_overrides: list[str] = ()):
-    """Compose conf/ + overrides in this worker, as Hydra's compose(overrides + value_overrides) would.
+def compose_trial(config_dir: str, overrides: list[str]):
+    """Compose conf/ + overrides in this worker with Hydra: a copy of it, composed once per distinct set.
 
-    Composition (defaults lists, config groups) takes ~60 ms here, a real cost when a worker runs trial
-    after trial; it depends only on `overrides` (the sweep's fixed ones and sampled group choices), so it
-    is done once per distinct set. `value_overrides` (key=value) are then applied to a copy with Hydra's
-    own override code, the step Hydra itself runs last. tests/test_compose.py checks both agree.
+    Only a trial that chooses config options (`job/model=cnn`) needs it: the sweep's own composition
+    comes from the driver (make_trainable). Composition takes ~60 ms here, and Hydra's import 0.2 s.
     """
     import copy
 
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     key = (config_dir, tuple(overrides))
     with _hydra_lock:
@@ -185,20 +182,30 @@ def compose_trial(config_dir: str, overrides: list[str], value_overrides: list[s
                 initialize_config_dir(config_dir, version_base="1.3", job_name="danlu")
                 compose_trial._dir = config_dir
             _composed[key] = compose("config", overrides=list(overrides))
-        cfg = copy.deepcopy(_composed[key])
-    if value_overrides:
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
-        parsed = OverridesParser.create().parse_overrides(list(value_overrides))
-        ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
-    return cfg
+        return copy.deepcopy(_composed[key])
 
 
-def make_trainable(config_dir: str, base_overrides: list[str], group_keys: set[str], log_dir: str,
+def trial_config(base_cfg, config_dir: str, base_overrides: list[str], group_keys: set[str], hp: dict, seed: int):
+    """A trial's config: what Hydra's compose(base_overrides + the trial's `key=value`s) gives.
+
+    The sweep's composition (base_cfg, composed by the driver) is copied, or composed here when the trial
+    chooses config options; then the trial's values and seed are set on it (orchestrator.compose.set_values).
+    """
+    import copy
+
+    from orchestrator.compose import set_values
+    from orchestrator.space import SEED_KEY, override
+
+    groups = [override(k, v) for k, v in hp.items() if k in group_keys]
+    cfg = compose_trial(config_dir, base_overrides + groups) if groups else copy.deepcopy(base_cfg)
+    return set_values(cfg, {k: v for k, v in hp.items() if k not in group_keys} | {SEED_KEY: seed})
+
+
+def make_trainable(config_dir: str, base_cfg, base_overrides: list[str], group_keys: set[str], log_dir: str,
                    checkpoint_every: int, cpus: float, stop_on_nan: bool = True):
     """The Tune trainable for this sweep (a function trainable that restores from the newest checkpoint that
-    exists; see ray_internals.fallback_trainable). Its config is {"hp": {...}, "seed": int}."""
-    from orchestrator.space import override, trial_overrides
+    exists; see ray_internals.fallback_trainable). Its config is {"hp": {...}, "seed": int}. base_cfg is the
+    sweep's composed config before any trial's values (unresolved), shipped with the trainable."""
 
     def danlu_trial(config: dict) -> None:
         import ray
@@ -211,12 +218,9 @@ def make_trainable(config_dir: str, base_overrides: list[str], group_keys: set[s
         root = str(Path(here).parent)
 
         trial_id = tune.get_context().get_trial_id()
-        hp = config["hp"]
-        groups = [override(k, v) for k, v in hp.items() if k in group_keys]
-        values = trial_overrides({k: v for k, v in hp.items() if k not in group_keys}, config["seed"])
-        cfg = compose_trial(here, base_overrides + groups, values)
+        cfg = trial_config(base_cfg, here, base_overrides, group_keys, config["hp"], config["seed"])
         meta = {
-            "config": OmegaConf.to_yaml(cfg, resolve=True),
+            "config": OmegaConf.to_container(cfg, resolve=True),  # YAML is made by the driver's MLflow writer
             "hostname": socket.gethostname(),
             "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
             "resources": ",".join(f"{k}={v:g}" for k, v in sorted(ray.get_runtime_context().get_assigned_resources().items())),

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from orchestrator.compose import compose, hydra_context, split_overrides
 from orchestrator.errors import BadInput
 from orchestrator.sweep import plan
-from orchestrator.trial import compose_trial
 
 
 def group_options(conf_dir):
@@ -95,21 +95,37 @@ def test_sweep_keys_are_checked_before_launch(conf_dir, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "groups, values",
+    "fixed, hp, group_keys",
     [
-        ([], ["lr=0.0123", "seed=2"]),
-        (["job/model=cnn"], ["job.model.width=32", "dropout=0.3", "seed=0"]),
-        (["experiment=digits_lr", "epochs=4"], ["lr_schedule=constant", "seed=1"]),
-        (["job=sleep", "sweep=sleep"], ["x=0.25", "seed=5"]),
+        ([], {"lr": 0.0123}, set()),
+        (["job/model=cnn"], {"job.model.width": 32, "dropout": 0.3}, set()),
+        ([], {"job/model": "cnn", "job.model.width": 32, "dropout": 0.3}, {"job/model"}),
+        (["experiment=digits_lr", "epochs=4"], {"lr_schedule": "constant"}, set()),
+        (["job=sleep", "sweep=sleep"], {"x": 0.25}, set()),
+        (["epochs=3", "+extra.note=hi", "~job.name"], {"optimizer": "adamw", "lr": 1}, set()),
     ],
 )
-def test_cached_trial_composition_equals_hydra_compose(conf_dir, groups, values):
-    """compose_trial's shortcut gives exactly what Hydra's compose gives for the same overrides."""
+def test_trial_config_equals_hydra_compose(conf_dir, fixed, hp, group_keys):
+    """A trial's config as workers build it (the driver's composition, or their own when the trial chooses
+    a config option, then its values set without Hydra's parser) is exactly Hydra's compose of the same
+    overrides; and the driver's shortcut (compose the chosen options once, apply the rest) is too."""
+    from orchestrator.compose import apply_overrides
+    from orchestrator.space import override
+    from orchestrator.sweep import _split_fixed
+    from orchestrator.trial import trial_config
+
+    strings = [override(k, v) for k, v in hp.items()] + ["seed=5"]
     with hydra_context(conf_dir):
-        expected = OmegaConf.to_container(compose(groups + values), resolve=False)
+        expected = compose(fixed + strings)
+        groups, _, rest = _split_fixed(fixed, GlobalHydra.instance().config_loader())
+        base = apply_overrides(compose(groups), rest)
+        assert OmegaConf.to_container(base, resolve=False) == OmegaConf.to_container(compose(fixed), resolve=False)
     for _ in range(2):  # the second call takes the cached path
-        got = compose_trial(str(conf_dir), groups, values)
-        assert OmegaConf.to_container(got, resolve=False) == expected
+        got = trial_config(base, str(conf_dir), fixed, group_keys, hp, 5)
+        assert OmegaConf.to_container(got, resolve=False) == OmegaConf.to_container(expected, resolve=False)
+        assert OmegaConf.is_struct(got) == OmegaConf.is_struct(expected)
+    with hydra_context(conf_dir):  # the trial changed a copy, never the driver's composition
+        assert OmegaConf.to_container(base, resolve=False) == OmegaConf.to_container(compose(fixed), resolve=False)
 
 
 def test_settings_of_the_wrong_type(conf_dir, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from ray.tune.search import sample
 
 from orchestrator.errors import BadInput
-from orchestrator.space import config_id, override, parse_space, short_label, trial_overrides
+from orchestrator.space import config_id, override, parse_space, short_label
 
 GROUPS = {"job/model": ["cnn", "mlp"], "scheduler": ["asha", "fifo"]}
 
@@ -104,7 +104,6 @@ def test_overrides_round_trip_through_hydra():
     for value in (0.0123, 64, "a b", True, None, [1, 2], "nan", "true", "1e3", "it's", "a\\b"):
         (ov,) = parser.parse_overrides([override("k", value)])
         assert ov.value() == value
-    assert trial_overrides({"lr": 0.5}, 3) == ["lr=0.5", "seed=3"]
 
 
 def test_config_id_ignores_seed_and_order():

@@ -6,6 +6,7 @@ import io
 from collections import Counter
 
 import pytest
+import yaml
 
 from orchestrator.errors import BadInput
 from orchestrator.sweep import run_sweep
@@ -63,6 +64,10 @@ def test_digits_sweep_on_logical_gpus(ray_gpus, conf_dir, tmp_path):
         assert steps == list(range(1, n + 1))  # every step, once
         assert history(client, run, "train_loss") == steps
         assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"config.yaml", "output.log"}
+        with open(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))) as f:
+            trial_cfg = yaml.safe_load(f)
+        assert trial_cfg["lr"] == float(p["lr"]) and trial_cfg["seed"] == int(p["seed"])  # its own values
+        assert trial_cfg["sweep"]["name"] == "gpus" and trial_cfg["job"]["model"]["width"] == int(p["job.model.width"])
     assert set(gpus) == {"0", "1"}  # 4 trials x 0.5 GPU spread over both logical GPUs
     outcomes = Counter(r.data.tags["danlu.outcome"] for r in children)
     assert outcomes["stopped_early"] == m["trials_stopped_early"]
