@@ -1,6 +1,6 @@
 """Every use of Ray's private attributes, in this one module.
 
-Ray Tune has no public way to do three things danlu needs; each function here says why. The names are
+Ray Tune has no public way to do four things danlu needs; each function here says why. The names are
 listed in PRIVATE, and tests/test_ray_internals.py checks each against the installed Ray, failing with
 the name when an upgrade removes one.
 """
@@ -26,6 +26,9 @@ PRIVATE = (
     "ray.train._internal.checkpoint_manager._TrainingResult",
     "ray.tune.execution.tune_controller",  # loggers of Tune's races filtered by _TuneNoise
     "ray.tune.execution.experiment_state",
+    "Repeater._groups",  # a searcher's configurations and their seeds' trials (orchestrator/search/replicates.py)
+    "Repeater._current_group",
+    "_TrialGroup._trials",
 )
 
 
@@ -38,6 +41,23 @@ def set_restored_parts(tuner, callbacks: list, stopper, scheduler) -> None:
     internal._run_config.callbacks = callbacks
     internal._run_config.stop = stopper
     internal._tune_config.scheduler = scheduler
+
+
+# -- Repeater's groups (seeds as replicates under a searcher) ------------------------------------------------
+def repeater_groups(repeater) -> list:
+    """Every configuration the Repeater has suggested, as its groups (one trial per seed). Tune's Repeater
+    keeps them without a public accessor; danlu needs them to bound the configurations outstanding and to
+    report what the searcher was told."""
+    return list(repeater._groups)
+
+
+def repeater_starts_group(repeater) -> bool:
+    """Whether the next suggestion begins a new configuration (the current one has all its seeds)."""
+    return repeater._current_group is None or repeater._current_group.full()
+
+
+def group_trial_ids(group) -> list[str]:
+    return list(group._trials)
 
 
 # -- ASHA's rung records ------------------------------------------------------------------------------

@@ -61,16 +61,17 @@ class Space:
     params: list[Param] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
 
-    def param_space(self) -> dict:
-        """Tune's param_space: {"hp": {key: domain}, "seed": grid over seeds}.
+    def param_space(self, domain=None) -> dict:
+        """Tune's param_space for a variant generator: {"hp": {key: domain}, "seed": grid over seeds}.
 
         The seed sits beside the hyperparameters, never among them, so one sampled configuration runs
         under every seed (BasicVariantGenerator(constant_grid_search=True) keeps the sample fixed).
+        `domain(param)` is each parameter's Tune domain (default: Param.tune_domain).
         """
         from ray import tune
 
         seed = tune.grid_search(list(self.seeds)) if len(self.seeds) > 1 else self.seeds[0]
-        return {"hp": {p.key: p.tune_domain() for p in self.params}, SEED_KEY: seed}
+        return {"hp": {p.key: (domain or Param.tune_domain)(p) for p in self.params}, SEED_KEY: seed}
 
     def describe(self) -> dict:
         return {"space": {p.key: p.expr for p in self.params}, "seeds": list(self.seeds)}

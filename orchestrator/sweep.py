@@ -41,6 +41,7 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from orchestrator import search
     from orchestrator.cluster import check_address, trial_resources
     from orchestrator.space import override, parse_space
     from orchestrator.tracking import resolve_uri
@@ -78,6 +79,7 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
         trial_base = apply_overrides(apply_overrides(copy.deepcopy(chosen), rest), [override("sweep.name", name)])
     _check_sweep(cfg.sweep, name)
     _check_scheduler(cfg.scheduler)
+    search.check(space, cfg.search)
     trial_resources(cfg.resources)
     check_address(cfg.cluster)
     check_job(cfg.job.fn, config_dir.parent)
@@ -320,10 +322,13 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
         trial_index,
     )
 
+    from orchestrator import search as searchers
+
     cfg, sweep = p.cfg, p.cfg.sweep
     resuming = can_restore(str(p.storage_dir))
     verb = "resuming" if resuming else ("restarting" if known else "sweep")
-    print(f"danlu: {verb} {sweep.name}: {sweep.num_samples} configs x {len(p.space.seeds)} seed(s), "
+    search = searchers.build(p.space, cfg, search_seed)
+    print(f"danlu: {verb} {sweep.name}: search {search.describe}; {len(p.space.seeds)} seed(s) per configuration; "
           f"metric {sweep.metric} ({sweep.mode}), scheduler {cfg.scheduler.name}", file=out)
     print(f"danlu: MLflow {p.tracking_uri} · experiment '{cfg.tracking.experiment}' · run '{sweep.name}'",
           file=out, flush=True)
@@ -354,10 +359,9 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
     trainable = make_trainable(str(p.config_dir), p.trial_base, p.base_overrides, p.space.group_keys, log_dir,
                                cfg.checkpoint.every, float(cfg.resources.cpu), bool(cfg.failure.stop_on_nan))
     if resuming:
-        tuner = restore_tuner(str(p.storage_dir), trainable, cfg, p.space, scheduler, callbacks, guard)
+        tuner = restore_tuner(str(p.storage_dir), trainable, cfg, search, scheduler, callbacks, guard)
     else:  # new, or killed before Tune's first snapshot: the trials start (again) from nothing
-        tuner = build_tuner(trainable, p.space, cfg, scheduler, callbacks, guard, str(p.storage_dir.parent), verbose,
-                            search_seed)
+        tuner = build_tuner(trainable, search, cfg, scheduler, callbacks, guard, str(p.storage_dir.parent), verbose)
     interrupts.in_fit = True
     try:
         tuner.fit()

@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
-from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from orchestrator import tags as T
 from orchestrator.ray_internals import (
@@ -190,7 +189,12 @@ class MetricGuard(tune.Stopper):
 
 
 def trial_index(trial) -> int:
-    return int(str(trial.trial_id).rsplit("_", 1)[-1])
+    """The trial's number in its sweep, from 0. BasicVariantGenerator's trial ids end in it (..._00003); a
+    Searcher's are random, and Tune's experiment tag begins with the count, from 1, of trials it created."""
+    head, _, tail = str(trial.trial_id).rpartition("_")
+    if head and tail.isdigit():
+        return int(tail)
+    return int(str(trial.experiment_tag).split("_", 1)[0]) - 1
 
 
 def _tune_env() -> None:
@@ -219,31 +223,30 @@ def can_restore(path: str) -> bool:
                                                  for f in os.listdir(path))
 
 
-def restore_tuner(path: str, trainable, cfg, space, scheduler, callbacks, stopper):
+def restore_tuner(path: str, trainable, cfg, search, scheduler, callbacks, stopper):
     """Tuner.restore for a sweep: unfinished and errored trials continue from their checkpoints, with the
-    same resources per trial as when it started, and today's callbacks, stopper and scheduler."""
+    same resources per trial as when it started, and today's callbacks, stopper and scheduler. The searcher
+    comes back from Tune's experiment checkpoint, with what it had suggested and been told."""
     _tune_env()
     tuner = tune.Tuner.restore(path, with_resources(trainable, cfg), resume_unfinished=True, resume_errored=True,
-                               param_space=space.param_space())
+                               param_space=search.param_space)
     set_restored_parts(tuner, callbacks, stopper, scheduler)
     return tuner
 
 
-def build_tuner(trainable, space, cfg, scheduler, callbacks, stopper, storage_path: str, verbose: bool,
-                search_seed: int | None = None):
+def build_tuner(trainable, search, cfg, scheduler, callbacks, stopper, storage_path: str, verbose: bool):
+    """A new Tuner for the sweep; `search` is the sweep's orchestrator.search.Search (its algorithm, param_space
+    and Tune's num_samples)."""
     _tune_env()
-    limit = cfg.sweep.get("max_concurrent_trials")
     return tune.Tuner(
         with_resources(trainable, cfg),
-        param_space=space.param_space(),
+        param_space=search.param_space,
         tune_config=tune.TuneConfig(
             metric=cfg.sweep.metric,
             mode=cfg.sweep.mode,
-            num_samples=cfg.sweep.num_samples,
+            num_samples=search.num_samples,
             scheduler=scheduler,
-            # seeded: a restored searcher draws the same configurations for the trial ids it gives again
-            search_alg=BasicVariantGenerator(constant_grid_search=True, max_concurrent=limit or 0,
-                                             random_state=search_seed),
+            search_alg=search.algorithm,
             reuse_actors=True,
             trial_name_creator=lambda t: f"t{trial_index(t):03d}",
             trial_dirname_creator=lambda t: f"t{trial_index(t):03d}_{t.trial_id}",

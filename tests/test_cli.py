@@ -59,6 +59,11 @@ def test_help_imports_nothing_heavy(tmp_path):
         (["sweep", "tracking.uri=ftp://nowhere/x"], ["tracking.uri=ftp://nowhere/x", "valid stores are sqlite"]),
         (["sweep", "tracking.uri=sqlite:////proc/nope/m.db"], ["tracking.uri=sqlite:////proc/nope/m.db", "does not exist"]),
         (["sweep", "cluster.address=ray://head:10001"], ["cluster.address=ray://head:10001", "Ray Client"]),
+        (["sweep", "search=bayes"], ["Unknown option 'bayes'", "config group 'search'", "grid, optuna, random"]),
+        (["sweep", "search=grid"], ["sweep.space.lr", "search=grid needs a list of values", "interval has no grid"]),
+        (["sweep", "search=optuna", "search.max_concurrent=0"], ["search.max_concurrent=0", "integer >= 1"]),
+        (["sweep", "search.max_concurrent=-2"], ["search.max_concurrent=-2", "integer >= 1"]),
+        (["sweep", "search=optuna", "search.sampler=hyperopt"], ["search.sampler=hyperopt", "tpe, gp, cmaes"]),
         (["run", "lr=0.1,0.2"], ["danlu run takes plain values", "danlu sweep"]),
         # submit checks the sweep before it contacts the cluster, then the cluster's address
         (["submit", "lrr=0.1", "--address", "http://127.0.0.1:1"], ["Unknown config key 'lrr'"]),

@@ -22,12 +22,26 @@ def _owner(name: str):
         return tune.Tuner(lambda config: None, run_config=tune.RunConfig(storage_path="/tmp/danlu-internals"))
 
     asha = AsyncHyperBandScheduler(time_attr="training_iteration", max_t=9, grace_period=1)
+
+    def repeater():
+        from ray.tune.search import Repeater, Searcher
+
+        class One(Searcher):
+            def suggest(self, trial_id):
+                return {"x": 1}
+
+        rep = Repeater(One(metric="m", mode="max"), repeat=2)
+        rep.suggest("a")
+        return rep
+
     return {
         "ray.tune.Tuner": tuner,
         "TunerInternal": lambda: tuner()._local_tuner,
         "AsyncHyperBandScheduler": lambda: asha,
         "_Bracket": lambda: asha._brackets[0],
         "Trainable": lambda: Trainable,
+        "Repeater": repeater,
+        "_TrialGroup": lambda: repeater()._groups[0],
     }[name], {"TunerInternal": TunerInternal, "_Bracket": _Bracket}
 
 

@@ -1,0 +1,26 @@
+"""Grid search: every combination of the space's discrete values (choice(...), comma lists, ranges and
+config-group options), each once per seed. Intervals have no grid: they are refused, naming the key.
+`sweep.num_samples` does not apply (Tune would run the whole grid that many times)."""
+
+from __future__ import annotations
+
+from orchestrator.errors import BadInput
+from orchestrator.search import Search
+from orchestrator.search.random import variant_generator
+
+
+def check(space, search_cfg) -> None:
+    for p in space.params:
+        if p.kind not in ("choice", "grid"):
+            raise BadInput(f"sweep.space.{p.key}={p.expr}: search=grid needs a list of values (a,b,c, choice(...) "
+                           "or range(...)); an interval has no grid. Use search=random or search=optuna for it.")
+
+
+def build(space, cfg, seed) -> Search:
+    from ray import tune
+
+    points = 1
+    for p in space.params:
+        points *= len(p.values)
+    return Search(variant_generator(space, cfg, seed), space.param_space(lambda p: tune.grid_search(list(p.values))),
+                  1, f"grid, {points} configurations (sweep.num_samples does not apply)")

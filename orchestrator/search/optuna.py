@@ -1,0 +1,118 @@
+"""Optuna's samplers through Ray Tune's OptunaSearch: TPE by default, learning from finished configurations.
+
+Every sweep expression maps with nothing lost: interval -> float, tag(log, ...) -> log-scaled float,
+int(interval(...)) -> integers (log-scaled under tag(log, ...)), an integer range(lo,hi,step) -> integers
+with that step, choice(...), comma lists, float ranges and config-group options -> categorical. Categorical values must be what Optuna can store (strings, numbers,
+booleans, null); a list among them is refused, naming the key.
+
+Seeds are replicates (orchestrator/search/replicates.py): Optuna suggests a configuration once, it runs
+under every seed of sweep.seeds, and Optuna is told the mean over them.
+
+search.max_concurrent (default 4) bounds the configurations suggested and not yet finished. TPE's next
+suggestion learns only from finished ones: asked for many at once it is close to random search, so the
+bound trades idle slots for better suggestions. Under a bound above 1, TPE's constant_liar keeps concurrent
+suggestions apart.
+
+sweep.search_seed seeds the sampler. The configurations Optuna draws before it learns (n_startup_trials)
+are the same for the same seed; the ones after depend on which results it has when asked, so they repeat
+exactly when search.max_concurrent=1 and the job is deterministic.
+"""
+
+from __future__ import annotations
+
+from orchestrator.errors import BadInput
+from orchestrator.search import Search
+
+
+def _tpe(seed, c):
+    from optuna.samplers import TPESampler
+
+    return TPESampler(seed=seed, n_startup_trials=c.n_startup_trials, constant_liar=(c.max_concurrent or 2) > 1)
+
+
+def _gp(seed, c):
+    from optuna.samplers import GPSampler
+
+    return GPSampler(seed=seed, n_startup_trials=c.n_startup_trials)
+
+
+def _cmaes(seed, c):
+    from optuna.samplers import CmaEsSampler
+
+    return CmaEsSampler(seed=seed, n_startup_trials=c.n_startup_trials)
+
+
+def _random(seed, c):
+    from optuna.samplers import RandomSampler
+
+    return RandomSampler(seed=seed)
+
+
+def _qmc(seed, c):
+    from optuna.samplers import QMCSampler
+
+    return QMCSampler(seed=seed)
+
+
+SAMPLERS = {"tpe": _tpe, "gp": _gp, "cmaes": _cmaes, "random": _random, "qmc": _qmc}
+STORABLE = (str, int, float, bool, type(None))  # what an Optuna categorical can hold
+
+
+def check(space, c) -> None:
+    if c.get("sampler") not in SAMPLERS:
+        raise BadInput(f"search.sampler={c.get('sampler')}: valid samplers are {', '.join(SAMPLERS)}.")
+    n = c.get("n_startup_trials")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise BadInput(f"search.n_startup_trials={n}: an integer >= 0 (configurations sampled at random before "
+                       "the sampler learns).")
+    for p in space.params:
+        bad = [v for v in p.values if not isinstance(v, STORABLE)]
+        if bad:
+            raise BadInput(f"sweep.space.{p.key}={p.expr}: search=optuna takes values that are strings, numbers, "
+                           f"booleans or null; {bad[0]!r} is not. Use search=random for it.")
+
+
+def domains(space) -> dict:
+    """The searcher's space: {name: Tune domain}, names without "/" (see replicates.searcher_name)."""
+    from ray import tune
+
+    from orchestrator.search.replicates import searcher_name
+
+    def domain(p):
+        step = _int_step(p)
+        if step:  # range(lo,hi,step): an integer range, ordered, not a set of names
+            return tune.qrandint(p.values[0], p.values[-1], step)
+        return tune.choice(list(p.values)) if p.kind == "grid" else p.tune_domain()
+
+    return {searcher_name(p.key): domain(p) for p in space.params}
+
+
+def _int_step(p) -> int | None:
+    """The step of an integer range(...) of 3 or more values (Hydra expands it to a list), else None."""
+    v = p.values
+    if not p.expr.replace(" ", "").startswith("range(") or len(v) < 3 or not all(type(x) is int for x in v):
+        return None
+    step = v[1] - v[0]
+    return step if step > 0 and all(b - a == step for a, b in zip(v, v[1:])) else None
+
+
+def build(space, cfg, seed) -> Search:
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from orchestrator.search.replicates import Replicates
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study and trial on the terminal
+    c = cfg.search
+    searcher = OptunaSearch(space=OptunaSearch.convert_search_space(domains(space)), metric=cfg.sweep.metric,
+                            mode=cfg.sweep.mode, sampler=SAMPLERS[c.sampler](seed, c))
+    alg = Replicates(searcher, space.seeds, [p.key for p in space.params], c.get("max_concurrent"))
+    limit = cfg.sweep.get("max_concurrent_trials")
+    if limit:
+        alg = ConcurrencyLimiter(alg, max_concurrent=limit)
+    n = cfg.sweep.num_samples
+    return Search(alg, {}, n * len(space.seeds),
+                  f"optuna ({c.sampler}), {n} configurations, at most {c.get('max_concurrent') or 'any number'} "
+                  f"outstanding, search seed {seed}")

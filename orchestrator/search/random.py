@@ -1,0 +1,36 @@
+"""Random search, danlu's default: Tune's BasicVariantGenerator.
+
+Intervals are sampled `sweep.num_samples` times; comma lists (`bs=32,64`) are crossed as a grid with each
+sample, as in Hydra's basic sweeper; `sweep.seeds` is a grid beside the hyperparameters, and
+constant_grid_search keeps one sampled configuration fixed across its seeds (paired replicates).
+Seeded with the sweep's search seed: the same command draws the same configurations in the same order,
+and a restored sweep draws again the configurations its lost trials had.
+"""
+
+from __future__ import annotations
+
+from orchestrator.search import Search
+
+
+def check(space, search_cfg) -> None:
+    pass  # every sweep expression has a Tune domain (Param.tune_domain)
+
+
+def variant_generator(space, cfg, seed):
+    """BasicVariantGenerator with the sweep's bounds: search.max_concurrent configurations (each one trial
+    per seed) and sweep.max_concurrent_trials trials, whichever is lower."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    bounds = [n for n in (cfg.sweep.get("max_concurrent_trials"),) if n]
+    if cfg.search.get("max_concurrent"):
+        bounds.append(cfg.search.max_concurrent * len(space.seeds))
+    return BasicVariantGenerator(constant_grid_search=True, max_concurrent=min(bounds, default=0), random_state=seed)
+
+
+def build(space, cfg, seed) -> Search:
+    grid = 1
+    for p in space.params:
+        grid *= len(p.values) if p.kind == "grid" else 1
+    n = cfg.sweep.num_samples
+    return Search(variant_generator(space, cfg, seed), space.param_space(), n,
+                  f"random, {n} samples" + (f" x {grid} grid points" if grid > 1 else "") + f", search seed {seed}")

@@ -1,0 +1,66 @@
+"""Seeds as replicates under a searcher that learns: Tune's Repeater, with each replicate's index turned into
+its seed, and a bound on the configurations outstanding.
+
+Why Tune's Repeater, and not our own: it already keeps a configuration's group of trials, hands the searcher
+one observation per configuration (the mean over the group's last results, once every seed has ended, NaN
+for a failed seed left out), and Tune's SearchGenerator saves and restores its groups beside the searcher in
+the experiment checkpoint. What it lacks, added here:
+- the seed: Repeater sets `__trial_index__`; a danlu trial's config is {"hp": {...}, "seed": seeds[index]},
+  the seed beside the hyperparameters, never among them;
+- parameter names: the searcher sees names without "/" (Tune's searchers unflatten "/" into nested dicts,
+  and config groups such as job/model have one), mapped back here;
+- search.max_concurrent: configurations suggested and not yet finished. Inside the group logic, so that it
+  counts configurations, not trials, and so that the only ConcurrencyLimiter is Tune's own (sweep.max_concurrent_trials):
+  two would share one name in Tune's saved searcher state.
+
+A configuration whose seeds ASHA stops early reports what they reached (Tune passes a stopped trial's last
+result). Until the seed-aware scheduler exists, ASHA judges each seed's trial on its own.
+"""
+
+from __future__ import annotations
+
+from ray.tune.search import Repeater
+from ray.tune.search.repeater import TRIAL_INDEX
+
+from orchestrator.ray_internals import group_trial_ids, repeater_groups, repeater_starts_group
+from orchestrator.space import SEED_KEY
+
+
+def searcher_name(key: str) -> str:
+    return key.replace("/", ":")  # Hydra keys have no ":"
+
+
+class Replicates(Repeater):
+    def __init__(self, searcher, seeds: list[int], keys: list[str], max_concurrent: int | None = None):
+        super().__init__(searcher, repeat=len(seeds), set_index=True)
+        self.seeds = list(seeds)
+        self.keys = {searcher_name(k): k for k in keys}
+        self.max_concurrent = max_concurrent
+
+    def outstanding(self) -> int:
+        """Configurations suggested whose seeds have not all ended."""
+        return sum(not g.finished_reporting() for g in repeater_groups(self))
+
+    def suggest(self, trial_id: str):
+        if repeater_starts_group(self) and self.max_concurrent and self.outstanding() >= self.max_concurrent:
+            return None  # Tune asks again when a trial ends
+        config = super().suggest(trial_id)
+        if not isinstance(config, dict):
+            return config  # None (not now) or Searcher.FINISHED
+        index = config.pop(TRIAL_INDEX)
+        return {"hp": {self.keys[name]: value for name, value in config.items()}, SEED_KEY: self.seeds[index]}
+
+    def history(self) -> list[dict]:
+        """What the searcher has been told: each finished configuration's hyperparameters and its mean."""
+        out = []
+        for g in repeater_groups(self):
+            if g.finished_reporting():
+                out.append({"hp": {self.keys[n]: v for n, v in g.config.items()}, "trial_ids": group_trial_ids(g),
+                            "mean": _mean(g.scores())})
+        return out
+
+
+def _mean(scores):
+    import numpy as np
+
+    return float(np.nanmean(scores)) if any(s == s for s in scores) else float("nan")
