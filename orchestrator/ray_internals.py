@@ -29,6 +29,7 @@ PRIVATE = (
     "Repeater._groups",  # a searcher's configurations and their seeds' trials (orchestrator/search/replicates.py)
     "Repeater._current_group",
     "_TrialGroup._trials",
+    "OptunaSearch._ot_study",  # the Optuna study inside Tune's OptunaSearch, and in its saved state
 )
 
 
@@ -58,6 +59,29 @@ def repeater_starts_group(repeater) -> bool:
 
 def group_trial_ids(group) -> list[str]:
     return list(group._trials)
+
+
+def optuna_study(searcher_or_state):
+    """The Optuna study of a live OptunaSearch, or of the state Tune saved for it (searcher-state-*.pkl in the
+    sweep's storage: the searcher's attributes as a dict). Tune gives no accessor; danlu reads what Optuna
+    was told (tests, and the count of configurations it learned from)."""
+    if isinstance(searcher_or_state, dict):
+        return searcher_or_state["_ot_study"]
+    return searcher_or_state._ot_study
+
+
+def saved_optuna_study(storage_dir):
+    """The study in the newest searcher state Tune saved in a sweep's storage, or None."""
+    import glob
+    import os
+    import pickle
+
+    files = sorted(glob.glob(os.path.join(str(storage_dir), "searcher-state-*.pkl")), key=os.path.getmtime)
+    if not files:
+        return None
+    with open(files[-1], "rb") as f:
+        state = pickle.load(f)
+    return optuna_study(state) if isinstance(state, dict) and "_ot_study" in state else None
 
 
 # -- ASHA's rung records ------------------------------------------------------------------------------

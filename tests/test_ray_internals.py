@@ -34,6 +34,12 @@ def _owner(name: str):
         rep.suggest("a")
         return rep
 
+    def optuna_search():
+        from ray import tune
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(space=OptunaSearch.convert_search_space({"x": tune.uniform(0, 1)}), metric="m", mode="max")
+
     return {
         "ray.tune.Tuner": tuner,
         "TunerInternal": lambda: tuner()._local_tuner,
@@ -42,6 +48,7 @@ def _owner(name: str):
         "Trainable": lambda: Trainable,
         "Repeater": repeater,
         "_TrialGroup": lambda: repeater()._groups[0],
+        "OptunaSearch": optuna_search,
     }[name], {"TunerInternal": TunerInternal, "_Bracket": _Bracket}
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from orchestrator import ray_internals
 from orchestrator.errors import BadInput
 from orchestrator.space import Param, Space
 from orchestrator.sweep import plan
@@ -97,7 +98,7 @@ def test_each_configuration_runs_once_per_seed_and_optuna_sees_their_mean():
     for i, acc in enumerate([0.5, 0.6, 0.7]):
         rep.on_trial_complete(f"t{i}", {"acc": acc})
     rep.on_trial_complete("t3", {"acc": 0.9})  # a configuration whose other seeds have not ended yet
-    study = inner._ot_study
+    study = ray_internals.optuna_study(inner)
     done = [t for t in study.trials if t.value is not None]
     assert len(done) == 1 and math.isclose(done[0].value, 0.6)  # one observation: the mean over three seeds
     assert done[0].params["lr"] == first[0]["hp"]["lr"]
@@ -113,7 +114,7 @@ def test_a_failed_seed_is_left_out_of_the_mean_and_the_bound_counts_configuratio
     rep.on_trial_complete("b", None, error=True)
     c = rep.suggest("c")
     assert c is not None and c["seed"] == 0 and c["hp"] != a["hp"]
-    assert [t.value for t in inner._ot_study.trials if t.value is not None] == [pytest.approx(0.8)]
+    assert [t.value for t in ray_internals.optuna_study(inner).trials if t.value is not None] == [pytest.approx(0.8)]
 
 
 def test_the_same_search_seed_suggests_the_same_configurations():
@@ -129,3 +130,104 @@ def test_the_same_search_seed_suggests_the_same_configurations():
     assert runs[0] == runs[1]
     other = [replicates([0], seed=12)[1].suggest("t0")["hp"]]
     assert other != runs[0][:1]
+
+
+# -- sweeps on a real Ray and a real MLflow store ----------------------------------------------------------
+def by_trial(children) -> list[tuple[str, dict, int]]:
+    """(trial name, hyperparameters, seed) of each child run, in trial order."""
+    rows = []
+    for r in children:  # danlu.overrides: the trial's swept values and its seed, as key=value
+        params = dict(o.split("=", 1) for o in r.data.tags["danlu.overrides"].split() if not o.startswith("seed="))
+        rows.append((r.data.tags["danlu.trial"], params, int(r.data.tags["danlu.seed"])))
+    return sorted(rows, key=lambda row: row[0])
+
+
+def run(conf_dir, tmp_path, name, *overrides):
+    from orchestrator.sweep import run_sweep
+
+    out = io.StringIO()
+    code = run_sweep([f"sweep.name={name}", f"output_dir={tmp_path}/outputs", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                      "job=sleep", "sweep=sleep", "scheduler=fifo", "epoch_s=0.01", *overrides], conf_dir, stream=out)
+    assert code == 0, out.getvalue()
+    return out.getvalue()
+
+
+@pytest.mark.slow
+def test_optuna_runs_each_configuration_under_every_seed_and_learns_their_mean(ray_gpus, conf_dir, tmp_path):
+    from tests.conftest import mlflow_runs
+
+    out = run(conf_dir, tmp_path, "reps", "search=optuna", "sweep.seeds=[0,1,2]", "sweep.num_samples=4", "epochs=3",
+              "search.n_startup_trials=2", "search.max_concurrent=2")
+    assert "search optuna (tpe), 4 configurations, at most 2 outstanding" in out and "12 trials" in out
+    client, _, children = mlflow_runs(tmp_path / "mlflow.db", "reps")
+    groups = defaultdict(dict)
+    for r in children:
+        groups[r.data.tags["danlu.config_id"]][int(r.data.tags["danlu.seed"])] = r
+    assert len(children) == 12 and len(groups) == 4
+    assert all(set(g) == {0, 1, 2} for g in groups.values())  # paired: the same seeds for every configuration
+    study = ray_internals.saved_optuna_study(tmp_path / "outputs" / "reps")
+    told = [t for t in study.trials if t.value is not None]
+    assert len(told) == 4  # one observation per configuration, not one per trial
+    for g in groups.values():
+        x = float(g[0].data.params["x"])
+        mean = sum(r.data.metrics["score"] for r in g.values()) / 3
+        (t,) = [t for t in told if math.isclose(t.params["x"], x, rel_tol=1e-9)]
+        assert math.isclose(t.value, mean, rel_tol=1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("searcher", ["random", "optuna"])
+def test_the_same_search_seed_gives_the_same_configurations_in_the_same_order(ray_gpus, conf_dir, tmp_path, searcher):
+    from tests.conftest import mlflow_runs
+
+    args = [f"search={searcher}", "sweep.seeds=[0,1]", "sweep.num_samples=5", "epochs=2", "sweep.search_seed=1234"]
+    if searcher == "optuna":
+        args += ["search.max_concurrent=1", "search.n_startup_trials=2"]  # TPE learns from the third on
+    runs = []
+    for name in ("first", "again"):
+        run(conf_dir, tmp_path, name, *args)
+        runs.append(by_trial(mlflow_runs(tmp_path / "mlflow.db", name)[2]))
+    assert len(runs[0]) == 10 and runs[0] == runs[1]
+    assert len({str(sorted(p.items())) for _, p, _ in runs[0]}) == 5  # five different configurations
+    run(conf_dir, tmp_path, "other", *args[:-1], "sweep.search_seed=99")
+    assert by_trial(mlflow_runs(tmp_path / "mlflow.db", "other")[2]) != runs[0]
+
+
+@pytest.mark.slow
+def test_a_killed_optuna_sweep_resumes_with_its_searcher(tmp_path):
+    """A driver SIGKILL mid-sweep, then the same command: the configurations total num_samples, none twice,
+    one MLflow run per trial, and Optuna's history after the resume holds what it had learned before."""
+    from tests.conftest import danlu_cli, mlflow_runs, wait_for
+    from tests.test_recovery import end_group, start_danlu
+    from tests.test_resume import kill_driver
+
+    args = ["sweep", "job=sleep", "sweep=sleep", "scheduler=fifo", "search=optuna", "sweep.seeds=[0,1]",
+            "sweep.num_samples=6", "epochs=16", "epoch_s=0.2", "checkpoint_state=true", "search.n_startup_trials=2",
+            "search.max_concurrent=2", "sweep.name=kill"]
+    storage = tmp_path / "outputs" / "kill"
+
+    def learned():
+        study = ray_internals.saved_optuna_study(storage)
+        return [] if study is None else [t.params for t in study.trials if t.value is not None]
+
+    proc = start_danlu(args, tmp_path, tmp_path / "first.log")
+    try:
+        wait_for(lambda: len(learned()) >= 2, what="Optuna told of two configurations in Tune's snapshot")
+        before = learned()
+        kill_driver(proc)
+    finally:
+        end_group(proc)
+    assert len(before) < 6, "the sweep ended before the kill"
+    r = danlu_cli(args, tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "danlu: resuming kill" in r.stdout and "12 trials" in r.stdout
+    client, parents, children = mlflow_runs(tmp_path / "mlflow.db", "kill")
+    assert len(parents) == 1 and len(children) == 12
+    assert len({c.data.tags["ray.trial_id"] for c in children}) == 12  # one run per trial
+    groups = defaultdict(set)
+    for c in children:
+        assert c.info.status == "FINISHED"
+        groups[c.data.tags["danlu.config_id"]].add(int(c.data.tags["danlu.seed"]))
+    assert len(groups) == 6 and all(seeds == {0, 1} for seeds in groups.values())  # none repeated
+    after = learned()
+    assert len(after) == 6 and all(p in after for p in before)
