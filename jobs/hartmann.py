@@ -21,7 +21,7 @@ _P = ((1312, 1696, 5569, 124, 8283, 5886), (2329, 4135, 8307, 3736, 1004, 9991),
 
 def hartmann6(x) -> float:
     return -sum(a * math.exp(-sum(A[j] * (x[j] - P[j] * 1e-4) ** 2 for j in range(6)))
-                for a, A, P in zip(_ALPHA, _A, _P))
+                for a, A, P in zip(_ALPHA, _A, _P, strict=True))
 
 
 def train(cfg, ctx) -> None:

@@ -29,13 +29,24 @@ CLUSTER_COMMANDS = ("status", "logs", "stop", "list", "supervise")
 OVERRIDES_HELP = "Hydra overrides: key=value, group=option, and for sweeps key=<sweep expression>"
 
 
+SEARCH_HELP = """searchers (the search config group; the header line says which runs, with its settings):
+  search=random   the default: sweep.num_samples draws (Tune's BasicVariantGenerator)
+  search=grid     every combination of the listed values, once per seed (no intervals)
+  search=optuna   Optuna through Tune's OptunaSearch, learning from finished configurations:
+                  search.sampler=tpe|gp|cmaes|random|qmc, search.n_startup_trials=10,
+                  search.max_concurrent=4 (configurations outstanding)
+  sweep.seeds=[0,1,2] runs each configuration once per seed under every searcher;
+  sweep.search_seed=N makes the sampling repeat exactly (default: a fresh seed, printed)"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="danlu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"danlu {__version__}")
     parser.add_argument("--config-dir", help="directory holding config.yaml (default: ./conf)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("sweep", help="run a sweep on Ray Tune (ASHA), logged to MLflow")
+    p = sub.add_parser("sweep", help="run a sweep on Ray Tune (ASHA), logged to MLflow",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SEARCH_HELP)
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs and per-iteration tables")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
 

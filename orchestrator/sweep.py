@@ -65,7 +65,7 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
             raise BadInput(f"sweep.seeds={seeds}: a list of integers, e.g. sweep.seeds=[0,1,2].")
         space = parse_space(entries, list(seeds), lambda g: loader.get_group_options(g))
         # every swept key exists and every first value composes (a trial chooses options in the worker)
-        probe = list(zip(space.probe_overrides(), space.params))
+        probe = list(zip(space.probe_overrides(), space.params, strict=True))
         probe_groups = [o for o, prm in probe if prm.is_group]
         probed = apply_overrides(compose(groups + probe_groups), rest) if probe_groups else copy.deepcopy(cfg)
         apply_overrides(probed, [o for o, prm in probe if not prm.is_group])
@@ -306,6 +306,7 @@ class _Interrupts:
 
 
 def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Interrupts, search_seed) -> int:
+    from orchestrator import search as searchers
     from orchestrator.context import missing_metric_message
     from orchestrator.progress import Progress
     from orchestrator.space import config_id, override, short_label
@@ -321,8 +322,6 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
         restore_tuner,
         trial_index,
     )
-
-    from orchestrator import search as searchers
 
     cfg, sweep = p.cfg, p.cfg.sweep
     resuming = can_restore(str(p.storage_dir))

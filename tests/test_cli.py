@@ -32,7 +32,7 @@ def test_help_imports_nothing_heavy(tmp_path):
     assert r.returncode == 0 and "danlu sweep" in r.stdout
     assert "HEAVY=\n" in r.stderr
     r = subprocess.run([sys.executable, "-m", "orchestrator", "sweep", "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "--verbose" in r.stdout
+    assert r.returncode == 0 and "--verbose" in r.stdout and "search=optuna" in r.stdout
 
 
 @pytest.mark.parametrize(

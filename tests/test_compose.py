@@ -24,7 +24,7 @@ def group_options(conf_dir):
 def test_every_config_group_option_composes(conf_dir):
     options = group_options(conf_dir)
     groups = {g for g, _ in options}
-    assert {"job", "job/model", "sweep", "scheduler", "resources", "cluster", "tracking", "experiment"} <= groups
+    assert {"job", "job/model", "sweep", "scheduler", "search", "resources", "cluster", "tracking", "experiment"} <= groups
     with hydra_context(conf_dir):
         for group, option in options:
             cfg = compose([f"{group}={option}"])
@@ -36,7 +36,7 @@ def test_every_option_plans_a_valid_sweep(conf_dir, tmp_path):
     """Each sweep/experiment/job option yields a space that maps onto Tune and a probe that composes."""
     for group, option in group_options(conf_dir):
         if group in ("sweep", "experiment"):
-            extra = ["job=sleep", "sweep=sleep"] if option == "sleep" else []
+            extra = [f"job={option}", f"sweep={option}"] if option in ("sleep", "hartmann") else []
             p = plan([*extra, f"{group}={option}"], conf_dir, cwd=str(tmp_path))
             p.space.param_space()
             assert p.storage_dir.parent == tmp_path / "outputs"

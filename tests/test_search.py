@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import io
 import math
-import pickle
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf

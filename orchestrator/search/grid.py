@@ -1,5 +1,5 @@
-"""Grid search: every combination of the space's discrete values (choice(...), comma lists, ranges and
-config-group options), each once per seed. Intervals have no grid: they are refused, naming the key.
+"""Grid search: every combination of the space's listed values (choice(...), comma lists, ranges, tag(grid, ...)
+and config-group options), each once per seed. Intervals have no grid: they are refused, naming the key.
 `sweep.num_samples` does not apply (Tune would run the whole grid that many times)."""
 
 from __future__ import annotations

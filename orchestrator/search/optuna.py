@@ -25,9 +25,15 @@ from orchestrator.search import Search
 
 
 def _tpe(seed, c):
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
     from optuna.samplers import TPESampler
 
-    return TPESampler(seed=seed, n_startup_trials=c.n_startup_trials, constant_liar=(c.max_concurrent or 2) > 1)
+    with warnings.catch_warnings():  # multivariate and constant_liar are "experimental" in Optuna's words
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return TPESampler(seed=seed, n_startup_trials=c.n_startup_trials, multivariate=bool(c.get("multivariate", True)),
+                          constant_liar=(c.max_concurrent or 2) > 1)
 
 
 def _gp(seed, c):
@@ -93,16 +99,15 @@ def _int_step(p) -> int | None:
     if not p.expr.replace(" ", "").startswith("range(") or len(v) < 3 or not all(type(x) is int for x in v):
         return None
     step = v[1] - v[0]
-    return step if step > 0 and all(b - a == step for a, b in zip(v, v[1:])) else None
+    return step if step > 0 and all(b - a == step for a, b in zip(v, v[1:], strict=False)) else None
 
 
 def build(space, cfg, seed) -> Search:
+    import optuna
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
     from orchestrator.search.replicates import Replicates
-
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study and trial on the terminal
     c = cfg.search

@@ -1,7 +1,7 @@
 """Random search, danlu's default: Tune's BasicVariantGenerator.
 
-Intervals are sampled `sweep.num_samples` times; comma lists (`bs=32,64`) are crossed as a grid with each
-sample, as in Hydra's basic sweeper; `sweep.seeds` is a grid beside the hyperparameters, and
+Every dimension is sampled `sweep.num_samples` times (comma lists too: `bs=32,64` is a choice); values
+tagged `tag(grid, ...)` are crossed with each sample; `sweep.seeds` is a grid beside the hyperparameters, and
 constant_grid_search keeps one sampled configuration fixed across its seeds (paired replicates).
 Seeded with the sweep's search seed: the same command draws the same configurations in the same order,
 and a restored sweep draws again the configurations its lost trials had.
