@@ -202,7 +202,7 @@ def test_submit_status_logs_list_end_to_end_on_postgres(cluster, server, tmp_pat
     assert "done 4" in r.stdout and "danlu: 4 trials: 4 completed" in r.stdout, r.stdout
     assert any("driver " + sweep_id + "-d0: RUNNING" in s for s in statuses), statuses
     logs = danlu_cli(["logs", sweep_id], tmp_path, env=cluster.env, timeout=60).stdout
-    assert "danlu: sweep e2e: 4 configs" in logs and "danlu: 4 trials: 4 completed" in logs, logs
+    assert "danlu: sweep e2e: search random, 4 samples" in logs and "danlu: 4 trials: 4 completed" in logs, logs
     listed = danlu_cli(["list"], tmp_path, env=cluster.env, timeout=60).stdout
     assert re.search(rf"^{sweep_id}\s+e2e\s+SUCCEEDED\s+0\s", listed, re.M), listed
 
