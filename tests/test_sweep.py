@@ -141,7 +141,7 @@ def test_cli_sweep_end_to_end(tmp_path):
     r = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=2", "epochs=3",
                    "epoch_s=0.05", "fail_at=tag(grid, choice(0,2))", "sweep.name=cli", "cluster.num_cpus=2"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "danlu: sweep cli: search random, 2 samples, search seed " in r.stdout
+    assert "danlu: sweep cli: search random, 2 samples x 2 grid points, search seed " in r.stdout
     assert "running" in r.stdout and "best score=" in r.stdout  # the live view, as plain lines
     assert "danlu: 4 trials: 2 completed, 0 stopped early by ASHA, 2 failed" in r.stdout
     assert "review it with `danlu ui`" in r.stdout
