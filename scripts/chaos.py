@@ -3,6 +3,7 @@
     .venv/bin/python scripts/chaos.py                         # 20 iterations of 3 kills each
     .venv/bin/python scripts/chaos.py --iterations 50 --kills 3 --seed 1000
     .venv/bin/python scripts/chaos.py --seed 1017 --iterations 1 --keep   # replay one failing iteration
+    .venv/bin/python scripts/chaos.py --search optuna         # the same under Optuna's TPE
 
 Each iteration runs `danlu sweep` (an ASHA sweep of the sleeping job, checkpoints every report, Tune
 keeping 2) in a fresh directory, kills the driver's whole process group with SIGKILL K times at a
@@ -155,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="iteration i uses seed+i")
     ap.add_argument("--window", type=float, default=25.0, help="kill moments are drawn from [0.5, window] seconds")
     ap.add_argument("--keep", action="store_true", help="keep every iteration's directory, not only failing ones")
+    ap.add_argument("--search", default="random", help="the sweep's searcher (search=...)")
     args = ap.parse_args(argv)
+    SWEEP.append(f"search={args.search}")
     t0, failed = time.monotonic(), []
     for i in range(args.iterations):
         if iteration(args.seed + i, args.kills, args.window, args.keep):
