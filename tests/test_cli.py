@@ -64,6 +64,7 @@ def test_help_imports_nothing_heavy(tmp_path):
         (["sweep", "search=optuna", "search.max_concurrent=0"], ["search.max_concurrent=0", "integer >= 1"]),
         (["sweep", "search.max_concurrent=-2"], ["search.max_concurrent=-2", "integer >= 1"]),
         (["sweep", "search=optuna", "search.sampler=hyperopt"], ["search.sampler=hyperopt", "tpe, gp, cmaes"]),
+        (["sweep", "job=sleep", "sweep=sleep", "search=optuna", "x=0.5"], ["sweep.space: empty", "search=optuna"]),
         (["run", "lr=0.1,0.2"], ["danlu run takes plain values", "danlu sweep"]),
         # submit checks the sweep before it contacts the cluster, then the cluster's address
         (["submit", "lrr=0.1", "--address", "http://127.0.0.1:1"], ["Unknown config key 'lrr'"]),

@@ -54,8 +54,12 @@ def test_what_a_searcher_cannot_take_is_refused_naming_the_key(conf_dir, tmp_pat
     cfg = OmegaConf.create({"name": "optuna", "sampler": "tpe", "n_startup_trials": 10, "max_concurrent": 4})
     with pytest.raises(BadInput, match=r"sweep.space.hidden=.*\[64, 64\] is not"):
         search.check(lists, cfg)
+    one = Space(params=[Param(key="lr", expr="interval(0,1)", kind="uniform", low=0.0, high=1.0)])
+    search.check(one, cfg)
     with pytest.raises(BadInput, match="search.n_startup_trials=-1"):
-        search.check(Space(), OmegaConf.merge(cfg, {"n_startup_trials": -1}))
+        search.check(one, OmegaConf.merge(cfg, {"n_startup_trials": -1}))
+    with pytest.raises(BadInput, match="sweep.space: empty, so search=optuna has nothing to learn"):
+        search.check(Space(), cfg)
     with pytest.raises(BadInput, match="search.name=nope: no such searcher; valid: grid, optuna, random"):
         search.check(Space(), OmegaConf.merge(cfg, {"name": "nope"}))
 

@@ -65,6 +65,9 @@ STORABLE = (str, int, float, bool, type(None))  # what an Optuna categorical can
 
 
 def check(space, c) -> None:
+    if not space.params:
+        raise BadInput("sweep.space: empty, so search=optuna has nothing to learn; sweep at least one key "
+                       "(e.g. lr='tag(log, interval(1e-3,1e-1))'), or use search=random for replicates of one configuration.")
     if c.get("sampler") not in SAMPLERS:
         raise BadInput(f"search.sampler={c.get('sampler')}: valid samplers are {', '.join(SAMPLERS)}.")
     n = c.get("n_startup_trials")
