@@ -76,10 +76,12 @@ def saved_optuna_study(storage_dir):
     import os
     import pickle
 
-    files = sorted(glob.glob(os.path.join(str(storage_dir), "searcher-state-*.pkl")), key=os.path.getmtime)
+    # Newest by name, as Tune's own _load_newest_checkpoint picks it: the name holds the session's start time.
+    # Not by mtime: Tune copies every session's file back into storage at each sync, in no set order.
+    files = glob.glob(os.path.join(str(storage_dir), "searcher-state-*.pkl"))
     if not files:
         return None
-    with open(files[-1], "rb") as f:
+    with open(max(files), "rb") as f:
         state = pickle.load(f)
     return optuna_study(state) if isinstance(state, dict) and "_ot_study" in state else None
 
