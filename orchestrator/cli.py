@@ -6,6 +6,8 @@
     danlu resume NAME                                       continue an interrupted sweep
     danlu run lr=0.1 epochs=5                               one trial, in this process, no Ray
     danlu ui                                                the MLflow UI on the configured store
+    danlu report NAME                                       the morning report: which configurations are really better
+    danlu compare batch_size=64 --vs batch_size=63 --seeds 10   a paired-seed A/B of any claim
 
 On a Ray cluster, from a login node (--address http://HEAD:8265, or RAY_ADDRESS):
     danlu submit experiment=digits_lr tracking=server      the sweep runs on the cluster; returns at once
@@ -63,6 +65,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", help="the sweep to open (default: the newest)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tracking.uri=sqlite:///other.db")
 
+    p = sub.add_parser("report", help="a sweep's report: configurations ranked by their mean over seeds, with 95% "
+                       "t-intervals, which are indistinguishable from the best, importance, plots")
+    p.add_argument("name", help="the sweep's name")
+    p.add_argument("overrides", nargs="*", help="tracking=..., tracking.uri=..., output_dir=..., report.*=...")
+
+    p = sub.add_parser("compare", help="a paired-seed A/B of any claim: the effect with its 95%% CI, a paired "
+                       "test, a verdict", description="danlu compare A... --vs B... [--seeds N] [--set OVERRIDE...]\n"
+                       "  danlu compare batch_size=64 --vs batch_size=63 --seeds 10\n"
+                       "  danlu compare --set experiment=lore_batch63      a ready one from conf/experiment/lore_*",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("a", nargs="*", metavar="A", help="arm A: key=value overrides")
+    p.add_argument("--vs", nargs="+", default=[], metavar="B", help="arm B: key=value overrides")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1, shared by both arms (default 5)")
+    p.add_argument("--set", nargs="+", default=[], metavar="OVERRIDE",
+                   help="overrides for both arms (job=..., epochs=..., experiment=lore_...)")
+    p.add_argument("--name", help="the comparison's sweep name (default: compare-<job>-<hash of the command>)")
+
     address = argparse.ArgumentParser(add_help=False)
     address.add_argument("--address", help="the Ray head's dashboard, e.g. http://head:8265 "
                          "(default: submit.address in the config, i.e. RAY_ADDRESS)")
@@ -106,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, config_dir)
         if args.command == "ui":
             return _ui(args, config_dir)
+        if args.command == "report":
+            return _report(args, config_dir)
+        if args.command == "compare":
+            from orchestrator.compare import run_compare
+
+            return run_compare(args.a, args.vs, args.seeds, args.set, args.name, config_dir,
+                               command=["danlu", *sys.argv[1:]])
         if args.command == "submit":
             from orchestrator.submit import submit
 
@@ -134,6 +160,35 @@ def _resume(args, config_dir: Path) -> int:
     kept = [o for o in saved if not o.startswith(("sweep.name=", "output_dir="))]
     return run_sweep([*kept, f"sweep.name={args.name}", *where], config_dir, verbose=False,
                      command=["danlu", *sys.argv[1:]])
+
+
+def _report(args, config_dir: Path) -> int:
+    """Builds the report again from what MLflow holds (the tracking settings the sweep started with, where its
+    storage is here; the command line's win)."""
+    from orchestrator import report
+    from orchestrator.compose import compose, hydra_context
+    from orchestrator.scheduler import saved_decisions
+    from orchestrator.sweep import saved_overrides
+    from orchestrator.tracking import check_uri, resolve_uri
+
+    where = [o for o in args.overrides if o.startswith("output_dir=")]
+    storage = Path(where[-1].split("=", 1)[1] if where else "outputs", args.name)
+    kept = [o for o in (saved_overrides(storage) or []) if o.lstrip("+").startswith("tracking")]
+    with hydra_context(config_dir):
+        cfg = compose(kept + list(args.overrides))
+    report.check(cfg.report)
+    uri = resolve_uri(str(cfg.tracking.uri))
+    check_uri(uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise BadInput(f"tracking.uri={uri}: no such MLflow store (the file does not exist); give the sweep's, "
+                       "e.g. tracking.uri=sqlite:///path/to/mlflow.db.")
+    from orchestrator.report.publish import make
+
+    made = make(uri, str(cfg.tracking.experiment), args.name, cfg.report, storage.resolve() / "report",
+                saved_decisions(storage))
+    print("\n".join(made["text"]))
+    print(f"danlu: report: {made['dir'] / 'report.html'} (and the parent run's artifacts, report/)")
+    return 0
 
 
 def _cluster(args, config_dir: Path | None) -> int:

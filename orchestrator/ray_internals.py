@@ -20,6 +20,8 @@ PRIVATE = (
     "AsyncHyperBandScheduler._num_stopped",
     "AsyncHyperBandScheduler._time_attr",
     "AsyncHyperBandScheduler._max_t",
+    "AsyncHyperBandScheduler._metric",  # the metric's name and sign, set by Tune (seed-aware ASHA reads them)
+    "AsyncHyperBandScheduler._metric_op",
     "_Bracket._rungs",
     "Trainable._iteration",
     "Trainable._time_total",
@@ -89,6 +91,11 @@ def saved_optuna_study(storage_dir):
 # -- ASHA's rung records ------------------------------------------------------------------------------
 def asha_limits(scheduler) -> tuple[str, float]:
     return scheduler._time_attr, scheduler._max_t
+
+
+def asha_metric(scheduler) -> tuple[str, float]:
+    """The metric ASHA ranks on and its sign (-1 for mode=min: larger is better after it), as Tune set them."""
+    return scheduler._metric, scheduler._metric_op
 
 
 def asha_state(scheduler) -> dict:

@@ -41,7 +41,8 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from orchestrator import search
+    from orchestrator import report, search
+    from orchestrator import scheduler as schedulers
     from orchestrator.cluster import check_address, trial_resources
     from orchestrator.space import override, parse_space
     from orchestrator.tracking import resolve_uri
@@ -78,8 +79,9 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
         cfg.sweep.name = name  # `sweep.name=nan` or `=2024` read as numbers; a name is a string
         trial_base = apply_overrides(apply_overrides(copy.deepcopy(chosen), rest), [override("sweep.name", name)])
     _check_sweep(cfg.sweep, name)
-    _check_scheduler(cfg.scheduler)
+    schedulers.check(cfg.scheduler)
     search.check(space, cfg.search)
+    report.check(cfg.report)
     trial_resources(cfg.resources)
     check_address(cfg.cluster)
     check_job(cfg.job.fn, config_dir.parent)
@@ -125,20 +127,6 @@ def _check_sweep(sweep, name: str) -> None:
     limit = sweep.get("max_concurrent_trials")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise BadInput(f"sweep.max_concurrent_trials={limit}: null, or an integer >= 1.")
-
-
-def _check_scheduler(sch) -> None:
-    name = sch.get("name")
-    if name == "fifo":
-        return
-    if name != "asha":
-        raise BadInput(f"scheduler.name={name}: valid schedulers are asha, fifo.")
-    max_t, grace, rf = sch.get("max_t"), sch.get("grace_period"), sch.get("reduction_factor")
-    for key, v, low in (("max_t", max_t, 1), ("grace_period", grace, 1), ("reduction_factor", rf, 2)):
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < low:
-            raise BadInput(f"scheduler.{key}={v}: a number >= {low}.")
-    if grace > max_t:
-        raise BadInput(f"scheduler.grace_period={grace} exceeds scheduler.max_t={max_t}: nothing could be stopped early.")
 
 
 # danlu's own files live in <storage>/danlu/, not beside Ray's: on a restore, Tune copies every *.json and
@@ -306,6 +294,7 @@ class _Interrupts:
 
 
 def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Interrupts, search_seed) -> int:
+    from orchestrator import scheduler as schedulers
     from orchestrator import search as searchers
     from orchestrator.context import missing_metric_message
     from orchestrator.progress import Progress
@@ -318,7 +307,6 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
         Trials,
         build_tuner,
         can_restore,
-        make_scheduler,
         restore_tuner,
         trial_index,
     )
@@ -332,7 +320,8 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
     print(f"danlu: MLflow {p.tracking_uri} · experiment '{cfg.tracking.experiment}' · run '{sweep.name}'",
           file=out, flush=True)
 
-    scheduler = make_scheduler(cfg.scheduler)
+    say = lambda msg: print(("\n" if out.isatty() else "") + msg, file=out, flush=True)  # noqa: E731
+    scheduler = schedulers.make(cfg.scheduler, p.space.seeds, say)
     early = getattr(scheduler, "stopped_early", set())
     multi_seed = len(p.space.seeds) > 1
 
@@ -349,8 +338,7 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
         return name, params, tags
 
     log_dir = str(p.storage_dir / "logs")
-    runs = TrialRuns(tracker, describe, lambda tid: tid in early, log_dir,
-                     say=lambda msg: print(("\n" if out.isatty() else "") + msg, file=out, flush=True))
+    runs = TrialRuns(tracker, describe, lambda tid: tid in early, log_dir, say=say)
     progress = Progress(sweep.metric, sweep.mode, label, lambda tid: tid in early, stream=out)
     guard, ledger = MetricGuard(sweep.metric), Trials()
     # the order is part of Tune's saved callback state (by index): SchedulerState stays first
@@ -386,7 +374,8 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
     summary, code = _summarize(ledger.trials, sweep, early, label, cfg.failure.max_failed_fraction)
     status = "FINISHED" if code == 0 else "FAILED"
     tracker.close_sweep(summary["metrics"], summary["tags"], status, [t.trial_id for t in ledger.trials])
-    if not tracker.close():
+    complete = tracker.close()  # the report waits until MLflow holds every result: it is made of them
+    if not complete:
         print(f"danlu: warning: MLflow has not taken everything yet ({tracker.backlog} operations); they are kept "
               f"in {state_dir(p.storage_dir) / tracker.JOURNAL} and sent by `{resume_command(p)}`.", file=out)
         code = code or 1
@@ -400,8 +389,28 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
     if unlogged:
         print(f"danlu: {unlogged}", file=out)
         code = code or 1
+    elif complete and not _report(p, scheduler, out):
+        code = code or 1
     _print_summary(summary, sweep, p, tracker.parent_id, tracker.writer.exp_id if tracker.writer else None, out)
     return code
+
+
+def _report(p: Plan, scheduler, out) -> bool:
+    """The morning report (orchestrator/report/), as the parent run's artifacts; its table on the terminal."""
+    from dataclasses import asdict
+
+    from orchestrator.report.publish import make
+
+    try:
+        made = make(p.tracking_uri, str(p.cfg.tracking.experiment), str(p.cfg.sweep.name), p.cfg.report,
+                    p.storage_dir / "report", [asdict(d) for d in getattr(scheduler, "decisions", [])])
+    except Exception as exc:  # the sweep's runs are all in MLflow; only the report is missing
+        print(f"danlu: the report could not be made ({type(exc).__name__}: {exc}); "
+              f"`danlu report {p.cfg.sweep.name}` tries again", file=out, flush=True)
+        return False
+    print("\n".join(made["text"]), file=out)
+    print(f"danlu: report: {made['dir'] / 'report.html'} (and the parent run's artifacts, report/)", file=out)
+    return True
 
 
 def _summarize(trials, sweep, early: set[str], label, max_failed_fraction=None) -> tuple[dict, int]:

@@ -1,4 +1,4 @@
-"""Build the Ray Tune Tuner for a sweep: ASHA or FIFO, resources, concurrency, storage, callbacks.
+"""Build the Ray Tune Tuner for a sweep: its scheduler's state, resources, concurrency, storage, callbacks.
 
 Defaults chosen for throughput, measured in scripts/bench/overhead.py:
 - reuse_actors=True: a worker process runs trial after trial instead of being started for each.
@@ -13,42 +13,10 @@ import time
 from collections.abc import Callable
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from orchestrator import tags as T
-from orchestrator.ray_internals import (
-    asha_limits,
-    asha_load,
-    asha_state,
-    quiet_tune_races,
-    set_restored_parts,
-)
+from orchestrator.ray_internals import quiet_tune_races, set_restored_parts
 from orchestrator.trial import META_KEY, TIME_KEY
-
-TIME_ATTR = "training_iteration"  # ASHA counts reports, so grace_period and max_t are in reports (epochs)
-
-
-class ASHA(ASHAScheduler):
-    """Tune's ASHA, recording which trials it stopped before max_t (for MLflow tags and the counts),
-    and able to hand its rung records over to a resumed sweep (see SchedulerState)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.stopped_early: set[str] = set()
-
-    def on_trial_result(self, tune_controller, trial, result):
-        decision = super().on_trial_result(tune_controller, trial, result)
-        time_attr, max_t = asha_limits(self)
-        if decision == TrialScheduler.STOP and result.get(time_attr, 0) < max_t:
-            self.stopped_early.add(trial.trial_id)
-        return decision
-
-    def state(self) -> dict:
-        return {**asha_state(self), "stopped_early": sorted(self.stopped_early)}
-
-    def load_state(self, state: dict) -> None:
-        asha_load(self, state)
-        self.stopped_early.update(state["stopped_early"])
 
 
 class SchedulerState(tune.Callback):
@@ -64,19 +32,11 @@ class SchedulerState(tune.Callback):
         self.scheduler = scheduler
 
     def get_state(self):
-        return {"scheduler": self.scheduler.state()} if isinstance(self.scheduler, ASHA) else None
+        return {"scheduler": self.scheduler.state()} if hasattr(self.scheduler, "state") else None
 
     def set_state(self, state):
-        if isinstance(self.scheduler, ASHA) and state.get("scheduler"):
+        if hasattr(self.scheduler, "load_state") and state.get("scheduler"):
             self.scheduler.load_state(state["scheduler"])
-
-
-def make_scheduler(sch) -> TrialScheduler:
-    """ASHA or FIFO from the `scheduler` config (checked beforehand by orchestrator.sweep.plan)."""
-    if sch.name == "fifo":
-        return FIFOScheduler()
-    return ASHA(time_attr=TIME_ATTR, max_t=sch.max_t, grace_period=sch.grace_period,
-                reduction_factor=sch.reduction_factor)
 
 
 class TrialRuns(tune.Callback):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from orchestrator.tuner import ASHA, SchedulerState
+from orchestrator.scheduler.tune_asha import ASHA
+from orchestrator.tuner import SchedulerState
 
 
 @dataclass(frozen=True)

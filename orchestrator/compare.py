@@ -1,0 +1,175 @@
+"""`danlu compare A --vs B --seeds N`: a paired-seed A/B test of a tuning claim.
+
+Both arms run under the same seeds 0..N-1 (paired: a seed fixes the data order and initialisation luck both
+arms share), as one sweep (search=arms, no early stopping), so it is logged as a parent run with both arms'
+children and resumes like a sweep: the same command again continues it. It prints the effect of A over B
+with its 95 % t-interval, the paired t-test's p-value, and a one-line verdict with the smallest effect the
+design could detect (orchestrator.stats.paired).
+
+Arms that differ only in their seed (`seed=42 --vs seed=0`) are the seed-luck demonstration: one
+configuration runs under both seeds and N others, and the verdict says where the two fall among them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.errors import BadInput
+
+
+@dataclass
+class Arms:
+    a: dict[str, str]  # key -> value text, as written
+    b: dict[str, str]
+    seeds: list[int]
+    seed_arms: bool  # the arms differ in their seed only
+    named: dict | None = None  # with seed arms: {"seed_a": 42, "seed_b": 0}
+
+
+def _parse(arm: list[str], side: str) -> dict[str, str]:
+    out = {}
+    for text in arm:
+        key, eq, value = text.partition("=")
+        if not eq or not key or key.startswith(("+", "~")):
+            raise BadInput(f"danlu compare: '{text}' in arm {side}: an arm is key=value overrides, e.g. batch_size=64.")
+        if "," in value or "(" in value:
+            raise BadInput(f"danlu compare: {text} in arm {side}: one value per key (an arm is one configuration).")
+        out[key] = value
+    return out
+
+
+def arms(a: list[str], b: list[str], n_seeds: int, base_cfg) -> Arms:
+    from omegaconf import OmegaConf
+
+    if not isinstance(n_seeds, int) or n_seeds < 1:
+        raise BadInput(f"--seeds {n_seeds}: an integer >= 1 (the seeds both arms run under).")
+    pa, pb = _parse(a, "A"), _parse(b, "B")
+    if not pa or not pb:
+        raise BadInput("danlu compare: both arms need an override, e.g. danlu compare batch_size=64 --vs batch_size=63.")
+    if pa == pb:
+        raise BadInput(f"danlu compare: the arms are the same ({' '.join(a)}); nothing to compare.")
+    if set(pa) == {"seed"} == set(pb):
+        try:
+            sa, sb = int(pa["seed"]), int(pb["seed"])
+        except ValueError:
+            raise BadInput("danlu compare: seed=... takes an integer.") from None
+        return Arms({}, {}, sorted({sa, sb} | set(range(n_seeds))), True, {"seed_a": sa, "seed_b": sb})
+    if "seed" in pa or "seed" in pb:
+        raise BadInput("danlu compare: seed= in an arm: seeds are replicates, shared by both arms (--seeds N). "
+                       "Compare seeds on their own: danlu compare seed=42 --vs seed=0.")
+    for key in set(pa) ^ set(pb):  # a key set in one arm only takes the base config's value in the other
+        if "/" in key:
+            raise BadInput(f"danlu compare: {key} is set in one arm only; give it in both.")
+        value = OmegaConf.select(base_cfg, key, default=None)
+        if value is None or OmegaConf.is_config(value):
+            raise BadInput(f"danlu compare: {key} is set in one arm only and has no plain value in the config; "
+                           "give it in both arms.")
+        (pb if key in pa else pa)[key] = str(value)
+    return Arms(pa, pb, list(range(n_seeds)), False)
+
+
+def sweep_overrides(arm: Arms, shared: list[str], name: str | None, job: str) -> list[str]:
+    """The sweep that runs the comparison: its space lists each key's value in A then B (search=arms zips them)."""
+    entries = [f"{k}={arm.a[k]},{arm.b[k]}" for k in sorted(arm.a)]
+    seeds = ",".join(str(s) for s in arm.seeds)
+    ident = "|".join([*sorted(shared), *entries, seeds, str(arm.named or "")])
+    name = name or f"compare-{job}-{hashlib.sha1(ident.encode()).hexdigest()[:8]}"
+    return [*shared, "search=arms", "scheduler=fifo", "sweep.num_samples=1", "~sweep.space", "+sweep.space={}",
+            f"sweep.seeds=[{seeds}]", f"sweep.name={name}", *entries]
+
+
+def verdict(arm: Arms, data) -> dict:
+    """The comparison's numbers and its one-line verdict, from the sweep's runs (orchestrator/report/data.py)."""
+    from orchestrator import stats
+
+    m, better = data.metric, ("higher" if data.mode == "max" else "lower")
+    if arm.seed_arms:
+        (config,) = data.configs
+        sa, sb = arm.named["seed_a"], arm.named["seed_b"]
+        values = config.values
+        spread = stats.t_interval(values.values())
+        rank = sorted(values, key=lambda s: -values[s] if data.mode == "max" else values[s])
+        diff = values[sa] - values[sb]
+        z = diff / spread.sd if spread.sd == spread.sd and spread.sd > 0 else math.nan
+        line = (f"seed {sa}: {m}={values[sa]:.4g} (rank {rank.index(sa) + 1} of {len(values)} seeds), seed {sb}: "
+                f"{values[sb]:.4g} (rank {rank.index(sb) + 1}); the difference {diff:+.3g} is {abs(z):.2g} sd of "
+                f"this configuration's seed-to-seed spread (sd {spread.sd:.3g} over {spread.n} seeds): seed luck, "
+                "by construction, since nothing else differs.")
+        return {"kind": "seeds", "metric": m, "values": {str(s): v for s, v in sorted(values.items())},
+                "difference": diff, "sd": spread.sd, "z": z, "verdict": line}
+    by_hp = {tuple(sorted(c.hp.items())): c for c in data.configs}
+    ca = by_hp.get(tuple(sorted((k, _norm(v)) for k, v in arm.a.items())))
+    cb = by_hp.get(tuple(sorted((k, _norm(v)) for k, v in arm.b.items())))
+    if ca is None or cb is None:
+        ca, cb = (data.configs + [None, None])[:2]
+    r = stats.paired(ca.values, cb.values)
+    a_txt, b_txt = " ".join(f"{k}={v}" for k, v in arm.a.items()), " ".join(f"{k}={v}" for k, v in arm.b.items())
+    if r.n < 2:
+        line = f"only {r.n} paired seed(s): no claim can be made; run with --seeds 5 or more."
+    elif r.p < stats.ALPHA:
+        winner = a_txt if (r.effect > 0) == (data.mode == "max") else b_txt
+        line = (f"{winner} gives {better} {m}: the effect {r.effect:+.3g} (95% CI {r.low:+.3g} to {r.high:+.3g}) "
+                f"is beyond seed noise at n={r.n} (paired t-test p={r.p:.3g}).")
+    else:
+        line = (f"no detectable difference at n={r.n} (paired t-test p={r.p:.2g}); the smallest effect this design "
+                f"could detect (80% power, alpha 0.05) is {r.detectable:.3g}.")
+    return {"kind": "arms", "metric": m, "a": a_txt, "b": b_txt, "n": r.n, "effect": r.effect, "ci_low": r.low,
+            "ci_high": r.high, "p": r.p, "detectable": r.detectable, "verdict": line,
+            "values_a": {str(s): v for s, v in sorted(ca.values.items())},
+            "values_b": {str(s): v for s, v in sorted(cb.values.items())}}
+
+
+def _norm(text: str) -> str:
+    """A value as its run's param holds it (MLflow params are the override's value text)."""
+    from orchestrator.space import _read, override
+
+    return override("k", _read(text)).split("=", 1)[1]
+
+
+def run_compare(a: list[str], b: list[str], n_seeds: int, shared: list[str], name: str | None, config_dir: Path,
+                command: list[str]) -> int:
+    import json
+
+    from orchestrator.compose import compose, hydra_context, split_overrides
+    from orchestrator.sweep import plan, run_sweep
+
+    fixed = split_overrides(shared).fixed
+    with hydra_context(config_dir):
+        base = compose(fixed)
+    if not a and not b and base.get("compare"):  # a ready experiment: conf/experiment/lore_*.yaml
+        a, b = list(base.compare.a), list(base.compare.b)
+        n_seeds = n_seeds or int(base.compare.seeds)
+    if not b:
+        raise BadInput("danlu compare A --vs B: arm B is missing, e.g. danlu compare batch_size=64 --vs batch_size=63.")
+    arm = arms(a, b, n_seeds or 5, base)
+    overrides = sweep_overrides(arm, shared, name, str(base.job.name))
+    plan(overrides, config_dir)  # every check, before anything runs
+    code = run_sweep(overrides, config_dir, command=command)
+    if code not in (0, 1):
+        return code
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.report.data import load
+    from orchestrator.tracking import resolve_uri
+
+    p = plan(overrides, config_dir)
+    client = MlflowClient(resolve_uri(str(p.cfg.tracking.uri)))
+    data = load(client, str(p.cfg.tracking.experiment), str(p.cfg.sweep.name))
+    result = verdict(arm, data)
+    if result["kind"] == "arms":
+        print(f"danlu compare: A = {result['a']}  vs  B = {result['b']}, {result['n']} paired seeds, {data.metric}:")
+        print(f"  effect A - B: {result['effect']:+.4g}  (95% t-interval {result['ci_low']:+.4g} to "
+              f"{result['ci_high']:+.4g}), paired t-test p = {result['p']:.3g}")
+    print(f"  verdict: {result['verdict']}")
+    client.log_text(data.parent_id, json.dumps(result, indent=1, default=str), "compare.json")
+    client.set_tag(data.parent_id, "danlu.verdict", result["verdict"][:5000])
+    from orchestrator.report.forms import _clean
+
+    numbers = {k: result[k] for k in ("effect", "ci_low", "ci_high", "p", "detectable", "difference", "z")
+               if k in result and _clean(result[k]) is not None}
+    for k, v in numbers.items():
+        client.log_metric(data.parent_id, f"compare_{k}", float(v))
+    return code

@@ -1,0 +1,58 @@
+"""Where a report goes: the terminal, files under <storage>/report/, and the sweep's parent run in MLflow (the
+files as artifacts under report/, and the best configuration's mean and CI bounds as parent metrics)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from orchestrator import report
+from orchestrator.report import data as report_data
+from orchestrator.report import forms
+
+ARTIFACT_DIR = "report"
+
+
+def make(tracking_uri: str, experiment: str, name: str, report_cfg, out_dir: Path, decisions=None) -> dict:
+    """Build the report of sweep `name`, write it to out_dir, log it to the parent run. Returns its JSON data."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    data = report_data.load(client, experiment, name, decisions)
+    sections = report.build(data, report_cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"report.html": forms.as_html(data, sections).encode(), "report.json": forms.as_json(data, sections).encode()}
+    for s in sections:
+        files.update(s.plots)
+    for fname, content in files.items():
+        tmp = out_dir / f".{fname}.tmp"
+        tmp.write_bytes(content)
+        os.replace(tmp, out_dir / fname)
+    client.log_artifacts(data.parent_id, str(out_dir), ARTIFACT_DIR)
+    client.log_batch(data.parent_id, metrics=_metrics(data, sections))
+    return {"text": forms.as_text(data, sections), "json": json.loads(files["report.json"]), "dir": out_dir,
+            "parent_id": data.parent_id, "experiment_id": data.experiment_id}
+
+
+def _metrics(data, sections):
+    import time
+
+    from mlflow.entities import Metric
+
+    board = next((s.data for s in sections if s.key == "leaderboard"), None)
+    values = {}
+    if board and board.get("best"):
+        best = board["best"]
+        values[f"best_mean_{data.metric}"] = best["mean"]
+        if best["ci_low"] is not None:
+            values[f"best_ci_low_{data.metric}"] = best["ci_low"]
+            values[f"best_ci_high_{data.metric}"] = best["ci_high"]
+        values["configs_indistinguishable_from_best"] = sum(
+            1 for r in board["rows"][1:] if r["indistinguishable_from_best"])
+    if board and board.get("seed_sd") is not None:
+        values[f"seed_sd_{data.metric}"] = board["seed_sd"]
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and not math.isnan(float(v))]

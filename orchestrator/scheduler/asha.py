@@ -1,0 +1,32 @@
+"""Asynchronous successive halving (Ray Tune's ASHAScheduler), seed-aware.
+
+Time is counted in reports (training_iteration): the job reports once per epoch, so the settings are epochs.
+With one seed per configuration this is Tune's ASHA, unchanged. With several (sweep.seeds), a rung's
+decision is made on a configuration's seed group: when every live seed of the configuration has reached the
+rung, the group's mean is compared with the quantile of the group means recorded there before, and all its
+seeds continue or stop together (orchestrator/scheduler/group_rungs.py). A seed that is ahead of its group
+runs on until the group's decision, and stops at its next report if the group is stopped.
+The Tune scheduler is in tune_asha.py (this module is imported by plan(), before Ray).
+"""
+
+from __future__ import annotations
+
+from orchestrator.errors import BadInput
+
+TIME_ATTR = "training_iteration"
+
+
+def check(sch) -> None:
+    max_t, grace, rf = sch.get("max_t"), sch.get("grace_period"), sch.get("reduction_factor")
+    for key, v, low in (("max_t", max_t, 1), ("grace_period", grace, 1), ("reduction_factor", rf, 2)):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < low:
+            raise BadInput(f"scheduler.{key}={v}: a number >= {low}.")
+    if grace > max_t:
+        raise BadInput(f"scheduler.grace_period={grace} exceeds scheduler.max_t={max_t}: nothing could be stopped early.")
+
+
+def make(sch, seeds, say):
+    from orchestrator.scheduler.tune_asha import ASHA
+
+    return ASHA(seeds=seeds, say=say, time_attr=TIME_ATTR, max_t=sch.max_t, grace_period=sch.grace_period,
+                reduction_factor=sch.reduction_factor)

@@ -1,0 +1,108 @@
+"""Seed-aware successive halving: the decisions, pure (no Ray), on configurations rather than trials.
+
+ASHA (Li et al., 2020) records each trial's metric when it first reaches a rung (grace_period * rf^k reports)
+and stops it if that value is below the (1 - 1/rf) quantile of what earlier trials recorded there. Here the
+unit is a configuration's seed group: a rung's decision waits until every seed of the group that is still
+alive has reached the rung, and compares the group's mean with the quantile of the means of the groups
+recorded there before it. A configuration with one lucky seed and a bad mean is stopped; all its seeds stop.
+
+Values are signed (multiplied by -1 for mode=min, as Tune's ASHA does), so larger is always better.
+Ray's _Bracket does this for single trials and cannot be given groups, hence this module; its cutoff is the
+same expression (numpy's nanpercentile at (1 - 1/rf) * 100 of the values recorded before).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Decision:
+    rung: int  # the rung's milestone, in reports (training_iteration)
+    config: str  # danlu.config_id
+    mean: float  # the group's mean at the rung (signed: larger is better)
+    seeds: int  # how many seeds the mean is over
+    cutoff: float | None  # the quantile it was compared with (None: the first group at this rung)
+    stop: bool
+
+
+def milestones(grace_period: float, max_t: float, reduction_factor: float) -> list[float]:
+    """ASHA's rungs for one bracket, as Ray's _Bracket makes them (ascending)."""
+    n = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
+    return [grace_period * reduction_factor**k for k in range(n)]
+
+
+class GroupRungs:
+    def __init__(self, rungs: list[float], reduction_factor: float, seeds: list[int]):
+        self.rungs = sorted(rungs)
+        self.rf = reduction_factor
+        self.seeds = list(seeds)
+        self.values: dict[float, dict[str, dict[int, float]]] = {r: {} for r in self.rungs}  # rung -> config -> seed -> v
+        self.means: dict[float, dict[str, float]] = {r: {} for r in self.rungs}  # rung -> config -> group mean
+        self.ended: dict[str, dict[int, float]] = {}  # config -> seed -> the iteration it ended at
+        self.stopped: set[str] = set()
+        self.decisions: list[Decision] = []
+
+    def cutoff(self, rung: float) -> float | None:
+        import numpy as np
+
+        recorded = list(self.means[rung].values())
+        return float(np.nanpercentile(recorded, (1 - 1 / self.rf) * 100)) if recorded else None
+
+    def result(self, config: str, seed: int, iteration: float, value: float) -> tuple[bool, list[Decision]]:
+        """A seed's report. Returns (stop this trial, the decisions this report completed)."""
+        made: list[Decision] = []
+        if config not in self.stopped:
+            for rung in reversed(self.rungs):  # the highest rung reached and not yet recorded, as ASHA does
+                seen = self.values[rung].setdefault(config, {})
+                if iteration < rung or seed in seen:
+                    continue
+                seen[seed] = value
+                made += self._decide(config)
+                break
+        return config in self.stopped, made
+
+    def end(self, config: str, seed: int, iteration: float) -> list[Decision]:
+        """A seed ended (finished, failed, or was stopped): rungs above `iteration` no longer wait for it."""
+        self.ended.setdefault(config, {})[seed] = iteration
+        return self._decide(config)
+
+    def _alive_at(self, config: str, rung: float) -> list[int]:
+        ended = self.ended.get(config, {})
+        return [s for s in self.seeds if not (s in ended and ended[s] < rung)]
+
+    def _decide(self, config: str) -> list[Decision]:
+        made = []
+        for rung in self.rungs:
+            seen = self.values[rung].get(config, {})
+            if config in self.stopped or config in self.means[rung] or not seen:
+                continue
+            if any(s not in seen for s in self._alive_at(config, rung)):
+                continue  # a seed still on its way to this rung
+            mean = sum(seen.values()) / len(seen)
+            cut = self.cutoff(rung)
+            stop = cut is not None and mean < cut
+            self.means[rung][config] = mean
+            d = Decision(rung=rung, config=config, mean=mean, seeds=len(seen), cutoff=cut, stop=stop)
+            self.decisions.append(d)
+            made.append(d)
+            if stop:
+                self.stopped.add(config)
+        return made
+
+    def state(self) -> dict:
+        return {
+            "values": [[r, {c: list(v.items()) for c, v in self.values[r].items()}] for r in self.rungs],
+            "means": [[r, self.means[r]] for r in self.rungs],
+            "ended": {c: list(v.items()) for c, v in self.ended.items()},
+            "stopped": sorted(self.stopped),
+            "decisions": [asdict(d) for d in self.decisions],
+        }
+
+    def load(self, state: dict) -> None:
+        self.values = {r: {c: {int(s): v for s, v in items} for c, items in cs.items()} for r, cs in state["values"]}
+        self.means = {r: dict(m) for r, m in state["means"]}
+        self.ended = {c: {int(s): it for s, it in items} for c, items in state["ended"].items()}
+        self.stopped = set(state["stopped"])
+        self.decisions = [Decision(**d) for d in state["decisions"]]

@@ -1,0 +1,101 @@
+"""ASHA as a Ray Tune scheduler (see orchestrator/scheduler/asha.py for what it decides, and group_rungs.py)."""
+
+from __future__ import annotations
+
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+from orchestrator.ray_internals import asha_limits, asha_load, asha_metric, asha_state
+from orchestrator.scheduler.group_rungs import Decision, GroupRungs, milestones
+
+
+def group_of(trial) -> tuple[str, int]:
+    """A danlu trial's configuration (danlu.config_id) and seed."""
+    from orchestrator.space import config_id
+
+    return config_id(trial.config["hp"]), int(trial.config["seed"])
+
+
+class ASHA(ASHAScheduler):
+    """Tune's ASHA, recording which trials it stopped before max_t (for MLflow tags and the counts), able to
+    hand its rung records over to a resumed sweep (see orchestrator.tuner.SchedulerState), and judging seed
+    groups when there are several seeds."""
+
+    def __init__(self, seeds=(0,), say=print, **kwargs):
+        super().__init__(**kwargs)
+        self.stopped_early: set[str] = set()
+        self.say = say
+        self.groups = None
+        if len(seeds) > 1:
+            rf, grace, max_t = kwargs["reduction_factor"], kwargs.get("grace_period", 1), kwargs["max_t"]
+            self.groups = GroupRungs(milestones(grace, max_t, rf), rf, list(seeds))
+        self._labels: dict[str, str] = {}  # config_id -> its values, for the terminal
+
+    def __getstate__(self):  # Tune pickles the scheduler into tuner.pkl; the terminal stays here
+        return {k: v for k, v in self.__dict__.items() if k != "say"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.say = print
+
+    @property
+    def decisions(self) -> list[Decision]:
+        return list(self.groups.decisions) if self.groups else []
+
+    def on_trial_result(self, tune_controller, trial, result):
+        time_attr, max_t = asha_limits(self)
+        metric, sign = asha_metric(self)
+        if self.groups is None:
+            decision = super().on_trial_result(tune_controller, trial, result)
+        elif time_attr not in result or metric not in result:
+            return TrialScheduler.CONTINUE
+        else:
+            config, seed = group_of(trial)
+            self._label(config, trial)
+            stop, made = self.groups.result(config, seed, result[time_attr], sign * result[metric])
+            self._say(made)
+            decision = TrialScheduler.STOP if stop or result[time_attr] >= max_t else TrialScheduler.CONTINUE
+        if decision == TrialScheduler.STOP and result.get(time_attr, 0) < max_t:
+            self.stopped_early.add(trial.trial_id)
+        return decision
+
+    def _ended(self, trial) -> None:
+        if self.groups is not None:
+            config, seed = group_of(trial)
+            self._say(self.groups.end(config, seed, (trial.last_result or {}).get(asha_limits(self)[0], 0)))
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        super().on_trial_complete(tune_controller, trial, result)
+        self._ended(trial)
+
+    def on_trial_error(self, tune_controller, trial):
+        super().on_trial_error(tune_controller, trial)
+        self._ended(trial)
+
+    def on_trial_remove(self, tune_controller, trial):
+        super().on_trial_remove(tune_controller, trial)
+        self._ended(trial)
+
+    def _label(self, config: str, trial) -> None:
+        if config not in self._labels:
+            from orchestrator.space import short_label
+
+            self._labels[config] = short_label(trial.config["hp"]) or config
+
+    def _say(self, made: list[Decision]) -> None:
+        metric, sign = asha_metric(self)
+        for d in made:
+            if d.stop:
+                self.say(f"danlu: ASHA stopped configuration {d.config} ({self._labels.get(d.config, '')}) at rung "
+                         f"{d.rung:g}: mean {metric} {sign * d.mean:.4g} over {d.seeds} seed(s), below the "
+                         f"rung's cutoff {sign * d.cutoff:.4g}")
+
+    def state(self) -> dict:
+        return {**asha_state(self), "stopped_early": sorted(self.stopped_early),
+                "groups": self.groups.state() if self.groups else None, "labels": dict(self._labels)}
+
+    def load_state(self, state: dict) -> None:
+        asha_load(self, state)
+        self.stopped_early.update(state["stopped_early"])
+        if self.groups is not None and state.get("groups"):
+            self.groups.load(state["groups"])
+        self._labels.update(state.get("labels") or {})
