@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", help="the sweep to open (default: the newest)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tracking.uri=sqlite:///other.db")
 
-    p = sub.add_parser("report", help="a sweep's report: configurations ranked by their mean over seeds, with 95% "
+    p = sub.add_parser("report", help="a sweep's report: configurations ranked by their mean over seeds, with 95%% "
                        "t-intervals, which are indistinguishable from the best, importance, plots")
     p.add_argument("name", help="the sweep's name")
     p.add_argument("overrides", nargs="*", help="tracking=..., tracking.uri=..., output_dir=..., report.*=...")

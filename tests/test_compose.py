@@ -36,7 +36,7 @@ def test_every_option_plans_a_valid_sweep(conf_dir, tmp_path):
     """Each sweep/experiment/job option yields a space that maps onto Tune and a probe that composes."""
     for group, option in group_options(conf_dir):
         if group in ("sweep", "experiment"):
-            extra = [f"job={option}", f"sweep={option}"] if option in ("sleep", "hartmann") else []
+            extra = [f"job={option}", f"sweep={option}"] if option in ("sleep", "hartmann", "noisy") else []
             p = plan([*extra, f"{group}={option}"], conf_dir, cwd=str(tmp_path))
             p.space.param_space()
             assert p.storage_dir.parent == tmp_path / "outputs"

@@ -60,7 +60,7 @@ def test_what_a_searcher_cannot_take_is_refused_naming_the_key(conf_dir, tmp_pat
         search.check(one, OmegaConf.merge(cfg, {"n_startup_trials": -1}))
     with pytest.raises(BadInput, match="sweep.space: empty, so search=optuna has nothing to learn"):
         search.check(Space(), cfg)
-    with pytest.raises(BadInput, match="search.name=nope: no such searcher; valid: grid, optuna, random"):
+    with pytest.raises(BadInput, match="search.name=nope: no such searcher; valid: arms, grid, optuna, random"):
         search.check(Space(), OmegaConf.merge(cfg, {"name": "nope"}))
 
 
