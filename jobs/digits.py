@@ -173,3 +173,15 @@ def train(cfg, ctx) -> None:
         if not math.isfinite(train_loss):
             print(f"epoch {epoch}: train_loss is {train_loss}; stopping")
             return
+
+
+def predict(cfg, state):
+    """Class probabilities of the model in a checkpoint `state` on the validation split, and its labels (numpy).
+    For the report's ensemble section (prediction averaging); the job contract's optional second function."""
+    xt, yt, xv, yv = load_split(cfg.val_fraction, cfg.split_seed)
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.as_tensor(xv)), dim=1).numpy()
+    return probs, np.asarray(yv)

@@ -185,7 +185,7 @@ def _report(args, config_dir: Path) -> int:
     from orchestrator.report.publish import make
 
     made = make(uri, str(cfg.tracking.experiment), args.name, cfg.report, storage.resolve() / "report",
-                saved_decisions(storage))
+                saved_decisions(storage), storage.resolve(), config_dir.parent)
     print("\n".join(made["text"]))
     print(f"danlu: report: {made['dir'] / 'report.html'} (and the parent run's artifacts, report/)")
     return 0

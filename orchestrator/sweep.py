@@ -403,7 +403,8 @@ def _report(p: Plan, scheduler, out) -> bool:
 
     try:
         made = make(p.tracking_uri, str(p.cfg.tracking.experiment), str(p.cfg.sweep.name), p.cfg.report,
-                    p.storage_dir / "report", [asdict(d) for d in getattr(scheduler, "decisions", [])])
+                    p.storage_dir / "report", [asdict(d) for d in getattr(scheduler, "decisions", [])],
+                    p.storage_dir, p.config_dir.parent)
     except Exception as exc:  # the sweep's runs are all in MLflow; only the report is missing
         print(f"danlu: the report could not be made ({type(exc).__name__}: {exc}); "
               f"`danlu report {p.cfg.sweep.name}` tries again", file=out, flush=True)

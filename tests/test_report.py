@@ -136,3 +136,16 @@ def test_compare_gives_a_verdict_and_resumes_like_a_sweep(tmp_path):
     assert "seed 42: score=" in seeds.stdout and "rank" in seeds.stdout and "seed luck, by construction" in seeds.stdout
     _, _, children = mlflow_runs(tmp_path / "mlflow.db", "luck")
     assert sorted(int(c.data.params["seed"]) for c in children) == [0, 1, 2, 42]
+
+
+def test_the_ensemble_section_averages_the_top_configurations_checkpoints(tmp_path):
+    r = danlu_cli(["sweep", "experiment=lore_ensemble", "sweep.num_samples=3", "sweep.seeds=[0,1]", "epochs=2",
+                   "sweep.name=ens", "sweep.search_seed=5", "report.ensemble_top_k=2"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Ensemble of the top 2 (prediction averaging of final checkpoints" in r.stdout
+    rep = json.loads((tmp_path / "outputs/ens/report/report.json").read_text())
+    ens, best = rep["ensemble"], rep["leaderboard"]["rows"][0]
+    assert ens["seeds"] == [0, 1] and len(ens["members"]) == 2
+    # the best configuration's accuracy from its checkpoints is the val_acc its trials reported at their end
+    assert ens["best_single_accuracy"] == pytest.approx(best["values"], abs=1e-6)
+    assert all(0 < v <= 1 for v in ens["ensemble_accuracy"].values()) and ens["verdict"]

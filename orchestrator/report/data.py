@@ -19,6 +19,7 @@ class Config:
     curves: dict[int, list[tuple[int, float]]] = field(default_factory=dict)  # seed -> [(step, value)]
     failed: list[int] = field(default_factory=list)  # seeds whose trial failed (left out of the statistics)
     trials: dict[int, str] = field(default_factory=dict)  # seed -> trial label (t003)
+    runs: dict[int, tuple[str, str]] = field(default_factory=dict)  # seed -> (MLflow run id, Ray trial id)
 
     @property
     def rung(self) -> int:
@@ -39,6 +40,9 @@ class SweepData:
     configs: list[Config]
     decisions: list[dict] = field(default_factory=list)  # seed-aware ASHA's (orchestrator/scheduler/group_rungs)
     earlier_seed_sd: dict | None = None  # with one seed: the spread an earlier multi-seed sweep of the job measured
+    client: object = None  # the MlflowClient it was read with
+    storage_dir: object = None  # the sweep's Ray storage (its checkpoints), where known
+    root: object = None  # the folder holding jobs/ (the job's code), where known
 
     def better(self, a: float, b: float) -> bool:
         return a > b if self.mode == "max" else a < b
@@ -96,6 +100,7 @@ def load(client, experiment: str, name: str, decisions: list[dict] | None = None
         # a run's params are its whole config; the configuration is what the sweep varied
         c = configs.setdefault(cid, Config(cid, {k: run.data.params.get(k, "") for k in space}))
         c.trials[seed] = tg.get(T.TRIAL, "")
+        c.runs[seed] = (run.info.run_id, tg.get(T.TRIAL_ID, ""))
         if tg.get(T.OUTCOME) == "failed" or run.info.status == "FAILED":
             c.failed.append(seed)
             continue
@@ -112,4 +117,4 @@ def load(client, experiment: str, name: str, decisions: list[dict] | None = None
     return SweepData(name=name, experiment_id=parent.info.experiment_id, parent_id=parent.info.run_id, metric=metric,
                      mode=mode, job=params.get("job.name", ""), seeds=seeds, space=space, scheduler=scheduler,
                      configs=sorted(configs.values(), key=lambda c: min(c.trials.values(), default="")),
-                     decisions=list(decisions or []), earlier_seed_sd=earlier)
+                     decisions=list(decisions or []), earlier_seed_sd=earlier, client=client)

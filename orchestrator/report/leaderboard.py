@@ -19,7 +19,15 @@ def _p(x) -> str:
 
 
 def label(config) -> str:
-    return " ".join(f"{k}={v}" for k, v in sorted(config.hp.items())) or config.id
+    return " ".join(f"{k}={_short(v)}" for k, v in sorted(config.hp.items())) or config.id
+
+
+def _short(v: str) -> str:
+    """A value as a reader wants it: 0.0685 for 0.06850702318083854 (the JSON keeps every digit)."""
+    try:
+        return v if float(v) == int(float(v)) and "." not in v else f"{float(v):.4g}"
+    except (ValueError, OverflowError):
+        return v
 
 
 def verdict(data, rows) -> list[str]:

@@ -14,14 +14,17 @@ from orchestrator.report import forms
 ARTIFACT_DIR = "report"
 
 
-def make(tracking_uri: str, experiment: str, name: str, report_cfg, out_dir: Path, decisions=None) -> dict:
-    """Build the report of sweep `name`, write it to out_dir, log it to the parent run. Returns its JSON data."""
+def make(tracking_uri: str, experiment: str, name: str, report_cfg, out_dir: Path, decisions=None,
+         storage_dir: Path | None = None, root: Path | None = None) -> dict:
+    """Build the report of sweep `name`, write it to out_dir, log it to the parent run. Returns its JSON data.
+    storage_dir (the sweep's Ray storage) and root (the folder holding jobs/) serve sections that read checkpoints."""
     import json
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     data = report_data.load(client, experiment, name, decisions)
+    data.storage_dir, data.root = storage_dir, root
     sections = report.build(data, report_cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"report.html": forms.as_html(data, sections).encode(), "report.json": forms.as_json(data, sections).encode()}
