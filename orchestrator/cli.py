@@ -37,7 +37,9 @@ SEARCH_HELP = """searchers (the search config group; the header line says which 
   search=optuna   Optuna through Tune's OptunaSearch, learning from finished configurations:
                   search.sampler=tpe|gp|cmaes|random|qmc, search.n_startup_trials=10,
                   search.max_concurrent=4 (configurations outstanding)
-  sweep.seeds=[0,1,2] runs each configuration once per seed under every searcher;
+  search=arms     explicit configurations: the i-th value of every key together (danlu compare's)
+  sweep.seeds=[0,1,2] runs each configuration once per seed under every searcher, and ASHA then
+  stops or continues a configuration's seeds together, on their mean;
   sweep.search_seed=N makes the sampling repeat exactly (default: a fresh seed, printed)"""
 
 

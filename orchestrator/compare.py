@@ -78,7 +78,7 @@ def sweep_overrides(arm: Arms, shared: list[str], name: str | None, job: str) ->
     ident = "|".join([*sorted(shared), *entries, seeds, str(arm.named or "")])
     name = name or f"compare-{job}-{hashlib.sha1(ident.encode()).hexdigest()[:8]}"
     return [*shared, "search=arms", "scheduler=fifo", "sweep.num_samples=1", "~sweep.space", "+sweep.space={}",
-            f"sweep.seeds=[{seeds}]", f"sweep.name={name}", *entries]
+            f"sweep.seeds=[{seeds}]", f"sweep.name={name}", "report.sections=[leaderboard,curves]", *entries]
 
 
 def verdict(arm: Arms, data) -> dict:
@@ -141,10 +141,10 @@ def run_compare(a: list[str], b: list[str], n_seeds: int, shared: list[str], nam
         base = compose(fixed)
     if not a and not b and base.get("compare"):  # a ready experiment: conf/experiment/lore_*.yaml
         a, b = list(base.compare.a), list(base.compare.b)
-        n_seeds = n_seeds or int(base.compare.seeds)
+        n_seeds = int(base.compare.seeds) if n_seeds is None else n_seeds
     if not b:
         raise BadInput("danlu compare A --vs B: arm B is missing, e.g. danlu compare batch_size=64 --vs batch_size=63.")
-    arm = arms(a, b, n_seeds or 5, base)
+    arm = arms(a, b, 5 if n_seeds is None else n_seeds, base)
     overrides = sweep_overrides(arm, shared, name, str(base.job.name))
     plan(overrides, config_dir)  # every check, before anything runs
     code = run_sweep(overrides, config_dir, command=command)

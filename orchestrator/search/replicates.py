@@ -14,7 +14,8 @@ the experiment checkpoint. What it lacks, added here:
   two would share one name in Tune's saved searcher state.
 
 A configuration whose seeds ASHA stops early reports what they reached (Tune passes a stopped trial's last
-result). Until the seed-aware scheduler exists, ASHA judges each seed's trial on its own.
+result). With several seeds ASHA judges a configuration's seeds together (orchestrator/scheduler/asha.py), so
+they stop together.
 """
 
 from __future__ import annotations
