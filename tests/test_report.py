@@ -69,6 +69,13 @@ def test_seed_aware_asha_stops_the_lucky_configuration_and_the_report_says_what_
     assert again.returncode == 0, again.stderr
     assert "BEST" in again.stdout and "profile=lucky" in again.stdout and "stopped" in again.stdout
 
+    # one seed per configuration: no claim, and the seed spread the earlier sweep of the job measured
+    single = danlu_cli(["sweep", "experiment=noisy", "sweep.seeds=[0]", "scheduler=fifo", "epochs=2", "epoch_s=0",
+                        "sweep.name=single"], tmp_path)
+    assert single.returncode == 0, single.stdout + single.stderr
+    assert "One seed per configuration: no claim of difference between configurations can be made" in single.stdout
+    assert f"For scale: in sweep lucky of the same job, score varied by sd {m['seed_sd_score']:.3g}" in single.stdout
+
 
 def test_a_small_digits_sweep_with_three_seeds_produces_the_report_plots_and_json(tmp_path):
     r = danlu_cli(["sweep", "sweep.seeds=[0,1,2]", "sweep.num_samples=4", "epochs=3", "scheduler=fifo",
