@@ -144,7 +144,7 @@ def fallback_trainable(train_fn: Callable, notes: dict) -> type:
             ckpt = getattr(checkpoint_path, "checkpoint", None)
             if ckpt is None or _exists(ckpt.filesystem, ckpt.path):
                 return super().restore(checkpoint_path)
-            found = _newest_checkpoint(ckpt.filesystem, ckpt.path.rsplit("/", 1)[0])
+            found = newest_checkpoint(ckpt.filesystem, ckpt.path.rsplit("/", 1)[0])
             gone = ckpt.path.rsplit("/", 1)[-1]
             if found is None:
                 notes[self.trial_id] = f"its start ({gone}, named by Ray's last snapshot, was deleted; no other)"
@@ -166,7 +166,7 @@ def _exists(fs, path: str) -> bool:
     return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
 
-def _newest_checkpoint(fs, trial_dir: str) -> tuple[str, int] | None:
+def newest_checkpoint(fs, trial_dir: str) -> tuple[str, int] | None:
     """The checkpoint of this trial with the highest recorded iteration (directory names can mislead: a
     restored trial writes its next checkpoints under names an earlier driver had used)."""
     import pyarrow.fs

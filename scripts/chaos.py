@@ -4,6 +4,7 @@
     .venv/bin/python scripts/chaos.py --iterations 50 --kills 3 --seed 1000
     .venv/bin/python scripts/chaos.py --seed 1017 --iterations 1 --keep   # replay one failing iteration
     .venv/bin/python scripts/chaos.py --search optuna         # the same under Optuna's TPE
+    .venv/bin/python scripts/chaos.py --seeds 3               # 3 seeds per configuration: seed-aware ASHA
 
 Each iteration runs `danlu sweep` (an ASHA sweep of the sleeping job, checkpoints every report, Tune
 keeping 2) in a fresh directory, kills the driver's whole process group with SIGKILL K times at a
@@ -17,6 +18,8 @@ command once more and lets it finish. The MLflow store must then hold what the R
 - every reported step once: each child's steps are 1..last with no gap and no repeat; a trial that
   completed reached the last epoch
 - the final run exits 0 and says nothing was left unlogged
+- the report was made: the parent run has report/report.json and best_mean_score; with several seeds,
+  no rung of a configuration was decided twice (seed-aware ASHA's state across the kills)
 
 Any violation prints the iteration's seed, which replays the same kill moments (`--seed S
 --iterations 1`). Exit 0 when no iteration violated anything, 1 otherwise.
@@ -42,7 +45,8 @@ EPOCHS, SAMPLES = 16, 10
 SWEEP = ["job=sleep", "sweep=sleep", "scheduler=asha", f"sweep.num_samples={SAMPLES}", f"epochs={EPOCHS}",
          "epoch_s=0.4", "checkpoint_state=true", "checkpoint.keep=2", "scheduler.grace_period=3",
          "cluster.num_cpus=2", "tracking.flush_s=1", "sweep.name=chaos"]
-NAME = re.compile(r"^t\d{3} x=\S+$")
+NAME = re.compile(r"^t\d{3} x=\S+( s=\d+)?$")
+SEEDS = [0]
 
 
 def command(extra: list[str] = ()) -> list[str]:
@@ -98,8 +102,22 @@ def check(cwd: Path, final_code: int, final_out: str) -> list[str]:
         if strays:
             problems.append(f"{len(strays)} child runs under another parent")
     per_trial = Counter(r.data.tags.get("ray.trial_id") for r in children)
-    if len(children) != SAMPLES:
-        problems.append(f"{len(children)} child runs for {SAMPLES} trials")
+    if len(children) != SAMPLES * len(SEEDS):
+        problems.append(f"{len(children)} child runs for {SAMPLES * len(SEEDS)} trials")
+    if "danlu: report:" not in final_out:
+        problems.append("the final run made no report")
+    if len(parents) == 1:
+        arts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+        if "report/report.json" not in arts or "best_mean_score" not in parents[0].data.metrics:
+            problems.append(f"the parent run lacks the report ({sorted(arts)})")
+    report = cwd / "outputs" / "chaos" / "report" / "report.json"
+    if report.exists():
+        import json
+
+        decided = Counter((d["config"], d["rung"]) for d in json.loads(report.read_text())["rungs"]["decisions"])
+        twice = [k for k, n in decided.items() if n > 1]
+        if twice:
+            problems.append(f"rungs decided twice: {twice}")
     twice = {t: n for t, n in per_trial.items() if n > 1}
     if twice:
         problems.append(f"trials with several runs: {twice}")
@@ -157,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=float, default=25.0, help="kill moments are drawn from [0.5, window] seconds")
     ap.add_argument("--keep", action="store_true", help="keep every iteration's directory, not only failing ones")
     ap.add_argument("--search", default="random", help="the sweep's searcher (search=...)")
+    ap.add_argument("--seeds", type=int, default=1, help="seeds per configuration (sweep.seeds=[0..N-1])")
     args = ap.parse_args(argv)
-    SWEEP.append(f"search={args.search}")
+    SEEDS[:] = list(range(args.seeds))
+    SWEEP.extend([f"search={args.search}", f"sweep.seeds=[{','.join(map(str, SEEDS))}]"])
     t0, failed = time.monotonic(), []
     for i in range(args.iterations):
         if iteration(args.seed + i, args.kills, args.window, args.keep):

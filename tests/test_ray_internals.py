@@ -87,8 +87,8 @@ def test_the_newest_complete_checkpoint_is_found_by_its_recorded_iteration(tmp_p
     ckpt("checkpoint_000005", 12, size=10, written=4)  # cut short by the kill
     (tmp_path / "checkpoint_000006").mkdir()  # no marker: not danlu's
     fs = pyarrow.fs.LocalFileSystem()
-    assert ray_internals._newest_checkpoint(fs, str(tmp_path)) == (str(tmp_path / "checkpoint_000003"), 9)
-    assert ray_internals._newest_checkpoint(fs, str(tmp_path / "nothing")) is None
+    assert ray_internals.newest_checkpoint(fs, str(tmp_path)) == (str(tmp_path / "checkpoint_000003"), 9)
+    assert ray_internals.newest_checkpoint(fs, str(tmp_path / "nothing")) is None
 
 
 def test_only_tunes_two_races_are_dropped_from_its_error_logs():

@@ -25,10 +25,10 @@ def _unavailable(why: str) -> Section:
 def _checkpoint_state(storage, trial: str, trial_id: str):
     import pyarrow.fs
 
-    from orchestrator.ray_internals import _newest_checkpoint
+    from orchestrator.ray_internals import newest_checkpoint
     from orchestrator.trial import load_state
 
-    found = _newest_checkpoint(pyarrow.fs.LocalFileSystem(), str(storage / f"{trial}_{trial_id}"))
+    found = newest_checkpoint(pyarrow.fs.LocalFileSystem(), str(storage / f"{trial}_{trial_id}"))
     return None if found is None else load_state(found[0])
 
 
