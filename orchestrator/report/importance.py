@@ -51,6 +51,11 @@ def build(data, rows, cfg) -> Section | None:
                f"this sweep has {len(used)} configuration(s) and {len(dists)} such key(s).")
         return Section("importance", "Hyperparameter importance", {"importance": None, "note": why}, [why],
                        f"<p>{html.escape(why)}</p>")
+    if len(dists) == 1:  # fANOVA would fit its forests to say 1.0: one key holds all the variance it can explain
+        (key,) = dists
+        why = f"Only {key} varies among these configurations: its share is 1 by definition (nothing to rank)."
+        return Section("importance", "Hyperparameter importance", {"importance": {key: {"mean": 1.0, "sd": 0.0}},
+                       "note": why, "configurations": len(used)}, [why], f"<p>{html.escape(why)}</p>")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if data.mode == "max" else "minimize")
     for r in used:
