@@ -103,8 +103,9 @@ def verdict(arm: Arms, data) -> dict:
     by_hp = {tuple(sorted(c.hp.items())): c for c in data.configs}
     ca = by_hp.get(tuple(sorted((k, _norm(v)) for k, v in arm.a.items())))
     cb = by_hp.get(tuple(sorted((k, _norm(v)) for k, v in arm.b.items())))
-    if ca is None or cb is None:
-        ca, cb = (data.configs + [None, None])[:2]
+    if ca is None or cb is None or not ca.values or not cb.values:
+        return {"kind": "missing", "metric": m, "verdict": "an arm has no finished trial with the metric in MLflow "
+                f"(found: {', '.join(str(c.hp) for c in data.configs) or 'none'}); nothing to compare."}
     r = stats.paired(ca.values, cb.values)
     a_txt, b_txt = " ".join(f"{k}={v}" for k, v in arm.a.items()), " ".join(f"{k}={v}" for k, v in arm.b.items())
     if r.n < 2:
@@ -124,9 +125,9 @@ def verdict(arm: Arms, data) -> dict:
 
 def _norm(text: str) -> str:
     """A value as its run's param holds it (MLflow params are the override's value text)."""
-    from orchestrator.space import _read, override
+    from orchestrator.space import override, read_value
 
-    return override("k", _read(text)).split("=", 1)[1]
+    return override("k", read_value(text)).split("=", 1)[1]
 
 
 def run_compare(a: list[str], b: list[str], n_seeds: int, shared: list[str], name: str | None, config_dir: Path,
@@ -164,6 +165,8 @@ def run_compare(a: list[str], b: list[str], n_seeds: int, shared: list[str], nam
         print(f"  effect A - B: {result['effect']:+.4g}  (95% t-interval {result['ci_low']:+.4g} to "
               f"{result['ci_high']:+.4g}), paired t-test p = {result['p']:.3g}")
     print(f"  verdict: {result['verdict']}")
+    if result["kind"] == "missing":
+        return 1
     client.log_text(data.parent_id, json.dumps(result, indent=1, default=str), "compare.json")
     client.set_tag(data.parent_id, "danlu.verdict", result["verdict"][:5000])
     from orchestrator.report.forms import _clean

@@ -193,14 +193,14 @@ def override(key: str, value: Any) -> str:
     from hydra.core.override_parser.types import Override
 
     text = Override._get_value_element_as_str(value)
-    if isinstance(value, str) and _read(text) != value:
+    if isinstance(value, str) and read_value(text) != value:
         text = "'" + value.replace("'", "\\'") + "'"
-        if _read(text) != value:
+        if read_value(text) != value:
             raise BadInput(f"{key}: the value {value!r} cannot be written as a Hydra override.")
     return f"{key}={text}"
 
 
-def _read(text: str) -> Any:
+def read_value(text: str) -> Any:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
