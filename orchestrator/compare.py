@@ -87,9 +87,11 @@ def verdict(arm: Arms, data) -> dict:
 
     m, better = data.metric, ("higher" if data.mode == "max" else "lower")
     if arm.seed_arms:
-        (config,) = data.configs
         sa, sb = arm.named["seed_a"], arm.named["seed_b"]
-        values = config.values
+        values = data.configs[0].values if len(data.configs) == 1 else {}
+        if sa not in values or sb not in values:
+            return {"kind": "missing", "metric": m, "verdict": f"seed {sa} or seed {sb} has no finished trial with "
+                    f"{m} in MLflow; nothing to compare."}
         spread = stats.t_interval(values.values())
         rank = sorted(values, key=lambda s: -values[s] if data.mode == "max" else values[s])
         diff = values[sa] - values[sb]
