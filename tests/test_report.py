@@ -4,7 +4,7 @@ driver SIGKILL), the morning report's forms, `danlu report`, and `danlu compare`
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pytest
 
@@ -156,3 +156,16 @@ def test_the_ensemble_section_averages_the_top_configurations_checkpoints(tmp_pa
     # the best configuration's accuracy from its checkpoints is the val_acc its trials reported at their end
     assert ens["best_single_accuracy"] == pytest.approx(best["values"], abs=1e-6)
     assert all(0 < v <= 1 for v in ens["ensemble_accuracy"].values()) and ens["verdict"]
+
+
+def test_a_configuration_drawn_twice_is_one_configuration_with_its_repeats_said(tmp_path):
+    """Six draws of four profiles (random search) under seed-aware ASHA: some profile is drawn twice."""
+    r = danlu_cli(["sweep", "experiment=noisy", "search=random", "sweep.num_samples=6", "sweep.seeds=[0,1]",
+                   "epoch_s=0.05", "profiles.lucky.epoch_s=0.05", "sweep.name=twice", "sweep.search_seed=1"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    _, _, children = mlflow_runs(tmp_path / "mlflow.db", "twice")
+    drawn = Counter(c.data.params["profile"] for c in children)
+    assert len(children) == 12 and max(drawn.values()) > 2
+    rows = json.loads((tmp_path / "outputs/twice/report/report.json").read_text())["leaderboard"]["rows"]
+    assert sorted(row["hp"]["profile"] for row in rows) == sorted(drawn)  # one row per distinct configuration
+    assert "were drawn more than once by the searcher" in r.stdout

@@ -85,3 +85,13 @@ def test_one_seed_per_configuration_makes_no_claim():
     words = verdict(data, rank(data))
     assert words[0].startswith("One seed per configuration: no claim of difference")
     assert "No earlier multi-seed sweep" in words[1]
+
+
+def test_a_configuration_drawn_twice_is_averaged_per_seed_and_said():
+    from orchestrator.report.leaderboard import verdict
+
+    data = sweep({"a": 0.7, "b": 0.9}, [0, 1, 2])
+    data.configs[0].values[0] = (data.configs[0].values[0] + 0.71) / 2  # what data.load does for a second trial
+    data.configs[0].repeats[0] = 2
+    words = verdict(data, rank(data))
+    assert words[-1].startswith("1 configuration(s) were drawn more than once") and "profile=a: 2 repeated" in words[-1]

@@ -20,6 +20,7 @@ class Config:
     failed: list[int] = field(default_factory=list)  # seeds whose trial failed (left out of the statistics)
     trials: dict[int, str] = field(default_factory=dict)  # seed -> trial label (t003)
     runs: dict[int, tuple[str, str]] = field(default_factory=dict)  # seed -> (MLflow run id, Ray trial id)
+    repeats: dict[int, int] = field(default_factory=dict)  # seed -> trials of it (a searcher drew this config twice)
 
     @property
     def rung(self) -> int:
@@ -99,14 +100,19 @@ def load(client, experiment: str, name: str, decisions: list[dict] | None = None
         seed = int(seed)
         # a run's params are its whole config; the configuration is what the sweep varied
         c = configs.setdefault(cid, Config(cid, {k: run.data.params.get(k, "") for k in space}))
-        c.trials[seed] = tg.get(T.TRIAL, "")
-        c.runs[seed] = (run.info.run_id, tg.get(T.TRIAL_ID, ""))
+        c.trials.setdefault(seed, tg.get(T.TRIAL, ""))
+        c.runs.setdefault(seed, (run.info.run_id, tg.get(T.TRIAL_ID, "")))
         if tg.get(T.OUTCOME) == "failed" or run.info.status == "FAILED":
             c.failed.append(seed)
             continue
         history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, metric))
         history = [(s, v) for s, v in history if not math.isnan(v)]
-        if history:
+        if history and seed in c.values:  # the same hyperparameters drawn twice: another replicate of this seed
+            c.repeats[seed] = c.repeats.get(seed, 1) + 1
+            n = c.repeats[seed]
+            c.values[seed] += (history[-1][1] - c.values[seed]) / n  # their mean, said in the report
+            c.steps[seed] = max(c.steps[seed], history[-1][0])
+        elif history:
             c.curves[seed] = history
             c.steps[seed], c.values[seed] = history[-1]
     seeds = seeds or sorted({s for c in configs.values() for s in c.trials})

@@ -43,7 +43,7 @@ def verdict(data, rows) -> list[str]:
                          f"{earlier['sd']:.3g} between seeds of one configuration.")
         else:
             lines.append("No earlier multi-seed sweep of this job was found to say how much seeds vary.")
-        return lines
+        return lines + repeated(rows)
     best = rows[0]
     top = [r for r in rows if r.config.rung == best.config.rung]
     tied = [r for r in top[1:] if r.vs_best.get("indistinguishable")]
@@ -64,7 +64,17 @@ def verdict(data, rows) -> list[str]:
     sd, df = stats.pooled_sd({r.config.id: r.config.values for r in rows})
     if df:
         lines.append(f"Seeds of one configuration vary by sd {sd:.3g} (pooled, {df} degrees of freedom).")
-    return lines
+    return lines + repeated(rows)
+
+
+def repeated(rows) -> list[str]:
+    twice = [r for r in rows if r.config.repeats]
+    if not twice:
+        return []
+    return [f"{len(twice)} configuration(s) were drawn more than once by the searcher (identical hyperparameters): "
+            "a seed's trials of the same configuration are averaged into one value ("
+            + "; ".join(f"{label(r.config)}: {sum(r.config.repeats.values())} repeated trials" for r in twice[:3])
+            + ")."]
 
 
 def build(data, rows, cfg) -> Section:
