@@ -169,3 +169,28 @@ def test_a_configuration_drawn_twice_is_one_configuration_with_its_repeats_said(
     rows = json.loads((tmp_path / "outputs/twice/report/report.json").read_text())["leaderboard"]["rows"]
     assert sorted(row["hp"]["profile"] for row in rows) == sorted(drawn)  # one row per distinct configuration
     assert "were drawn more than once by the searcher" in r.stdout
+
+
+def test_seed_aware_asha_under_optuna_judges_each_configurations_seeds_together(tmp_path):
+    # a numeric space (no configuration drawn twice); Tune's Repeater creates a configuration's seeds one after
+    # another, and the scheduler must see them as one group
+    r = danlu_cli(["sweep", "job=noisy", "sweep=none", "sweep.metric=score", "mean=interval(0.3,0.9)",
+                   "sweep.seeds=[0,1,2]", "search=optuna", "sweep.num_samples=5", "search.n_startup_trials=2",
+                   "search.max_concurrent=2", "cluster.num_cpus=6", "epoch_s=0.2", "scheduler.grace_period=1",
+                   "sweep.name=tpe", "sweep.search_seed=4"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    client, _, children = mlflow_runs(tmp_path / "mlflow.db", "tpe")
+    assert len(children) == 15
+    decisions = json.loads((tmp_path / "outputs/tpe/report/report.json").read_text())["rungs"]["decisions"]
+    assert decisions and all(d["seeds"] == 3 for d in decisions)  # every decision on a whole seed group
+    configs = Counter(c.data.tags["danlu.config_id"] for c in children)
+    assert len(configs) == 5 and set(configs.values()) == {3}
+    assert {d["config"] for d in decisions} == set(configs)  # each configuration judged at rung 1 at least
+    stopped = {d["config"] for d in decisions if d["stop"]}
+    assert stopped and all(configs[c] == 3 for c in stopped)
+    # the seed whose report completed a stopped group's rung stopped there, at once
+    for config in stopped:
+        rung = next(d["rung"] for d in decisions if d["config"] == config and d["stop"])
+        ends = [len(client.get_metric_history(c.info.run_id, "score")) for c in children
+                if c.data.tags["danlu.config_id"] == config]
+        assert min(ends) == rung, (config, rung, ends)
