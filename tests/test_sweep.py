@@ -40,7 +40,9 @@ def test_digits_sweep_on_logical_gpus(ray_gpus, conf_dir, tmp_path):
     assert len(tags["mlflow.source.git.commit"]) in (40, 7)  # a commit, or "unknown" outside git
     assert "sweep.name=gpus" in tags["danlu.command"] or tags["danlu.command"]
     assert parent.data.params["resources.gpu"] == "0.5" and parent.data.params["job.fn"] == "jobs.digits:train"
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"config.yaml", "space.yaml"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"config.yaml", "space.yaml", "report"}
+    assert "report/report.html" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert "danlu: report for gpus" in out
     m = parent.data.metrics
     assert m["trials_total"] == 4 and m["trials_failed"] == 0
     assert m["trials_completed"] + m["trials_stopped_early"] == 4
