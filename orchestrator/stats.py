@@ -54,16 +54,17 @@ def holm(pvalues: list[float]) -> list[float]:
 
 
 def paired_p(a: dict, b: dict) -> tuple[float, int]:
-    """Two-sided paired t-test over the seeds both have: (p, pairs). NaN with fewer than two pairs; 1.0
-    when every difference is the same value as zero, 0.0 when they are all equal and not zero."""
+    """Two-sided paired t-test over the seeds both have: (p, pairs). NaN with fewer than two pairs; when every
+    difference is the same (a deterministic effect, to rounding), 1.0 if it is zero and 0.0 if not."""
     from scipy import stats
 
     shared = sorted(set(a) & set(b))
     if len(shared) < 2:
         return math.nan, len(shared)
     d = [a[s] - b[s] for s in shared]
-    if max(d) == min(d):  # no spread: the t statistic is undefined
-        return (1.0 if d[0] == 0 else 0.0), len(shared)
+    scale = max(1.0, max(abs(x) for x in d))
+    if max(d) - min(d) <= 1e-9 * scale:  # no spread (rounding aside): the t statistic is undefined
+        return (1.0 if abs(sum(d)) <= 1e-9 * scale * len(d) else 0.0), len(shared)
     return float(stats.ttest_rel([a[s] for s in shared], [b[s] for s in shared]).pvalue), len(shared)
 
 
