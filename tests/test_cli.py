@@ -67,7 +67,7 @@ def test_help_imports_nothing_heavy(tmp_path):
         (["sweep", "job=sleep", "sweep=sleep", "search=optuna", "x=0.5"], ["sweep.space: empty", "search=optuna"]),
         (["run", "lr=0.1,0.2"], ["danlu run takes plain values", "danlu sweep"]),
         (["sweep", "report.sections=[leaderboard,nope]"], ["report.sections=['leaderboard', 'nope']", "curves"]),
-        (["sweep", "scheduler.name=hyperband"], ["scheduler.name=hyperband", "valid schedulers are asha, fifo"]),
+        (["sweep", "scheduler.name=hyperband"], ["scheduler.name=hyperband", "no such scheduler; valid: asha, fifo"]),
         (["sweep", "search=arms", "lr=0.1,0.2", "batch_size=32,64,128"], ["search=arms zips", "lr has 2"]),
         (["compare", "batch_size=64"], ["arm B is missing"]),
         (["compare", "batch_size=64", "--vs", "batch_size=64"], ["the arms are the same"]),

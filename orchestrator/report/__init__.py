@@ -10,13 +10,12 @@ goes (files, the parent run's artifacts and metrics) in publish.py.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from orchestrator import parts
 from orchestrator.errors import BadInput
 
-_HELPERS = ("__init__", "data", "forms", "publish", "plots")
+_HELPERS = ("data", "forms", "publish", "plots")
 
 
 @dataclass
@@ -37,7 +36,7 @@ class Row:
 
 
 def available() -> list[str]:
-    return sorted(p.stem for p in Path(__file__).parent.glob("*.py") if p.stem not in _HELPERS)
+    return parts.names(__name__, _HELPERS)
 
 
 def check(report_cfg) -> None:
@@ -66,7 +65,7 @@ def build(data, report_cfg) -> list[Section]:
     rows = rank(data)
     out = []
     for name in report_cfg.sections:
-        section = importlib.import_module(f"orchestrator.report.{name}").build(data, rows, report_cfg)
+        section = parts.load(__name__, str(name), _HELPERS, "report", "section").build(data, rows, report_cfg)
         if section is not None:
             out.append(section)
     return out

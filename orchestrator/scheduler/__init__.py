@@ -11,25 +11,19 @@ saves it in Tune's experiment checkpoint) and a set `stopped_early` of the trial
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from pathlib import Path
 
-from orchestrator.errors import BadInput
+from orchestrator import parts
 
-_HELPERS = ("__init__", "group_rungs", "tune_asha")
+_HELPERS = ("group_rungs", "tune_asha")
 
 
 def available() -> list[str]:
-    return sorted(p.stem for p in Path(__file__).parent.glob("*.py") if p.stem not in _HELPERS)
+    return parts.names(__name__, _HELPERS)
 
 
 def module(sch):
-    name = str(sch.get("name"))
-    if name not in available():
-        raise BadInput(f"scheduler.name={name}: valid schedulers are {', '.join(available())} "
-                       "(choose one with scheduler=<name>).")
-    return importlib.import_module(f"orchestrator.scheduler.{name}")
+    return parts.load(__name__, str(sch.get("name")), _HELPERS, "scheduler", "scheduler")
 
 
 def check(sch) -> None:

@@ -15,11 +15,10 @@ over its seeds: orchestrator.search.replicates). A trial's config is always {"hp
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from orchestrator import parts
 from orchestrator.errors import BadInput
 
 
@@ -31,16 +30,15 @@ class Search:
     describe: str  # for the sweep's header line: which searcher, with which settings
 
 
+_HELPERS = ("replicates",)
+
+
 def available() -> list[str]:
-    return sorted(p.stem for p in Path(__file__).parent.glob("*.py") if p.stem not in ("__init__", "replicates"))
+    return parts.names(__name__, _HELPERS)
 
 
 def module(search_cfg):
-    name = str(search_cfg.get("name"))
-    if name not in available():
-        raise BadInput(f"search.name={name}: no such searcher; valid: {', '.join(available())} "
-                       "(choose one with search=<name>).")
-    return importlib.import_module(f"orchestrator.search.{name}")
+    return parts.load(__name__, str(search_cfg.get("name")), _HELPERS, "search", "searcher")
 
 
 def check(space, search_cfg) -> None:
