@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("a", nargs="*", metavar="A", help="arm A: key=value overrides")
     p.add_argument("--vs", nargs="+", default=[], metavar="B", help="arm B: key=value overrides")
-    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1, shared by both arms (default 5)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1, shared by both arms (default: a ready experiment's compare.seeds, else 5)")
     p.add_argument("--set", nargs="+", default=[], metavar="OVERRIDE",
                    help="overrides for both arms (job=..., epochs=..., experiment=lore_...)")
     p.add_argument("--name", help="the comparison's sweep name (default: compare-<job>-<hash of the command>)")
