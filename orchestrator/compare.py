@@ -164,8 +164,11 @@ def run_compare(a: list[str], b: list[str], n_seeds: int, shared: list[str], nam
     result = verdict(arm, data)
     if result["kind"] == "arms":
         print(f"danlu compare: A = {result['a']}  vs  B = {result['b']}, {result['n']} paired seeds, {data.metric}:")
-        print(f"  effect A - B: {result['effect']:+.4g}  (95% t-interval {result['ci_low']:+.4g} to "
-              f"{result['ci_high']:+.4g}), paired t-test p = {result['p']:.3g}")
+        if result["n"] >= 2:
+            print(f"  effect A - B: {result['effect']:+.4g}  (95% t-interval {result['ci_low']:+.4g} to "
+                  f"{result['ci_high']:+.4g}), paired t-test p = {result['p']:.3g}")
+        else:
+            print(f"  difference A - B: {result['effect']:+.4g} (no interval or test from {result['n']} pair)")
     print(f"  verdict: {result['verdict']}")
     if result["kind"] == "missing":
         return 1
