@@ -1,68 +1,231 @@
 """The tracking journal: every MLflow operation of a sweep, on disk before it is sent.
 
 Three files in the sweep's storage:
-- mlflow_journal.jsonl: one JSON operation a line, appended (flushed to the OS) before it is queued, so
-  a driver killed at any moment leaves every operation it accepted on disk;
-- mlflow_journal.offset: how far MLflow has durably received it (written atomically by the writer);
+- mlflow_journal.jsonl: one JSON operation a line, each with a CRC-32 of its text (`<json>\\t<crc>`), appended
+  with one write(2) before it is queued, so a driver killed at any moment leaves every operation it accepted
+  on disk; a write the disk cannot take whole (full, quota) is undone, never left as half a line;
+- mlflow_journal.offset: how far MLflow has durably received it (`<offset> <crc>`, replaced atomically);
 - mlflow_parked.jsonl: operations MLflow refused (a bad request, not an outage), with the reason, kept
   so that nothing is dropped: a resumed sweep sends them again, and the summary lists them.
 
-A line cut short by a kill was never acknowledged to anyone: it is cut off when the journal is opened
-again, so that the next line does not run into it.
+Damage is found, kept and said, never dropped in silence: a last line cut short (by a kill, or by whoever
+cut the file) is moved out of the journal into mlflow_journal.damaged so the next line starts clean; a whole
+line whose checksum does not match is skipped. Each is a `Damage` naming the operation, trial and step that
+could be read from it: the sweep says which were past what MLflow confirmed (so possibly never sent) and
+checks at its end whether they came back (a restored trial reports its steps again). A damaged offset file
+means every operation is replayed: each one is safe to repeat (orchestrator/mlflow_writer.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import threading
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
+
+_HEAD = re.compile(r'^\["(\w+)"(?:,\s*"([^"]*)"(?:,\s*(-?\d+))?)?')  # what a cut line still tells
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A journal line that cannot be trusted: where it was, what it was (as far as it can be read), why."""
+
+    offset: int
+    why: str  # "cut short" | "checksum mismatch" | "not JSON"
+    kind: str | None = None  # the operation (metrics, start, end, ...), if readable
+    trial: str | None = None  # its trial id, for a trial's operation
+    step: int | None = None  # its step, for metrics
+
+    @classmethod
+    def of(cls, offset: int, raw: bytes, why: str) -> Damage:
+        m = _HEAD.match(raw.decode("utf-8", "replace"))
+        if not m:
+            return cls(offset, why)
+        kind, trial, step = m.group(1), m.group(2), m.group(3)
+        trial_op = kind in ("start", "meta", "metrics", "tags", "end")
+        return cls(offset, why, kind, trial if trial_op else None,
+                   int(step) if kind == "metrics" and step is not None else None)
+
+    def describe(self, names: dict[str, str] | None = None) -> str:
+        """In words; `names`: trial id -> the trial's label (t003), from the journal's start operations."""
+        what = f"operation '{self.kind}'" if self.kind else "an operation whose kind cannot be read"
+        if self.trial:
+            label = (names or {}).get(self.trial)
+            what += f" of trial {label} ({self.trial})" if label else f" of trial {self.trial}"
+        if self.step is not None:
+            what += f" at step {self.step}"
+        return f"{what} ({self.why}, byte {self.offset})"
+
+
+def encode(op: tuple | list) -> bytes:
+    body = json.dumps(op, default=str)
+    return f"{body}\t{zlib.crc32(body.encode()):08x}\n".encode()
+
+
+def decode(line: bytes) -> tuple | None:
+    """The operation on a whole line, or None if the line is damaged. Lines of an earlier danlu have no checksum."""
+    text = line.rstrip(b"\n")
+    body, tab, crc = text.rpartition(b"\t")
+    if tab:  # JSON text never holds a raw tab: the last one starts the checksum
+        if len(crc) != 8 or crc.decode("ascii", "replace") != f"{zlib.crc32(body):08x}":
+            return None
+    else:
+        body = text
+    try:
+        op = json.loads(body)
+    except ValueError:
+        return None
+    return tuple(op) if isinstance(op, list) and op and isinstance(op[0], str) else None
 
 
 class Journal:
     JOURNAL, OFFSET, PARKED = "mlflow_journal.jsonl", "mlflow_journal.offset", "mlflow_parked.jsonl"
+    DAMAGED = "mlflow_journal.damaged"  # lines taken out of the journal (cut short), kept for inspection
 
     def __init__(self, directory: Path):
         self.dir = Path(directory)
         self.path = self.dir / self.JOURNAL
-        self._repair()
-        self._file = open(self.path, "a", encoding="utf-8")
+        self.damage: list[Damage] = []  # damaged lines past the confirmed offset (possibly never sent)
+        self.notes: list[str] = []  # what was found and done about it, for the terminal
+        self.names: dict[str, str] = {}  # trial id -> its label (t003), as logged_steps() read them
+        self._lock = threading.Lock()
+        self._tail: Damage | None = None
+        self._cut_tail()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        self._start = self._confirmed()
 
-    def _repair(self) -> None:
+    # -- opening: a cut last line, a damaged offset ----------------------------------------------------
+    def _cut_tail(self) -> None:
+        """A last line without its newline was cut short: move it out, so the next line starts clean."""
         if not self.path.exists():
             return
         with open(self.path, "rb+") as f:
             data = f.read()
             end = data.rfind(b"\n") + 1
-            if end < len(data):  # a partial last line: never applied, never acknowledged
-                f.truncate(end)
+            if end == len(data):
+                return
+            tail = data[end:]
+            with open(self.dir / self.DAMAGED, "ab") as kept:
+                kept.write(tail + b"\n")
+            f.truncate(end)
+        self._tail = Damage.of(end, tail, "cut short")
 
-    def append(self, op: tuple) -> int:
-        """Write one operation; the journal's length after it (its end offset)."""
-        self._file.write(json.dumps(op, default=str) + "\n")
-        self._file.flush()  # in the OS's hands: survives this process being killed
-        return self._file.tell()
+    def _confirmed(self) -> int:
+        """The offset MLflow confirmed, checked: a damaged one means everything is replayed (and said)."""
+        off = self.dir / self.OFFSET
+        why = None
+        try:
+            text = off.read_text(errors="replace").split()
+        except FileNotFoundError:
+            text = ["0"]
+        except OSError as exc:
+            text, why = ["0"], f"unreadable ({exc.strerror or exc})"
+        try:
+            value = int(text[0])
+            if len(text) > 2 or (len(text) == 2 and text[1] != f"{zlib.crc32(text[0].encode()):08x}"):
+                why = "its checksum does not match"
+        except (ValueError, IndexError):
+            value, why = 0, "it holds no offset"
+        if why is None and not 0 <= value <= self._size:
+            why = f"it points past the journal's end ({value} > {self._size} bytes)"
+        if why is None and value and not self._at_line_start(value):
+            why = f"{value} is not the start of a line"
+        if why:
+            self.notes.append(f"the journal's offset file {off} is damaged ({why}); every operation of the journal "
+                              "is sent again (each is safe to repeat)")
+            value = 0
+        tail = self._tail
+        if tail is not None and tail.offset >= value:
+            self.damage.append(tail)
+        return value
 
-    def unapplied(self) -> list[tuple[tuple, int]]:
-        """(operation, end offset) of every operation after the offset MLflow confirmed."""
-        start = self.applied()
-        out = []
-        with open(self.path, "rb") as f:
-            f.seek(start)
-            for line in f:
-                start += len(line)
-                if line.endswith(b"\n"):
-                    out.append((tuple(json.loads(line)), start))
+    def report(self) -> list[str]:
+        """What opening the journal found, in words (after logged_steps(), trials are named by their labels)."""
+        out = list(self.notes)
+        out += [f"a journal line past what MLflow confirmed is damaged, and skipped: {d.describe(self.names)}"
+                for d in self.damage if d is not self._tail]
+        tail = self._tail
+        if tail is not None:
+            out.append(f"the journal's last line was cut short: {tail.describe(self.names)}; kept in "
+                       f"{self.dir / self.DAMAGED}" + ("" if tail in self.damage else " (MLflow had confirmed it)"))
         return out
 
+    def _at_line_start(self, offset: int) -> bool:
+        with open(self.path, "rb") as f:
+            f.seek(offset - 1)
+            return f.read(1) == b"\n"
+
+    # -- writing -----------------------------------------------------------------------------------------
+    def append(self, op: tuple) -> int:
+        """Write one operation; the journal's length after it (its end offset). Raises OSError when the disk
+        cannot take it (full, quota, read-only): then nothing of it stays in the file."""
+        data = encode(op)
+        with self._lock:
+            try:
+                n = os.write(self._fd, data)  # one write(2): in the OS's hands, survives this process being killed
+                if n != len(data):
+                    raise OSError(28, f"No space left on device (wrote {n} of {len(data)} bytes)")
+            except OSError:
+                try:
+                    os.ftruncate(self._fd, self._size)  # never half a line
+                except OSError:
+                    pass
+                raise
+            self._size += n
+            return self._size
+
+    # -- reading -----------------------------------------------------------------------------------------
+    def lines(self, start: int = 0):
+        """(offset, end offset, operation or None if damaged, raw line) of every whole line from `start`."""
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            pos = start
+            for line in f:
+                end = pos + len(line)
+                if line.endswith(b"\n"):
+                    yield pos, end, decode(line), line
+                pos = end
+
+    def unapplied(self) -> list[tuple[tuple, int]]:
+        """(operation, end offset) of every operation after the offset MLflow confirmed; damaged lines there are
+        skipped and recorded in `damage`."""
+        out = []
+        for pos, end, op, raw in self.lines(self._start):
+            if op is None:
+                self.damage.append(Damage.of(pos, raw, "checksum mismatch" if b"\t" in raw else "not JSON"))
+                continue
+            out.append((op, end))
+        return out
+
+    def logged_steps(self) -> dict[str, int]:
+        """trial id -> the highest step the journal holds of it (0 for a trial started with none): how far a
+        restored trial may resume (orchestrator/checkpoints.py)."""
+        steps: dict[str, int] = {}
+        for _, _, op, _ in self.lines(0):
+            if op is None or len(op) < 2:
+                continue
+            if op[0] == "metrics" and len(op) > 2 and isinstance(op[2], int):
+                steps[op[1]] = max(op[2], steps.get(op[1], op[2]))
+            elif op[0] == "start":
+                steps.setdefault(op[1], 0)
+                if len(op) > 2 and isinstance(op[2], str):
+                    self.names[op[1]] = op[2].split(" ", 1)[0]
+        return steps
+
     def applied(self) -> int:
-        off = self.dir / self.OFFSET
-        try:
-            return int(off.read_text())
-        except (FileNotFoundError, ValueError):  # none yet, or (never, as it is replaced atomically) garbled
-            return 0
+        return self._start
 
     def mark_applied(self, offset: int) -> None:
-        _atomic_write(self.dir / self.OFFSET, str(offset))
+        """Record that MLflow holds everything up to `offset`. A disk that cannot take it only means more is
+        replayed next time (every operation is safe to repeat)."""
+        try:
+            _atomic_write(self.dir / self.OFFSET, f"{offset} {zlib.crc32(str(offset).encode()):08x}")
+        except OSError:
+            pass
 
     # -- refused operations --------------------------------------------------------------------------
     def parked(self) -> list[tuple[tuple, str]]:
@@ -70,7 +233,7 @@ class Journal:
         if not path.exists():
             return []
         out = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             if line.strip():
                 try:
                     entry = json.loads(line)
@@ -90,7 +253,10 @@ class Journal:
             _atomic_write(self.dir / self.PARKED, text)
 
     def close(self) -> None:
-        self._file.close()
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
 
 def _atomic_write(path: Path, text: str) -> None:

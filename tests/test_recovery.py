@@ -266,7 +266,7 @@ def test_driver_killed_during_an_outage_loses_no_metric(tmp_path):
 
         def unsent() -> int:  # bytes of journal that MLflow has not confirmed
             offset = storage / "danlu" / "mlflow_journal.offset"
-            sent = int(offset.read_text()) if offset.exists() else 0
+            sent = int(offset.read_text().split()[0]) if offset.exists() else 0  # "<offset> <crc>"
             return (storage / "danlu" / "mlflow_journal.jsonl").stat().st_size - sent
 
         wait_for(lambda: unsent() > 2000 or proc.poll() is not None, what="metrics journaled during the outage")
