@@ -93,7 +93,7 @@ class TuneContext:
     def _restored_iteration() -> int:
         from ray import tune
 
-        from orchestrator.ray_internals import MARKER
+        from orchestrator.checkpoints import MARKER
 
         ckpt = tune.get_checkpoint()
         if ckpt is None:
@@ -121,13 +121,11 @@ class TuneContext:
         if checkpoint is None or self._reports % self.checkpoint_every:
             tune.report(result)
             return
-        from orchestrator.ray_internals import MARKER
+        from orchestrator.checkpoints import write_marker
 
         with tempfile.TemporaryDirectory(prefix="danlu-ckpt-") as tmp:
             save_state(checkpoint, tmp)
-            files = {name: os.path.getsize(os.path.join(tmp, name)) for name in os.listdir(tmp)}
-            with open(os.path.join(tmp, MARKER), "w") as f:  # what a restore needs if Tune's own record is lost
-                json.dump({"iteration": self._iteration, "step": step, "files": files}, f)
+            write_marker(tmp, self._iteration, step)  # what a restore checks, and needs if Tune's record is lost
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     def restore(self):

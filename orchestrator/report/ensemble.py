@@ -25,7 +25,7 @@ def _unavailable(why: str) -> Section:
 def _checkpoint_state(storage, trial: str, trial_id: str):
     import pyarrow.fs
 
-    from orchestrator.ray_internals import newest_checkpoint
+    from orchestrator.checkpoints import newest as newest_checkpoint
     from orchestrator.trial import load_state
 
     found = newest_checkpoint(pyarrow.fs.LocalFileSystem(), str(storage / f"{trial}_{trial_id}"))
