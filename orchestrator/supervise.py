@@ -46,7 +46,10 @@ def supervise(address: str, sup_id: str, overrides: list[str], resubmits: int, g
     def launch(attempt: int, reason: str) -> str:
         job_id = f"{sup_id}-d{attempt}"
         runtime_env = {**(me.runtime_env or {}), "env_vars": {
-            **env, "DANLU_SUBMISSION_ID": sup_id, "DANLU_ATTEMPT": str(attempt), "DANLU_RESUBMIT_REASON": reason}}
+            **env, "DANLU_SUBMISSION_ID": sup_id, "DANLU_ATTEMPT": str(attempt), "DANLU_RESUBMIT_REASON": reason,
+            # a resubmitted driver waits for the dead one's lock to be given up (a lost node's NFS lock and lease
+            # outlive it for a minute or two) instead of exiting 2 at once (orchestrator/lock.py)
+            **({"DANLU_LOCK_WAIT_S": "300"} if attempt else {})}}
         for wait in (1, 2, 4, 8, 16, 0):  # the dashboard may be busy for a moment; the sweep must not be lost
             try:
                 client.submit_job(entrypoint=command, submission_id=job_id, runtime_env=runtime_env,
