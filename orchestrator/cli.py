@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from orchestrator import __version__
-from orchestrator.errors import BadInput
+from orchestrator.errors import BadInput, SweepFailed
 
 CLUSTER_COMMANDS = ("status", "logs", "stop", "list", "supervise")
 OVERRIDES_HELP = "Hydra overrides: key=value, group=option, and for sweeps key=<sweep expression>"
@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as exc:
         print(f"danlu: error: {exc}", file=sys.stderr)
         return 2
+    except SweepFailed as exc:
+        print(f"danlu: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ndanlu: interrupted", file=sys.stderr)
         return 130

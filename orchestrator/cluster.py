@@ -109,6 +109,12 @@ def ray_session(cluster, need: dict[str, float], verbose: bool = False) -> Itera
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune then prints no tables at all
         # a failed trial's traceback goes to its error.txt and MLflow; the terminal gets one line (TrialRuns)
         os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+        # a trial's failure is Tune's to handle and danlu's to say; Ray's driver would print its traceback again
+        # ("Unhandled error") when the failed call's result is dropped unread
+        os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
+        from orchestrator.ray_internals import quiet_worker_deaths
+
+        quiet_worker_deaths()  # "(raylet) A worker died...": danlu names the trial and its retry itself
     if ray.is_initialized():  # a caller's own Ray (a notebook, a benchmark): use it, leave it running
         check_fit(need, cluster_nodes())
         yield

@@ -6,3 +6,10 @@ class BadInput(Exception):
 
     Raised before anything is launched or written; the message names the key and what would be valid.
     """
+
+
+class SweepFailed(Exception):
+    """The sweep cannot go on, through no mistake in its input (a full disk, storage that cannot be read).
+
+    The CLI prints its message, which says what happened, what was kept and what to do, and exits 1.
+    """

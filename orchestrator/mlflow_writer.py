@@ -105,7 +105,8 @@ class RunWriter:
                 self.parent_id, self.run_ids = saved["parent"], dict(saved["runs"])
             except (ValueError, KeyError):
                 pass  # only a cache: look-ups find the runs again
-        self.notes: list[str] = []  # what the writer did that the user should hear of (orphan runs removed)
+        self.notes: list[str] = []  # what the writer did that the user should hear of (runs set aside)
+        self.orphans: list[dict] = []  # runs set aside: {"run", "trial", "status", "config_id", "seed"}
         self._last_step: dict[str, dict[str, int]] = {}  # run_id -> metric -> last step MLflow holds or will
         self._replayed: dict[str, set[int]] = {}  # run_id -> steps reported again (after a restore)
         self._known: set[str] = set()  # runs whose MLflow contents this process knows (created or read)
@@ -156,20 +157,42 @@ class RunWriter:
         return self._search(f"tags.`{T.PARENT}` = '{self.find_parent()}'") if self.find_parent() else []
 
     def run_of(self, trial_id: str) -> str | None:
+        """The trial's run (an orphaned run, set aside for a trial Tune forgot, is never the trial's)."""
         rid = self.run_ids.get(trial_id)
         if rid is None and self.find_parent() is not None:
-            found = self._search(f"tags.`{T.PARENT}` = '{self.parent_id}' and tags.`{T.TRIAL_ID}` = '{trial_id}'")
+            found = [r for r in self._search(f"tags.`{T.PARENT}` = '{self.parent_id}' and "
+                                             f"tags.`{T.TRIAL_ID}` = '{trial_id}'") if T.ORPHANED not in r.data.tags]
             if found:
                 rid = self.run_ids[trial_id] = found[0].info.run_id
                 self._save()
         return rid
 
     def _save(self) -> None:
+        """The trial -> run cache; only a cache (look-ups find the runs again), so a disk that cannot take it
+        costs nothing here (the sweep hears of a full disk from the journal and its own watch)."""
         if self.storage is None:
             return
         tmp = self.storage / (self.RUNS + ".tmp")
-        tmp.write_text(json.dumps({"parent": self.parent_id, "runs": self.run_ids}, indent=1))
-        os.replace(tmp, self.storage / self.RUNS)
+        try:
+            tmp.write_text(json.dumps({"parent": self.parent_id, "runs": self.run_ids}, indent=1))
+            os.replace(tmp, self.storage / self.RUNS)
+        except OSError:
+            pass
+
+    def _orphan(self, run, why: str) -> None:
+        """Set a run aside that no trial of Tune's can own any more: tagged (excluded from the report and the
+        counts), never deleted, since its results may be the only copy of them; it stays RUNNING never."""
+        rid, status, trial_id = run.info.run_id, run.info.status, run.data.tags.get(T.TRIAL_ID)
+        self.orphans.append({"run": rid, "trial": trial_id, "status": status,
+                             "config_id": run.data.tags.get(T.CONFIG_ID), "seed": run.data.tags.get(T.SEED)})
+        self.add(rid, tags={T.ORPHANED: why[:5000]})
+        self.flush(rid)
+        if status == "RUNNING":
+            self.mlf.set_terminated(rid, "KILLED")
+        self.notes.append(f"run {rid} of trial {trial_id} is kept but set aside (tag {T.ORPHANED}): {why}")
+        if self.run_ids.get(trial_id) == rid:
+            self.run_ids.pop(trial_id)
+            self._save()
 
     def _read(self, rid: str):
         """Learn what MLflow holds of a run this process did not create: its params and each metric's last
@@ -203,6 +226,9 @@ class RunWriter:
             self._save()
         elif not replay:  # this driver continues a sweep begun before
             parent = self._read(existing)
+            if parent.data.tags.get(T.REPORT) == "pending":
+                self.notes.append("the sweep's parent run was left without its report (the driver that ended its "
+                                  "trials stopped before making it); this run makes it and then finishes the run")
             resumes = int(parent.data.tags.get(T.RESUMES, "0")) + 1
             if parent.info.status != "RUNNING":
                 self.mlf.update_run(existing, status="RUNNING")
@@ -216,29 +242,60 @@ class RunWriter:
             self.mlf.log_text(rid, yaml.safe_dump(config, sort_keys=False), "config.yaml")
             self.mlf.log_text(rid, yaml.safe_dump(space, sort_keys=False), "space.yaml")
 
-    def close_sweep(self, metrics, tags, status, trial_ids=None) -> None:
-        """End the sweep: no run of it stays RUNNING; with `trial_ids` (every trial Tune holds), a run of a
-        trial Tune no longer knows (started after its last snapshot, then forgotten with it) is removed."""
+    def close_sweep(self, metrics, tags, status, trials=None, report_pending=False, replay=False) -> None:
+        """End the sweep: no run of it stays RUNNING.
+
+        `trials`: every trial Tune holds, trial id -> how it ended ({"status", "tags", "log"}) or None (not
+        ended: its run is KILLED). A run whose trial ended in Tune but whose end never reached MLflow (lost with
+        a damaged journal) is ended as Tune says. A run of a trial Tune no longer holds (started after the
+        snapshot a restore used, or of a snapshot that could not be read) is set aside (`_orphan`), never deleted.
+        Without `trials` (an interrupted sweep) every RUNNING run is KILLED. The parent's summary metrics are
+        logged when they differ from what it holds (a rerun adds no points); with `report_pending` the parent
+        stays RUNNING, tagged, until orchestrator/report/publish.py attaches the report and finishes it.
+        A replayed close (an earlier driver's) judges no run: the trials it names may have moved on since.
+        """
         from mlflow.entities import Metric
 
         parent = self._require_parent()
+        if isinstance(trials, list):  # a journal written by an earlier danlu: the ids alone
+            trials = {tid: None for tid in trials}
+        judge = bool(trials) and not replay
         for run in self.children():
-            rid = run.info.run_id
+            rid, now_status = run.info.run_id, run.info.status
             tid = run.data.tags.get(T.TRIAL_ID)
-            if trial_ids and tid not in trial_ids:  # (no list, or an empty one: nothing to judge by)
-                self._pending.pop(rid, None)
-                self.mlf.delete_run(rid)
-                self.notes.append(f"removed run {rid} of trial {tid}: Ray's last snapshot did not hold that trial "
-                                  "(it started after the snapshot; its configuration ran again as another trial)")
+            if T.ORPHANED in run.data.tags:
                 continue
-            if run.info.status == "RUNNING" and rid not in self._ended:
+            if judge and tid not in trials:
+                self._pending.pop(rid, None)
+                self._orphan(run, "Tune's state of the sweep does not hold its trial (the trial started after the "
+                             "snapshot the sweep was restored from; its configuration ran again as another trial, "
+                             "or was not drawn again)")
+                continue
+            ended = (trials or {}).get(tid) if judge else None
+            if ended and now_status in ("RUNNING", "KILLED") and rid not in self._ended:
+                self._read(rid)
+                self.add(rid, tags=ended.get("tags") or {})
+                self.flush(rid)
+                log = ended.get("log")
+                if log and os.path.exists(log):
+                    with open(log, errors="replace") as f:
+                        self.mlf.log_text(rid, f.read(), "output.log")
+                self.mlf.set_terminated(rid, ended["status"])
+                self.notes.append(f"run {rid} of trial {tid} was {now_status} in MLflow although its trial had ended "
+                                  f"({ended['status']}); its end had not reached MLflow, and is logged now")
+                continue
+            if now_status == "RUNNING" and rid not in self._ended:
                 self.flush(rid)
                 self.mlf.set_tag(rid, T.OUTCOME, "killed")
                 self.mlf.set_terminated(rid, "KILLED")
         now = int(time.time() * 1000)
-        self.add(parent, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], tags=tags)
+        held = self._read(parent).data.metrics
+        fresh = {k: float(v) for k, v in metrics.items() if held.get(k) != float(v)}
+        self.add(parent, metrics=[Metric(k, v, now, 0) for k, v in fresh.items()],
+                 tags={**tags, **({T.REPORT: "pending"} if report_pending else {})})
         self.flush(parent)
-        self.mlf.set_terminated(parent, status)
+        if not report_pending:
+            self.mlf.set_terminated(parent, status)
 
     def discard(self) -> None:
         """Delete every run of this sweep (a sweep stopped before it measured anything)."""
@@ -259,7 +316,7 @@ class RunWriter:
     # -- trials -----------------------------------------------------------------------------------------
     def start(self, trial_id, name, params, tags, start_ms=None, replay=False) -> None:
         """Create the trial's run, or continue the one that exists. A run found for this trial id but of
-        another configuration belongs to a trial Tune forgot (its id was given again): it is removed."""
+        another configuration belongs to a trial Tune forgot (its id was given again): it is set aside."""
         parent = self._require_parent()
         rid = self.run_of(trial_id)
         if rid is not None:
@@ -269,11 +326,12 @@ class RunWriter:
                 if run.info.status != "RUNNING" and not replay:  # a trial restored by this driver continues
                     self.mlf.update_run(rid, status="RUNNING")
                     self._ended.discard(rid)
+                    if T.ERROR in run.data.tags:  # the error that ended it before (a full disk, a failed try)
+                        self.mlf.delete_tag(rid, T.ERROR)
                 self.add(rid, params=params)
                 return
-            self.mlf.delete_run(rid)
-            self.notes.append(f"removed run {rid}: trial {trial_id} of a lost snapshot, its id now names "
-                              "another configuration")
+            self._orphan(run, "its trial id was given again, to another configuration (the trial was lost with a "
+                         "snapshot of Tune's that the sweep could not restore)")
             self.run_ids.pop(trial_id, None)
         tags = {T.PARENT: parent, T.RUN_NAME: name, T.TRIAL_ID: trial_id, **tags}
         rid = self.mlf.create_run(self.experiment_id(), run_name=name, tags=tags, start_time=start_ms).info.run_id

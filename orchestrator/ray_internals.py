@@ -7,8 +7,6 @@ the name when an upgrade removes one.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable
 
 PRIVATE = (
@@ -32,6 +30,9 @@ PRIVATE = (
     "Repeater._current_group",
     "_TrialGroup._trials",
     "OptunaSearch._ot_study",  # the Optuna study inside Tune's OptunaSearch, and in its saved state
+    "Trial.storage",  # a trial's StorageContext: the driver's staging folder of Tune's snapshot files
+    "StorageContext.experiment_driver_staging_path",
+    "ray._private.worker.print_to_stdstream",  # Ray's "(raylet) A worker died..." lines: danlu says it itself
 )
 
 
@@ -118,41 +119,38 @@ def asha_load(scheduler, state: dict) -> None:
     scheduler._num_stopped = state["num_stopped"]
 
 
-# -- a restored trial whose checkpoint was rotated away ---------------------------------------------------
-MARKER = "danlu-checkpoint.json"  # in each checkpoint danlu writes: {"iteration": N, "files": {name: bytes}}
-_CKPT = re.compile(r"^checkpoint_\d+$")
-
-
+# -- a restored trial whose checkpoint cannot be used ------------------------------------------------
 def fallback_trainable(train_fn: Callable, notes: dict) -> type:
-    """Tune's function trainable for `train_fn`, restoring a trial from the newest checkpoint that exists.
+    """Tune's function trainable for `train_fn`, restoring a trial from a checkpoint it can use.
 
-    Tune's experiment snapshot names each trial's checkpoint; with CheckpointConfig(num_to_keep) Tune may
-    delete that checkpoint before its next snapshot, and a driver killed in between restores a trial whose
-    checkpoint is gone: Trainable.restore raises, and every retry fails the same way. Here the trial falls
-    back to the newest checkpoint of its own that exists (by the iteration danlu recorded in it), or to
-    its start, and says so (notes[trial_id], which the trial reports). Trainable.restore takes the
-    iteration count from the checkpoint's metrics, hence _TrainingResult; starting over resets _iteration.
+    Tune's experiment snapshot names each trial's checkpoint. That checkpoint may be gone (Tune deleted it,
+    CheckpointConfig(num_to_keep), before its next snapshot), damaged (cut short by a kill or a full disk), or
+    past what the sweep's journal holds (orchestrator/checkpoints.py). Tune would restore it anyway, and a
+    missing or damaged one fails every retry the same way. Here orchestrator.checkpoints.choose picks the
+    checkpoint, another whole one of the trial's own or its start, and says why (notes[trial_id], which the
+    trial reports). Trainable.restore takes the iteration count from the checkpoint's metrics, hence
+    _TrainingResult; starting over resets _iteration and _time_total.
     """
     from ray.train._internal.checkpoint_manager import _TrainingResult
     from ray.tune import Checkpoint
     from ray.tune.trainable.function_trainable import wrap_function
+
+    from orchestrator.checkpoints import choose
 
     base = wrap_function(train_fn)
 
     class DanluTrainable(base):
         def restore(self, checkpoint_path):
             ckpt = getattr(checkpoint_path, "checkpoint", None)
-            if ckpt is None or _exists(ckpt.filesystem, ckpt.path):
+            if ckpt is None:
                 return super().restore(checkpoint_path)
-            found = newest_checkpoint(ckpt.filesystem, ckpt.path.rsplit("/", 1)[0])
-            gone = ckpt.path.rsplit("/", 1)[-1]
-            if found is None:
-                notes[self.trial_id] = f"its start ({gone}, named by Ray's last snapshot, was deleted; no other)"
+            path, iteration, why = choose(ckpt.filesystem, ckpt.path, self.trial_id)
+            if why is None:
+                return super().restore(checkpoint_path)
+            notes[self.trial_id] = why
+            if path is None:
                 self._iteration, self._time_total = 0, 0.0
                 return None
-            path, iteration = found
-            notes[self.trial_id] = (f"{path.rsplit('/', 1)[-1]} at iteration {iteration} ({gone}, named by Ray's "
-                                    "last snapshot, was deleted)")
             return super().restore(_TrainingResult(checkpoint=Checkpoint(path, filesystem=ckpt.filesystem),
                                                    metrics={"training_iteration": iteration}))
 
@@ -160,37 +158,28 @@ def fallback_trainable(train_fn: Callable, notes: dict) -> type:
     return DanluTrainable
 
 
-def _exists(fs, path: str) -> bool:
-    import pyarrow.fs
+def staging_dir(trials: list) -> str | None:
+    """The driver's staging folder of Tune's experiment files (where Tune writes each snapshot before it copies
+    it to the storage): danlu keeps its own copy from there (orchestrator/snapshots.py)."""
+    for trial in trials:
+        storage = getattr(trial, "storage", None)
+        if storage is not None:
+            return storage.experiment_driver_staging_path
+    return None
 
-    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+_storage_fault: list = [None]  # the sweep's handler of a storage fault that Tune itself logs (see _TuneNoise)
 
 
-def newest_checkpoint(fs, trial_dir: str) -> tuple[str, int] | None:
-    """The checkpoint of this trial with the highest recorded iteration (directory names can mislead: a
-    restored trial writes its next checkpoints under names an earlier driver had used)."""
-    import pyarrow.fs
-
-    best = None
-    for info in fs.get_file_info(pyarrow.fs.FileSelector(trial_dir, allow_not_found=True)):
-        if info.type != pyarrow.fs.FileType.Directory or not _CKPT.match(info.base_name):
-            continue
-        try:
-            with fs.open_input_stream(f"{info.path}/{MARKER}") as f:
-                marker = json.loads(f.read())
-            iteration = int(marker["iteration"])
-            whole = all(fs.get_file_info(f"{info.path}/{name}").size == size for name, size in marker["files"].items())
-        except (OSError, ValueError, KeyError, TypeError):  # not danlu's, or cut short by the kill: not usable
-            continue
-        if not whole:  # copied only in part when the driver died
-            continue
-        if best is None or iteration > best[1]:
-            best = (info.path, iteration)
-    return best
+def on_storage_fault(handler) -> None:
+    """Route Tune's own failures to write the sweep's storage (a full disk while it syncs its snapshot) to
+    `handler(exc, what)` instead of Tune's ERROR log with its traceback; None: back to Tune's log."""
+    _storage_fault[0] = handler
 
 
 class _TuneNoise:
-    """Drops two of Tune's ERROR logs that are races inside Tune, not failures; any other error passes.
+    """Drops two of Tune's ERROR logs that are races inside Tune, not failures; any other error passes (a full
+    disk goes to the sweep's handler, on_storage_fault, which says it and stops the sweep).
 
     - Deleting a checkpoint that is already gone: after a restore, Tune rotates out checkpoints its
       snapshot named, which the killed driver had deleted already. Tune logs the FileNotFoundError with a
@@ -201,6 +190,12 @@ class _TuneNoise:
 
     def filter(self, record) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and _storage_fault[0] is not None:
+            from orchestrator.disk import is_full
+
+            if is_full(exc):  # the sweep says it, and stops (orchestrator/disk.py)
+                _storage_fault[0](exc, "Tune's snapshot of the sweep")
+                return False
         if not isinstance(exc, FileNotFoundError):
             return True
         text, msg = str(exc), str(record.msg)
@@ -219,3 +214,36 @@ def quiet_tune_races() -> None:
         log = logging.getLogger(name)
         if not any(isinstance(f, _TuneNoise) for f in log.filters):
             log.addFilter(_TuneNoise())
+
+
+# -- Ray's raw error lines on the driver ----------------------------------------------------------------
+
+def quiet_worker_deaths() -> None:
+    """Ray's driver prints every error its cluster publishes (a thread running ray._private.worker's
+    listen_error_messages) as `(raylet) ...` lines: ANSI-coloured, ~900 characters for a worker that died, with
+    no word of which trial it was running. danlu says that itself (orchestrator/tuner.TrialRuns: "t004
+    restarted after its worker died (retry 1 of 2), from its checkpoint at step 23"), so without --verbose
+    those lines are dropped, and Ray's other published errors are cut to one plain line. Ray has no public
+    switch for this thread's output (log_to_driver governs the workers' own output only)."""
+    import re
+    import sys
+
+    import ray._private.worker as worker
+
+    original = worker.print_to_stdstream
+    if getattr(original, "_danlu", False):
+        return
+    ansi = re.compile(r"\x1b\[[0-9;]*m")
+
+    def print_to_stdstream(data, ignore_prefix):
+        if data.get("pid") != "raylet":
+            return original(data, ignore_prefix)
+        text = " ".join(ansi.sub("", str(line)) for line in data.get("lines") or []).strip()
+        if not text or "A worker died or was killed" in text:
+            return None
+        print(f"danlu: Ray: {' '.join(text.split())[:300]} (--verbose for Ray's whole message)", file=sys.stderr,
+              flush=True)
+        return None
+
+    print_to_stdstream._danlu = True
+    worker.print_to_stdstream = print_to_stdstream

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from orchestrator import tags as T
 from orchestrator.compose import apply_overrides, compose, hydra_context, split_overrides
-from orchestrator.errors import BadInput
+from orchestrator.errors import BadInput, SweepFailed
 
 
 @dataclass
@@ -141,22 +141,50 @@ def state_dir(storage_dir: Path) -> Path:
     """Where danlu keeps a sweep's identity, its MLflow journal and trial->run map (the sweep's own files).
     A sweep stored by an earlier danlu (these files beside Ray's) has them moved here."""
     d = storage_dir / STATE_DIR
-    if not d.exists() and (storage_dir / _OLD_LAYOUT[0]).exists():
-        d.mkdir()
+    if (storage_dir / _OLD_LAYOUT[0]).exists():
+        d.mkdir(exist_ok=True)
         for name in _OLD_LAYOUT:
-            if (storage_dir / name).exists():
-                os.replace(storage_dir / name, d / (SAVED if name == "danlu.json" else name))
+            target = d / (SAVED if name == "danlu.json" else name)
+            if (storage_dir / name).exists() and not target.exists():
+                os.replace(storage_dir / name, target)
     return d
 
 
 def _identity(overrides: list[str]) -> list[str]:
-    """The overrides that define a sweep: its name and where its storage lives are not part of it."""
-    return [o for o in overrides if not o.startswith(("sweep.name=", "output_dir="))]
+    """The overrides that define a sweep: its name, where its storage lives and how it guards that storage
+    (storage.*: a lower free-space margin to resume on a fuller disk) are not part of it."""
+    return [o for o in overrides if not o.lstrip("+").startswith(("sweep.name=", "output_dir=", "storage."))]
+
+
+SAVED_COPY = "sweep.copy.json"  # the identity twice: a file cut at any byte leaves the other
+
+
+def read_identity(storage_dir: Path) -> dict | None:
+    """The sweep's identity (danlu/sweep.json, or its copy where that one is damaged); None for a new sweep."""
+    d = state_dir(storage_dir)
+    damaged = []
+    for name in (SAVED, SAVED_COPY):
+        try:
+            saved = json.loads((d / name).read_text())
+            if isinstance(saved, dict) and isinstance(saved.get("overrides"), list):
+                return saved
+            damaged.append(f"{name}: not a sweep's identity")
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            damaged.append(f"{name}: {type(exc).__name__}")
+    if damaged:
+        raise SweepFailed(f"the sweep's identity in {d} cannot be read ({'; '.join(damaged)}): danlu cannot tell which "
+                          "sweep this storage holds, nor find its MLflow runs. Nothing was changed. Its MLflow parent "
+                          "run carries the same facts (tags danlu.sweep_id, danlu.search_seed, danlu.command): write "
+                          f"them back into {d / SAVED} as {{\"overrides\": [...], \"sweep_id\": ..., "
+                          "\"search_seed\": ...}, or choose another sweep.name.")
+    return None
 
 
 def saved_overrides(storage_dir: Path) -> list[str] | None:
-    path = state_dir(storage_dir) / SAVED
-    return json.loads(path.read_text())["overrides"] if path.exists() else None
+    saved = read_identity(storage_dir)
+    return saved["overrides"] if saved else None
 
 
 def resume_command(p: Plan) -> str:
@@ -191,8 +219,8 @@ def _identify(p: Plan, overrides: list[str]) -> dict:
     import uuid
 
     path = state_dir(p.storage_dir) / SAVED
-    if path.exists():
-        saved = json.loads(path.read_text())
+    saved = read_identity(p.storage_dir)
+    if saved is not None:
         if _identity(saved["overrides"]) != _identity(overrides):
             raise BadInput(
                 f"sweep.name={p.cfg.sweep.name}: {p.storage_dir} holds a sweep started with other settings "
@@ -207,9 +235,10 @@ def _identify(p: Plan, overrides: list[str]) -> dict:
     except OSError as exc:
         raise BadInput(f"output_dir={p.storage_dir.parent}: the sweep's storage cannot be created there "
                        f"({exc.strerror or exc}); give a folder you can write, e.g. output_dir=outputs.") from None
-    tmp = path.with_name(SAVED + ".tmp")
-    tmp.write_text(json.dumps(saved, indent=1))
-    os.replace(tmp, path)  # atomic: a driver killed here leaves no half-written identity
+    for name in (SAVED_COPY, SAVED):
+        tmp = path.with_name(name + ".tmp")
+        tmp.write_text(json.dumps(saved, indent=1))
+        os.replace(tmp, path.with_name(name))  # atomic: a driver killed here leaves no half-written identity
     return saved
 
 
@@ -217,35 +246,59 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
               stream=None) -> int:
     """Run a sweep, or resume it: a sweep whose storage already exists continues where it stopped."""
     p = plan(overrides, config_dir)
-    known = (state_dir(p.storage_dir) / SAVED).exists()  # begun before (perhaps killed before Tune saved anything)
     from omegaconf import OmegaConf
 
+    from orchestrator import recovery
     from orchestrator.cluster import check_local_fit, check_shared_storage, ray_session, trial_resources
+    from orchestrator.disk import FreeSpace, low, mb, watched, where
+    from orchestrator.lock import Busy, SweepLock
     from orchestrator.tracking import Tracker, check_uri
 
     check_uri(p.tracking_uri)
     need = trial_resources(p.cfg.resources)
     check_local_fit(p.cfg.cluster, need)
-    saved = _identify(p, overrides)
     out = stream or sys.stdout
-    status = "FAILED"  # what the parent run says if the sweep ends other than by _launch's own close
-    bad_input = False
-    tracker = None
+    interrupts = _Interrupts(out)
+    lock = SweepLock(state_dir_path(p.storage_dir), float(p.cfg.storage.lock_ttl_s), say=interrupts.say,
+                     on_lost=interrupts.stop_for)
     try:
+        lock.acquire(wait_s=float(os.environ.get("DANLU_LOCK_WAIT_S", "0")))  # set for a supervisor's resubmission
+    except Busy as exc:
+        raise BadInput(exc.describe(str(p.cfg.sweep.name))) from None
+    except OSError as exc:
+        raise BadInput(f"output_dir={p.storage_dir.parent}: the sweep's storage cannot be created there "
+                       f"({exc.strerror or exc}); give a folder you can write, e.g. output_dir=outputs.") from None
+    known = begun(p.storage_dir)  # begun before (perhaps killed before Tune saved anything)
+    status = "FAILED"  # what the parent run says if the sweep ends other than by _launch's own close
+    failed_early = False  # bad input, or a sweep that cannot start: a new sweep leaves nothing behind
+    tracker = None
+    min_free = int(p.cfg.storage.min_free_mb) * 2**20
+    paths = watched(p.storage_dir, p.tracking_uri)
+    try:
+        saved = _identify(p, overrides)
+        full = low(paths, min_free)
+        if full:
+            raise SweepFailed(f"disk full at {where(full)}: less than storage.min_free_mb={mb(min_free)} is free, "
+                              "so the sweep would stop at once. Nothing was launched; free space on that disk (or lower "
+                              "storage.min_free_mb), then run the same command again.")
         # MLflow's import and connection happen on the tracker's thread, checked before Ray starts
         tracker = Tracker(p.tracking_uri, str(p.cfg.tracking.experiment), float(p.cfg.tracking.flush_s),
-                          storage=state_dir(p.storage_dir), sweep_id=saved.get("sweep_id"))
+                          storage=state_dir(p.storage_dir), sweep_id=saved.get("sweep_id"), on_fault=interrupts.fault)
         tracker.check_store()
-        with ray_session(p.cfg.cluster, need, verbose), _Interrupts().installed() as interrupts:
+        # Tune's files checked (and repaired), the journal's damage said, restore limits written: before anything
+        # is launched or sent, so that a sweep that cannot be restored changes nothing (orchestrator/recovery.py)
+        prep = recovery.prepare(p.storage_dir, state_dir(p.storage_dir), tracker.journal, interrupts.say)
+        with FreeSpace(paths, min_free, interrupts.fault), ray_session(p.cfg.cluster, need, verbose), \
+                interrupts.installed():
             check_shared_storage(p.storage_dir)
             tracker.open_sweep(str(p.cfg.sweep.name), OmegaConf.to_container(p.cfg, resolve=True), p.space.describe(),
                                p.config_dir.parent, command or ["danlu", *sys.argv[1:]],
                                submission_tags() | {T.SEARCH_SEED: str(saved.get("search_seed", ""))})
-            code = _launch(p, tracker, verbose, out, known, interrupts, saved.get("search_seed"))
+            code = _launch(p, tracker, verbose, out, known, interrupts, saved.get("search_seed"), prep)
             status = None
             return code
-    except BadInput:  # the store, or found once Ray was up: a remote cluster's nodes, its storage, the metric
-        status, bad_input = None, True
+    except (BadInput, SweepFailed):  # the store, a full disk, damaged state; or, once Ray was up, a remote
+        status, failed_early = None, True  # cluster's nodes, its storage, the metric
         raise
     except KeyboardInterrupt:
         status = "KILLED"
@@ -255,19 +308,58 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
         if tracker is not None:
             if status:
                 tracker.close_sweep({}, {T.OUTCOME: "interrupted"}, status)
-            tracker.close(timeout=30 if bad_input else 300)
-        if bad_input and not known:  # nothing half-written: the sweep's directory goes too
+            tracker.close(timeout=30 if failed_early or interrupts.faults else 300)
+        lock.release()
+        if failed_early and not known:  # nothing half-written: the sweep's directory goes too
             shutil.rmtree(p.storage_dir, ignore_errors=True)
 
 
-class _Interrupts:
-    """Ctrl-C and SIGTERM. The first asks Tune to stop gracefully (it saves its state and fit() returns);
-    a second stops at once. Tune's own SIGINT handler is turned off (TUNE_DISABLE_SIGINT_HANDLER) so
-    that danlu knows the sweep was interrupted; SIGUSR1 is Tune's other, always-installed stop signal."""
+def state_dir_path(storage_dir: Path) -> Path:
+    """danlu's folder of a sweep (not created, not migrated: for the lock, taken before anything is read)."""
+    return storage_dir / STATE_DIR
 
-    def __init__(self):
+
+def begun(storage_dir: Path) -> bool:
+    """Whether the sweep was begun before: its identity exists (damaged or not: read_identity says which)."""
+    d = storage_dir / STATE_DIR
+    return (d / SAVED).exists() or (d / SAVED_COPY).exists() or (storage_dir / _OLD_LAYOUT[0]).exists()
+
+
+class _Interrupts:
+    """Why a sweep stops before its end. Ctrl-C and SIGTERM: the first asks Tune to stop gracefully (it saves
+    its state and fit() returns); a second stops at once. Tune's own SIGINT handler is turned off
+    (TUNE_DISABLE_SIGINT_HANDLER) so that danlu knows the sweep was interrupted; SIGUSR1 is Tune's other,
+    always-installed stop signal. A storage fault (a full disk: orchestrator/disk.py) or a lost lock
+    (orchestrator/lock.py), from any thread, stops it the same graceful way, once, and is said."""
+
+    def __init__(self, out=None):
         self.count = 0
         self.in_fit = False
+        self.out = out or sys.stdout
+        self.faults: list = []  # orchestrator.disk.Fault, in the order they came
+        self.stopped: str | None = None  # the first reason the sweep was stopped for, other than a signal
+        self._lock = threading.Lock()
+
+    def say(self, msg: str) -> None:
+        print(("\n" if self.out.isatty() else "") + msg, file=self.out, flush=True)
+
+    def fault(self, fault) -> None:
+        """The sweep's storage could not take a write: stop gracefully (resumable), and say it once."""
+        with self._lock:
+            self.faults.append(fault)
+            if len(self.faults) > 1:
+                return
+        self.stop_for(fault.describe())
+
+    def stop_for(self, why: str) -> None:
+        with self._lock:
+            if self.stopped is not None:
+                return
+            self.stopped = why
+        self.say(f"danlu: {why}")
+        self.say("danlu: stopping the sweep: Tune saves its state, running trials stop at their last checkpoint")
+        if self.in_fit and not self.count:
+            signal.raise_signal(signal.SIGUSR1)
 
     def handler(self, signum, frame):
         self.count += 1
@@ -293,15 +385,20 @@ class _Interrupts:
             # "stop at once", never Ray's own SIGTERM handler (sys.exit(15))
 
 
-def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Interrupts, search_seed) -> int:
+def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Interrupts, search_seed, prep) -> int:
     from orchestrator import scheduler as schedulers
     from orchestrator import search as searchers
     from orchestrator.context import missing_metric_message
+    from orchestrator.disk import Fault
     from orchestrator.progress import Progress
+    from orchestrator.ray_internals import on_storage_fault
+    from orchestrator.snapshots import Keeper
     from orchestrator.space import config_id, override, short_label
     from orchestrator.trial import make_trainable
     from orchestrator.tuner import (
+        KeepSnapshots,
         MetricGuard,
+        RestoreLimits,
         SchedulerState,
         TrialRuns,
         Trials,
@@ -311,8 +408,8 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
         trial_index,
     )
 
-    cfg, sweep = p.cfg, p.cfg.sweep
-    resuming = can_restore(str(p.storage_dir))
+    cfg, sweep, say = p.cfg, p.cfg.sweep, interrupts.say
+    resuming = prep.rebuild_tuner or can_restore(str(p.storage_dir))
     verb = "resuming" if resuming else ("restarting" if known else "sweep")
     search = searchers.build(p.space, cfg, search_seed)
     print(f"danlu: {verb} {sweep.name}: search {search.describe}; {len(p.space.seeds)} seed(s) per configuration; "
@@ -320,7 +417,6 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
     print(f"danlu: MLflow {p.tracking_uri} · experiment '{cfg.tracking.experiment}' · run '{sweep.name}'",
           file=out, flush=True)
 
-    say = lambda msg: print(("\n" if out.isatty() else "") + msg, file=out, flush=True)  # noqa: E731
     scheduler = schedulers.make(cfg.scheduler, p.space.seeds, say)
     early = getattr(scheduler, "stopped_early", set())
     multi_seed = len(p.space.seeds) > 1
@@ -338,26 +434,35 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
         return name, params, tags
 
     log_dir = str(p.storage_dir / "logs")
-    runs = TrialRuns(tracker, describe, lambda tid: tid in early, log_dir, say=say)
+    runs = TrialRuns(tracker, describe, lambda tid: tid in early, log_dir, say=say,
+                     max_failures=int(cfg.failure.max_failures), on_fault=interrupts.fault)
     progress = Progress(sweep.metric, sweep.mode, label, lambda tid: tid in early, stream=out)
     guard, ledger = MetricGuard(sweep.metric), Trials()
+    keeper = Keeper(p.storage_dir, on_error=lambda exc, path: interrupts.fault(
+        Fault("danlu's copy of Tune's state", path, " ".join(str(exc).split())[:300])))
     # the order is part of Tune's saved callback state (by index): SchedulerState stays first
-    callbacks = [SchedulerState(scheduler), runs, ledger] + ([] if verbose else [progress])
+    callbacks = [SchedulerState(scheduler), runs, ledger, KeepSnapshots(keeper),
+                 RestoreLimits(prep.limits, state_dir(p.storage_dir))] + ([] if verbose else [progress])
+    on_storage_fault(lambda exc, what: interrupts.fault(Fault(what, str(p.storage_dir), " ".join(str(exc).split())[:300])))
     trainable = make_trainable(str(p.config_dir), p.trial_base, p.base_overrides, p.space.group_keys, log_dir,
                                cfg.checkpoint.every, float(cfg.resources.cpu), bool(cfg.failure.stop_on_nan))
     if resuming:
+        if prep.rebuild_tuner:  # tuner.pkl was damaged and set aside: a Tuner of this sweep's settings writes it
+            build_tuner(trainable, search, cfg, scheduler, callbacks, guard, str(p.storage_dir.parent), verbose)
         tuner = restore_tuner(str(p.storage_dir), trainable, cfg, search, scheduler, callbacks, guard)
     else:  # new, or killed before Tune's first snapshot: the trials start (again) from nothing
         tuner = build_tuner(trainable, search, cfg, scheduler, callbacks, guard, str(p.storage_dir.parent), verbose)
     interrupts.in_fit = True
     threading.Thread(target=_preload_report, daemon=True, name="danlu-report-imports").start()
     try:
-        tuner.fit()
+        if interrupts.stopped is None:
+            tuner.fit()
     except Exception:
-        if tracker.dead is None:
+        if tracker.dead is None and interrupts.stopped is None:
             raise
     finally:
         interrupts.in_fit = False
+        on_storage_fault(None)
     if tracker.dead is not None:  # said on the terminal by the writer; Tune has saved its state
         tracker.close_sweep({}, {T.OUTCOME: "interrupted"}, "FAILED")
         tracker.close(timeout=10)
@@ -367,6 +472,8 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
     if guard.missing is not None:
         tracker.discard()  # a sweep that measured nothing leaves no runs behind
         raise BadInput(missing_metric_message(sweep.metric, guard.missing))
+    if interrupts.stopped is not None and not interrupts.count:
+        return _stopped(p, tracker, interrupts, out)
     if interrupts.count:
         tracker.close_sweep({}, {T.OUTCOME: "interrupted"}, "KILLED")
         tracker.close()
@@ -374,8 +481,10 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
         return 130
     summary, code = _summarize(ledger.trials, sweep, early, label, cfg.failure.max_failed_fraction)
     status = "FINISHED" if code == 0 else "FAILED"
-    tracker.close_sweep(summary["metrics"], summary["tags"], status, [t.trial_id for t in ledger.trials])
+    tracker.close_sweep(summary["metrics"], summary["tags"], status, runs.ends(ledger.trials), report_pending=True)
     complete = tracker.close()  # the report waits until MLflow holds every result: it is made of them
+    if interrupts.faults:  # a full disk while the sweep ended (its last writes): the same stop, said the same way
+        return _stopped(p, tracker, interrupts, out, closed=True)
     if not complete:
         print(f"danlu: warning: MLflow has not taken everything yet ({tracker.backlog} operations); they are kept "
               f"in {state_dir(p.storage_dir) / tracker.JOURNAL} and sent by `{resume_command(p)}`.", file=out)
@@ -386,14 +495,84 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
         print(f"danlu: {note}", file=out)
     for msg in tracker.errors:
         print(f"danlu: not logged to MLflow: {msg}", file=out)
+    code = _account(p, tracker, ledger.trials, out, complete) or code
     unlogged = tracker.unlogged_message(resume_command(p))
     if unlogged:
         print(f"danlu: {unlogged}", file=out)
         code = code or 1
-    elif complete and not _report(p, scheduler, out):
+    if not (complete and not unlogged and _report(p, scheduler, out, status)):
         code = code or 1
+        _finish_parent(p, tracker.parent_id, status)
     _print_summary(summary, sweep, p, tracker.parent_id, tracker.writer.exp_id if tracker.writer else None, out)
     return code
+
+
+def _account(p: Plan, tracker, trials, out, complete: bool) -> int:
+    """What the storage's damage cost, said: journal lines that came back or did not (orchestrator/recovery.py),
+    and finished runs set aside whose configuration and seed no trial ran again (kept in MLflow, not in the
+    report). 1 if anything was lost or left out, else 0."""
+    from orchestrator import recovery
+    from orchestrator.space import config_id
+
+    code = 0
+    damage = tracker.journal.damage if tracker.journal is not None else []
+    if damage and complete:
+        recovered, lost = recovery.audit(p.tracking_uri, tracker.parent_id, damage, str(p.cfg.sweep.metric),
+                                         tracker.journal.names)
+        for line in recovered:
+            print(f"danlu: recovered: {line}", file=out)
+        for line in lost:
+            print(f"danlu: lost: {line}", file=out)
+        code = 1 if lost else 0
+    elif damage:
+        print(f"danlu: {len(damage)} damaged journal line(s) could not be checked against MLflow (it has not taken "
+              f"everything yet): {'; '.join(d.describe(tracker.journal.names) for d in damage)}", file=out)
+        code = 1
+    ran = {(config_id(t.config["hp"]), str(t.config["seed"])) for t in trials}
+    for o in tracker.writer.orphans if tracker.writer else []:
+        if o["status"] == "FINISHED" and (o["config_id"], o["seed"]) not in ran:
+            print(f"danlu: left out of the report: run {o['run']} (trial {o['trial']}, configuration {o['config_id']}, "
+                  f"seed {o['seed']}) FINISHED, but no trial of this sweep ran it again; its results are kept in "
+                  f"MLflow, tagged {T.ORPHANED}", file=out)
+            code = 1
+    return code
+
+
+def _stopped(p: Plan, tracker, interrupts: _Interrupts, out, closed: bool = False) -> int:
+    """The end of a sweep stopped by a storage fault or a lost lock: what was saved, and how to go on (exit 1)."""
+    if not closed:
+        outcome = "disk_full" if any(f.full for f in interrupts.faults) else "interrupted"
+        tracker.close_sweep({}, {T.OUTCOME: outcome}, "KILLED")
+        tracker.close(timeout=30)
+    print(f"danlu: the sweep stopped: {interrupts.stopped}", file=out)
+    if tracker.halted is not None:
+        mlflow = (f"MLflow's store is on that disk: what it could not take waits in "
+                  f"{state_dir(p.storage_dir) / tracker.JOURNAL}, and its running runs are marked KILLED by the next "
+                  "run of the sweep")
+    else:
+        mlflow = "MLflow holds every result reported so far; running trials' runs are KILLED"
+    print(f"danlu: saved: Tune's state of the sweep as of its last snapshot (and danlu's copy of it), each trial's "
+          f"last whole checkpoint. {mlflow}.", file=out)
+    for f in interrupts.faults[1:4]:
+        print(f"danlu: also: {f.describe()}", file=out)
+    fix = "free space on that disk" if interrupts.faults else "make sure no other driver runs this sweep"
+    print(f"danlu: {fix}, then resume with: {resume_command(p)}", file=out, flush=True)
+    return 1
+
+
+def _finish_parent(p: Plan, parent_id: str | None, status: str) -> None:
+    """A parent whose report could not be attached still ends (no run stays RUNNING); its tag says the report is
+    missing, and the next run of the sweep makes it. Best effort: MLflow may be what failed."""
+    if parent_id is None:
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(p.tracking_uri)
+        client.set_tag(parent_id, T.REPORT, "pending")
+        client.set_terminated(parent_id, status)
+    except Exception:  # noqa: S110 - said already: the sweep exits 1 with the command that resumes it
+        pass
 
 
 def _preload_report() -> None:
@@ -410,8 +589,9 @@ def _preload_report() -> None:
         pass
 
 
-def _report(p: Plan, scheduler, out) -> bool:
-    """The morning report (orchestrator/report/), as the parent run's artifacts; its table on the terminal."""
+def _report(p: Plan, scheduler, out, status: str) -> bool:
+    """The morning report (orchestrator/report/), as the parent run's artifacts; its table on the terminal. The
+    parent run ends (with `status`) once the report is attached."""
     from dataclasses import asdict
 
     from orchestrator.report.publish import make
@@ -419,7 +599,7 @@ def _report(p: Plan, scheduler, out) -> bool:
     try:
         made = make(p.tracking_uri, str(p.cfg.tracking.experiment), str(p.cfg.sweep.name), p.cfg.report,
                     p.storage_dir / "report", [asdict(d) for d in getattr(scheduler, "decisions", [])],
-                    p.storage_dir, p.config_dir.parent)
+                    p.storage_dir, p.config_dir.parent, finish=status)
     except Exception as exc:  # the sweep's runs are all in MLflow; only the report is missing
         print(f"danlu: the report could not be made ({type(exc).__name__}: {exc}); "
               f"`danlu report {p.cfg.sweep.name}` tries again", file=out, flush=True)

@@ -23,6 +23,7 @@ RESUBMISSION = "danlu.resubmission{}"
 BEST_TRIAL = "danlu.best_trial"
 BEST_TRIAL_ID = "danlu.best_trial_id"
 BEST = "danlu.best_{}"
+REPORT = "danlu.report"  # pending (the trials ended, the report is not attached yet) | made | failed: why
 
 # a trial's child run
 TRIAL_ID = "ray.trial_id"  # how a restarted driver finds a trial's run (never by a saved map alone)
@@ -40,4 +41,5 @@ STEPS_REPLAYED = "danlu.steps_replayed"
 RESTORED_FROM = "danlu.restored_from"  # a restored trial whose snapshot's checkpoint was gone: what it used
 STOPPED_EARLY = "danlu.stopped_early"
 ERROR = "danlu.error"
-OUTCOME = "danlu.outcome"  # completed | stopped_early | failed | killed | interrupted
+OUTCOME = "danlu.outcome"  # completed | stopped_early | failed | killed | interrupted | disk_full
+ORPHANED = "danlu.orphaned"  # why a run was set aside: no trial of Tune's owns it (kept, excluded from the report)

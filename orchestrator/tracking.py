@@ -62,9 +62,11 @@ class Tracker:
     JOURNAL = Journal.JOURNAL
 
     def __init__(self, uri: str, experiment: str, flush_s: float = 2.0, storage: Path | None = None,
-                 retry_s: float = 30.0, sweep_id: str | None = None):
+                 retry_s: float = 30.0, sweep_id: str | None = None, on_fault=None):
         self.uri, self.experiment, self.flush_s, self.retry_s = uri, experiment, flush_s, retry_s
         self.sweep_id = sweep_id
+        self.on_fault = on_fault  # called with an orchestrator.disk.Fault: the journal or the store cannot be written
+        self.halted = None  # the Fault that stopped the writer (MLflow's store is on a full disk): ops wait in the journal
         # MLflow's HTTP client would retry each request for minutes on its own; the writer retries itself,
         # in order, and can then say at once that the server is unreachable.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -78,6 +80,7 @@ class Tracker:
         self._backlog_end = backlog[-1][1] if backlog else None  # ops up to here are an earlier driver's
         self.errors: list[str] = []  # what MLflow refused (and where it is kept)
         self.parked = 0
+        self.unsent = 0  # operations not sent because the store's disk was full (kept in the journal)
         self.dead: BaseException | None = None  # the writer thread's end, if it ended other than by close()
         self.writer = None
         self._applied: int | None = None  # journal offset that MLflow holds up to (as ops are applied)
@@ -111,8 +114,23 @@ class Tracker:
     def _put(self, *op) -> None:
         if self._closed:  # after close() (e.g. a second Ctrl-C while closing): the journal is shut
             return
-        end = self.journal.append(op) if self.journal else None
+        end = None
+        if self.journal is not None:
+            try:
+                end = self.journal.append(op)
+            except OSError as exc:  # a full disk (or a failing one): MLflow may still take it; the sweep stops
+                self._fault("the MLflow journal", self.journal.path, exc)
         self._queue.put((op, end))
+
+    def _fault(self, what: str, path, exc: BaseException) -> None:
+        from orchestrator.disk import Fault, is_full
+
+        fault = Fault(what, str(path), " ".join(str(exc).split())[:300], is_full(exc))
+        if self.on_fault is not None:
+            self.on_fault(fault)
+        else:
+            print(f"danlu: {fault.describe()}", file=sys.stderr, flush=True)
+        return fault
 
     # -- the sweep ------------------------------------------------------------------------------
     def open_sweep(self, name: str, config: dict, space: dict, root: Path, command: list[str],
@@ -124,8 +142,10 @@ class Tracker:
         return self.parent_id
 
     def close_sweep(self, metrics: dict[str, float], tags: dict[str, str], status: str,
-                    trial_ids: list[str] | None = None) -> None:
-        self._put("close_sweep", metrics, tags, status, trial_ids)
+                    trials: dict[str, dict | None] | None = None, report_pending: bool = False) -> None:
+        """End the sweep's runs. `trials`: every trial Tune holds, with how it ended for those that did (see
+        RunWriter.close_sweep); `report_pending`: the parent stays RUNNING until its report is attached."""
+        self._put("close_sweep", metrics, tags, status, trials, report_pending)
 
     def discard(self) -> None:
         """Delete every run of this sweep (a sweep stopped before it measured anything)."""
@@ -160,7 +180,7 @@ class Tracker:
             self._thread.join(timeout)
         if self.journal is not None:
             self.journal.close()
-        return not self._thread.is_alive() and self._queue.empty() and self.dead is None
+        return not self._thread.is_alive() and self._queue.empty() and self.dead is None and self.halted is None
 
     def unlogged_message(self, resume: str) -> str | None:
         """What the summary says when anything did not reach MLflow, and how to send it again."""
@@ -191,7 +211,9 @@ class Tracker:
         store can never work (the verdict says why)."""
         import logging
 
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating tables..." notices
+        # "Creating tables..." notices, and the traceback MLflow logs before it raises a database error: the
+        # writer handles every error it raises (waits out an outage, parks a refusal, stops on a full disk) and says so
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         from orchestrator.mlflow_writer import RunWriter
 
         refused = _database_refuses(self.uri)
@@ -247,15 +269,20 @@ class Tracker:
             except queue.Empty:
                 op, end = None, None
             if op is not None and op[0] == "stop":
-                self._flush_all()
-                self._mark_applied()
+                if self.halted is None:
+                    self._flush_all()
+                    self._mark_applied()
                 return
+            if self.halted is not None:  # the store's disk is full: what is queued waits in the journal
+                if op is not None:
+                    self.unsent += 1
+                continue
             if op is not None:
                 replay = end is not None and self._backlog_end is not None and end <= self._backlog_end
                 self._apply(op, replay)
                 if op[0] == "open":
                     self._opened.set()
-                if end is not None:
+                if end is not None and self.halted is None:
                     self._applied = end
             if time.monotonic() - last >= self.flush_s:
                 self._flush_all()
@@ -268,7 +295,7 @@ class Tracker:
         method = getattr(self.writer, kind, None) if kind in OPS else None
         if method is None:
             return self._refused(op, f"unknown operation {kind!r}", park)
-        kwargs = {"replay": True} if replay and kind in ("open", "start", "end") else {}
+        kwargs = {"replay": True} if replay and kind in ("open", "start", "end", "close_sweep") else {}
         why = self._retrying(kind, lambda: method(*args, **kwargs))
         return self._refused(op, why, park) if why else None
 
@@ -276,8 +303,11 @@ class Tracker:
         subject = f" of trial {op[1]}" if op[0] in ("start", "meta", "metrics", "tags", "end") else ""
         self._warn(f"MLflow refused {op[0]}{subject}: {why}")
         if park and self.journal is not None:
-            self.journal.park(op, why)
-            self.parked += 1
+            try:
+                self.journal.park(op, why)
+                self.parked += 1
+            except OSError as exc:  # still in the journal, past its confirmed offset: sent again next time
+                self._fault("the list of operations MLflow refused", self.journal.dir / self.journal.PARKED, exc)
         return why
 
     def _retrying(self, what: str, fn) -> str | None:
@@ -285,9 +315,18 @@ class Tracker:
         while it lasts. A refusal (a bad request, or an operation that cannot apply) is returned as text."""
         delay = 0.5
         while True:
+            if self.halted is not None:
+                return None
             try:
                 fn()
             except Exception as exc:
+                from orchestrator.disk import is_full
+
+                if is_full(exc):  # not an outage: the store's own disk is full; stop sending, keep the journal
+                    from orchestrator.disk import sqlite_path
+
+                    self.halted = self._fault("the MLflow store", sqlite_path(self.uri) or self.uri, exc)
+                    return None
                 if not _transient(exc):
                     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
                 if self._outage_since is None:
@@ -307,6 +346,8 @@ class Tracker:
     def _flush_all(self) -> None:
         from orchestrator.mlflow_writer import buffer_op
 
+        if self.halted is not None:
+            return
         for rid in self.writer.pending_runs():
             why = self._retrying("flush", lambda rid=rid: self.writer.flush(rid))
             if why:  # refused: the buffer is parked as a "batch" operation, and the sweep goes on
@@ -316,7 +357,7 @@ class Tracker:
 
     def _mark_applied(self) -> None:
         """Everything up to self._applied is in MLflow (or parked), no metrics left in buffers: record it."""
-        if self.journal is None or self._applied is None or self.writer.pending:
+        if self.journal is None or self._applied is None or self.writer.pending or self.halted is not None:
             return
         self.journal.mark_applied(self._applied)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from ray import tune
 
 from orchestrator import tags as T
-from orchestrator.ray_internals import quiet_tune_races, set_restored_parts
+from orchestrator.ray_internals import quiet_tune_races, set_restored_parts, staging_dir
 from orchestrator.trial import META_KEY, TIME_KEY
 
 
@@ -47,17 +47,21 @@ class TrialRuns(tune.Callback):
     the sweep here (Tune saves its state; the journal keeps what was not sent).
     """
 
-    def __init__(self, tracker, describe: Callable, stopped_early: Callable, log_dir: str, say: Callable = print):
+    def __init__(self, tracker, describe: Callable, stopped_early: Callable, log_dir: str, say: Callable = print,
+                 max_failures: int = 0, on_fault: Callable | None = None):
         self.tracker = tracker
         self._describe = describe  # trial -> (run name, params, tags)
         self._stopped_early = stopped_early  # trial_id -> bool
         self._log_dir = log_dir
         self._say = say
+        self._max_failures = max_failures
+        self._on_fault = on_fault  # called with an orchestrator.disk.Fault when a trial's storage is full
         self._keys: dict[str, list[str]] = {}  # trial_id -> the metric names its job reports
         self.restores: list[str] = []  # restored trials that fell back to another checkpoint than Tune's
+        self.disk_full: set[str] = set()  # trials that failed because a disk was full (not their fault: resumed)
 
     def __getstate__(self):  # Tune pickles callbacks into tuner.pkl; the live tracker stays here
-        return {k: v for k, v in self.__dict__.items() if k not in ("tracker", "_say")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("tracker", "_say", "_on_fault")}
 
     def get_state(self):  # nothing of it belongs in Tune's experiment checkpoint: each driver starts anew
         return None
@@ -90,9 +94,30 @@ class TrialRuns(tune.Callback):
         ts = result.get(TIME_KEY) or int(result.get("timestamp", time.time()) * 1000)
         self.tracker.trial_metrics(trial.trial_id, step, int(ts), values)
 
-    def on_trial_recover(self, iteration, trials, trial, **info):  # its node or process died: retried
+    def on_trial_recover(self, iteration, trials, trial, **info):  # it failed, and is retried
         self._started(trial)
         self.tracker.trial_tags(trial.trial_id, {T.RETRIES: trial.num_failures})
+        text = self._error_text(trial)
+        if self._full(trial, text):
+            return
+        died = any(w in text.lower() for w in ("actordiederror", "rayactorerror", "worker died", "node died",
+                                               "worker process has died", "actor is dead", "nodedied",
+                                               "actorunavailableerror", "outofmemoryerror"))
+        why = "after its worker died" if died else f"after it failed ({_last_line(text)[:200]})"
+        where = "from its start"
+        ckpt = getattr(trial, "checkpoint", None)
+        if ckpt is not None:
+            from orchestrator.checkpoints import inspect
+
+            try:
+                marker, _ = inspect(ckpt.filesystem, ckpt.path)
+            except OSError:
+                marker = None
+            step = (marker or {}).get("step")
+            where = f"from its checkpoint at step {step}" if step is not None else \
+                f"from {ckpt.path.rsplit('/', 1)[-1]}"
+        self._say(f"danlu: {self._name(trial)} restarted {why} (retry {trial.num_failures} of "
+                  f"{self._max_failures}), {where}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._started(trial)
@@ -102,20 +127,109 @@ class TrialRuns(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._started(trial)
+        text = self._error_text(trial)
+        last = _last_line(text)
+        if self._full(trial, text):  # not the trial's failure: KILLED, and resumed with the sweep
+            tags = {T.ERROR: last[:5000], T.OUTCOME: "disk_full"}
+            self.tracker.trial_end(trial.trial_id, "KILLED", tags, self._log(trial), text)
+            return
+        tags = {T.ERROR: last[:5000], T.OUTCOME: "failed"}
+        self.tracker.trial_end(trial.trial_id, "FAILED", tags, self._log(trial), text)
+        log = os.path.relpath(self._log(trial)) if self._log(trial).startswith(os.getcwd()) else self._log(trial)
+        self._say(f"danlu: {self._name(trial)} failed: {last[:300]} (full traceback: {log}, and error.txt of its "
+                  "MLflow run)")
+
+    def _full(self, trial, text: str) -> bool:
+        """A trial that failed because a disk or quota is full: the sweep stops (it is said once, by the sweep)."""
+        from orchestrator.disk import Fault, is_full
+
+        if not is_full(text):
+            return False
+        self.disk_full.add(trial.trial_id)
+        if self._on_fault is not None:
+            self._on_fault(Fault(f"trial {self._name(trial)}'s files", self._log_dir.rsplit("/", 1)[0],
+                                 _last_line(text)[:300]))
+        return True
+
+    @staticmethod
+    def _error_text(trial) -> str:
         text = ""
         if trial.error_file and os.path.exists(trial.error_file):
             with open(trial.error_file, errors="replace") as f:
                 text = f.read()
-        text = text or str(trial.get_error() or "trial failed")
-        last = next((ln for ln in reversed(text.strip().splitlines()) if ln.strip()), "trial failed")
-        tags = {T.ERROR: last[:5000], T.OUTCOME: "failed"}
-        self.tracker.trial_end(trial.trial_id, "FAILED", tags, self._log(trial), text)
-        name = self._describe(trial)[0].split(" ", 1)[0]
-        log = os.path.relpath(self._log(trial)) if self._log(trial).startswith(os.getcwd()) else self._log(trial)
-        self._say(f"danlu: {name} failed: {last[:300]} (full traceback: {log}, and error.txt of its MLflow run)")
+        return text or str(trial.get_error() or "trial failed")
+
+    def _name(self, trial) -> str:
+        return self._describe(trial)[0].split(" ", 1)[0]
+
+    def ends(self, trials: list) -> dict[str, dict | None]:
+        """How each trial Tune holds ended, for RunWriter.close_sweep (None: not ended, or by a full disk)."""
+        out: dict[str, dict | None] = {}
+        for t in trials:
+            if t.status == "TERMINATED":
+                early = self._stopped_early(t.trial_id)
+                out[t.trial_id] = {"status": "FINISHED", "log": self._log(t), "tags": {
+                    T.STOPPED_EARLY: str(early).lower(), T.OUTCOME: "stopped_early" if early else "completed"}}
+            elif t.status == "ERROR" and t.trial_id not in self.disk_full:
+                out[t.trial_id] = {"status": "FAILED", "log": self._log(t), "tags": {T.OUTCOME: "failed"}}
+            else:
+                out[t.trial_id] = None
+        return out
 
     def _log(self, trial) -> str:
         return os.path.join(self._log_dir, f"{trial.trial_id}.log")
+
+
+def _last_line(text: str) -> str:
+    return next((ln for ln in reversed(text.strip().splitlines()) if ln.strip()), "trial failed")
+
+
+class KeepSnapshots(tune.Callback):
+    """After Tune's snapshots, danlu's own copy of them (orchestrator/snapshots.py): Tune's files in the storage
+    are not the only copy a restore can use."""
+
+    def __init__(self, keeper):
+        self.keeper = keeper
+
+    def __getstate__(self):
+        return {}
+
+    def on_step_end(self, iteration, trials, **info):
+        if self.keeper is not None:
+            self.keeper.keep(staging_dir(trials))
+
+    def on_experiment_end(self, trials, **info):
+        if self.keeper is not None:
+            self.keeper.keep(staging_dir(trials), force=True)
+
+
+class RestoreLimits(tune.Callback):
+    """Keeps danlu/restore_limits.json (orchestrator/checkpoints.py) to what it must say: the limit binds a trial
+    restored from the sweep's snapshot only until it reports past it; Tune's later checkpoints of it (a retry
+    after its worker died) came through this driver's journal."""
+
+    def __init__(self, limits: dict, state_dir):
+        self.limits, self.state_dir = dict(limits), state_dir
+        self._dirty, self._last = False, 0.0
+
+    def __getstate__(self):
+        return {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        limit = self.limits.get(trial.trial_id)
+        if limit is not None and result.get("step", limit) > limit:
+            del self.limits[trial.trial_id]
+            self._dirty = True
+
+    def on_step_end(self, iteration, trials, **info):
+        if self._dirty and time.monotonic() - self._last > 5:
+            from orchestrator.checkpoints import write_limits
+
+            try:
+                write_limits(self.state_dir, self.limits)
+                self._dirty, self._last = False, time.monotonic()
+            except OSError:  # a full disk: the older, stricter limits only cost redone steps
+                pass
 
 
 class Trials(tune.Callback):

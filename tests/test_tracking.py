@@ -210,7 +210,7 @@ def test_runs_are_found_by_their_tags_whatever_the_map_and_the_offset_say(tmp_pa
     second.trial_start("t1", "t001 lr=0.1", {"lr": "0.1"}, {"danlu.sweep": "s8", "danlu.config_id": "c1"})
     second.trial_metrics("t1", 2, 2, {"acc": 0.2})
     second.trial_end("t1", "FINISHED", {}, None, None)
-    second.close_sweep({}, {}, "FINISHED", trial_ids=["t1"])
+    second.close_sweep({}, {}, "FINISHED", trials={"t1": None})
     assert second.close() and second.errors == []
     client, parents, children = mlflow_runs(tmp_path / "mlflow.db", "s8")
     assert len(parents) == 1 and len(children) == 1
@@ -219,21 +219,32 @@ def test_runs_are_found_by_their_tags_whatever_the_map_and_the_offset_say(tmp_pa
     assert [m.step for m in client.get_metric_history(children[0].info.run_id, "acc")] == [1, 2]
 
 
-def test_a_run_of_a_trial_tune_forgot_is_removed_and_said(tmp_path):
+def test_a_run_of_a_trial_tune_forgot_is_set_aside_never_deleted_and_said(tmp_path):
     """A trial id given again to another configuration (its first trial was lost with Ray's snapshot), and a
-    trial that Tune no longer holds at the end: their runs go, and the writer says so."""
+    trial that Tune no longer holds at the end: their runs are kept, tagged danlu.orphaned (the report leaves them
+    out), ended (none stays RUNNING), and the writer says so. A run may hold the only copy of a result."""
     db = f"sqlite:///{tmp_path}/mlflow.db"
     tr = Tracker(db, "danlu", flush_s=0.1, storage=tmp_path, sweep_id="s9id")
     tr.open_sweep("s9", {"a": 1}, {}, tmp_path, ["danlu"])
     tr.trial_start("t1", "t001 x=0.1", {}, {"danlu.sweep": "s9", "danlu.config_id": "old", "danlu.seed": "0"})
+    tr.trial_metrics("t1", 1, 1, {"acc": 0.5})
     tr.trial_start("t2", "t002 x=0.2", {}, {"danlu.sweep": "s9", "danlu.config_id": "c2", "danlu.seed": "0"})
+    tr.trial_end("t2", "FINISHED", {}, None, None)
     tr.trial_start("t1", "t001 x=0.7", {}, {"danlu.sweep": "s9", "danlu.config_id": "new", "danlu.seed": "0"})
     tr.trial_end("t1", "FINISHED", {}, None, None)
-    tr.close_sweep({}, {}, "FINISHED", trial_ids=["t1"])
+    tr.close_sweep({}, {}, "FINISHED", trials={"t1": {"status": "FINISHED", "tags": {}, "log": None}})
     assert tr.close() and tr.errors == []
-    _, _, (child,) = mlflow_runs(tmp_path / "mlflow.db", "s9")
-    assert child.info.run_name == "t001 x=0.7" and child.data.tags["danlu.config_id"] == "new"
-    assert len(tr.notes) == 2 and all("removed run" in n for n in tr.notes)
+    client, _, children = mlflow_runs(tmp_path / "mlflow.db", "s9")
+    by_name = {c.info.run_name: c for c in children}
+    assert set(by_name) == {"t001 x=0.1", "t002 x=0.2", "t001 x=0.7"}  # nothing deleted
+    kept = by_name["t001 x=0.7"]
+    assert kept.info.status == "FINISHED" and "danlu.orphaned" not in kept.data.tags
+    old, gone = by_name["t001 x=0.1"], by_name["t002 x=0.2"]
+    assert "given again" in old.data.tags["danlu.orphaned"] and old.info.status == "KILLED"
+    assert [m.value for m in client.get_metric_history(old.info.run_id, "acc")] == [0.5]  # its result is kept
+    assert "does not hold its trial" in gone.data.tags["danlu.orphaned"] and gone.info.status == "FINISHED"
+    assert len(tr.notes) == 2 and all("set aside" in n for n in tr.notes)
+    assert {(o["trial"], o["status"]) for o in tr.writer.orphans} == {("t1", "RUNNING"), ("t2", "FINISHED")}
 
 
 def test_a_refused_operation_is_parked_said_and_sent_again_by_the_next_driver(tmp_path, capsys):

@@ -95,7 +95,7 @@ def load(client, experiment: str, name: str, decisions: list[dict] | None = None
     for run in children:
         tg = run.data.tags
         cid, seed = tg.get(T.CONFIG_ID), tg.get(T.SEED)
-        if cid is None or seed is None:
+        if cid is None or seed is None or T.ORPHANED in tg:  # a run no trial of the sweep owns (kept, not counted)
             continue
         seed = int(seed)
         # a run's params are its whole config; the configuration is what the sweep varied

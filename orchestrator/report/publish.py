@@ -15,9 +15,11 @@ ARTIFACT_DIR = "report"
 
 
 def make(tracking_uri: str, experiment: str, name: str, report_cfg, out_dir: Path, decisions=None,
-         storage_dir: Path | None = None, root: Path | None = None) -> dict:
+         storage_dir: Path | None = None, root: Path | None = None, finish: str | None = None) -> dict:
     """Build the report of sweep `name`, write it to out_dir, log it to the parent run. Returns its JSON data.
-    storage_dir (the sweep's Ray storage) and root (the folder holding jobs/) serve sections that read checkpoints."""
+    storage_dir (the sweep's Ray storage) and root (the folder holding jobs/) serve sections that read checkpoints.
+    `finish`: the status the parent run ends with once the report is attached (a sweep's own end); the parent's
+    metrics are logged only where they differ from what it holds, so making a report again adds no points."""
     import json
 
     from mlflow.tracking import MlflowClient
@@ -34,8 +36,16 @@ def make(tracking_uri: str, experiment: str, name: str, report_cfg, out_dir: Pat
         tmp = out_dir / f".{fname}.tmp"
         tmp.write_bytes(content)
         os.replace(tmp, out_dir / fname)
+    from mlflow.entities import RunTag
+
+    from orchestrator import tags as T
+
     client.log_artifacts(data.parent_id, str(out_dir), ARTIFACT_DIR)
-    client.log_batch(data.parent_id, metrics=_metrics(data, sections))
+    held = client.get_run(data.parent_id).data.metrics
+    client.log_batch(data.parent_id, metrics=[m for m in _metrics(data, sections) if held.get(m.key) != m.value],
+                     tags=[RunTag(T.REPORT, "made")])
+    if finish:
+        client.set_terminated(data.parent_id, finish)
     return {"text": forms.as_text(data, sections), "json": json.loads(files["report.json"]), "dir": out_dir,
             "parent_id": data.parent_id, "experiment_id": data.experiment_id}
 
