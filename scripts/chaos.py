@@ -7,10 +7,17 @@
     .venv/bin/python scripts/chaos.py --seeds 3               # 3 seeds per configuration: seed-aware ASHA
 
 Each iteration runs `danlu sweep` (an ASHA sweep of the sleeping job, checkpoints every report, Tune
-keeping 2) in a fresh directory, kills the driver's whole process group with SIGKILL K times at a
-moment drawn from [0.5 s, --window s] after each start (so during Ray's start, the parent run's
-creation, trials starting, checkpointing, stopping early or ending, and flushes), then runs the same
-command once more and lets it finish. The MLflow store must then hold what the README promises:
+keeping 2) in a fresh directory, kills the driver's whole process group with SIGKILL K times, then runs
+the same command once more and lets it finish. Each kill lands in a phase drawn from --phases:
+- any: a moment drawn from [0.5 s, --window s] after the start (Ray's start, the parent run's creation,
+  trials starting, checkpointing, stopping early or ending, flushes);
+- startup: within the first 8 s (Ray's start, the store, Tune's first snapshot);
+- restore: 0-2 s after the driver's header line (for a resumed sweep: Tune restoring and copying its
+  files back into the storage, which is where a kill once left them empty);
+- trials: 0-9 s after 2-5 more trials have ended than at this start;
+- rung: 0-1 s after ASHA stopped a trial early (a rung decision);
+- end: 0-2 s after every trial has ended (closing the runs, the report).
+The MLflow store must then hold what the README promises:
 
 - one parent run, FINISHED, whose trials_total counts every trial
 - exactly one child run per trial (as many as the sweep has trials), named as usual (t007 x=0.41),
@@ -53,18 +60,70 @@ def command(extra: list[str] = ()) -> list[str]:
     return [sys.executable, "-m", "orchestrator", "--config-dir", str(ROOT / "conf"), "sweep", *SWEEP, *extra]
 
 
-def run_once(cwd: Path, log: Path, kill_after: float | None, timeout: float = 600) -> int | None:
-    """The sweep's driver in its own process group; killed (with all it started) after kill_after seconds.
-    Returns its exit code, or None if it was killed."""
+PHASES = ("any", "startup", "restore", "trials", "rung", "end")
+
+
+def journal_ends(cwd: Path, early: bool = False) -> int:
+    """Trial ends in the sweep's journal (stopped early by ASHA only, with `early`)."""
+    path = cwd / "outputs" / "chaos" / "danlu" / "mlflow_journal.jsonl"
+    try:
+        lines = [ln for ln in path.read_bytes().splitlines() if ln.startswith(b'["end"')]
+    except FileNotFoundError:
+        return 0
+    return sum(1 for ln in lines if b'"danlu.stopped_early": "true"' in ln) if early else len(lines)
+
+
+def kill_moment(rng: random.Random, phase: str, window: float):
+    """A condition (cwd, log text since this start, seconds since it) -> kill now?, for one phase (see above)."""
+    delay = {"any": rng.uniform(0.5, window), "startup": rng.uniform(0.5, 8), "restore": rng.uniform(0, 2),
+             "trials": rng.uniform(0, 9), "rung": rng.uniform(0, 1), "end": rng.uniform(0, 2)}[phase]
+    more = rng.randint(2, 5)
+    state: dict = {}
+
+    def due(cwd: Path, text: str, elapsed: float) -> bool:
+        if phase in ("any", "startup"):
+            return elapsed >= delay
+        if "base" not in state:
+            state["base"] = journal_ends(cwd, early=phase == "rung")
+        if "since" not in state:
+            if phase == "restore":
+                hit = "danlu: resuming" in text or "danlu: sweep chaos" in text or "danlu: restarting" in text
+            elif phase == "end":
+                hit = journal_ends(cwd) >= SAMPLES * len(SEEDS)
+            elif phase == "rung":
+                hit = journal_ends(cwd, early=True) > state["base"]
+            else:
+                hit = journal_ends(cwd) >= state["base"] + more
+            if hit:
+                state["since"] = elapsed
+        return "since" in state and elapsed >= state["since"] + delay
+
+    due.describe = f"{phase}+{delay:.2f}s" + (f" after {more} more ends" if phase == "trials" else "")
+    return due
+
+
+def run_once(cwd: Path, log: Path, kill_when, timeout: float = 600, args: list[str] | None = None) -> int | None:
+    """The sweep's driver in its own process group; killed (with all it started) once `kill_when(cwd, text,
+    elapsed)` holds (None: never). Returns its exit code, or None if it was killed."""
     with open(log, "a") as out:
-        out.write(f"\n===== start (kill after {kill_after}) =====\n")
+        out.write(f"\n===== start (kill at {getattr(kill_when, 'describe', kill_when)}) =====\n")
         out.flush()
-        proc = subprocess.Popen(command(), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        begin = log.stat().st_size
+        proc = subprocess.Popen(args or command(), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        t0 = time.monotonic()
         try:
-            code = proc.wait(timeout=kill_after if kill_after is not None else timeout)
-            return code
-        except subprocess.TimeoutExpired:
+            while time.monotonic() - t0 < timeout:
+                code = proc.poll()
+                if code is not None:
+                    return code
+                if kill_when is not None:
+                    with open(log, errors="replace") as f:
+                        f.seek(begin)
+                        text = f.read()
+                    if kill_when(cwd, text, time.monotonic() - t0):
+                        return None
+                time.sleep(0.05)
             return None
         finally:
             try:  # the driver and every process it started (Ray's head, workers): a whole-machine crash
@@ -89,13 +148,21 @@ def check(cwd: Path, final_code: int, final_out: str) -> list[str]:
     runs = client.search_runs([exp.experiment_id], max_results=5000) if exp else []
     runs = [r for r in runs if r.data.tags.get("danlu.sweep") == "chaos"]
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags and "danlu.orphaned" not in r.data.tags]
+    orphans = [r for r in runs if "danlu.orphaned" in r.data.tags]
+    problems += [f"set-aside run {r.info.run_name} is RUNNING" for r in orphans if r.info.status == "RUNNING"]
     if len(parents) != 1:
         problems.append(f"{len(parents)} parent runs")
     else:
         p = parents[0]
         if p.info.status != "FINISHED":
             problems.append(f"parent is {p.info.status}")
+        if p.data.tags.get("danlu.report") != "made":
+            problems.append(f"parent's report tag is {p.data.tags.get('danlu.report')!r}")
+        for key in ("trials_total", "best_mean_score"):
+            values = [m.value for m in sorted(client.get_metric_history(p.info.run_id, key), key=lambda m: m.timestamp)]
+            if any(a == b for a, b in zip(values, values[1:], strict=False)):
+                problems.append(f"parent's {key} logged again with the same value: {values}")
         if p.data.metrics.get("trials_total") != len(children):
             problems.append(f"parent counts {p.data.metrics.get('trials_total')} trials, {len(children)} child runs")
         strays = [r for r in children if r.data.tags["mlflow.parentRunId"] != p.info.run_id]
@@ -137,14 +204,15 @@ def check(cwd: Path, final_code: int, final_out: str) -> list[str]:
     return problems
 
 
-def iteration(seed: int, kills: int, window: float, keep: bool) -> list[str]:
+def iteration(seed: int, kills: int, window: float, keep: bool, phases: tuple[str, ...] = PHASES) -> list[str]:
     rng = random.Random(seed)
     cwd = Path(tempfile.mkdtemp(prefix=f"danlu-chaos-{seed}-"))
     log = cwd / "driver.log"
-    moments = [round(rng.uniform(0.5, window), 2) for _ in range(kills)]
+    whens = [kill_moment(rng, rng.choice(phases), window) for _ in range(kills)]
+    moments = [w.describe for w in whens]
     landed = 0
-    for at in moments:
-        code = run_once(cwd, log, at)
+    for when in whens:
+        code = run_once(cwd, log, when)
         if code is not None:  # the sweep ended before the kill came: the rest of the kills have nothing to kill
             break
         landed += 1
@@ -176,12 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep every iteration's directory, not only failing ones")
     ap.add_argument("--search", default="random", help="the sweep's searcher (search=...)")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per configuration (sweep.seeds=[0..N-1])")
+    ap.add_argument("--phases", default=",".join(PHASES), help=f"the phases kills are drawn from ({', '.join(PHASES)})")
     args = ap.parse_args(argv)
+    phases = tuple(args.phases.split(","))
+    if not set(phases) <= set(PHASES):
+        ap.error(f"--phases: each of {', '.join(PHASES)}")
     SEEDS[:] = list(range(args.seeds))
     SWEEP.extend([f"search={args.search}", f"sweep.seeds=[{','.join(map(str, SEEDS))}]"])
     t0, failed = time.monotonic(), []
     for i in range(args.iterations):
-        if iteration(args.seed + i, args.kills, args.window, args.keep):
+        if iteration(args.seed + i, args.kills, args.window, args.keep, phases):
             failed.append(args.seed + i)
     print(f"chaos: {args.iterations} iterations x {args.kills} kills: {len(failed)} with violations"
           f"{' (seeds ' + ', '.join(map(str, failed)) + ')' if failed else ''}; {time.monotonic() - t0:.0f} s")
