@@ -113,6 +113,9 @@ class FreeSpace:
         return self
 
     def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self) -> None:
         self._stop.set()
 
     def _run(self) -> None:

@@ -109,8 +109,11 @@ class Journal:
             if end == len(data):
                 return
             tail = data[end:]
-            with open(self.dir / self.DAMAGED, "ab") as kept:
-                kept.write(tail + b"\n")
+            try:
+                with open(self.dir / self.DAMAGED, "ab") as kept:
+                    kept.write(tail + b"\n")
+            except OSError:  # a full disk: the cut line is unusable anyway; it is still reported (`damage`)
+                pass
             f.truncate(end)
         self._tail = Damage.of(end, tail, "cut short")
 
@@ -237,9 +240,9 @@ class Journal:
             if line.strip():
                 try:
                     entry = json.loads(line)
-                except ValueError:  # a line cut short by a kill while parking: the op is still in the journal
+                    out.append((tuple(entry["op"]), str(entry["reason"])))
+                except (ValueError, KeyError, TypeError):  # cut short by a kill while parking: still in the journal
                     continue
-                out.append((tuple(entry["op"]), entry["reason"]))
         return out
 
     def park(self, op: tuple, reason: str) -> None:

@@ -103,8 +103,8 @@ class RunWriter:
             try:
                 saved = json.loads((storage / self.RUNS).read_text())
                 self.parent_id, self.run_ids = saved["parent"], dict(saved["runs"])
-            except (ValueError, KeyError):
-                pass  # only a cache: look-ups find the runs again
+            except (ValueError, KeyError, TypeError, AttributeError):
+                pass  # only a cache (damaged, or cut by a kill): look-ups find the runs again
         self.notes: list[str] = []  # what the writer did that the user should hear of (runs set aside)
         self.orphans: list[dict] = []  # runs set aside: {"run", "trial", "status", "config_id", "seed"}
         self._last_step: dict[str, dict[str, int]] = {}  # run_id -> metric -> last step MLflow holds or will

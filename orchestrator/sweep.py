@@ -235,10 +235,18 @@ def _identify(p: Plan, overrides: list[str]) -> dict:
     except OSError as exc:
         raise BadInput(f"output_dir={p.storage_dir.parent}: the sweep's storage cannot be created there "
                        f"({exc.strerror or exc}); give a folder you can write, e.g. output_dir=outputs.") from None
-    for name in (SAVED_COPY, SAVED):
-        tmp = path.with_name(name + ".tmp")
-        tmp.write_text(json.dumps(saved, indent=1))
-        os.replace(tmp, path.with_name(name))  # atomic: a driver killed here leaves no half-written identity
+    try:
+        for name in (SAVED_COPY, SAVED):
+            tmp = path.with_name(name + ".tmp")
+            tmp.write_text(json.dumps(saved, indent=1))
+            os.replace(tmp, path.with_name(name))  # atomic: a driver killed here leaves no half-written identity
+    except OSError as exc:
+        from orchestrator.disk import Fault, is_full
+
+        fault = Fault("the sweep's identity (danlu/sweep.json)", str(path.parent), exc.strerror or str(exc),
+                      is_full(exc))
+        raise SweepFailed(f"{fault.describe()}. Nothing was launched; fix that, then run the same command again.") \
+            from None
     return saved
 
 
@@ -288,8 +296,9 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
         # Tune's files checked (and repaired), the journal's damage said, restore limits written: before anything
         # is launched or sent, so that a sweep that cannot be restored changes nothing (orchestrator/recovery.py)
         prep = recovery.prepare(p.storage_dir, state_dir(p.storage_dir), tracker.journal, interrupts.say)
-        with FreeSpace(paths, min_free, interrupts.fault), ray_session(p.cfg.cluster, need, verbose), \
+        with FreeSpace(paths, min_free, interrupts.fault) as watch, ray_session(p.cfg.cluster, need, verbose), \
                 interrupts.installed():
+            interrupts.watch = watch  # stopped once the trials have ended: then a write that fails is said
             check_shared_storage(p.storage_dir)
             tracker.open_sweep(str(p.cfg.sweep.name), OmegaConf.to_container(p.cfg, resolve=True), p.space.describe(),
                                p.config_dir.parent, command or ["danlu", *sys.argv[1:]],
@@ -300,6 +309,15 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
     except (BadInput, SweepFailed):  # the store, a full disk, damaged state; or, once Ray was up, a remote
         status, failed_early = None, True  # cluster's nodes, its storage, the metric
         raise
+    except OSError as exc:  # a write that failed outside danlu's own handling (a marker, a report file)
+        from orchestrator.disk import Fault, is_full
+
+        if not is_full(exc):
+            raise
+        status = "KILLED"
+        fault = Fault("the sweep's files", str(p.storage_dir), " ".join(str(exc).split())[:300])
+        raise SweepFailed(f"{fault.describe()}. Free space on that disk, then resume with: {resume_command(p)}") \
+            from None
     except KeyboardInterrupt:
         status = "KILLED"
         print(f"\ndanlu: stopped at once; the sweep can still be resumed: {resume_command(p)}", file=out, flush=True)
@@ -338,6 +356,7 @@ class _Interrupts:
         self.out = out or sys.stdout
         self.faults: list = []  # orchestrator.disk.Fault, in the order they came
         self.stopped: str | None = None  # the first reason the sweep was stopped for, other than a signal
+        self.watch = None  # the free-space watch (orchestrator/disk.FreeSpace) while trials run
         self._lock = threading.Lock()
 
     def say(self, msg: str) -> None:
@@ -357,8 +376,8 @@ class _Interrupts:
                 return
             self.stopped = why
         self.say(f"danlu: {why}")
-        self.say("danlu: stopping the sweep: Tune saves its state, running trials stop at their last checkpoint")
         if self.in_fit and not self.count:
+            self.say("danlu: stopping the sweep: Tune saves its state, running trials stop at their last checkpoint")
             signal.raise_signal(signal.SIGUSR1)
 
     def handler(self, signum, frame):
@@ -439,7 +458,7 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
     progress = Progress(sweep.metric, sweep.mode, label, lambda tid: tid in early, stream=out)
     guard, ledger = MetricGuard(sweep.metric), Trials()
     keeper = Keeper(p.storage_dir, on_error=lambda exc, path: interrupts.fault(
-        Fault("danlu's copy of Tune's state", path, " ".join(str(exc).split())[:300])))
+        Fault("danlu's copy of Tune's state", path, exc.strerror or " ".join(str(exc).split())[:300])))
     # the order is part of Tune's saved callback state (by index): SchedulerState stays first
     callbacks = [SchedulerState(scheduler), runs, ledger, KeepSnapshots(keeper),
                  RestoreLimits(prep.limits, state_dir(p.storage_dir))] + ([] if verbose else [progress])
@@ -463,6 +482,8 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
     finally:
         interrupts.in_fit = False
         on_storage_fault(None)
+        if interrupts.watch is not None:
+            interrupts.watch.stop()
     if tracker.dead is not None:  # said on the terminal by the writer; Tune has saved its state
         tracker.close_sweep({}, {T.OUTCOME: "interrupted"}, "FAILED")
         tracker.close(timeout=10)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -109,6 +110,14 @@ class Tracker:
         outage, waited out by the writer as the sweep goes on."""
         self._checked.wait(timeout)
         if self._verdict not in (None, "ok", "outage"):
+            from orchestrator.disk import is_full, sqlite_path, where
+
+            if is_full(self._verdict):  # not the user's mistake: the store's disk is full
+                from orchestrator.errors import SweepFailed
+
+                raise SweepFailed(f"disk full at {where(sqlite_path(self.uri) or self.uri)}: the MLflow store cannot be "
+                                  f"written ({self._verdict}). Nothing was launched; free space on that disk, then run "
+                                  "the same command again.")
             raise BadInput(f"tracking.uri={self.uri}: {self._verdict}")
 
     def _put(self, *op) -> None:
@@ -125,7 +134,9 @@ class Tracker:
     def _fault(self, what: str, path, exc: BaseException) -> None:
         from orchestrator.disk import Fault, is_full
 
-        fault = Fault(what, str(path), " ".join(str(exc).split())[:300], is_full(exc))
+        text = " ".join(str(exc).split())
+        sql = re.search(r"\((sqlite3\.\w+|psycopg2\.[\w.]+)\) ([^\[(]+)", text)  # the database's own words
+        fault = Fault(what, str(path), f"{sql.group(1)}: {sql.group(2).strip()}" if sql else text[:300], is_full(exc))
         if self.on_fault is not None:
             self.on_fault(fault)
         else:

@@ -8,7 +8,8 @@ the MLflow store checked. The kill loop (scripts/chaos.py) kills drivers; this o
 The sweep is the kill loop's (10 trials of the sleeping job under ASHA, a checkpoint every report, Tune keeping 2).
 Iteration i uses seed S+i and fault kind number i (round robin over --kinds). The kinds:
 - cut-state, cut-tuner, cut-searcher, cut-checkpoint, cut-journal, cut-offset: the driver is SIGKILLed in a seeded
-  phase (scripts/chaos.py: startup, trials, a rung decision, the end), then Tune's newest experiment_state-*.json,
+  phase (scripts/chaos.py: start-up, trials running (half of them), a rung decision, the end), then Tune's newest
+  experiment_state-*.json,
   tuner.pkl, the searcher's newest state, a trial's newest checkpoint (one of its files), the journal's last line or
   its offset file is cut at a seeded byte (or left empty). In a third of them danlu's own copy of Tune's files is
   removed as well, so that the restore must do without it;
@@ -46,7 +47,7 @@ import chaos  # noqa: E402  (the kill loop: its sweep, its driver runner, its ch
 
 KINDS = ("cut-state", "cut-tuner", "cut-searcher", "cut-checkpoint", "cut-journal", "cut-offset", "disk-full",
          "second-driver")
-KILL_PHASES = ("startup", "trials", "rung", "end")
+KILL_PHASES = ("startup", "trials", "trials", "trials", "rung", "end")  # mostly while trials run
 STORAGE = Path("outputs") / "chaos"
 
 
@@ -94,6 +95,8 @@ def cut(rng: random.Random, path: Path, lines: bool = False) -> str:
     data = path.read_bytes()
     if lines:
         start = data.rstrip(b"\n").rfind(b"\n") + 1
+        if start > len(data) - 2:
+            return f"{path.name} has no line to cut yet"
         at = rng.randint(start, len(data) - 2)
     else:
         at = 0 if rng.random() < 0.25 or len(data) < 2 else rng.randint(1, len(data) - 1)
@@ -153,11 +156,11 @@ def can_mount() -> str | None:
     return None
 
 
-def run_to_end(cwd: Path, log: Path) -> tuple[int, str]:
+def run_to_end(cwd: Path, log: Path, args: list[str] | None = None) -> tuple[int, str]:
     """The same command to the end; once more if danlu asks for Tune's files to be moved aside (and it is done)."""
     for attempt in range(2):
         start = log.stat().st_size if log.exists() else 0
-        code = chaos.run_once(cwd, log, None)
+        code = chaos.run_once(cwd, log, None, args=args)
         out = log.read_text(errors="replace")[start:]
         if code == 1 and "move Tune's files" in out and attempt == 0:
             aside = cwd / STORAGE / "danlu" / "set-aside" / "by-hand"
@@ -226,23 +229,29 @@ def disk_full(rng: random.Random, cwd: Path, log: Path, problems: list[str]) -> 
 
     def fill(cwd_, text, elapsed):  # never kills: fills the disk once `ends` trials have ended
         if "filled" not in state and chaos.journal_ends(cwd_) >= ends:
-            free = shutil.disk_usage(cwd_).free
-            with open(cwd_ / "ballast", "wb") as f:
-                f.write(b"\0" * max(0, free - leave * 2**20))
             state["filled"] = finished_runs(cwd_)
+            free = shutil.disk_usage(cwd_).free
+            try:
+                with open(cwd_ / "ballast", "wb") as f:
+                    f.write(b"\0" * max(0, free - leave * 2**20))
+            except OSError:  # full before the last byte: as good
+                pass
         return False
 
-    start = 0
+    fill.describe = f"never: the disk is filled after {ends} trial ends"
     code = chaos.run_once(cwd, log, fill, args=args)
-    out = log.read_text(errors="replace")[start:]
+    out = log.read_text(errors="replace")
     what = f"disk filled after {ends} trial ends, leaving {leave} MB"
     if "filled" not in state:
         return what + f": the sweep ended first (exit {code})", []
+    if code == 0:  # what was left took every write the sweep still made (or it ended first): it must be whole
+        problems += judge(cwd, code, out, state["filled"])
+        return what + ": every write still fitted, the sweep finished (exit 0)"
     if code != 1 or "disk full at" not in out or "resume with: " not in out or "Traceback" in out:
         problems.append(f"the full disk was not said as such (exit {code}): "
                         f"{' | '.join(ln for ln in out.splitlines() if 'danlu' in ln)[-600:]}")
     (cwd / "ballast").unlink()
-    code, out = run_to_end(cwd, log)
+    code, out = run_to_end(cwd, log, args)  # the same command: its storage.min_free_mb fits this small disk
     problems += judge(cwd, code, out, state["filled"])
     return what + f"; the resumed sweep exited {code}"
 
@@ -256,6 +265,8 @@ def second_driver(rng: random.Random, cwd: Path, log: Path, problems: list[str])
         if "code" not in state and "danlu: MLflow" in text and chaos.journal_ends(cwd_) >= ends:
             state["code"] = chaos.run_once(cwd_, second, None, timeout=300)
         return False
+
+    start_second.describe = f"never: a second driver starts after {ends} trial ends"
 
     code = chaos.run_once(cwd, log, start_second)
     out = log.read_text(errors="replace")
