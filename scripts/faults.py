@@ -14,7 +14,7 @@ Iteration i uses seed S+i and fault kind number i (round robin over --kinds). Th
   its offset file is cut at a seeded byte (or left empty). In a third of them danlu's own copy of Tune's files is
   removed as well, so that the restore must do without it;
 - disk-full: output_dir and the sqlite store on a 40 MB tmpfs, filled by a ballast file at a seeded moment (leaving
-  0-3 MB; storage.min_free_mb=2), then freed. Needs root (mount); skipped with a reason otherwise;
+  nothing, or up to 1.5 MB: below storage.min_free_mb=2), then freed. Needs root (mount); skipped with a reason otherwise;
 - second-driver: the same command started again in the same folder while the first runs.
 Then the same command runs to the end. Where danlu stops and says what to do (a sweep none of whose snapshots can
 be read: "move Tune's files ... and run the same command again"), the loop does it, once.
@@ -224,7 +224,7 @@ def judge(cwd: Path, code: int, out: str, before: set[str]) -> list[str]:
 
 def disk_full(rng: random.Random, cwd: Path, log: Path, problems: list[str]) -> str:
     args = chaos.command(["storage.min_free_mb=2"])
-    ends, leave = rng.randint(1, 6), rng.randint(0, 3)
+    ends, leave = rng.randint(1, 6), rng.choice([0, 0, rng.randint(0, 3 * 2**19)])  # bytes: below min_free_mb
     state = {}
 
     def fill(cwd_, text, elapsed):  # never kills: fills the disk once `ends` trials have ended
@@ -233,7 +233,7 @@ def disk_full(rng: random.Random, cwd: Path, log: Path, problems: list[str]) -> 
             free = shutil.disk_usage(cwd_).free
             try:
                 with open(cwd_ / "ballast", "wb") as f:
-                    f.write(b"\0" * max(0, free - leave * 2**20))
+                    f.write(b"\0" * max(0, free - leave))
             except OSError:  # full before the last byte: as good
                 pass
         return False
@@ -241,7 +241,7 @@ def disk_full(rng: random.Random, cwd: Path, log: Path, problems: list[str]) -> 
     fill.describe = f"never: the disk is filled after {ends} trial ends"
     code = chaos.run_once(cwd, log, fill, args=args)
     out = log.read_text(errors="replace")
-    what = f"disk filled after {ends} trial ends, leaving {leave} MB"
+    what = f"disk filled after {ends} trial ends, leaving {leave / 2**20:.2f} MB"
     if "filled" not in state:
         return what + f": the sweep ended first (exit {code})", []
     if code == 0:  # what was left took every write the sweep still made (or it ended first): it must be whole
