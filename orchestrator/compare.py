@@ -3,8 +3,10 @@
 Both arms run under the same seeds 0..N-1 (paired: a seed fixes the data order and initialisation luck both
 arms share), as one sweep (search=arms, no early stopping), so it is logged as a parent run with both arms'
 children and resumes like a sweep: the same command again continues it. It prints the effect of A over B
-with its 95 % t-interval, the paired t-test's p-value, and a one-line verdict with the smallest effect the
-design could detect (orchestrator.stats.paired).
+with its 95 % interval, the exact sign-flip permutation test's p-value, and a one-line verdict with the smallest
+effect the design could detect (orchestrator.stats.paired); the same verdict leads the sweep's report. With fewer
+seeds than the test needs to reach p < 0.05 (6), it warns before launching and its verdict says the question
+cannot be decided with them.
 
 Arms that differ only in their seed (`seed=42 --vs seed=0`) are the seed-luck demonstration: one
 configuration runs under both seeds and N others, and the verdict says where the two fall among them.
@@ -82,7 +84,9 @@ def sweep_overrides(arm: Arms, shared: list[str], name: str | None, job: str) ->
 
 
 def verdict(arm: Arms, data) -> dict:
-    """The comparison's numbers and its one-line verdict, from the sweep's runs (orchestrator/report/data.py)."""
+    """The comparison's numbers and its one-line verdict, from the sweep's runs (orchestrator/report/data.py).
+    Valid for the n seeds at hand: below the seeds the exact test needs to reach p < 0.05 it says the question
+    cannot be decided with them (and how many could), never that there is no difference."""
     from orchestrator import stats
 
     m, better = data.metric, ("higher" if data.mode == "max" else "lower")
@@ -110,19 +114,58 @@ def verdict(arm: Arms, data) -> dict:
                 f"(found: {', '.join(str(c.hp) for c in data.configs) or 'none'}); nothing to compare."}
     r = stats.paired(ca.values, cb.values)
     a_txt, b_txt = " ".join(f"{k}={v}" for k, v in arm.a.items()), " ".join(f"{k}={v}" for k, v in arm.b.items())
+    need = stats.seeds_to_decide(1)
+    seeds = stats.seeds_for(r.effect, r.sd, r.resolution) if r.n >= 2 else None
     if r.n < 2:
-        line = f"only {r.n} paired seed(s): no claim can be made; run with --seeds 5 or more."
+        line = f"only {r.n} paired seed(s): no claim can be made; run with --seeds {need} or more."
     elif r.p < stats.ALPHA:
         winner = a_txt if (r.effect > 0) == (data.mode == "max") else b_txt
         line = (f"{winner} gives {better} {m}: the effect {r.effect:+.3g} (95% CI {r.low:+.3g} to {r.high:+.3g}) "
-                f"is beyond seed noise at n={r.n} (paired t-test p={r.p:.3g}).")
+                f"is beyond seed noise at n={r.n} ({stats.TEST_NAME}, p={r.p:.3g}).")
+    elif not r.decidable:
+        line = (f"cannot be decided with {r.n} seeds: the smallest p-value {r.n} paired seeds can give is "
+                f"{stats.min_p(r.n):.3g} (2/2^{r.n}), not below {stats.ALPHA} ({stats.TEST_NAME}; here p={r.p:.2g}). "
+                f"{need} seeds could decide" + (f"; about {seeds} would detect an effect of the size seen here "
+                                                f"({r.effect:+.3g}) 80% of the time." if seeds else "."))
     else:
-        line = (f"no detectable difference at n={r.n} (paired t-test p={r.p:.2g}); the smallest effect this design "
-                f"could detect (80% power, alpha 0.05) is {r.detectable:.3g}.")
+        line = (f"no detectable difference at n={r.n} ({stats.TEST_NAME}, p={r.p:.2g}); the smallest effect this "
+                f"design could detect (80% power, alpha 0.05) is {r.detectable:.3g}.")
     return {"kind": "arms", "metric": m, "a": a_txt, "b": b_txt, "n": r.n, "effect": r.effect, "ci_low": r.low,
-            "ci_high": r.high, "p": r.p, "detectable": r.detectable, "verdict": line,
-            "values_a": {str(s): v for s, v in sorted(ca.values.items())},
+            "ci_high": r.high, "p": r.p, "detectable": r.detectable, "resolution": r.resolution,
+            "test": stats.TEST_NAME, "decidable": r.decidable, "next_seeds": seeds or (need if not r.decidable else None),
+            "verdict": line, "values_a": {str(s): v for s, v in sorted(ca.values.items())},
             "values_b": {str(s): v for s, v in sorted(cb.values.items())}}
+
+
+def interval_text(result: dict) -> str:
+    lo, hi = result["ci_low"], result["ci_high"]
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"unbounded: {result['n']} paired seeds cannot reach p < 0.05"
+    return f"{lo:+.4g} to {hi:+.4g}"
+
+
+def lead(arm: Arms, shared: list[str]):
+    """The compare sweep's report leads with the comparison's own verdict (orchestrator/report/verdict.py)."""
+    from orchestrator import stats
+    from orchestrator.report.verdict import Verdict
+
+    def block(data, rows) -> Verdict:
+        r = verdict(arm, data)
+        if r["kind"] != "arms":
+            return Verdict(r["verdict"], f"seeds {arm.seeds}; {r['kind']}." if r["kind"] == "seeds" else "-")
+        evidence = (f"{r['n']} paired seeds; {stats.TEST_NAME}; effect A - B {r['effect']:+.4g}, 95% interval "
+                    f"{interval_text(r)} (the test inverted, never narrower than the metric's resolution "
+                    f"{r['resolution']:.3g}); the smallest effect this design could detect: "
+                    + (f"{r['detectable']:.3g}." if math.isfinite(r["detectable"]) else "none at this n."))
+        nxt = None
+        if r["p"] != r["p"] or r["p"] >= stats.ALPHA:
+            n = r["next_seeds"]
+            if n:
+                nxt = (f"danlu compare {r['a']} --vs {r['b']} --seeds {n}"
+                       + (f" --set {' '.join(shared)}" if shared else ""))
+        return Verdict(f"A = {r['a']} vs B = {r['b']}: {r['verdict']}", evidence, nxt, r)
+
+    return block
 
 
 def _norm(text: str) -> str:
@@ -150,7 +193,14 @@ def run_compare(a: list[str], b: list[str], n_seeds: int, shared: list[str], nam
     arm = arms(a, b, 5 if n_seeds is None else n_seeds, base)
     overrides = sweep_overrides(arm, shared, name, str(base.job.name))
     plan(overrides, config_dir)  # every check, before anything runs
-    code = run_sweep(overrides, config_dir, command=command)
+    from orchestrator import stats
+
+    need = stats.seeds_to_decide(1)
+    if not arm.seed_arms and len(arm.seeds) < need:
+        print(f"danlu compare: warning: with {len(arm.seeds)} seeds no difference can be declared: the exact test's "
+              f"smallest p-value with {len(arm.seeds)} pairs is {stats.min_p(len(arm.seeds)):.3g}, not below "
+              f"{stats.ALPHA}; {need} seeds can reach {stats.min_p(need):.3g} (--seeds {need} or more).", flush=True)
+    code = run_sweep(overrides, config_dir, command=command, lead=lead(arm, shared))
     if code not in (0, 1):
         return code
     from mlflow.tracking import MlflowClient
@@ -165,11 +215,14 @@ def run_compare(a: list[str], b: list[str], n_seeds: int, shared: list[str], nam
     if result["kind"] == "arms":
         print(f"danlu compare: A = {result['a']}  vs  B = {result['b']}, {result['n']} paired seeds, {data.metric}:")
         if result["n"] >= 2:
-            print(f"  effect A - B: {result['effect']:+.4g}  (95% t-interval {result['ci_low']:+.4g} to "
-                  f"{result['ci_high']:+.4g}), paired t-test p = {result['p']:.3g}")
+            print(f"  effect A - B: {result['effect']:+.4g}  (95% interval {interval_text(result)}), "
+                  f"sign-flip permutation test p = {result['p']:.3g}")
         else:
             print(f"  difference A - B: {result['effect']:+.4g} (no interval or test from {result['n']} pair)")
     print(f"  verdict: {result['verdict']}")
+    if result.get("next_seeds") and (result["p"] != result["p"] or result["p"] >= stats.ALPHA):
+        print(f"  next: danlu compare {result['a']} --vs {result['b']} --seeds {result['next_seeds']}"
+              + (f" --set {' '.join(shared)}" if shared else ""))
     if result["kind"] == "missing":
         return 1
     client.log_text(data.parent_id, json.dumps(result, indent=1, default=str), "compare.json")
@@ -177,7 +230,7 @@ def run_compare(a: list[str], b: list[str], n_seeds: int, shared: list[str], nam
     from orchestrator.report.forms import _clean
 
     numbers = {k: result[k] for k in ("effect", "ci_low", "ci_high", "p", "detectable", "difference", "z")
-               if k in result and _clean(result[k]) is not None}
+               if k in result and _clean(result[k]) is not None and math.isfinite(result[k])}
     for k, v in numbers.items():
         client.log_metric(data.parent_id, f"compare_{k}", float(v))
     return code

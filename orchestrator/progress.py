@@ -1,6 +1,6 @@
 """A concise live view of a sweep, in place of Ray's per-iteration tables.
 
-    [  42s] running 2 · pending 5 · done 3 · stopped early 6 · failed 0 · best val_acc=0.9711 (t004)
+    [  42s] running 2 · pending 5 · done 3 · stopped early 6 · failed 0 · best trial so far val_acc=0.9711 (t004)
 
 On a terminal the line is redrawn in place at most twice a second; otherwise a plain line is printed
 when the counts change, at most every `plain_every_s` seconds, and at least once a minute.
@@ -28,6 +28,7 @@ class Progress(Callback):
         self._last_print = 0.0
         self._last_line = ""
         self._latest: dict[str, tuple[float, str]] = {}  # trial_id -> (last reported metric, label)
+        self._ended: set[str] = set()  # trials that ended: their last value is final
 
     def __getstate__(self):  # Tune pickles callbacks; a stream does not pickle
         return {k: v for k, v in self.__dict__.items() if k != "stream"}
@@ -41,13 +42,22 @@ class Progress(Callback):
         if isinstance(value, (int, float)) and value == value:
             self._latest[trial.trial_id] = (float(value), self._label(trial))
 
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._ended.add(trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._ended.add(trial.trial_id)
+
     @property
     def best(self) -> tuple[float, str] | None:
-        """The best of each trial's last reported value (as the final summary ranks them)."""
-        if not self._latest:
+        """The best trial so far: the best last reported value of the trials that have ended (as the final
+        summary ranks them). A running trial's value can still fall, so it does not count yet: the best never
+        goes down."""
+        done = [v for tid, v in self._latest.items() if tid in self._ended]
+        if not done:
             return None
         pick = max if self.mode == "max" else min
-        return pick(self._latest.values(), key=lambda v: v[0])
+        return pick(done, key=lambda v: v[0])
 
     def counts(self, trials) -> dict[str, int]:
         c = {"running": 0, "pending": 0, "done": 0, "stopped early": 0, "failed": 0}
@@ -64,7 +74,7 @@ class Progress(Callback):
 
     def line(self, trials) -> str:
         body = " · ".join(f"{k} {v}" for k, v in self.counts(trials).items())
-        best = f" · best {self.metric}={self.best[0]:.4g} ({self.best[1]})" if self.best else ""
+        best = f" · best trial so far {self.metric}={self.best[0]:.4g} ({self.best[1]})" if self.best else ""
         return f"[{time.monotonic() - self._t0:5.0f}s] {body}{best}"
 
     def on_step_end(self, iteration, trials, **info):

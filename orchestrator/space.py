@@ -218,17 +218,32 @@ def config_id(hp: dict[str, Any]) -> str:
 
 
 def short_label(hp: dict[str, Any]) -> str:
-    """`lr=0.012 bs=64 width=128` for run names: compact keys, 3 significant digits."""
-    parts = []
-    for k, v in hp.items():
-        leaf = k.replace("/", ".").rsplit(".", 1)[-1]
+    """A configuration's one label, the same everywhere (MLflow run names after the trial id, the terminal, the
+    report): `lr=0.01235 bs=64 width=128`, keys in the order given, each shortened to its last part's initials
+    (batch_size: bs) unless two keys would then read alike, numbers to 4 significant digits. `hp` holds values,
+    or their text as MLflow's params keep it: both give the same label."""
+    def short(key: str) -> str:
+        leaf = key.replace("/", ".").rsplit(".", 1)[-1]
         words = leaf.split("_")
-        name = "".join(w[0] for w in words) if len(words) > 1 else leaf
-        parts.append(f"{name}={_fmt(v)}")
-    return " ".join(parts)
+        return "".join(w[0] for w in words) if len(words) > 1 else leaf
+
+    names = [short(k) for k in hp]
+    names = [n if names.count(n) == 1 else k for n, k in zip(names, hp, strict=True)]
+    return " ".join(f"{n}={_fmt(v)}" for n, v in zip(names, hp.values(), strict=True))
 
 
 def _fmt(v: Any) -> str:
+    """4 significant digits for a number (as a value or as its text), a bool as Hydra writes it, else as it is."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, str):
+        try:
+            number = float(v)
+        except ValueError:
+            return v
+        if number == int(number) and not any(c in v for c in ".eE"):
+            return v
+        v = number
     if isinstance(v, float):
-        return f"{v:.3g}"
+        return f"{v:.4g}"
     return str(v)

@@ -251,8 +251,9 @@ def _identify(p: Plan, overrides: list[str]) -> dict:
 
 
 def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, command: list[str] | None = None,
-              stream=None) -> int:
-    """Run a sweep, or resume it: a sweep whose storage already exists continues where it stopped."""
+              stream=None, lead=None) -> int:
+    """Run a sweep, or resume it: a sweep whose storage already exists continues where it stopped. `lead`: the
+    verdict its report leads with, in place of the leaderboard's (orchestrator/report/verdict.py)."""
     p = plan(overrides, config_dir)
     from omegaconf import OmegaConf
 
@@ -303,7 +304,7 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
             tracker.open_sweep(str(p.cfg.sweep.name), OmegaConf.to_container(p.cfg, resolve=True), p.space.describe(),
                                p.config_dir.parent, command or ["danlu", *sys.argv[1:]],
                                submission_tags() | {T.SEARCH_SEED: str(saved.get("search_seed", ""))})
-            code = _launch(p, tracker, verbose, out, known, interrupts, saved.get("search_seed"), prep)
+            code = _launch(p, tracker, verbose, out, known, interrupts, saved.get("search_seed"), prep, lead)
             status = None
             return code
     except (BadInput, SweepFailed):  # the store, a full disk, damaged state; or, once Ray was up, a remote
@@ -404,7 +405,8 @@ class _Interrupts:
             # "stop at once", never Ray's own SIGTERM handler (sys.exit(15))
 
 
-def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Interrupts, search_seed, prep) -> int:
+def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Interrupts, search_seed, prep,
+            lead=None) -> int:
     from orchestrator import scheduler as schedulers
     from orchestrator import search as searchers
     from orchestrator.context import missing_metric_message
@@ -521,10 +523,11 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
     if unlogged:
         print(f"danlu: {unlogged}", file=out)
         code = code or 1
-    if not (complete and not unlogged and _report(p, scheduler, out, status)):
+    made = _report(p, scheduler, out, status, lead) if complete and not unlogged else None
+    if made is None:
         code = code or 1
         _finish_parent(p, tracker.parent_id, status)
-    _print_summary(summary, sweep, p, tracker.parent_id, tracker.writer.exp_id if tracker.writer else None, out)
+    _print_summary(summary, sweep, p, tracker.parent_id, tracker.writer.exp_id if tracker.writer else None, out, made)
     return code
 
 
@@ -610,9 +613,9 @@ def _preload_report() -> None:
         pass
 
 
-def _report(p: Plan, scheduler, out, status: str) -> bool:
+def _report(p: Plan, scheduler, out, status: str, lead=None) -> dict | None:
     """The morning report (orchestrator/report/), as the parent run's artifacts; its table on the terminal. The
-    parent run ends (with `status`) once the report is attached."""
+    parent run ends (with `status`) once the report is attached. What publish.make returns, or None."""
     from dataclasses import asdict
 
     from orchestrator.report.publish import make
@@ -620,14 +623,14 @@ def _report(p: Plan, scheduler, out, status: str) -> bool:
     try:
         made = make(p.tracking_uri, str(p.cfg.tracking.experiment), str(p.cfg.sweep.name), p.cfg.report,
                     p.storage_dir / "report", [asdict(d) for d in getattr(scheduler, "decisions", [])],
-                    p.storage_dir, p.config_dir.parent, finish=status)
+                    p.storage_dir, p.config_dir.parent, finish=status, lead=lead)
     except Exception as exc:  # the sweep's runs are all in MLflow; only the report is missing
         print(f"danlu: the report could not be made ({type(exc).__name__}: {exc}); "
               f"`danlu report {p.cfg.sweep.name}` tries again", file=out, flush=True)
-        return False
+        return None
     print("\n".join(made["text"]), file=out)
     print(f"danlu: report: {made['dir'] / 'report.html'} (and the parent run's artifacts, report/)", file=out)
-    return True
+    return made
 
 
 def _summarize(trials, sweep, early: set[str], label, max_failed_fraction=None) -> tuple[dict, int]:
@@ -659,17 +662,34 @@ def _summarize(trials, sweep, early: set[str], label, max_failed_fraction=None) 
     return summary, code
 
 
-def _print_summary(summary: dict, sweep, p: Plan, parent_id, exp_id, out) -> None:
+def _print_summary(summary: dict, sweep, p: Plan, parent_id, exp_id, out, made: dict | None = None) -> None:
+    """The counts, then the two bests, each labelled and linked: the best configuration (its mean over seeds, with
+    its interval: what the report ranks) and the best single trial (its last reported value)."""
     c = summary["counts"]
     print(f"danlu: {sum(c.values())} trials: {c['completed']} completed, {c['stopped_early']} stopped early by "
           f"ASHA, {c['failed']} failed", file=out)
-    if "best" in summary:
-        v, label, _ = summary["best"]
-        print(f"danlu: best {sweep.metric}={v:.4g} ({label}); last reported value of each trial", file=out)
     from orchestrator.mlflow_writer import sweep_url
 
     local = not p.tracking_uri.startswith(("http://", "https://"))
+    ui_base = "http://127.0.0.1:5000" if local else p.tracking_uri
+    board = (made or {}).get("json", {}).get("leaderboard") or {}
+    best = board.get("best")
+    if best and exp_id:
+        ci = (f", 95% CI {best['ci_low']:.4g} to {best['ci_high']:.4g}" if best.get("ci_low") is not None else "")
+        runs = list(best.get("runs", {}).values())
+        from urllib.parse import quote
+
+        link = (f"{ui_base.rstrip('/')}/#/compare-runs?runs={quote(json.dumps(runs))}"
+                f"&experiments={quote(json.dumps([exp_id]))}" if len(runs) > 1 else
+                sweep_url(ui_base, exp_id, runs[0]) if runs else "")
+        print(f"danlu: best configuration: {best['label']}: mean {sweep.metric} {best['mean']:.4g}{ci} over "
+              f"{best['n_seeds']} seed(s) ({' '.join(best.get('trials', {}).values())}) {link}".rstrip(), file=out)
+    if "best" in summary:
+        v, label, tid = summary["best"]
+        rid, label = (made or {}).get("trial_runs", {}).get(tid, (None, label))
+        link = f" {sweep_url(ui_base, exp_id, rid)}" if rid and exp_id else ""
+        print(f"danlu: best single trial: {label}: {sweep.metric} {v:.4g} (its last report){link}", file=out)
     ui = "danlu ui" if local else p.tracking_uri
-    url = sweep_url("http://127.0.0.1:5000" if local else p.tracking_uri, exp_id, parent_id) if exp_id else ""
+    url = sweep_url(ui_base, exp_id, parent_id) if exp_id else ""
     print(f"danlu: review it with `{ui}`: experiment '{p.cfg.tracking.experiment}', run '{sweep.name}' "
           f"({parent_id}){' at ' + url if url else ''}; Ray storage: {p.storage_dir}", file=out, flush=True)

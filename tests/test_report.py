@@ -49,12 +49,14 @@ def test_seed_aware_asha_stops_the_lucky_configuration_and_the_report_says_what_
     rows = rep["leaderboard"]["rows"]
     assert rows[0]["hp"]["profile"] in ("best", "close") and rows[0]["rung"] == 9
     assert rows[0]["n_seeds"] == 3 and rows[0]["ci_low"] < rows[0]["mean"] < rows[0]["ci_high"]
-    if {"best", "close"} <= done:  # 0.9 against 0.89, with noise sd 0.05: not told apart
-        assert rows[1]["indistinguishable_from_best"] is True
-        assert any("within seed noise" in w for w in rep["leaderboard"]["verdict"])
+    at_end = [row for row in rows if row["rung"] == 9]  # best and close, unless ASHA stopped one of them
+    if len(at_end) > 1:  # 3 seeds: the exact test cannot reach p < 0.05, so nothing is decided
+        assert rows[1]["state"] == "undecided"
+        assert rep["verdict"]["headline"].startswith("cannot be decided with 3 seeds")
+        assert rep["verdict"]["next_step"].startswith("danlu compare profile=") and "--seeds" in rep["verdict"]["next_step"]
     assert [row["rung"] == 9 for row in rows] == sorted([row["rung"] == 9 for row in rows], reverse=True)
     lucky_row = next(row for row in rows if row["hp"]["profile"] == "lucky")  # fair may have stopped even earlier
-    assert lucky_row["rung"] < 9 and lucky_row["indistinguishable_from_best"] is None  # not compared: stopped
+    assert lucky_row["rung"] < 9 and lucky_row["state"] is None  # not compared: stopped earlier
     assert "Student-t interval" in rep["leaderboard"]["method"] and "Holm" in rep["leaderboard"]["method"]
     stops = [d for d in rep["rungs"]["decisions"] if d["stop"]]
     assert lucky[0].data.tags["danlu.config_id"] in {d["config"] for d in stops}
@@ -65,17 +67,31 @@ def test_seed_aware_asha_stops_the_lucky_configuration_and_the_report_says_what_
     assert "data:image/png;base64," in html and "profile=best" in html and "src=\"curves.png\"" not in html
     m = client.get_run(parent.info.run_id).data.metrics
     assert m["best_ci_low_score"] < m["best_mean_score"] < m["best_ci_high_score"] and m["seed_sd_score"] > 0
+    assert m["seed_sd_step"] == 9 and "configs_indistinguishable_from_best" not in m  # undecided: not logged
+    note = client.get_run(parent.info.run_id).data.tags["mlflow.note.content"]  # the run page's description
+    assert f"Verdict: {rep['verdict']['headline']}" in note and "Evidence: 3 seeds per configuration" in note
+    assert ("Next: danlu compare" in note) == (len(at_end) > 1)  # one configuration at the end: nothing to compare
+    assert html.index("id='verdict-block'") < html.index("<h2")  # the verdict leads the page
 
     again = danlu_cli(["report", "lucky"], tmp_path)
     assert again.returncode == 0, again.stderr
     assert "BEST" in again.stdout and "profile=lucky" in again.stdout and "stopped" in again.stdout
 
-    # one seed per configuration: no claim, and the seed spread the earlier sweep of the job measured
-    single = danlu_cli(["sweep", "experiment=noisy", "sweep.seeds=[0]", "scheduler=fifo", "epochs=2", "epoch_s=0",
-                        "sweep.name=single"], tmp_path)
-    assert single.returncode == 0, single.stdout + single.stderr
-    assert "One seed per configuration: no claim of difference between configurations can be made" in single.stdout
-    assert f"For scale: in sweep lucky of the same job, score varied by sd {m['seed_sd_score']:.3g}" in single.stdout
+    # one seed per configuration: untested everywhere; a spread is borrowed only from a sweep of the same step
+    for name, epochs in (("single2", 2), ("single9", 9)):
+        single = danlu_cli(["sweep", "experiment=noisy", "sweep.seeds=[0]", "scheduler=fifo", f"epochs={epochs}",
+                            "epoch_s=0", f"sweep.name={name}"], tmp_path)
+        assert single.returncode == 0, single.stdout + single.stderr
+        assert "Verdict: untested: one seed per configuration" in single.stdout and "untested (1 seed)" in single.stdout
+        page = (tmp_path / f"outputs/{name}/report/report.html").read_text()
+        body = (tmp_path / f"outputs/{name}/report/report.json").read_text()
+        assert "indistinguishable" not in single.stdout + page + body and "~ best" not in single.stdout
+        _, (one,), _ = mlflow_runs(tmp_path / "mlflow.db", name)
+        assert "configs_indistinguishable_from_best" not in one.data.metrics
+    assert "No earlier multi-seed sweep of the same job, metric and step" in danlu_cli(["report", "single2"],
+                                                                                       tmp_path).stdout
+    assert (f"For scale: sweep lucky of the same job, metric and step (9) measured a seed-to-seed sd of "
+            f"{m['seed_sd_score']:.3g}") in single.stdout
 
 
 def test_a_small_digits_sweep_with_three_seeds_produces_the_report_plots_and_json(tmp_path):
@@ -83,9 +99,11 @@ def test_a_small_digits_sweep_with_three_seeds_produces_the_report_plots_and_jso
                    "sweep.name=digits", "sweep.search_seed=3"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     out = tmp_path / "outputs/digits/report"
-    assert {"report.html", "report.json", "curves.png", "rungs.png", "importance.png", "hyperparameters.png"} <= {
+    assert {"report.html", "report.json", "curves.png", "importance.png", "hyperparameters.png"} <= {
         p.name for p in out.iterdir()}
+    assert "rungs.png" not in {p.name for p in out.iterdir()}  # FIFO has no rungs: none is drawn
     rep = json.loads((out / "report.json").read_text())
+    assert rep["rungs"]["rungs"] == [] and rep["rungs"]["reached_last"] == 4
     assert len(rep["leaderboard"]["rows"]) == 4 and all(row["n_seeds"] == 3 for row in rep["leaderboard"]["rows"])
     assert set(rep["importance"]["importance"]) == {"lr", "batch_size", "job.model.width"}
     assert "lr" in rep["hyperparameters"]["keys"]
@@ -119,24 +137,27 @@ def test_the_seed_aware_scheduler_state_survives_a_driver_sigkill(tmp_path):
 def test_compare_gives_a_verdict_and_resumes_like_a_sweep(tmp_path):
     import re
 
-    args = ["compare", "mean=0.9", "--vs", "mean=0.7", "--seeds", "4", "--name", "ab",
+    args = ["compare", "mean=0.9", "--vs", "mean=0.7", "--seeds", "6", "--name", "ab",
             "--set", "job=noisy", "sweep=noisy", "epochs=2", "epoch_s=0", "noise=0.02"]
     r = danlu_cli(args, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    effect = re.search(r"effect A - B: ([-+][0-9.]+) +\(95% t-interval ([-+][0-9.]+) to ([-+][0-9.]+)\)", r.stdout)
+    effect = re.search(r"effect A - B: ([-+][0-9.]+) +\(95% interval ([-+][0-9.]+) to ([-+][0-9.]+)\)", r.stdout)
     assert effect, r.stdout
     e, lo, hi = map(float, effect.groups())
     assert lo < e < hi and 0.15 < e < 0.25  # the true effect is 0.2; noise sd 0.02 per trial
-    assert "verdict: mean=0.9 gives higher score" in r.stdout and "beyond seed noise at n=4" in r.stdout
+    assert "verdict: mean=0.9 gives higher score" in r.stdout and "beyond seed noise at n=6" in r.stdout
+    assert "warning" not in r.stdout
+    page = (tmp_path / "outputs/ab/report/report.html").read_text()
+    assert page.index("A = mean=0.9 vs B = mean=0.7: mean=0.9 gives higher score") < page.index("<h2")
     client, (parent,), children = mlflow_runs(tmp_path / "mlflow.db", "ab")
     assert sorted((c.data.params["mean"], c.data.params["seed"]) for c in children) == sorted(
-        (m, str(s)) for m in ("0.9", "0.7") for s in range(4))
+        (m, str(s)) for m in ("0.9", "0.7") for s in range(6))
     assert client.get_run(parent.info.run_id).data.tags["danlu.verdict"].startswith("mean=0.9 gives higher score")
     again = danlu_cli(args, tmp_path)  # the same command: the same sweep, resumed (here: already complete)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "danlu: resuming ab" in again.stdout and "verdict: mean=0.9 gives higher score" in again.stdout
     _, parents, children = mlflow_runs(tmp_path / "mlflow.db", "ab")
-    assert len(parents) == 1 and len(children) == 8
+    assert len(parents) == 1 and len(children) == 12
 
     seeds = danlu_cli(["compare", "seed=42", "--vs", "seed=0", "--seeds", "3", "--name", "luck",
                        "--set", "job=noisy", "sweep=noisy", "epochs=1", "epoch_s=0", "profile=fair"], tmp_path)
@@ -144,6 +165,24 @@ def test_compare_gives_a_verdict_and_resumes_like_a_sweep(tmp_path):
     assert "seed 42: score=" in seeds.stdout and "rank" in seeds.stdout and "seed luck, by construction" in seeds.stdout
     _, _, children = mlflow_runs(tmp_path / "mlflow.db", "luck")
     assert sorted(int(c.data.params["seed"]) for c in children) == [0, 1, 2, 42]
+
+
+def test_a_compare_one_example_apart_on_three_seeds_makes_no_claim_and_says_why(tmp_path):
+    """The issue's false claim, made true to form: a discrete accuracy (k/450) whose arms differ by exactly one
+    example on every one of 3 seeds. The t-test called that certain; with 3 seeds nothing can be declared."""
+    r = danlu_cli(["compare", "offset=1", "--vs", "offset=0", "--seeds", "3", "--name", "one",
+                   "--set", "job=binomial", "shared_noise=true"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    warning = r.stdout.index("warning: with 3 seeds no difference can be declared")
+    assert warning < r.stdout.index("danlu: sweep one")  # said before anything is launched
+    assert "6 seeds can reach 0.0312" in r.stdout
+    assert "verdict: cannot be decided with 3 seeds: the smallest p-value 3 paired seeds can give is 0.25" in r.stdout
+    assert "no detectable difference" not in r.stdout and "beyond seed noise" not in r.stdout
+    assert "unbounded: 3 paired seeds cannot reach p < 0.05" in r.stdout
+    assert "next: danlu compare offset=1 --vs offset=0 --seeds " in r.stdout
+    rep = json.loads((tmp_path / "outputs/one/report/report.json").read_text())
+    assert rep["verdict"]["effect"] == pytest.approx(1 / 450) and rep["verdict"]["p"] == pytest.approx(0.25)
+    assert rep["verdict"]["headline"].startswith("A = offset=1 vs B = offset=0: cannot be decided with 3 seeds")
 
 
 def test_the_ensemble_section_averages_the_top_configurations_checkpoints(tmp_path):

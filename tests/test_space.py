@@ -111,4 +111,6 @@ def test_config_id_ignores_seed_and_order():
 
 
 def test_short_label():
-    assert short_label({"lr": 0.0123456, "batch_size": 64, "job.model.width": 128}) == "lr=0.0123 bs=64 width=128"
+    assert short_label({"lr": 0.0123456, "batch_size": 64, "job.model.width": 128}) == "lr=0.01235 bs=64 width=128"
+    assert short_label({"lr": "0.0123456", "batch_size": "64"}) == "lr=0.01235 bs=64"  # as MLflow params hold them
+    assert short_label({"a.width": 1, "b.width": 2}) == "a.width=1 b.width=2"  # never two keys read alike

@@ -30,7 +30,7 @@ def test_digits_sweep_on_logical_gpus(ray_gpus, conf_dir, tmp_path):
     code, out = sweep(conf_dir, tmp_path, "gpus", "cluster.num_gpus=2", "resources.gpu=0.5", "resources.cpu=0.5",
                       "sweep.num_samples=4", "epochs=4", "scheduler.grace_period=2")
     assert code == 0, out
-    assert "danlu: 4 trials:" in out and "best val_acc=" in out
+    assert "danlu: 4 trials:" in out and "danlu: best single trial: t0" in out and "danlu: best configuration: " in out
     client, parents, children = mlflow_runs(tmp_path / "mlflow.db", "gpus")
     assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
@@ -144,7 +144,7 @@ def test_cli_sweep_end_to_end(tmp_path):
                    "epoch_s=0.05", "fail_at=tag(grid, choice(0,2))", "sweep.name=cli", "cluster.num_cpus=2"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "danlu: sweep cli: search random, 2 samples x 2 grid points, search seed " in r.stdout
-    assert "running" in r.stdout and "best score=" in r.stdout  # the live view, as plain lines
+    assert "running" in r.stdout and "best trial so far score=" in r.stdout  # the live view, as plain lines
     assert "danlu: 4 trials: 2 completed, 0 stopped early by ASHA, 2 failed" in r.stdout
     assert "review it with `danlu ui`" in r.stdout
     failed = [ln for ln in r.stdout.splitlines() if " failed: " in ln]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from orchestrator import parts
 from orchestrator.errors import BadInput
 
-_HELPERS = ("data", "forms", "publish", "plots")
+_HELPERS = ("data", "forms", "publish", "plots", "verdict")
 
 
 @dataclass
@@ -32,7 +32,7 @@ class Section:
 class Row:
     config: object  # data.Config
     stats: object  # stats.Interval over its seeds
-    vs_best: dict  # p, p_holm, pairs, indistinguishable (None when not compared: another rung than the best)
+    vs_best: dict  # p, p_holm, pairs, state (stats.versus_best; {} when not compared: another rung than the best)
 
 
 def available() -> list[str]:
@@ -50,7 +50,8 @@ def rank(data) -> list[Row]:
     Only configurations at the best's rung are compared with it: an early-stopped mean is of another fidelity."""
     from orchestrator import stats
 
-    rows = [Row(c, stats.t_interval(c.values.values()), {}) for c in data.configs if c.values]
+    floor = stats.resolution([v for c in data.configs for v in c.values.values()])  # e.g. 1/450: intervals no finer
+    rows = [Row(c, stats.t_interval(c.values.values(), floor=floor), {}) for c in data.configs if c.values]
     sign = 1 if data.mode == "max" else -1
     rows.sort(key=lambda r: (-r.config.rung, -sign * r.stats.mean))
     if rows:
@@ -61,9 +62,19 @@ def rank(data) -> list[Row]:
     return rows
 
 
-def build(data, report_cfg) -> list[Section]:
+def build(data, report_cfg, lead=None) -> list[Section]:
+    """The report's sections, led by its verdict (orchestrator/report/verdict.py; `lead(data, rows) -> Verdict`
+    in its place: danlu compare's own)."""
+    import html
+
+    from orchestrator.report import verdict
+
     rows = rank(data)
-    out = []
+    v = lead(data, rows) if lead is not None else verdict.block(data, rows)
+    page = ("<div class='verdict' id='verdict-block'>" + "".join(
+        f"<p><b>{html.escape(k)}</b> {html.escape(t)}</p>" for k, t in
+        (("Verdict:", v.headline), ("Evidence:", v.evidence), ("Next:", v.next_step)) if t) + "</div>")
+    out = [Section("verdict", "Verdict", v.as_json(), v.lines(), page)]
     for name in report_cfg.sections:
         section = parts.load(__name__, str(name), _HELPERS, "report", "section").build(data, rows, report_cfg)
         if section is not None:

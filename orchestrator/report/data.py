@@ -41,12 +41,26 @@ class SweepData:
     configs: list[Config]
     decisions: list[dict] = field(default_factory=list)  # seed-aware ASHA's (orchestrator/scheduler/group_rungs)
     earlier_seed_sd: dict | None = None  # with one seed: the spread an earlier multi-seed sweep of the job measured
+    command: str = ""  # the sweep's command line (danlu.command): what a follow-up comparison keeps of it
     client: object = None  # the MlflowClient it was read with
     storage_dir: object = None  # the sweep's Ray storage (its checkpoints), where known
     root: object = None  # the folder holding jobs/ (the job's code), where known
 
     def better(self, a: float, b: float) -> bool:
         return a > b if self.mode == "max" else a < b
+
+
+def _one_fidelity(c: Config) -> None:
+    """A configuration's values at one step: the furthest step every one of its seeds reached. Seed-aware ASHA
+    stops a configuration's seeds together, but a seed that was ahead may have reported a step or two more; a
+    mean over values of different steps would mix fidelities. (A configuration drawn twice keeps its averages.)"""
+    if c.repeats or len(c.curves) < 2 or set(c.curves) != set(c.values):
+        return
+    common = min(c.steps.values())
+    for seed, curve in c.curves.items():
+        at = [(s, v) for s, v in curve if s <= common]
+        if at:
+            c.steps[seed], c.values[seed] = at[-1]
 
 
 def find_parent(client, experiment: str, name: str):
@@ -60,14 +74,17 @@ def find_parent(client, experiment: str, name: str):
     return runs[0]
 
 
-def earlier_seed_sd(client, experiment_id: str, job: str, metric: str, parent_id: str) -> dict | None:
-    """The seed-to-seed spread measured by the newest earlier sweep of the same job with several seeds (its
-    report logged it on its parent run as seed_sd_<metric>)."""
-    runs = client.search_runs([experiment_id], f"params.`job.name` = '{job}' and metrics.`seed_sd_{metric}` >= 0",
-                              order_by=["attributes.start_time DESC"], max_results=20)
+def earlier_seed_sd(client, experiment_id: str, job: str, metric: str, step: int, parent_id: str) -> dict | None:
+    """The seed-to-seed spread measured by the newest earlier sweep of the same job and metric, at the same step
+    (max_t: a spread after 2 epochs says nothing of one after 20), with several seeds (its report logged it on
+    its parent run as seed_sd_<metric>, at seed_sd_step). None if there is none: nothing is borrowed."""
+    runs = client.search_runs([experiment_id], f"params.`job.name` = '{job}' and metrics.`seed_sd_{metric}` >= 0 "
+                              f"and metrics.`seed_sd_step` = {int(step)}", order_by=["attributes.start_time DESC"],
+                              max_results=20)
     for run in runs:
         if run.info.run_id != parent_id:
-            return {"sweep": run.data.tags.get(T.SWEEP, run.info.run_name), "sd": run.data.metrics[f"seed_sd_{metric}"]}
+            return {"sweep": run.data.tags.get(T.SWEEP, run.info.run_name), "sd": run.data.metrics[f"seed_sd_{metric}"],
+                    "step": int(step), "run_id": run.info.run_id}
     return None
 
 
@@ -115,12 +132,16 @@ def load(client, experiment: str, name: str, decisions: list[dict] | None = None
         elif history:
             c.curves[seed] = history
             c.steps[seed], c.values[seed] = history[-1]
+    for c in configs.values():
+        _one_fidelity(c)
     seeds = seeds or sorted({s for c in configs.values() for s in c.trials})
     scheduler = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("scheduler.")}
     one_seed = all(len(c.values) < 2 for c in configs.values())
-    earlier = earlier_seed_sd(client, parent.info.experiment_id, params.get("job.name", ""), metric,
-                              parent.info.run_id) if one_seed else None
+    last_step = max((c.rung for c in configs.values()), default=0)
+    earlier = earlier_seed_sd(client, parent.info.experiment_id, params.get("job.name", ""), metric, last_step,
+                              parent.info.run_id) if one_seed and last_step else None
     return SweepData(name=name, experiment_id=parent.info.experiment_id, parent_id=parent.info.run_id, metric=metric,
                      mode=mode, job=params.get("job.name", ""), seeds=seeds, space=space, scheduler=scheduler,
                      configs=sorted(configs.values(), key=lambda c: min(c.trials.values(), default="")),
-                     decisions=list(decisions or []), earlier_seed_sd=earlier, client=client)
+                     decisions=list(decisions or []), earlier_seed_sd=earlier, client=client,
+                     command=parent.data.tags.get(T.COMMAND, ""))

@@ -74,12 +74,15 @@ def build(data, rows, cfg) -> Section | None:
         verdict = f"one shared seed: no claim (ensemble {ens[used[0]]:.4f}, best single {single[used[0]]:.4f})."
     elif r.p < stats.ALPHA:
         verdict = (f"the ensemble is {'better' if r.effect > 0 else 'worse'} than the best single configuration by "
-                   f"{abs(r.effect):.4f} accuracy (95% CI {r.low:+.4f} to {r.high:+.4f}, paired t-test p={r.p:.3g}, "
-                   f"n={r.n} seeds).")
+                   f"{abs(r.effect):.4f} accuracy (95% CI {r.low:+.4f} to {r.high:+.4f}, {stats.TEST_NAME} "
+                   f"p={r.p:.3g}, n={r.n} seeds).")
+    elif not r.decidable:
+        verdict = (f"cannot be decided with {r.n} seeds (effect {r.effect:+.4f}): the smallest p-value {r.n} paired "
+                   f"seeds can give is {stats.min_p(r.n):.3g}; {stats.seeds_to_decide()} seeds could decide.")
     else:
         verdict = (f"no detectable difference between the ensemble and the best single configuration at n={r.n} "
-                   f"(effect {r.effect:+.4f}, 95% CI {r.low:+.4f} to {r.high:+.4f}, p={r.p:.2g}); the smallest "
-                   f"effect this design could detect is {r.detectable:.4f}.")
+                   f"(effect {r.effect:+.4f}, 95% CI {r.low:+.4f} to {r.high:+.4f}, {stats.TEST_NAME} p={r.p:.2g}); "
+                   f"the smallest effect this design could detect is {r.detectable:.4f}.")
     text = [f"Ensemble of the top {len(top)} (prediction averaging of final checkpoints, validation accuracy): "
             + verdict]
     rows_html = "".join(f"<tr><td>{s}</td><td>{ens[s]:.4f}</td><td>{single[s]:.4f}</td></tr>" for s in used)

@@ -10,7 +10,8 @@ import math
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:1em auto;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
-td:nth-child(2){text-align:left}tr.tie{background:#eef6ee}.verdict{font-size:15px;background:#f6f6f0;padding:8px}
+td:nth-child(2),td:nth-child(3){text-align:left}tr.tie{background:#eef6ee}
+.verdict{font-size:15px;background:#f6f6f0;padding:4px 10px;border-left:4px solid #4c72b0}
 .method{color:#666;font-size:12px}img{max-width:100%}"""
 
 
@@ -31,22 +32,22 @@ def as_json(data, sections) -> str:
 
 
 def as_html(data, sections) -> str:
+    """One page: the verdict first (report.build puts it first), then what the sweep was, then each section."""
+    about = (f"<p>{len(data.configs)} configurations × seeds {data.seeds}; metric {html.escape(data.metric)} "
+             f"({data.mode}). Built from the sweep's MLflow runs.</p>")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>danlu report: {html.escape(data.name)}</title>"
-             f"<style>{STYLE}</style></head><body><h1>danlu report: {html.escape(data.name)}</h1>"
-             f"<p>{len(data.configs)} configurations × seeds {data.seeds}; metric {html.escape(data.metric)} "
-             f"({data.mode}). Built from the sweep's MLflow runs.</p>"]
+             f"<style>{STYLE}</style></head><body><h1>danlu report: {html.escape(data.name)}</h1>"]
     for s in sections:
         body = s.html
         for name, content in s.plots.items():
             body = body.replace(f'src="{name}"', f'src="data:image/png;base64,{base64.b64encode(content).decode()}"')
-        parts.append(f"<h2 id='{s.key}'>{html.escape(s.title)}</h2>{body}")
+        parts.append(body + about if s.key == "verdict" else f"<h2 id='{s.key}'>{html.escape(s.title)}</h2>{body}")
     parts.append("</body></html>")
     return "".join(parts)
 
 
 def as_text(data, sections) -> list[str]:
-    lines = [f"danlu: report for {data.name}: {data.metric} ({data.mode}), mean over seeds {data.seeds}, "
-             "95% t-intervals"]
+    lines = [f"danlu: report for {data.name}: {data.metric} ({data.mode}), mean over seeds {data.seeds}"]
     for s in sections:
         lines += s.text
     return lines

@@ -15,19 +15,26 @@ def build(data, rows, cfg) -> Section | None:
             if numeric([r.config.hp.get(k, "x") for r in rows]) and len({r.config.hp.get(k) for r in rows}) > 1]
     if not keys:
         return None
-    fig, axes = figure(4.0 * len(keys), 3.6, ncols=len(keys))
+    last = rows[0].config.rung
+    fig, axes = figure(4.0 * len(keys), 3.8, ncols=len(keys))
     for ax, key in zip(axes, keys, strict=True):
         for r in rows:
             x = float(r.config.hp[key])
-            ax.scatter([x] * len(r.config.values), list(r.config.values.values()), s=8, color="#999999", alpha=0.6)
+            finished = r.config.rung == last  # an early-stopped value is of another fidelity: drawn apart
+            ax.scatter([x] * len(r.config.values), list(r.config.values.values()), s=8, alpha=0.6,
+                       color="#999999" if finished else "#a6cee3", marker="o" if finished else "x")
             err = None if math.isnan(r.stats.low) else [[r.stats.mean - r.stats.low], [r.stats.high - r.stats.mean]]
-            ax.errorbar([x], [r.stats.mean], yerr=err, fmt="o", color="#c44e52", ms=4, capsize=2)
+            ax.errorbar([x], [r.stats.mean], yerr=err, fmt="o" if finished else "^", ms=4, capsize=2,
+                        color="#c44e52" if finished else "#1f78b4",
+                        label=f"mean at step {last}, 95% CI" if finished else "stopped early: mean where it stopped")
         if "log" in data.space.get(key, ""):
             ax.set_xscale("log")
         ax.set_xlabel(key + (" (log)" if "log" in data.space.get(key, "") else ""))
         ax.set_ylabel(data.metric)
-    fig.suptitle(f"{data.metric} against each numeric hyperparameter (grey: seeds; red: mean, 95% t-interval)",
-                 fontsize=9)
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles, strict=True))
+        ax.legend(unique.values(), unique.keys(), fontsize=7, loc="best")
+    fig.suptitle(f"{data.metric} against each numeric hyperparameter (dots and crosses: single seeds)", fontsize=9)
     return Section("hyperparameters", "Metric against hyperparameters", {"keys": keys},
                    html='<img src="hyperparameters.png" alt="metric against hyperparameters">',
                    plots={"hyperparameters.png": png(fig)})

@@ -74,7 +74,7 @@ def build(data, rows, cfg) -> Section | None:
     fig, (ax,) = figure(6, 0.5 + 0.45 * len(order))
     ax.barh(order[::-1], [result[k]["mean"] for k in order[::-1]], xerr=[result[k]["sd"] for k in order[::-1]],
             color="#55a868", capsize=3)
-    ax.set_xlabel("share of the variance of the mean metric (fANOVA), ±1 sd over forest seeds")
+    ax.set_xlabel("share of the variance of the mean metric (fANOVA)\n±1 sd over forest seeds", fontsize=9)
     ax.set_title("Hyperparameter importance")
     method = (f"Optuna's FanovaImportanceEvaluator on {len(used)} configurations (one value each: the mean over "
               f"seeds), refit with {repeats} seeds.")

@@ -1,5 +1,6 @@
 """Leaderboard: one row per configuration, its mean over seeds with a 95 % t-interval, and which configurations
-are indistinguishable from the best (paired t-tests over shared seeds, Holm-adjusted), said in plain words."""
+are worse than the best, cannot be told from it, or cannot be decided with the seeds at hand (the exact sign-flip
+permutation test over shared seeds, Holm-adjusted: orchestrator/stats.py); each row links to its runs in MLflow."""
 
 from __future__ import annotations
 
@@ -19,48 +20,47 @@ def _p(x) -> str:
 
 
 def label(config) -> str:
-    return " ".join(f"{k}={_short(v)}" for k, v in sorted(config.hp.items())) or config.id
+    """The configuration's one label: as in its MLflow runs' names (after the trial id) and on the terminal."""
+    from orchestrator.space import short_label
+
+    return short_label(config.hp) or config.id
 
 
-def _short(v: str) -> str:
-    """A value as a reader wants it: 0.0685 for 0.06850702318083854 (the JSON keeps every digit)."""
-    try:
-        return v if float(v) == int(float(v)) and "." not in v else f"{float(v):.4g}"
-    except (ValueError, OverflowError):
-        return v
+# a row's standing against the best (stats.versus_best's state; None: it stopped at an earlier step)
+MARKS = {"best": "BEST", "worse": "worse", "indistinguishable": "~ best", "undecided": "undecided",
+         "untested": "untested", None: "stopped"}
+WORDS = {"best": "best", "worse": "worse than the best", "indistinguishable": "cannot be told from the best",
+         "undecided": "cannot be decided with these seeds", "untested": "untested", None: "stopped earlier"}
+
+
+def _state(row, best_rung: int) -> str | None:
+    if row.config.rung != best_rung:
+        return None
+    return row.vs_best.get("state") or "untested"
+
+
+def _mark(state, n: int, words: dict) -> str:
+    text = words[state]
+    return f"{text} (1 seed)" if state == "untested" and n < 2 else text
 
 
 def verdict(data, rows) -> list[str]:
-    m = data.metric
+    """The leaderboard's own lines under its table: the seeds' spread, configurations drawn twice. (The verdict
+    itself leads the report: orchestrator/report/verdict.py.)"""
     if not rows:
-        return [f"No trial reported {m}: nothing to compare."]
+        return [f"No trial reported {data.metric}: nothing to compare."]
+    lines = []
     if max(r.stats.n for r in rows) < 2:
-        lines = ["One seed per configuration: no claim of difference between configurations can be made "
-                 "(a difference between two single runs may be seed luck). Run with sweep.seeds=[0,1,2]."]
+        lines.append("One seed per configuration: untested; no claim of difference between configurations can be "
+                     "made (a difference between two single runs may be seed luck).")
         earlier = data.earlier_seed_sd
         if earlier:
-            lines.append(f"For scale: in sweep {earlier['sweep']} of the same job, {m} varied by sd "
-                         f"{earlier['sd']:.3g} between seeds of one configuration.")
+            lines.append(f"For scale: sweep {earlier['sweep']} of the same job, metric and step ({earlier['step']}) "
+                         f"measured a seed-to-seed sd of {earlier['sd']:.3g} for {data.metric}.")
         else:
-            lines.append("No earlier multi-seed sweep of this job was found to say how much seeds vary.")
+            lines.append("No earlier multi-seed sweep of the same job, metric and step was found to say how much "
+                         "seeds vary.")
         return lines + repeated(rows)
-    best = rows[0]
-    top = [r for r in rows if r.config.rung == best.config.rung]
-    tied = [r for r in top[1:] if r.vs_best.get("indistinguishable")]
-    lines = [f"Best: {label(best.config)}: {m} {_f(best.stats.mean)} "
-             f"(95% t-interval {_f(best.stats.low)} to {_f(best.stats.high)}, {best.stats.n} seeds)."]
-    if len(top) > 1:
-        runner = top[1]
-        margin = abs(best.stats.mean - runner.stats.mean)
-        if runner.vs_best.get("indistinguishable"):
-            lines.append(f"The winner's margin over the runner-up ({label(runner.config)}) is {margin:.3g}, within "
-                         f"seed noise (paired t-test over {runner.vs_best['pairs']} seeds, Holm-adjusted "
-                         f"p={_p(runner.vs_best['p_holm'])}): the data do not say which of the two is better.")
-        else:
-            lines.append(f"The winner beats the runner-up ({label(runner.config)}) by {margin:.3g}, beyond seed "
-                         f"noise (paired t-test, Holm-adjusted p={_p(runner.vs_best['p_holm'])}).")
-        lines.append(f"{len(tied)} of the {len(top) - 1} other configurations that reached step {best.config.rung} "
-                     f"are indistinguishable from the best (Holm-adjusted paired t-test, p >= {stats.ALPHA}).")
     sd, df = stats.pooled_sd({r.config.id: r.config.values for r in rows})
     if df:
         lines.append(f"Seeds of one configuration vary by sd {sd:.3g} (pooled, {df} degrees of freedom).")
@@ -77,51 +77,64 @@ def repeated(rows) -> list[str]:
             + ")."]
 
 
+def ui_base(data) -> str:
+    """Where the MLflow UI serving this store is: the server itself, or `danlu ui`'s address for a local store."""
+    uri = str(getattr(data.client, "tracking_uri", "") or "")
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+
+
 def build(data, rows, cfg) -> Section:
     best_rung = rows[0].config.rung if rows else 0
+    base = ui_base(data)
     table = []
     for i, r in enumerate(rows, 1):
-        table.append({"rank": i, "config_id": r.config.id, "hp": r.config.hp, "n_seeds": r.stats.n,
-                      "mean": r.stats.mean, "sd": None if math.isnan(r.stats.sd) else r.stats.sd,
+        state = _state(r, best_rung)
+        table.append({"rank": i, "config_id": r.config.id, "label": label(r.config), "hp": r.config.hp,
+                      "n_seeds": r.stats.n, "mean": r.stats.mean, "sd": None if math.isnan(r.stats.sd) else r.stats.sd,
                       "ci_low": None if math.isnan(r.stats.low) else r.stats.low,
                       "ci_high": None if math.isnan(r.stats.high) else r.stats.high,
                       "rung": r.config.rung, "values": {str(s): v for s, v in sorted(r.config.values.items())},
                       "failed_seeds": r.config.failed, "trials": r.config.trials,
-                      "p_vs_best": r.vs_best.get("p"), "p_holm_vs_best": r.vs_best.get("p_holm"),
-                      "indistinguishable_from_best": r.vs_best.get("indistinguishable") if r.config.rung == best_rung
-                      else None})
+                      "runs": {str(s): rid for s, (rid, _) in sorted(r.config.runs.items())},
+                      "p_vs_best": r.vs_best.get("p") if state else None,
+                      "p_holm_vs_best": r.vs_best.get("p_holm") if state else None,
+                      "state": state if state != "untested" or r.stats.n > 1 else "untested (1 seed)"})
     words = verdict(data, rows)
-    sd, df = stats.pooled_sd({r.config.id: r.config.values for r in rows})
-    method = ("mean over seeds with a 95% Student-t interval; each configuration against the best by a paired "
-              "t-test over the seeds both ran (scipy.stats.ttest_rel), p-values Holm-adjusted for the number of "
-              "comparisons; indistinguishable: adjusted p >= 0.05 or fewer than two shared seeds. Only "
-              "configurations at the best's step are compared (an early-stopped mean is of another fidelity).")
+    method = ("mean over seeds with a 95% Student-t interval, never narrower than the metric's resolution; each "
+              f"configuration against the best by the {stats.TEST_NAME} over the seeds both ran "
+              "(scipy.stats.permutation_test, exact up to 16 seeds), p-values Holm-adjusted for the number of "
+              "comparisons. best: the highest mean; worse: adjusted p < 0.05; cannot be told from the best: adjusted "
+              "p >= 0.05 where the seeds could have shown a difference; cannot be decided: too few seeds for any "
+              "adjusted p to fall below 0.05 (n seeds give at best 2/2^n); untested: one seed. Only configurations "
+              "at the best's step are compared (an early-stopped mean is of another fidelity).")
     text = [f"{'':2}{'configuration':44} {'seeds':>5} {'mean':>9} {'95% CI (t)':>21} {'step':>5}  vs best"]
-    for row in table[:15]:
-        mark = {True: "~ best", False: "worse", None: "stopped"}[row["indistinguishable_from_best"]]
-        if row["rank"] == 1:
-            mark = "BEST"
+    for row, r in zip(table[:15], rows, strict=False):
         ci = f"{_f(row['ci_low'])} .. {_f(row['ci_high'])}" if row["ci_low"] is not None else "-"
-        name = label(rows[row["rank"] - 1].config)
-        text.append(f"{row['rank']:>2} {name[:44]:44} {row['n_seeds']:>5} {_f(row['mean']):>9} {ci:>21} "
+        mark = _mark(_state(r, best_rung), r.stats.n, MARKS)
+        text.append(f"{row['rank']:>2} {row['label'][:44]:44} {row['n_seeds']:>5} {_f(row['mean']):>9} {ci:>21} "
                     f"{row['rung']:>5}  {mark}")
     if len(table) > 15:
         text.append(f"   ... {len(table) - 15} more in report.html / report.json")
     text += words
-    head = "".join(f"<th>{h}</th>" for h in ("#", "configuration", "seeds", "mean", "sd", "95% CI (t)", "step",
+    head = "".join(f"<th>{h}</th>" for h in ("#", "configuration", "runs", "seeds", "mean", "sd", "95% CI (t)", "step",
                                               "p vs best (Holm)", "vs best"))
     body = []
-    for row in table:
-        mark = {True: "indistinguishable", False: "worse", None: "stopped earlier"}[row["indistinguishable_from_best"]]
-        mark = "best" if row["rank"] == 1 else mark
+    for row, r in zip(table, rows, strict=True):
+        state = _state(r, best_rung)
         ci = f"{_f(row['ci_low'])} – {_f(row['ci_high'])}" if row["ci_low"] is not None else "–"
-        cls = ' class="tie"' if row["indistinguishable_from_best"] else ""
-        body.append(f"<tr{cls}><td>{row['rank']}</td><td>{html.escape(label(rows[row['rank'] - 1].config))}</td>"
+        cls = ' class="tie"' if state == "indistinguishable" else ""
+        links = " ".join(f"<a target='_top' href='{html.escape(f'{base}/#/experiments/{data.experiment_id}/runs/{rid}')}'>"
+                         f"{html.escape(r.config.trials.get(seed) or rid[:8])}</a>"
+                         for seed, (rid, _) in sorted(r.config.runs.items()))
+        body.append(f"<tr{cls}><td>{row['rank']}</td><td>{html.escape(row['label'])}</td><td>{links}</td>"
                     f"<td>{row['n_seeds']}</td><td>{_f(row['mean'])}</td><td>{_f(row['sd'])}</td><td>{ci}</td>"
-                    f"<td>{row['rung']}</td><td>{_p(row['p_holm_vs_best'])}</td><td>{mark}</td></tr>")
-    page = (f"<p class='verdict'>{'<br>'.join(html.escape(w) for w in words)}</p>"
-            f"<table><tr>{head}</tr>{''.join(body)}</table><p class='method'>{html.escape(method)}</p>")
+                    f"<td>{row['rung']}</td><td>{_p(row['p_holm_vs_best'])}</td>"
+                    f"<td>{html.escape(_mark(state, r.stats.n, WORDS))}</td></tr>")
+    page = (f"<table><tr>{head}</tr>{''.join(body)}</table>"
+            f"<p>{'<br>'.join(html.escape(w) for w in words)}</p><p class='method'>{html.escape(method)}</p>")
+    sd, df = stats.pooled_sd({r.config.id: r.config.values for r in rows})
     best = table[0] if table else None
     return Section("leaderboard", "Leaderboard", {
-        "metric": data.metric, "mode": data.mode, "method": method, "verdict": words, "rows": table,
-        "best": best, "seed_sd": None if not df else sd, "seed_sd_df": df}, text, page)
+        "metric": data.metric, "mode": data.mode, "method": method, "notes": words, "rows": table,
+        "best": best, "seed_sd": None if not df else sd, "seed_sd_df": df, "seed_sd_step": best_rung if df else None},
+        text, page)

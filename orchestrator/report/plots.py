@@ -20,6 +20,6 @@ def png(fig) -> bytes:
 
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90)
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")  # no label cut at the figure's edge
     plt.close(fig)
     return buf.getvalue()

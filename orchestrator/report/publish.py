@@ -15,11 +15,13 @@ ARTIFACT_DIR = "report"
 
 
 def make(tracking_uri: str, experiment: str, name: str, report_cfg, out_dir: Path, decisions=None,
-         storage_dir: Path | None = None, root: Path | None = None, finish: str | None = None) -> dict:
+         storage_dir: Path | None = None, root: Path | None = None, finish: str | None = None, lead=None) -> dict:
     """Build the report of sweep `name`, write it to out_dir, log it to the parent run. Returns its JSON data.
     storage_dir (the sweep's Ray storage) and root (the folder holding jobs/) serve sections that read checkpoints.
     `finish`: the status the parent run ends with once the report is attached (a sweep's own end); the parent's
-    metrics are logged only where they differ from what it holds, so making a report again adds no points."""
+    metrics are logged only where they differ from what it holds, so making a report again adds no points.
+    The verdict that leads the report is also the parent run's description (mlflow.note.content, shown on its run
+    page); `lead(data, rows)` gives it in place of the leaderboard's (danlu compare's own)."""
     import json
 
     from mlflow.tracking import MlflowClient
@@ -27,7 +29,7 @@ def make(tracking_uri: str, experiment: str, name: str, report_cfg, out_dir: Pat
     client = MlflowClient(tracking_uri)
     data = report_data.load(client, experiment, name, decisions)
     data.storage_dir, data.root = storage_dir, root
-    sections = report.build(data, report_cfg)
+    sections = report.build(data, report_cfg, lead)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"report.html": forms.as_html(data, sections).encode(), "report.json": forms.as_json(data, sections).encode()}
     for s in sections:
@@ -42,12 +44,19 @@ def make(tracking_uri: str, experiment: str, name: str, report_cfg, out_dir: Pat
 
     client.log_artifacts(data.parent_id, str(out_dir), ARTIFACT_DIR)
     held = client.get_run(data.parent_id).data.metrics
+    verdict = next(s for s in sections if s.key == "verdict")
+    note = ("### danlu report\n\n" + "\n".join(f"{line}\n" for line in verdict.text)
+            + "\nThe whole report: Artifacts, report/report.html.")
     client.log_batch(data.parent_id, metrics=[m for m in _metrics(data, sections) if held.get(m.key) != m.value],
-                     tags=[RunTag(T.REPORT, "made")])
+                     tags=[RunTag(T.REPORT, "made"), RunTag(T.NOTE, note[:5000])])
     if finish:
         client.set_terminated(data.parent_id, finish)
+    from orchestrator.space import short_label
+
+    trial_runs = {tid: (rid, f"{c.trials.get(seed, '')} {short_label(c.hp)}".strip())
+                  for c in data.configs for seed, (rid, tid) in c.runs.items()}
     return {"text": forms.as_text(data, sections), "json": json.loads(files["report.json"]), "dir": out_dir,
-            "parent_id": data.parent_id, "experiment_id": data.experiment_id}
+            "parent_id": data.parent_id, "experiment_id": data.experiment_id, "trial_runs": trial_runs}
 
 
 def _metrics(data, sections):
@@ -63,9 +72,12 @@ def _metrics(data, sections):
         if best["ci_low"] is not None:
             values[f"best_ci_low_{data.metric}"] = best["ci_low"]
             values[f"best_ci_high_{data.metric}"] = best["ci_high"]
-        values["configs_indistinguishable_from_best"] = sum(
-            1 for r in board["rows"][1:] if r["indistinguishable_from_best"])
+        compared = [r for r in board["rows"][1:] if r["state"] is not None]
+        if compared and all(r["state"] in ("worse", "indistinguishable") for r in compared):
+            # only where every comparison could be decided: "indistinguishable" means nothing with 1 or 3 seeds
+            values["configs_indistinguishable_from_best"] = sum(1 for r in compared if r["state"] == "indistinguishable")
     if board and board.get("seed_sd") is not None:
         values[f"seed_sd_{data.metric}"] = board["seed_sd"]
+        values["seed_sd_step"] = board["seed_sd_step"]  # the step it was measured at: borrowed only at that step
     now = int(time.time() * 1000)
     return [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and not math.isnan(float(v))]

@@ -9,35 +9,44 @@ from orchestrator.report.plots import figure, png
 
 
 def milestones(data) -> list[int]:
-    steps = sorted({c.rung for c in data.configs if c.steps})
+    """ASHA's real rungs: the steps where it decides, below max_t (reaching max_t ends a trial, decides nothing)."""
     s = data.scheduler
     if s.get("name") == "asha":
         from orchestrator.scheduler.group_rungs import milestones as asha
 
-        rungs = asha(float(s["grace_period"]), float(s["max_t"]), float(s["reduction_factor"]))
-        return sorted({int(r) for r in rungs} | {int(float(s["max_t"]))})
-    return steps[-1:]
+        max_t = float(s["max_t"])
+        return sorted({int(r) for r in asha(float(s["grace_period"]), max_t, float(s["reduction_factor"])) if r < max_t})
+    return []
 
 
 def build(data, rows, cfg) -> Section | None:
-    ms = milestones(data)
-    if not ms:
+    if not data.configs:
         return None
+    ms = milestones(data)
+    last = max(c.rung for c in data.configs)
+    done = sum(1 for c in data.configs if c.rung >= last)
     counts = [sum(1 for c in data.configs if c.rung >= m) for m in ms]
-    fig, (ax,) = figure(6, 3.5)
-    ax.bar([str(m) for m in ms], counts, color="#4c72b0")
-    for i, n in enumerate(counts):
-        ax.text(i, n, str(n), ha="center", va="bottom")
-    ax.set_xlabel("rung (step)")
-    ax.set_ylabel("configurations reaching it")
-    ax.set_title(f"Survivors per rung ({data.scheduler.get('name', '?')})")
     stops = [d for d in data.decisions if d.get("stop")]
     sign = -1 if data.mode == "min" else 1
-    text = ["Survivors per rung: " + ", ".join(f"step {m}: {n}" for m, n in zip(ms, counts, strict=True))]
+    text = [("Survivors per rung: " + ", ".join(f"step {m}: {n}" for m, n in zip(ms, counts, strict=True)) + "; "
+             if ms else f"No rungs ({data.scheduler.get('name', '?')}): ") + f"{done} of {len(data.configs)} "
+            f"configurations reached step {last}"]
     items = "".join(f"<li>{html.escape(d['config'])} stopped at rung {d['rung']:g}: mean {data.metric} "
                     f"{sign * d['mean']:.4g} over {d['seeds']} seeds, below the cutoff {sign * d['cutoff']:.4g}</li>"
                     for d in stops)
-    page = '<img src="rungs.png" alt="survivors per rung">' + (
-        f"<p>Seed-aware ASHA's stops (a configuration's seeds judged by their mean):</p><ul>{items}</ul>" if stops else "")
-    return Section("rungs", "Survivors per rung", {"rungs": ms, "configurations": counts, "decisions": data.decisions},
-                   text, page, {"rungs.png": png(fig)})
+    plots, page = {}, f"<p>{html.escape(text[0])}.</p>"
+    if ms:
+        fig, (ax,) = figure(6, 3.5)
+        ax.bar([str(m) for m in ms], counts, color="#4c72b0")
+        for i, n in enumerate(counts):
+            ax.text(i, n, str(n), ha="center", va="bottom")
+        ax.set_xlabel("rung (step)")
+        ax.set_ylabel("configurations reaching it")
+        ax.set_title(f"Survivors per rung ({data.scheduler.get('name', '?')}); {done} reached step {last}")
+        plots["rungs.png"] = png(fig)
+        page = '<img src="rungs.png" alt="survivors per rung">' + page
+    if stops:
+        page += f"<p>Seed-aware ASHA's stops (a configuration's seeds judged by their mean):</p><ul>{items}</ul>"
+    return Section("rungs", "Survivors per rung", {"rungs": ms, "configurations": counts, "reached_last": done,
+                                                   "last_step": last, "decisions": data.decisions},
+                   text, page, plots)
