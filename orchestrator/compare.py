@@ -151,8 +151,12 @@ def lead(arm: Arms, shared: list[str]):
 
     def block(data, rows) -> Verdict:
         r = verdict(arm, data)
+        if r["kind"] == "seeds":
+            return Verdict(r["verdict"], f"one configuration under {len(arm.seeds)} seeds; its seeds' spread (sd "
+                           f"{r['sd']:.3g}) is the yardstick; no test: the two arms differ in nothing but their seed.",
+                           None, r)
         if r["kind"] != "arms":
-            return Verdict(r["verdict"], f"seeds {arm.seeds}; {r['kind']}." if r["kind"] == "seeds" else "-")
+            return Verdict(r["verdict"], "no data to compare.", None, r)
         evidence = (f"{r['n']} paired seeds; {stats.TEST_NAME}; effect A - B {r['effect']:+.4g}, 95% interval "
                     f"{interval_text(r)} (the test inverted, never narrower than the metric's resolution "
                     f"{r['resolution']:.3g}); the smallest effect this design could detect: "

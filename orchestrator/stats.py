@@ -160,7 +160,7 @@ def invert(diffs, level: float = LEVEL) -> tuple[float, float]:
         for _ in range(60):  # bisection to a relative precision far below any metric's resolution
             mid = (inside + outside) / 2
             inside, outside = (mid, outside) if flips.p(mid) >= alpha else (inside, mid)
-        return inside
+        return 0.0 if abs(inside) < 1e-9 * (abs(centre) + span) else inside  # no -1.7e-12 for a bound at 0
 
     return bound(-1), bound(+1)
 
@@ -214,14 +214,14 @@ class Paired:
 
 def detectable_effect(n: int, sd: float, resolution: float = math.nan) -> float:
     """The smallest |effect| n pairs detect with POWER at ALPHA (t approximation, the observed spread of the
-    differences, never below the metric's resolution); inf where the exact test cannot reject (n < 6)."""
+    differences, or the metric's resolution where they do not spread); inf where the exact test cannot reject."""
     from scipy import stats
 
     if n < 2 or min_p(n) >= ALPHA:
         return math.inf
-    sd = sd if sd == sd else 0.0
-    t = (stats.t.ppf(1 - ALPHA / 2, n - 1) + stats.t.ppf(POWER, n - 1)) * sd / math.sqrt(n)
-    return max(t, resolution) if resolution == resolution else t
+    if not sd > 0:  # no spread at all (every difference equal): the metric's resolution stands in for it
+        sd = resolution if resolution == resolution else 0.0
+    return (stats.t.ppf(1 - ALPHA / 2, n - 1) + stats.t.ppf(POWER, n - 1)) * sd / math.sqrt(n)
 
 
 def seeds_for(effect: float, sd: float, resolution: float = math.nan, cap: int = 1000) -> int | None:
