@@ -96,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the sweep ends")
     p = sub.add_parser("stop", parents=[address], help="stop a submitted sweep for good (it stays resumable)")
     p.add_argument("id", nargs="?", help="the id danlu submit printed, or the sweep's name (default: the newest)")
-    sub.add_parser("list", parents=[address], help="the sweeps submitted to the cluster")
+    p = sub.add_parser("list", parents=[address], help="the sweeps on this machine (running, finished, interrupted); "
+                       "with --address or RAY_ADDRESS, those submitted to the cluster")
+    p.add_argument("--output-dir", default="outputs", help="where this machine's sweeps are stored (default: outputs)")
     p = sub.add_parser("supervise", parents=[address])  # started on the cluster by `danlu submit`, not by hand
     p.add_argument("--id", required=True)
     p.add_argument("--resubmits", type=int, required=True)
@@ -116,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.command in CLUSTER_COMMANDS and (args.address or os.environ.get("RAY_ADDRESS")):
             return _cluster(args, None)  # no config needed (a login node may have none at hand)
+        if args.command == "list" and not _configured_address(args.config_dir):  # no cluster: this machine's sweeps
+            from orchestrator.catalog import show
+
+            return show(Path(args.output_dir), sys.stdout)
         config_dir = find_config_dir(args.config_dir)
         if args.command == "sweep":
             from orchestrator.sweep import run_sweep
@@ -151,6 +157,18 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def _configured_address(config_dir_flag: str | None) -> str | None:
+    """submit.address of the config (conf/local may name a cluster), if there is a config here."""
+    from orchestrator.compose import compose, find_config_dir, hydra_context
+
+    try:
+        config_dir = find_config_dir(config_dir_flag)
+    except BadInput:
+        return None
+    with hydra_context(config_dir):
+        return compose([]).submit.get("address")
+
+
 def _resume(args, config_dir: Path) -> int:
     from orchestrator.sweep import SAVED, STATE_DIR, run_sweep, saved_overrides
 
@@ -160,8 +178,12 @@ def _resume(args, config_dir: Path) -> int:
     output_dir = where[-1].split("=", 1)[1] if where else "outputs"
     saved = saved_overrides(Path(output_dir, args.name))
     if saved is None:
-        raise BadInput(f"danlu resume {args.name}: no sweep of that name under {output_dir}/ "
-                       f"(looked for {Path(output_dir, args.name, STATE_DIR, SAVED)}).")
+        from orchestrator.catalog import names
+
+        known = names(Path(output_dir))
+        raise BadInput(f"danlu resume {args.name}: no sweep of that name under {output_dir}/ (looked for "
+                       f"{Path(output_dir, args.name, STATE_DIR, SAVED)}); "
+                       + (f"the sweeps there: {', '.join(known)}." if known else "there are no sweeps there."))
     kept = [o for o in saved if not o.startswith(("sweep.name=", "output_dir="))]
     return run_sweep([*kept, f"sweep.name={args.name}", *where], config_dir, verbose=False,
                      command=["danlu", *sys.argv[1:]])
@@ -237,54 +259,66 @@ def _run(args, config_dir: Path) -> int:
 
 
 def _ui(args, config_dir: Path) -> int:
+    from orchestrator import links
     from orchestrator.compose import compose, hydra_context, split_overrides
     from orchestrator.tracking import resolve_uri
 
     with hydra_context(config_dir):
         cfg = compose(split_overrides(args.overrides).fixed)
     uri = resolve_uri(str(cfg.tracking.uri))
-    base = uri if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{args.port}"
-    where = _sweep_page(uri, str(cfg.tracking.experiment), args.sweep, base)
+    experiment = str(cfg.tracking.experiment)
     if uri.startswith(("http://", "https://")):
-        print(f"danlu: the tracking store is a server: open {where or uri} in a browser.")
+        lines = _sweep_pages(uri, experiment, args.sweep, links.ui_base(uri))
+        print("danlu: the tracking store is a server: open its UI in a browser.")
+        print("\n".join(lines or [f"  {uri}"]))
         return 0
-    print(f"danlu: MLflow UI for {uri} at {base} (Ctrl-C stops it)", flush=True)
-    if where:
-        print(f"danlu: {where}", flush=True)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-           "--port", str(args.port)]
-    os.execv(sys.executable, cmd)  # the UI becomes this process: a signal to danlu reaches it
+    from orchestrator.ui import check_port, serve
+
+    check_port(args.port)  # before anything is read: a taken port is the first thing to hear of
+    _sweep_pages(uri, experiment, args.sweep, "")  # an unknown --sweep is bad input before the server starts
+    return serve(uri, args.port, lambda: _sweep_pages(uri, experiment, args.sweep, links.ui_base(uri, args.port)))
 
 
-def _sweep_page(uri: str, experiment: str, sweep: str | None, base: str) -> str | None:
-    """The direct address of a sweep's parent run (the newest sweep, or the one named): it opens on the runs
-    whatever MLflow's GenAI / model-training toggle says. The experiment is tagged as model training."""
+def _sweep_pages(uri: str, experiment: str, sweep: str | None, base: str) -> list[str]:
+    """The addresses of a sweep (the newest, or the one named) in MLflow's UI: its runs table, its parent run and its
+    report, each opening in the model-training view. The experiment is tagged as model training."""
     import logging
 
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
 
+    from orchestrator import links
     from orchestrator import tags as T
-    from orchestrator.mlflow_writer import mark_training, sweep_url
+    from orchestrator.mlflow_writer import mark_training
 
     client = MlflowClient(uri)
     try:
         exp = client.get_experiment_by_name(experiment)
     except Exception as exc:  # a server not up yet: the UI itself will say more
         print(f"danlu: warning: could not read {uri}: {type(exc).__name__}", file=sys.stderr)
-        return None
+        return []
     if exp is None:
         if sweep:
             raise BadInput(f"--sweep {sweep}: the store {uri} has no experiment '{experiment}' yet.")
-        return None
+        return []
     mark_training(client, exp)
     query = f"tags.`{T.KIND}` = 'sweep'" + (f" and tags.`{T.SWEEP}` = '{sweep}'" if sweep else "")
     runs = client.search_runs([exp.experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
     if not runs:
         if sweep:
-            raise BadInput(f"--sweep {sweep}: no sweep of that name in experiment '{experiment}' of {uri}.")
-        return sweep_url(base, exp.experiment_id)
-    return f"sweep '{runs[0].data.tags.get(T.SWEEP)}': {sweep_url(base, exp.experiment_id, runs[0].info.run_id)}"
+            names = sorted({r.data.tags.get(T.SWEEP, "") for r in client.search_runs(
+                [exp.experiment_id], f"tags.`{T.KIND}` = 'sweep'", max_results=200)} - {""})
+            raise BadInput(f"--sweep {sweep}: no sweep of that name in experiment '{experiment}' of {uri}"
+                           + (f"; the sweeps there: {', '.join(names)}." if names else "."))
+        return [f"danlu: no sweep in experiment '{experiment}' yet: {base}/#/experiments/{exp.experiment_id}/runs"]
+    parent = runs[0]
+    name, params, eid, rid = parent.data.tags.get(T.SWEEP), parent.data.params, exp.experiment_id, parent.info.run_id
+    out = [f"danlu: sweep '{name}' ({parent.info.status.lower()}):",
+           f"  runs:   {links.runs_table(base, eid, name, params.get('sweep.metric'), params.get('sweep.mode', 'max'))}",
+           f"  sweep:  {links.run(base, eid, rid)}"]
+    if parent.data.tags.get(T.REPORT) == "made":
+        out.append(f"  report: {links.report(base, eid, rid)}")
+    return out
 
 
 if __name__ == "__main__":

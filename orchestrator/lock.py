@@ -227,3 +227,19 @@ class SweepLock:
     def __exit__(self, *exc) -> None:
         self.release()
 
+
+
+def holder(directory: Path, ttl_s: float = 60.0) -> dict | None:
+    """Who holds the sweep now, read from its lease without taking anything (for `danlu list`): the lease's
+    contents while its process lives (this host) or its heartbeat is fresh (another host), else None."""
+    path = Path(directory) / LEASE
+    try:
+        lease = json.loads(path.read_text())
+        age = time.time() - path.stat().st_mtime
+    except (OSError, ValueError):
+        return None
+    if not isinstance(lease, dict):
+        return None
+    if lease.get("host") == socket.gethostname():
+        return lease if _alive(lease) else None
+    return lease if age <= ttl_s else None

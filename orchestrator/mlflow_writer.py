@@ -78,11 +78,6 @@ def mark_training(client, exp) -> None:
         client.set_experiment_tag(exp.experiment_id, T.EXPERIMENT_KIND, T.TRAINING)
 
 
-def sweep_url(ui: str, exp_id: str, run_id: str | None = None) -> str:
-    """The MLflow UI's page of a sweep's parent run (its children are listed there), or of the runs."""
-    return f"{ui.rstrip('/')}/#/experiments/{exp_id}/runs" + (f"/{run_id}" if run_id else "")
-
-
 def params_of(tree: dict) -> dict[str, str]:
     return {k: str(v)[:MAX_PARAM_LEN] for k, v in flatten(tree) if k}
 
@@ -208,9 +203,11 @@ class RunWriter:
         return run
 
     # -- the sweep --------------------------------------------------------------------------------------
-    def open(self, name, config, space, root, command, extra_tags=None, replay=False) -> None:
+    def open(self, name, config, space, root, command, extra_tags=None, settings=None, replay=False) -> None:
         """Create the sweep's parent run, or (found by its identity) continue it. An earlier driver's open,
-        replayed, only makes sure the parent exists with its params and artifacts."""
+        replayed, only makes sure the parent exists with its params and artifacts. Its params are the sweep's
+        `settings` (sweep_settings: what the sweep is, not a trial's values), the resolved base config an artifact;
+        an earlier danlu's journal has no settings: its parent keeps the flattened config as params."""
         import yaml
 
         from orchestrator import __version__
@@ -220,6 +217,7 @@ class RunWriter:
             commit, dirty = git_state(Path(root))
             tags = {T.RUN_NAME: name, T.SWEEP: name, T.KIND: "sweep", T.VERSION: __version__,
                     T.COMMAND: " ".join(command), T.GIT_COMMIT: commit, T.GIT_DIRTY: dirty,
+                    T.SOURCE_NAME: " ".join(command)[:500], T.SOURCE_TYPE: "LOCAL",
                     **({T.SWEEP_ID: self.sweep_id} if self.sweep_id else {}), **(extra_tags or {})}
             self.parent_id = self.mlf.create_run(self.experiment_id(), run_name=name, tags=tags).info.run_id
             self._known.add(self.parent_id)
@@ -236,7 +234,7 @@ class RunWriter:
                                      **(extra_tags or {})})
         rid = self.parent_id
         self._read(rid)
-        self.add(rid, params=params_of(config))  # only what MLflow lacks (a kill may have come before)
+        self.add(rid, params=settings if settings is not None else params_of(config))  # only what MLflow lacks
         self.flush(rid)
         if "space.yaml" not in {a.path for a in self.mlf.list_artifacts(rid)}:  # logged last
             self.mlf.log_text(rid, yaml.safe_dump(config, sort_keys=False), "config.yaml")

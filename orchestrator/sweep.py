@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,23 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
                 resolve_uri(str(cfg.tracking.uri), cwd))
 
 
+def sweep_settings(cfg: dict, space) -> dict[str, str]:
+    """What the sweep is, as its parent run's params: the job, the space as written, num_samples, seeds, metric and
+    mode, the scheduler and the searcher with their settings, the resources per trial. Not the base config's
+    values (lr 0.05, batch 64: they would read as the sweep's result): those are its config.yaml artifact."""
+    from orchestrator.compose import flatten
+
+    out: dict[str, object] = {"job.name": cfg["job"]["name"], "job.fn": cfg["job"]["fn"]}
+    out |= {f"sweep.{k}": cfg["sweep"].get(k) for k in ("metric", "mode", "num_samples", "seeds",
+                                                        "max_concurrent_trials", "search_seed")}
+    out |= {f"space.{k}": expr for k, expr in space.describe()["space"].items()}
+    for section in ("scheduler", "search", "resources"):
+        out |= {f"{section}.{k}": v for k, v in flatten(cfg.get(section) or {}) if k}
+    if "epochs" in cfg:  # how long a trial runs (ASHA's max_t follows it)
+        out["epochs"] = cfg["epochs"]
+    return {k: str(v)[:6000] for k, v in out.items() if v is not None}
+
+
 def _split_fixed(fixed: list[str], loader) -> tuple[list[str], list[tuple[str, object]], list[str]]:
     """The overrides that choose config-group options (they shape the defaults); the (key, value) of the
     plain ones, whose values must fit those defaults (orchestrator/types.py); and the text of every
@@ -134,6 +152,8 @@ def _check_sweep(sweep, name: str) -> None:
 # would put stale copies of danlu's files back (and leave a half-written one when the driver is killed then)
 STATE_DIR = "danlu"
 SAVED = "sweep.json"  # the overrides the sweep started with (for `danlu resume`), its id and search seed
+PROGRESS = "progress.json"  # trials done/total, the best so far (orchestrator/progress.py; `danlu list` reads it)
+FINISHED = "finished.json"  # a sweep that ended whole: its last lines, so that its command prints them again
 _OLD_LAYOUT = ("danlu.json", "mlflow_runs.json", "mlflow_journal.jsonl", "mlflow_journal.offset")
 
 
@@ -229,7 +249,8 @@ def _identify(p: Plan, overrides: list[str]) -> dict:
         return saved
     seed = p.cfg.sweep.get("search_seed")
     saved = {"overrides": list(overrides), "sweep_id": uuid.uuid4().hex,
-             "search_seed": seed if seed is not None else random.randrange(2**31)}
+             "search_seed": seed if seed is not None else random.randrange(2**31),
+             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -285,6 +306,12 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
     paths = watched(p.storage_dir, p.tracking_uri)
     try:
         saved = _identify(p, overrides)
+        done = _finished(p)
+        if done is not None:  # nothing to run: its summary again, without starting Ray or reading MLflow
+            print(f"danlu: sweep {p.cfg.sweep.name} ended on {done['at']}: nothing to run. Its summary (`danlu report "
+                  f"{p.cfg.sweep.name}` makes its report again):", file=out)
+            print("\n".join(done["lines"]), file=out, flush=True)
+            return 0
         full = low(paths, min_free)
         if full:
             raise SweepFailed(f"disk full at {where(full)}: less than storage.min_free_mb={mb(min_free)} is free, "
@@ -297,13 +324,17 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
         # Tune's files checked (and repaired), the journal's damage said, restore limits written: before anything
         # is launched or sent, so that a sweep that cannot be restored changes nothing (orchestrator/recovery.py)
         prep = recovery.prepare(p.storage_dir, state_dir(p.storage_dir), tracker.journal, interrupts.say)
+        where = f"at {p.cfg.cluster.address}" if p.cfg.cluster.get("address") else "on this machine"
+        print(f"danlu: starting Ray {where}...", file=out, flush=True)
         with FreeSpace(paths, min_free, interrupts.fault) as watch, ray_session(p.cfg.cluster, need, verbose), \
                 interrupts.installed():
             interrupts.watch = watch  # stopped once the trials have ended: then a write that fails is said
             check_shared_storage(p.storage_dir)
-            tracker.open_sweep(str(p.cfg.sweep.name), OmegaConf.to_container(p.cfg, resolve=True), p.space.describe(),
-                               p.config_dir.parent, command or ["danlu", *sys.argv[1:]],
-                               submission_tags() | {T.SEARCH_SEED: str(saved.get("search_seed", ""))})
+            config = OmegaConf.to_container(p.cfg, resolve=True)
+            tracker.open_sweep(str(p.cfg.sweep.name), config, p.space.describe(), p.config_dir.parent,
+                               command or ["danlu", *sys.argv[1:]],
+                               submission_tags() | {T.SEARCH_SEED: str(saved.get("search_seed", ""))},
+                               sweep_settings(config, p.space))
             code = _launch(p, tracker, verbose, out, known, interrupts, saved.get("search_seed"), prep, lead)
             status = None
             return code
@@ -411,7 +442,7 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
     from orchestrator import search as searchers
     from orchestrator.context import missing_metric_message
     from orchestrator.disk import Fault
-    from orchestrator.progress import Progress
+    from orchestrator.progress import Progress, Work
     from orchestrator.ray_internals import on_storage_fault
     from orchestrator.snapshots import Keeper
     from orchestrator.space import config_id, override, short_label
@@ -457,7 +488,9 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
     log_dir = str(p.storage_dir / "logs")
     runs = TrialRuns(tracker, describe, lambda tid: tid in early, log_dir, say=say,
                      max_failures=int(cfg.failure.max_failures), on_fault=interrupts.fault)
-    progress = Progress(sweep.metric, sweep.mode, label, lambda tid: tid in early, stream=out)
+    progress = Progress(sweep.metric, sweep.mode, label, lambda tid: tid in early, stream=out,
+                        every_s=float(cfg.progress.every_s), work=Work.of(cfg.scheduler, cfg.get("epochs")),
+                        state_file=str(state_dir(p.storage_dir) / PROGRESS))
     guard, ledger = MetricGuard(sweep.metric), Trials()
     keeper = Keeper(p.storage_dir, on_error=lambda exc, path: interrupts.fault(
         Fault("danlu's copy of Tune's state", path, exc.strerror or " ".join(str(exc).split())[:300])))
@@ -523,12 +556,38 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: _Inte
     if unlogged:
         print(f"danlu: {unlogged}", file=out)
         code = code or 1
-    made = _report(p, scheduler, out, status, lead) if complete and not unlogged else None
+    failures = [f"{label(t)} failed: {runs.failure(t)[:200]}" for t in ledger.trials
+                if t.status == "ERROR" and t.trial_id not in runs.disk_full][:10]
+    made = _report(p, scheduler, out, status, lead, [_counts(summary), *failures]) if complete and not unlogged \
+        else None
     if made is None:
         code = code or 1
         _finish_parent(p, tracker.parent_id, status)
-    _print_summary(summary, sweep, p, tracker.parent_id, tracker.writer.exp_id if tracker.writer else None, out, made)
+    lines = _summary_lines(summary, sweep, p, tracker.parent_id, tracker.writer.exp_id if tracker.writer else None, made)
+    print("\n".join(lines), file=out, flush=True)
+    if code == 0 and made is not None:  # whole: the same command prints this again, without Ray
+        _atomic_json(state_dir(p.storage_dir) / FINISHED, {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "lines": lines,
+                                                          "parent": tracker.parent_id})
     return code
+
+
+def _finished(p: Plan) -> dict | None:
+    """The record of a sweep that ended whole (danlu/finished.json), or None: not ended, or damaged (then the
+    sweep's command restores it through Tune, as for any sweep, and writes the record again)."""
+    try:
+        done = json.loads((state_dir(p.storage_dir) / FINISHED).read_text())
+        return done if isinstance(done, dict) and isinstance(done.get("lines"), list) and done.get("at") else None
+    except (OSError, ValueError):
+        return None
+
+
+def _atomic_json(path: Path, value) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(value, indent=1))
+        os.replace(tmp, path)
+    except OSError:  # a full disk: the next run of the command restores it through Tune instead
+        pass
 
 
 def _account(p: Plan, tracker, trials, out, complete: bool) -> int:
@@ -613,7 +672,13 @@ def _preload_report() -> None:
         pass
 
 
-def _report(p: Plan, scheduler, out, status: str, lead=None) -> dict | None:
+def _counts(summary: dict) -> str:
+    c = summary["counts"]
+    return (f"{sum(c.values())} trials: {c['completed']} completed, {c['stopped_early']} stopped early by ASHA, "
+            f"{c['failed']} failed")
+
+
+def _report(p: Plan, scheduler, out, status: str, lead=None, summary: list[str] | None = None) -> dict | None:
     """The morning report (orchestrator/report/), as the parent run's artifacts; its table on the terminal. The
     parent run ends (with `status`) once the report is attached. What publish.make returns, or None."""
     from dataclasses import asdict
@@ -623,7 +688,7 @@ def _report(p: Plan, scheduler, out, status: str, lead=None) -> dict | None:
     try:
         made = make(p.tracking_uri, str(p.cfg.tracking.experiment), str(p.cfg.sweep.name), p.cfg.report,
                     p.storage_dir / "report", [asdict(d) for d in getattr(scheduler, "decisions", [])],
-                    p.storage_dir, p.config_dir.parent, finish=status, lead=lead)
+                    p.storage_dir, p.config_dir.parent, finish=status, lead=lead, summary=summary)
     except Exception as exc:  # the sweep's runs are all in MLflow; only the report is missing
         print(f"danlu: the report could not be made ({type(exc).__name__}: {exc}); "
               f"`danlu report {p.cfg.sweep.name}` tries again", file=out, flush=True)
@@ -662,34 +727,33 @@ def _summarize(trials, sweep, early: set[str], label, max_failed_fraction=None) 
     return summary, code
 
 
-def _print_summary(summary: dict, sweep, p: Plan, parent_id, exp_id, out, made: dict | None = None) -> None:
-    """The counts, then the two bests, each labelled and linked: the best configuration (its mean over seeds, with
-    its interval: what the report ranks) and the best single trial (its last reported value)."""
-    c = summary["counts"]
-    print(f"danlu: {sum(c.values())} trials: {c['completed']} completed, {c['stopped_early']} stopped early by "
-          f"ASHA, {c['failed']} failed", file=out)
-    from orchestrator.mlflow_writer import sweep_url
+def _summary_lines(summary: dict, sweep, p: Plan, parent_id, exp_id, made: dict | None = None) -> list[str]:
+    """The sweep's last lines: the counts; the two bests, each labelled and linked (the best configuration: its mean
+    over seeds with its interval, what the report ranks; the best single trial: its last reported value); and where
+    to review it: the runs table, the parent run and the report in MLflow's UI (orchestrator/links.py)."""
+    from orchestrator import links
 
-    local = not p.tracking_uri.startswith(("http://", "https://"))
-    ui_base = "http://127.0.0.1:5000" if local else p.tracking_uri
+    out = [f"danlu: {_counts(summary)}"]
+    base = links.ui_base(p.tracking_uri)
     board = (made or {}).get("json", {}).get("leaderboard") or {}
     best = board.get("best")
     if best and exp_id:
         ci = (f", 95% CI {best['ci_low']:.4g} to {best['ci_high']:.4g}" if best.get("ci_low") is not None else "")
         runs = list(best.get("runs", {}).values())
-        from urllib.parse import quote
-
-        link = (f"{ui_base.rstrip('/')}/#/compare-runs?runs={quote(json.dumps(runs))}"
-                f"&experiments={quote(json.dumps([exp_id]))}" if len(runs) > 1 else
-                sweep_url(ui_base, exp_id, runs[0]) if runs else "")
-        print(f"danlu: best configuration: {best['label']}: mean {sweep.metric} {best['mean']:.4g}{ci} over "
-              f"{best['n_seeds']} seed(s) ({' '.join(best.get('trials', {}).values())}) {link}".rstrip(), file=out)
+        link = links.compare(base, exp_id, runs) if len(runs) > 1 else links.run(base, exp_id, runs[0]) if runs else ""
+        out.append(f"danlu: best configuration: {best['label']}: mean {sweep.metric} {best['mean']:.4g}{ci} over "
+                   f"{best['n_seeds']} seed(s) ({' '.join(best.get('trials', {}).values())}) {link}".rstrip())
     if "best" in summary:
         v, label, tid = summary["best"]
         rid, label = (made or {}).get("trial_runs", {}).get(tid, (None, label))
-        link = f" {sweep_url(ui_base, exp_id, rid)}" if rid and exp_id else ""
-        print(f"danlu: best single trial: {label}: {sweep.metric} {v:.4g} (its last report){link}", file=out)
-    ui = "danlu ui" if local else p.tracking_uri
-    url = sweep_url(ui_base, exp_id, parent_id) if exp_id else ""
-    print(f"danlu: review it with `{ui}`: experiment '{p.cfg.tracking.experiment}', run '{sweep.name}' "
-          f"({parent_id}){' at ' + url if url else ''}; Ray storage: {p.storage_dir}", file=out, flush=True)
+        link = f" {links.run(base, exp_id, rid)}" if rid and exp_id else ""
+        out.append(f"danlu: best single trial: {label}: {sweep.metric} {v:.4g} (its last report){link}")
+    where = "`danlu ui` serves it here" if base == links.LOCAL_UI else f"at {base}"
+    out.append(f"danlu: review it in MLflow's UI ({where}): experiment '{p.cfg.tracking.experiment}', run "
+               f"'{sweep.name}' ({parent_id}); Ray storage: {p.storage_dir}")
+    if exp_id and parent_id:
+        out += [f"  runs:   {links.runs_table(base, exp_id, str(sweep.name), str(sweep.metric), str(sweep.mode))}",
+                f"  sweep:  {links.run(base, exp_id, parent_id)}"]
+        if made:
+            out.append(f"  report: {links.report(base, exp_id, parent_id)} (and {made['dir'] / 'report.html'})")
+    return out

@@ -145,8 +145,8 @@ class Tracker:
 
     # -- the sweep ------------------------------------------------------------------------------
     def open_sweep(self, name: str, config: dict, space: dict, root: Path, command: list[str],
-                   tags: dict[str, str] | None = None) -> None:
-        self._put("open", name, config, space, str(root), command, tags or {})
+                   tags: dict[str, str] | None = None, settings: dict[str, str] | None = None) -> None:
+        self._put("open", name, config, space, str(root), command, tags or {}, settings)
 
     def wait_parent(self, timeout: float = 120.0) -> str | None:
         self._opened.wait(timeout)

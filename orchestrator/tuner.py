@@ -151,6 +151,10 @@ class TrialRuns(tune.Callback):
                                  _last_line(text)[:300]))
         return True
 
+    def failure(self, trial) -> str:
+        """A failed trial's error, in one line (its exception's last line)."""
+        return _last_line(self._error_text(trial))
+
     @staticmethod
     def _error_text(trial) -> str:
         text = ""

@@ -239,7 +239,8 @@ def test_a_killed_driver_is_resubmitted_and_keeps_its_runs(cluster, server, tmp_
     print(f"driver killed: resubmitted after {again / 1000:.1f} s, first new step reported after {first_new / 1000:.1f} s")
     followed, _ = follow.communicate(timeout=120)  # --follow went on across the resubmission, and ended with it
     assert f"--- resubmitted as {sweep_id}-d1 ---" in followed and "danlu: resuming phoenix" in followed, followed
-    assert followed.rstrip().splitlines()[-1].startswith("danlu: review it with"), followed
+    assert "danlu: review it in MLflow's UI (at http://" in followed, followed
+    assert followed.rstrip().splitlines()[-1].startswith("  report: http://"), followed  # the summary's last line
 
 
 def test_a_users_stop_is_never_undone(cluster, server, tmp_path):

@@ -153,9 +153,9 @@ def test_compare_gives_a_verdict_and_resumes_like_a_sweep(tmp_path):
     assert sorted((c.data.params["mean"], c.data.params["seed"]) for c in children) == sorted(
         (m, str(s)) for m in ("0.9", "0.7") for s in range(6))
     assert client.get_run(parent.info.run_id).data.tags["danlu.verdict"].startswith("mean=0.9 gives higher score")
-    again = danlu_cli(args, tmp_path)  # the same command: the same sweep, resumed (here: already complete)
+    again = danlu_cli(args, tmp_path)  # the same command: the same sweep (here: already complete, nothing to run)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "danlu: resuming ab" in again.stdout and "verdict: mean=0.9 gives higher score" in again.stdout
+    assert "danlu: sweep ab ended on " in again.stdout and "verdict: mean=0.9 gives higher score" in again.stdout
     _, parents, children = mlflow_runs(tmp_path / "mlflow.db", "ab")
     assert len(parents) == 1 and len(children) == 12
 

@@ -174,9 +174,11 @@ def test_a_rerun_adds_no_points_and_a_parent_left_without_its_report_is_finished
     args = [*SWEEP, "sweep.name=again", "sweep.num_samples=2", "epochs=4"]
     assert danlu_cli(args, tmp_path).returncode == 0
     client, parent, _ = assert_whole(tmp_path, "again", trials=2, steps=4)
-    # as if the driver had died after the trials ended, before the report: RUNNING, the report pending
+    # as if the driver had died after the trials ended, before the report: RUNNING, the report pending (and so
+    # no record of a sweep that ended whole, which is written last)
     client.set_tag(parent.info.run_id, "danlu.report", "pending")
     client.update_run(parent.info.run_id, status="RUNNING")
+    (tmp_path / "outputs" / "again" / "danlu" / "finished.json").unlink()
     r = danlu_cli(args, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "left without its report" in r.stdout

@@ -39,7 +39,13 @@ def test_digits_sweep_on_logical_gpus(ray_gpus, conf_dir, tmp_path):
     assert tags["danlu.version"] and tags["danlu.git_dirty"] in ("true", "false", "unknown")
     assert len(tags["mlflow.source.git.commit"]) in (40, 7)  # a commit, or "unknown" outside git
     assert "sweep.name=gpus" in tags["danlu.command"] or tags["danlu.command"]
-    assert parent.data.params["resources.gpu"] == "0.5" and parent.data.params["job.fn"] == "jobs.digits:train"
+    params = parent.data.params  # the sweep's settings, not the base config's values
+    assert params["resources.gpu"] == "0.5" and params["job.fn"] == "jobs.digits:train"
+    assert "lr" not in params and params["space.lr"].startswith("tag(log") and params["sweep.num_samples"] == "4"
+    assert params["scheduler.name"] == "asha" and params["scheduler.grace_period"] == "2"
+    assert tags["mlflow.source.name"] == tags["danlu.command"] and tags["mlflow.source.type"] == "LOCAL"
+    note = tags["mlflow.note.content"]  # the run page's description: the morning summary
+    assert "Verdict:" in note and "4 trials:" in note and "report/report.html" in note
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"config.yaml", "space.yaml", "report"}
     assert "report/report.html" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert "danlu: report for gpus" in out
@@ -146,7 +152,9 @@ def test_cli_sweep_end_to_end(tmp_path):
     assert "danlu: sweep cli: search random, 2 samples x 2 grid points, search seed " in r.stdout
     assert "running" in r.stdout and "best trial so far score=" in r.stdout  # the live view, as plain lines
     assert "danlu: 4 trials: 2 completed, 0 stopped early by ASHA, 2 failed" in r.stdout
-    assert "review it with `danlu ui`" in r.stdout
+    assert "review it in MLflow's UI (`danlu ui` serves it here)" in r.stdout
+    assert "  runs:   http://127.0.0.1:5000/#/experiments/1/runs?searchFilter=tags.%60danlu.sweep%60" in r.stdout
+    assert "workflowType=machine_learning" in r.stdout.splitlines()[-1]
     failed = [ln for ln in r.stdout.splitlines() if " failed: " in ln]
     assert len(failed) == 2, r.stdout
     assert all("RuntimeError: sleep job: failing at epoch 2" in ln and "full traceback: outputs/cli/logs/" in ln

@@ -77,15 +77,11 @@ def repeated(rows) -> list[str]:
             + ")."]
 
 
-def ui_base(data) -> str:
-    """Where the MLflow UI serving this store is: the server itself, or `danlu ui`'s address for a local store."""
-    uri = str(getattr(data.client, "tracking_uri", "") or "")
-    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-
-
 def build(data, rows, cfg) -> Section:
+    from orchestrator import links
+
     best_rung = rows[0].config.rung if rows else 0
-    base = ui_base(data)
+    base = links.ui_base(str(getattr(data.client, "tracking_uri", "") or ""))
     table = []
     for i, r in enumerate(rows, 1):
         state = _state(r, best_rung)
@@ -123,10 +119,10 @@ def build(data, rows, cfg) -> Section:
         state = _state(r, best_rung)
         ci = f"{_f(row['ci_low'])} – {_f(row['ci_high'])}" if row["ci_low"] is not None else "–"
         cls = ' class="tie"' if state == "indistinguishable" else ""
-        links = " ".join(f"<a target='_top' href='{html.escape(f'{base}/#/experiments/{data.experiment_id}/runs/{rid}')}'>"
-                         f"{html.escape(r.config.trials.get(seed) or rid[:8])}</a>"
-                         for seed, (rid, _) in sorted(r.config.runs.items()))
-        body.append(f"<tr{cls}><td>{row['rank']}</td><td>{html.escape(row['label'])}</td><td>{links}</td>"
+        to_runs = " ".join(f"<a target='_top' href='{html.escape(links.run(base, data.experiment_id, rid))}'>"
+                           f"{html.escape(r.config.trials.get(seed) or rid[:8])}</a>"
+                           for seed, (rid, _) in sorted(r.config.runs.items()))
+        body.append(f"<tr{cls}><td>{row['rank']}</td><td>{html.escape(row['label'])}</td><td>{to_runs}</td>"
                     f"<td>{row['n_seeds']}</td><td>{_f(row['mean'])}</td><td>{_f(row['sd'])}</td><td>{ci}</td>"
                     f"<td>{row['rung']}</td><td>{_p(row['p_holm_vs_best'])}</td>"
                     f"<td>{html.escape(_mark(state, r.stats.n, WORDS))}</td></tr>")

@@ -15,13 +15,16 @@ ARTIFACT_DIR = "report"
 
 
 def make(tracking_uri: str, experiment: str, name: str, report_cfg, out_dir: Path, decisions=None,
-         storage_dir: Path | None = None, root: Path | None = None, finish: str | None = None, lead=None) -> dict:
+         storage_dir: Path | None = None, root: Path | None = None, finish: str | None = None, lead=None,
+         summary: list[str] | None = None) -> dict:
     """Build the report of sweep `name`, write it to out_dir, log it to the parent run. Returns its JSON data.
     storage_dir (the sweep's Ray storage) and root (the folder holding jobs/) serve sections that read checkpoints.
     `finish`: the status the parent run ends with once the report is attached (a sweep's own end); the parent's
     metrics are logged only where they differ from what it holds, so making a report again adds no points.
     The verdict that leads the report is also the parent run's description (mlflow.note.content, shown on its run
-    page); `lead(data, rows)` gives it in place of the leaderboard's (danlu compare's own)."""
+    page); `lead(data, rows)` gives it in place of the leaderboard's (danlu compare's own). With `summary` (the
+    sweep's counts and failures, at its end) the description is the morning summary: verdict, counts, failures,
+    and where the report is."""
     import json
 
     from mlflow.tracking import MlflowClient
@@ -45,8 +48,9 @@ def make(tracking_uri: str, experiment: str, name: str, report_cfg, out_dir: Pat
     client.log_artifacts(data.parent_id, str(out_dir), ARTIFACT_DIR)
     held = client.get_run(data.parent_id).data.metrics
     verdict = next(s for s in sections if s.key == "verdict")
-    note = ("### danlu report\n\n" + "\n".join(f"{line}\n" for line in verdict.text)
-            + "\nThe whole report: Artifacts, report/report.html.")
+    note = ("### danlu: the morning summary\n\n" + "\n".join(f"{line}\n" for line in verdict.text)
+            + "".join(f"\n{line}\n" for line in summary or [])
+            + "\nThe whole report: this run's Artifacts, report/report.html.")
     client.log_batch(data.parent_id, metrics=[m for m in _metrics(data, sections) if held.get(m.key) != m.value],
                      tags=[RunTag(T.REPORT, "made"), RunTag(T.NOTE, note[:5000])])
     if finish:
