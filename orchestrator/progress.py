@@ -7,9 +7,10 @@ plain line is printed every `every_s` seconds, and once at the end. Before any t
 trials are starting (Ray starts its workers), so that a slow start does not look stuck.
 
 The ETA is an estimate: the work left, in slot-seconds, over the slots the sweep has been using. The work left is
-the scheduler's expected steps (`Work`: under ASHA a trial alive at step s is expected to stop at each rung above s
-with probability 1 - 1/reduction_factor, so its expected final step follows from the rungs; under FIFO every trial
-runs to max_t, the job's epochs or what completed trials reached) times the observed seconds a step, plus each
+the scheduler's expected steps (`Work`: under ASHA a trial alive at step s goes on past each rung above s with the
+chance Ray's ASHA rule gives it there, near 1 for the first trials at a rung and 1/reduction_factor once it fills, so
+its expected final step follows from the rungs; under FIFO every trial runs to max_t, the job's epochs or what
+completed trials reached) times the observed seconds a step, plus each
 trial still to start its observed start-up time (a trial's wall time beyond its steps: under ASHA, with many short
 trials, it is a good part of the night).
 
@@ -47,8 +48,8 @@ class Work:
         return cls(float(epochs) if isinstance(epochs, (int, float)) and not isinstance(epochs, bool) else None)
 
     def final(self, reached: float = 0.0, max_t: float | None = None, passing: dict | None = None) -> float | None:
-        """The expected last step of a trial alive at step `reached`. `passing`: rung -> the share of trials seen
-        going on past it (asynchronous ASHA stops more than 1 - 1/rf once its rungs fill with good trials)."""
+        """The expected last step of a trial alive at step `reached`. `passing`: rung -> the chance of going on
+        past it (`passing()`; 1/rf where not given)."""
         end = self.max_t or max_t
         if end is None:
             return None
@@ -60,14 +61,17 @@ class Work:
             keep *= go
         return expected + keep * end
 
-    def passing(self, final: dict[str, float], alive: dict[str, float], prior: float = 2.0) -> dict[float, float]:
-        """Per rung, the share of the trials decided there that went on: `final` are ended trials' last steps,
-        `alive` running trials' steps; shrunk towards 1/rf by `prior` pseudo-trials while there are few."""
+    def passing(self, steps: list[float]) -> dict[float, float]:
+        """Per rung, the chance that a trial reaching it next goes on, given `steps` (every trial's step so far,
+        ended or running). Ray's ASHA lets a trial on when its value is at least the (1 - 1/rf) quantile q of the n
+        values recorded at the rung before it: with its rank uniform among n + 1, that is about (n - q) / (n + 1),
+        q = (1 - 1/rf)(n - 1) (n = 0: always). The first trials at a rung nearly all go on; the share falls to 1/rf
+        as the rung fills. Not the share seen so far: that holds the early trials' easy passes, and overstates the
+        rest of the night."""
         out = {}
         for r in self.rungs:
-            went = sum(1 for s in [*final.values(), *alive.values()] if s > r)
-            stopped = sum(1 for s in final.values() if s == r)
-            out[r] = (went + prior / self.reduction_factor) / (went + stopped + prior)
+            n = sum(1 for s in steps if s >= r)
+            out[r] = 1.0 if n == 0 else (n - (1 - 1 / self.reduction_factor) * (n - 1)) / (n + 1)
         return out
 
 
@@ -193,9 +197,7 @@ class Progress(Callback):
         if fresh is None:
             return None
         overhead = sum(self._overheads) / len(self._overheads) if self._overheads else 0.0
-        ended = {tid: s for tid, s in self._step.items() if tid in self._ended}
-        alive = {t.trial_id: self._step.get(t.trial_id, 0.0) for t in trials if t.status == "RUNNING"}
-        passing = self.work.passing(ended, alive)
+        passing = self.work.passing(list(self._step.values()))
         fresh = self.work.final(0.0, max_t, passing) or fresh
         left = 0.0  # slot-seconds
         for t in trials:
