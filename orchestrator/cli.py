@@ -289,7 +289,7 @@ def _sweep_pages(uri: str, experiment: str, sweep: str | None, base: str) -> lis
 
     from orchestrator import links
     from orchestrator import tags as T
-    from orchestrator.mlflow_writer import mark_training
+    from orchestrator.mlflow_writer import mark_training, share_runs_view
 
     client = MlflowClient(uri)
     try:
@@ -313,8 +313,11 @@ def _sweep_pages(uri: str, experiment: str, sweep: str | None, base: str) -> lis
         return [f"danlu: no sweep in experiment '{experiment}' yet: {base}/#/experiments/{exp.experiment_id}/runs"]
     parent = runs[0]
     name, params, eid, rid = parent.data.tags.get(T.SWEEP), parent.data.params, exp.experiment_id, parent.info.run_id
+    metric, mode = params.get("sweep.metric"), params.get("sweep.mode", "max")
+    shared = bool(metric) and base != "" and share_runs_view(
+        client, eid, name, metric, mode, [k.split(".", 1)[1] for k in params if k.startswith("space.")])
     out = [f"danlu: sweep '{name}' ({parent.info.status.lower()}):",
-           f"  runs:   {links.runs_table(base, eid, name, params.get('sweep.metric'), params.get('sweep.mode', 'max'))}",
+           f"  runs:   {links.runs_table(base, eid, name, metric, mode, shared)}",
            f"  sweep:  {links.run(base, eid, rid)}"]
     if parent.data.tags.get(T.REPORT) == "made":
         out.append(f"  report: {links.report(base, eid, rid)}")

@@ -2,14 +2,19 @@
 
 Every address opens in MLflow's model-training view from a fresh browser: MLflow 3's UI keeps its GenAI /
 model-training toggle in the browser's local storage (`mlflow.workflowType`, GenAI by default) and reads a
-`workflowType=machine_learning` query parameter before it. The runs table takes its filter and sort order from
-the address (`searchFilter`, `orderByKey`, `orderByAsc`: the query parameters MLflow's experiment page reads);
-MLflow has no address for grouping runs or choosing columns (they live in the browser's local storage), so the
-README says how to group by `danlu.config_id` by hand.
+`workflowType=machine_learning` query parameter before it.
+
+The runs table's columns (the metric, the hyperparameters, the seed, the outcome) live in the browser's local
+storage too; an address carries only a filter and a sort order (`searchFilter`, `orderByKey`, `orderByAsc`). MLflow's
+own "share view" does carry them: the whole view as JSON in an experiment tag `mlflow.sharedViewState.<key>`, opened
+by `?viewStateShareKey=<key>` (the UI reads it as JSON when it is not compressed). danlu writes one per sweep
+(`runs_view`, written by mlflow_writer.share_runs_view) and links to it; without that tag the link falls back to the
+filter and sort order alone.
 """
 
 from __future__ import annotations
 
+import hashlib
 from urllib.parse import quote, urlencode
 
 from orchestrator import tags as T
@@ -29,9 +34,30 @@ def _query(params: dict) -> str:
     return urlencode({**params, **TRAINING}, quote_via=quote)
 
 
-def runs_table(base: str, exp_id: str, sweep: str, metric: str | None = None, mode: str = "max") -> str:
-    """The experiment's runs, filtered to the sweep's trials (its parent and children share danlu.sweep), best first."""
-    params = {"searchFilter": f"tags.`{T.SWEEP}` = '{sweep}'"}
+def _filter(sweep: str) -> str:
+    return f"tags.`{T.SWEEP}` = '{sweep}' AND tags.`{T.TRIAL}` LIKE 't%'"  # the sweep's trials, not its parent
+
+
+def view_key(sweep: str) -> str:
+    """The sweep's shared-view key (tag keys allow few characters; a sweep's name may hold any)."""
+    return "danlu-" + hashlib.sha1(sweep.encode()).hexdigest()[:12]
+
+
+def runs_view(sweep: str, metric: str, mode: str, hyperparameters: list[str]) -> dict:
+    """The runs table of a sweep's trials as MLflow's shared view holds it: best first, with the metric, the
+    hyperparameters, the seed, the configuration's id and the outcome as columns."""
+    columns = [f"metrics.`{metric}`", *(f"params.`{k}`" for k in hyperparameters if k != "seed"), "params.`seed`",
+               f"tags.`{T.OUTCOME}`", f"tags.`{T.CONFIG_ID}`"]
+    return {"searchFilter": _filter(sweep), "orderByKey": f"metrics.`{metric}`", "orderByAsc": mode == "min",
+            "selectedColumns": columns}
+
+
+def runs_table(base: str, exp_id: str, sweep: str, metric: str | None = None, mode: str = "max",
+               shared: bool = False) -> str:
+    """The sweep's trials, best first: through its shared view (`shared`: the tag is written), else by filter."""
+    if shared:
+        return f"{base.rstrip('/')}/#/experiments/{exp_id}/runs?{_query({'viewStateShareKey': view_key(sweep)})}"
+    params = {"searchFilter": _filter(sweep)}
     if metric:
         params |= {"orderByKey": f"metrics.`{metric}`", "orderByAsc": "true" if mode == "min" else "false"}
     return f"{base.rstrip('/')}/#/experiments/{exp_id}/runs?{_query(params)}"

@@ -78,6 +78,34 @@ def mark_training(client, exp) -> None:
         client.set_experiment_tag(exp.experiment_id, T.EXPERIMENT_KIND, T.TRAINING)
 
 
+def source_name(command: list[str]) -> str:
+    """The command as the run's source: without --config-dir DIR, since MLflow's UI shows a local source's text
+    after its last '/' (the whole command stays in danlu.command)."""
+    out, skip = [], False
+    for word in command:
+        if skip or word == "--config-dir":
+            skip = not skip
+            continue
+        if word.startswith("--config-dir="):
+            continue
+        out.append(word)
+    return " ".join(out)[:500]
+
+
+def share_runs_view(client, exp_id: str, sweep: str, metric: str, mode: str, hyperparameters: list[str]) -> bool:
+    """Write the sweep's runs table as MLflow's shared view (orchestrator/links.py); False if the store refused."""
+    import json
+
+    from orchestrator import links
+
+    try:
+        client.set_experiment_tag(exp_id, T.SHARED_VIEW.format(links.view_key(sweep)),
+                                  json.dumps(links.runs_view(sweep, metric, mode, hyperparameters)))
+        return True
+    except Exception:  # the link then carries the filter and order alone
+        return False
+
+
 def params_of(tree: dict) -> dict[str, str]:
     return {k: str(v)[:MAX_PARAM_LEN] for k, v in flatten(tree) if k}
 
@@ -217,7 +245,7 @@ class RunWriter:
             commit, dirty = git_state(Path(root))
             tags = {T.RUN_NAME: name, T.SWEEP: name, T.KIND: "sweep", T.VERSION: __version__,
                     T.COMMAND: " ".join(command), T.GIT_COMMIT: commit, T.GIT_DIRTY: dirty,
-                    T.SOURCE_NAME: " ".join(command)[:500], T.SOURCE_TYPE: "LOCAL",
+                    T.SOURCE_NAME: source_name(command), T.SOURCE_TYPE: "LOCAL",
                     **({T.SWEEP_ID: self.sweep_id} if self.sweep_id else {}), **(extra_tags or {})}
             self.parent_id = self.mlf.create_run(self.experiment_id(), run_name=name, tags=tags).info.run_id
             self._known.add(self.parent_id)

@@ -752,7 +752,9 @@ def _summary_lines(summary: dict, sweep, p: Plan, parent_id, exp_id, made: dict 
     out.append(f"danlu: review it in MLflow's UI ({where}): experiment '{p.cfg.tracking.experiment}', run "
                f"'{sweep.name}' ({parent_id}); Ray storage: {p.storage_dir}")
     if exp_id and parent_id:
-        out += [f"  runs:   {links.runs_table(base, exp_id, str(sweep.name), str(sweep.metric), str(sweep.mode))}",
+        table = links.runs_table(base, exp_id, str(sweep.name), str(sweep.metric), str(sweep.mode),
+                                 shared=bool((made or {}).get("shared_view")))
+        out += [f"  runs:   {table}",
                 f"  sweep:  {links.run(base, exp_id, parent_id)}"]
         if made:
             out.append(f"  report: {links.report(base, exp_id, parent_id)} (and {made['dir'] / 'report.html'})")

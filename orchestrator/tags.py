@@ -9,6 +9,7 @@ SOURCE_NAME = "mlflow.source.name"  # the run's source in the UI: the command th
 SOURCE_TYPE = "mlflow.source.type"
 EXPERIMENT_KIND = "mlflow.experimentKind"  # an experiment tag: the UI's default page for it
 TRAINING = "custom_model_development"  # ...the runs page, not MLflow 3's GenAI overview
+SHARED_VIEW = "mlflow.sharedViewState.{}"  # an experiment tag: a runs table's columns, filter and order (links.py)
 
 # the sweep's parent run
 SWEEP = "danlu.sweep"  # the sweep's name, on the parent and on every child

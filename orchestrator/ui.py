@@ -17,10 +17,19 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 from orchestrator.errors import BadInput
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(unreadable)"
 
 
 def check_port(port: int) -> None:
@@ -97,10 +106,15 @@ def serve(uri: str, port: int, addresses, out=None, start_timeout_s: float = 600
     once it answers. Exit 0 when stopped, 2 when the port was taken, 1 when MLflow could not start."""
     out = out or sys.stdout
     check_port(port)
-    print(f"danlu: starting MLflow's UI for {uri} on http://127.0.0.1:{port} (Ctrl-C stops it)...", file=out,
-          flush=True)
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-                             "--port", str(port)], start_new_session=True)
+    log = Path(tempfile.gettempdir()) / f"danlu-ui-{port}-{os.getpid()}.log"  # MLflow's own output: its workers'
+    # tracebacks are not for the terminal (a lost port race prints eight); said where it is when it matters
+    print(f"danlu: starting MLflow's UI for {uri} on http://127.0.0.1:{port} (Ctrl-C stops it; its log: {log})...",
+          file=out, flush=True)
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host",
+                                 "127.0.0.1", "--port", str(port)], start_new_session=True, stdout=sink,
+                                stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"})
     stopping = []
 
     def stop(signum, frame):
@@ -115,13 +129,17 @@ def serve(uri: str, port: int, addresses, out=None, start_timeout_s: float = 600
                 stop_group(proc)
                 taken = _listener_pgid(port) is not None
                 print("danlu: error: MLflow's UI did not start" + (
-                    f": 127.0.0.1:{port} was taken meanwhile by another server; choose another --port" if taken else
-                    f" (exit {proc.returncode}); its output is above"), file=sys.stderr, flush=True)
+                    f": --port {port}: 127.0.0.1:{port} was taken meanwhile by another server; choose another --port"
+                    if taken else f" (exit {proc.returncode}); the end of its log ({log}):\n" + _tail(log)),
+                    file=sys.stderr, flush=True)
+                if taken:
+                    log.unlink(missing_ok=True)
                 return 2 if taken else 1
             time.sleep(0.5)
         owner = _listener_pgid(port)
         if owner is not None and owner != proc.pid:  # another server answered: ours lost the port
             stop_group(proc)
+            log.unlink(missing_ok=True)
             print(f"danlu: error: --port {port}: another server took 127.0.0.1:{port} while MLflow started; choose "
                   "another --port", file=sys.stderr, flush=True)
             return 2
@@ -129,10 +147,12 @@ def serve(uri: str, port: int, addresses, out=None, start_timeout_s: float = 600
         for line in addresses():
             print(line, file=out, flush=True)
         proc.wait()
-        print(f"danlu: MLflow's UI ended (exit {proc.returncode})", file=sys.stderr, flush=True)
+        print(f"danlu: MLflow's UI ended (exit {proc.returncode}); the end of its log ({log}):\n{_tail(log)}",
+              file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
         stop_group(proc)
+        log.unlink(missing_ok=True)
         print("\ndanlu: MLflow's UI stopped", file=out, flush=True)
         return 0
     finally:

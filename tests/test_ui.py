@@ -1,5 +1,6 @@
 """The morning review in a real browser: `danlu ui` prints the sweep's address, and headless Chromium (Debian's
-`chromium`) shows the parent run with its trials there, on the runs page, not MLflow 3's GenAI overview."""
+`chromium`) opens each: the trials' table, the parent run, the report, in MLflow's model-training view. A taken
+port is bad input, and `danlu ui` leaves no process behind."""
 
 from __future__ import annotations
 
@@ -14,44 +15,100 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.tracking import Tracker
 from tests.conftest import CONF, free_port, mlflow_runs, wait_for
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def small_sweep(tmp_path: Path) -> str:
-    db = f"sqlite:///{tmp_path}/mlflow.db"
-    tr = Tracker(db, "danlu", flush_s=0.1)
-    tr.open_sweep("morning", {"lr": 0.1}, {}, tmp_path, ["danlu", "sweep"])
-    for i, lr in enumerate((0.1, 0.2)):
-        tr.trial_start(f"t{i}", f"t00{i} lr={lr}", {"lr": str(lr)}, {"danlu.sweep": "morning"})
-        tr.trial_metrics(f"t{i}", 1, 1000, {"score": lr})
-        tr.trial_end(f"t{i}", "FINISHED", {}, None, None)
-    tr.close_sweep({}, {}, "FINISHED")
-    assert tr.close() and tr.errors == []
-    return db
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--virtual-time-budget=30000",
+         "--hide-scrollbars", "--window-size=1400,1000"]
+
+
+def browse(url: str, tmp_path: Path, *args: str) -> str:
+    """The page as headless Chromium lays it out, from a fresh profile (a new user's browser: no saved UI state)."""
+    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
+    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args, url], capture_output=True,
+                          text=True, timeout=240).stdout
+
+
+def text_of(dom: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+
+
+def in_training_view(text: str) -> bool:
+    """MLflow's model-training view: its side bar offers the model registry, not GenAI's observability pages."""
+    return "Model registry" in text and "Observability" not in text and "Evaluation runs" not in text
+
+
+def review_links(output: str) -> dict[str, str]:
+    return dict(re.findall(r"^  (runs|sweep|report): +(http://\S+)", output, re.M))
 
 
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="no chromium here (.ci/run installs it)")
-def test_danlu_ui_opens_on_the_sweep_in_a_real_browser(tmp_path):
-    db = small_sweep(tmp_path)
-    client, (parent,), _ = mlflow_runs(tmp_path / "mlflow.db", "morning")
-    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+def test_every_printed_link_opens_the_sweep_in_a_fresh_browser(tmp_path):
+    """The sweep's last lines and `danlu ui` print the same three addresses; from a fresh Chromium profile the runs
+    table lists the trials with their metric, the parent run's description holds the verdict, the report renders,
+    each in MLflow's model-training view (not the GenAI overview a fresh browser gets by default)."""
+    from tests.conftest import danlu_cli
+
+    r = danlu_cli(["sweep", "experiment=noisy", "scheduler=fifo", "epochs=2", "epoch_s=0", "sweep.name=morning"],
+                  tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    printed = review_links(r.stdout)
+    assert set(printed) == {"runs", "sweep", "report"}, r.stdout[-3000:]
+    client, (parent,), children = mlflow_runs(tmp_path / "mlflow.db", "morning")
+    assert len(children) == 12
+    exp, run = parent.info.experiment_id, parent.info.run_id
+    assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
     port, log = free_port(), tmp_path / "ui.log"
-    ui = start_ui(tmp_path, db, port, log)
+    ui = start_ui(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", port, log)
     try:
-        found = re.search(r"sweep 'morning': (http://\S+)", log.read_text())
-        assert found, log.read_text()
-        url = found.group(1)
-        assert url == f"http://127.0.0.1:{port}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+        wait_for(lambda: "  report:" in log.read_text() or ui.poll() is not None, what="danlu ui's addresses")
+        links = review_links(log.read_text())
+        base = f"http://127.0.0.1:{port}"
+        assert links == {k: v.replace("http://127.0.0.1:5000", base) for k, v in printed.items()}, log.read_text()
+        assert all(v.endswith("workflowType=machine_learning") for v in links.values())
         assert CHROMIUM, "chromium is missing: .ci/run installs Debian's chromium"
-        dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                              "--virtual-time-budget=30000", "--dump-dom", url],
-                             capture_output=True, text=True, timeout=180).stdout
-        assert "morning" in dom, dom[-3000:]  # the parent run's page...
-        assert "t000 lr=0.1" in dom and "t001 lr=0.2" in dom, dom[-3000:]  # ...lists its nested trials
+
+        table = text_of(browse(links["runs"], tmp_path, "--dump-dom"))
+        assert in_training_view(table), table[-3000:]
+        for child in children:  # every trial, with its metric's value in a column of its own
+            assert child.data.tags["mlflow.runName"] in table, table[-3000:]
+            assert str(child.data.metrics["score"])[:7] in table, (child.data.metrics, table[-3000:])
+        assert "Run Name" in table and " score " in table and "12 matching runs" in table, table[-3000:]
+        assert "morning " not in table.split("Run Name", 1)[1].split("matching runs")[0]  # the parent is not a row
+
+        page = text_of(browse(links["sweep"], tmp_path, "--dump-dom"))
+        assert in_training_view(page), page[-3000:]
+        assert "Description" in page and "cannot be decided with 3 seeds" in page, page[-3000:]  # the verdict
+        assert "12 trials: 12 completed" in page  # the counts, in the morning summary
+        assert "danlu sweep experiment=noisy" in page  # its source: the command
+        names = [c.data.tags["mlflow.runName"] for c in children]
+        assert "Child runs" in page and sum(n in page for n in names) >= 10, page[-3000:]  # ten, then "Load more"
+
+        view = links["report"]
+        dom = browse(view, tmp_path, "--dump-dom")
+        assert in_training_view(text_of(dom)), dom[-3000:]
+        # the artifact viewer chose its HTML preview and loaded the report into it
+        assert re.search(r'<iframe src="blob:[^"]+"[^>]*class="mlflow-html-iframe"', dom), dom[-3000:]
+        shot = tmp_path / "report.png"
+        browse(view, tmp_path, f"--screenshot={shot}")
+        from matplotlib.image import imread
+
+        pixels = imread(shot)
+        assert pixels.shape[:2] == (1000, 1400)
+        right = pixels[150:950, 450:1000, :3]  # where the preview sits: a table and plots, not a blank pane
+        assert right.std() > 0.1 and len({tuple(p) for p in (right[::7, ::7] * 255).astype(int).reshape(-1, 3)}) > 20
+        served = urllib.request.urlopen(f"{base}/get-artifact?path=report/report.html&run_uuid={run}",
+                                        timeout=30).read().decode()
+        assert "<h2 id='leaderboard'>Leaderboard</h2>" in served and "profile=best" in served
+        # the verdict leads the report as the browser lays it out
+        saved = tmp_path / "served.html"  # the parent run's artifact as MLflow serves it (as a download: saved here)
+        saved.write_text(served)
+        laid_out = browse(saved.as_uri(), tmp_path, "--dump-dom")
+        assert "Verdict:" in laid_out and laid_out.index('id="verdict-block"') < laid_out.index("<h2"), laid_out[:2000]
+        assert "cannot be decided with 3 seeds" in laid_out
     finally:
         stop_ui(ui)
 
@@ -72,66 +129,23 @@ def start_ui(tmp_path, db: str, port: int, log):
 
 
 def stop_ui(ui) -> None:
+    """SIGTERM to `danlu ui` alone, as Ctrl-C or a job's end sends it: MLflow's server, its workers and its task
+    consumers (a process group of their own) must all end with it."""
     import psutil
 
-    group = [p for p in psutil.process_iter() if _pgid(p.pid) == ui.pid]
+    spawned = psutil.Process(ui.pid).children(recursive=True)
+    assert any("mlflow" in " ".join(p.cmdline()) for p in spawned)
+    ui.send_signal(signal.SIGTERM)
     try:
-        os.killpg(ui.pid, signal.SIGTERM)  # MLflow's UI leaves its huey workers behind otherwise
-    except ProcessLookupError:
-        pass
-    ui.wait(timeout=60)
-    gone, alive = psutil.wait_procs(group, timeout=30)
-    for p in alive:
-        p.kill()
-    psutil.wait_procs(alive, timeout=30)
-    assert not [p for p in psutil.process_iter() if _pgid(p.pid) == ui.pid]
-
-
-@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="no chromium here (.ci/run installs it)")
-def test_the_report_renders_in_the_parent_runs_artifact_view(tmp_path):
-    """The report a sweep logs (report/report.html) in MLflow's own artifact viewer, in headless Chromium."""
-    from tests.conftest import danlu_cli
-
-    r = danlu_cli(["sweep", "experiment=noisy", "scheduler=fifo", "epochs=2", "epoch_s=0", "sweep.name=morning"],
-                  tmp_path)
-    assert r.returncode == 0, r.stdout + r.stderr
-    client, (parent,), _ = mlflow_runs(tmp_path / "mlflow.db", "morning")
-    exp, run = parent.info.experiment_id, parent.info.run_id
-    port = free_port()
-    ui = start_ui(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", port, tmp_path / "ui.log")
-    try:
-        base = f"http://127.0.0.1:{port}"
-        view = f"{base}/#/experiments/{exp}/runs/{run}/artifactPath/report/report.html"
-        flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--virtual-time-budget=30000", "--hide-scrollbars", "--window-size=1400,1000"]
-        dom = subprocess.run([*flags, "--dump-dom", view], capture_output=True, text=True, timeout=180).stdout
-        # the artifact viewer chose its HTML preview and loaded the report into it
-        assert re.search(r'<iframe src="blob:[^"]+"[^>]*class="mlflow-html-iframe"', dom), dom[-3000:]
-        assert "report.html" in dom
-        shot = tmp_path / "report.png"
-        subprocess.run([*flags, f"--screenshot={shot}", view], capture_output=True, timeout=180)
-        from matplotlib.image import imread
-
-        pixels = imread(shot)
-        assert pixels.shape[:2] == (1000, 1400)
-        right = pixels[150:950, 450:1000, :3]  # where the preview sits: a table and plots, not a blank pane
-        assert right.std() > 0.1 and len({tuple(p) for p in (right[::7, ::7] * 255).astype(int).reshape(-1, 3)}) > 20
-        served = urllib.request.urlopen(f"{base}/get-artifact?path=report/report.html&run_uuid={run}",
-                                        timeout=30).read().decode()
-        assert "<h2 id='leaderboard'>Leaderboard</h2>" in served and "profile=best" in served
-        assert served.count("data:image/png;base64,") >= 1  # the curves (FIFO has no rungs to draw)
-        # the verdict leads the report as the browser lays it out, and is the parent run's description
-        page = tmp_path / "served.html"  # the parent run's artifact as MLflow serves it (as a download: saved here)
-        page.write_text(served)
-        laid_out = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
-                                  timeout=180).stdout
-        assert "Verdict:" in laid_out and laid_out.index('id="verdict-block"') < laid_out.index("<h2"), laid_out[:2000]
-        assert "cannot be decided with 3 seeds" in laid_out
-        overview = subprocess.run([*flags, "--dump-dom", f"{base}/#/experiments/{exp}/runs/{run}"],
-                                  capture_output=True, text=True, timeout=180).stdout
-        assert "cannot be decided with 3 seeds" in overview, overview[-3000:]
+        assert ui.wait(timeout=120) == 0
+        _, alive = psutil.wait_procs(spawned, timeout=60)
+        assert not alive, [p.cmdline() for p in alive]
     finally:
-        stop_ui(ui)
+        for p in [psutil.Process(ui.pid), *spawned] if ui.poll() is None else spawned:
+            try:
+                p.kill()  # a failed test leaves nothing running either
+            except psutil.NoSuchProcess:
+                pass
 
 
 def _pgid(pid: int) -> int | None:
@@ -139,3 +153,71 @@ def _pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except OSError:
         return None
+
+
+def test_a_taken_port_is_bad_input_and_starts_nothing(tmp_path):
+    """Another server on the port: exit 2 at once, naming the port and --port; no MLflow server is started, and no
+    address is printed (it would open the other server)."""
+    import socket
+
+    from tests.conftest import danlu_cli
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        r = danlu_cli(["ui", "--port", str(port), f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"], tmp_path,
+                      timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"--port {port}" in r.stderr and "taken" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "starting MLflow" not in r.stdout and "http://" not in r.stdout, r.stdout
+
+
+def test_two_uis_on_one_port_one_serves_and_nothing_is_left(tmp_path):
+    """Two `danlu ui` started at once on one port: one serves, the other ends with exit 2 (whether it lost before
+    starting MLflow or while MLflow started), leaving no workers behind; stopping the first leaves nothing."""
+    import psutil
+
+    from orchestrator.tracking import Tracker
+
+    db = f"sqlite:///{tmp_path}/mlflow.db"
+    Tracker(db, "danlu").close()
+    port = free_port()
+    uis = [subprocess.Popen([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), "ui", "--port",
+                             str(port), f"tracking.uri={db}"], cwd=tmp_path, stdout=open(tmp_path / f"ui{i}.log", "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True) for i in range(2)]
+    seen: dict[int, list] = {ui.pid: [] for ui in uis}
+
+    def track() -> None:  # every process each one started, while it runs
+        for ui in uis:
+            try:
+                seen[ui.pid] += [c for c in psutil.Process(ui.pid).children(recursive=True) if c not in seen[ui.pid]]
+            except psutil.NoSuchProcess:
+                pass
+
+    try:
+        def one_lost() -> bool:
+            track()
+            return any(ui.poll() is not None for ui in uis)
+        wait_for(one_lost, timeout=300, what="one of the two to give up the port")
+        loser = next(ui for ui in uis if ui.poll() is not None)
+        winner = next(ui for ui in uis if ui is not loser)
+        out = (tmp_path / f"ui{uis.index(loser)}.log").read_text()
+        assert loser.returncode == 2 and f"{port}" in out and "--port" in out, out
+        assert "Traceback" not in out, out
+        _, alive = psutil.wait_procs(seen[loser.pid], timeout=60)
+        assert not alive, [p.cmdline() for p in alive]
+
+        def serving() -> bool:
+            track()
+            return "is up at" in (tmp_path / f"ui{uis.index(winner)}.log").read_text() or winner.poll() is not None
+        wait_for(serving, timeout=300, what="the other to serve")
+        assert winner.poll() is None, (tmp_path / f"ui{uis.index(winner)}.log").read_text()
+        stop_ui(winner)
+    finally:
+        for ui in uis:
+            for p in seen[ui.pid] + ([psutil.Process(ui.pid)] if ui.poll() is None else []):
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass

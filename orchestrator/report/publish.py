@@ -55,12 +55,16 @@ def make(tracking_uri: str, experiment: str, name: str, report_cfg, out_dir: Pat
                      tags=[RunTag(T.REPORT, "made"), RunTag(T.NOTE, note[:5000])])
     if finish:
         client.set_terminated(data.parent_id, finish)
+    from orchestrator.mlflow_writer import share_runs_view
     from orchestrator.space import short_label
+
+    shared = share_runs_view(client, data.experiment_id, name, data.metric, data.mode, list(data.space))
 
     trial_runs = {tid: (rid, f"{c.trials.get(seed, '')} {short_label(c.hp)}".strip())
                   for c in data.configs for seed, (rid, tid) in c.runs.items()}
     return {"text": forms.as_text(data, sections), "json": json.loads(files["report.json"]), "dir": out_dir,
-            "parent_id": data.parent_id, "experiment_id": data.experiment_id, "trial_runs": trial_runs}
+            "parent_id": data.parent_id, "experiment_id": data.experiment_id, "trial_runs": trial_runs,
+            "shared_view": shared}
 
 
 def _metrics(data, sections):
