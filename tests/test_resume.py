@@ -55,6 +55,9 @@ def test_every_trial_of_a_resumed_sweep_gets_what_it_asked_for(tmp_path, resourc
         killed_at = kill_driver(proc)
     finally:
         end_group(proc)
+    listed = danlu_cli(["list"], tmp_path)  # its driver died: interrupted, with the command that continues it
+    assert listed.returncode == 0 and "danlu: res was interrupted; continue it with: danlu resume res" in listed.stdout
+    assert [ln.split()[1] for ln in listed.stdout.splitlines() if ln.startswith("res ")] == ["interrupted"]
     created_before = journal_ops(storage, "start")
     r = danlu_cli(args, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr

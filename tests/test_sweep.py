@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import yaml
@@ -153,8 +155,18 @@ def test_cli_sweep_end_to_end(tmp_path):
     assert "running" in r.stdout and "best trial so far score=" in r.stdout  # the live view, as plain lines
     assert "danlu: 4 trials: 2 completed, 0 stopped early by ASHA, 2 failed" in r.stdout
     assert "review it in MLflow's UI (`danlu ui` serves it here)" in r.stdout
-    assert "  runs:   http://127.0.0.1:5000/#/experiments/1/runs?searchFilter=tags.%60danlu.sweep%60" in r.stdout
+    assert "  runs:   http://127.0.0.1:5000/#/experiments/1/runs?viewStateShareKey=danlu-" in r.stdout
     assert "workflowType=machine_learning" in r.stdout.splitlines()[-1]
+    summary = r.stdout[r.stdout.index("danlu: 4 trials"):]
+    sessions = set(Path("/tmp/ray").glob("session_2*"))
+    again = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=2", "epochs=3",
+                       "epoch_s=0.05", "fail_at=tag(grid, choice(0,2))", "sweep.name=cli", "cluster.num_cpus=2"],
+                      tmp_path)
+    assert again.returncode == 0 and "danlu: sweep cli ended on " in again.stdout, again.stdout + again.stderr
+    assert summary.strip() in again.stdout  # its summary and links again...
+    assert set(Path("/tmp/ray").glob("session_2*")) == sessions and "starting Ray" not in again.stdout  # ...no Ray
+    listed = danlu_cli(["list"], tmp_path)
+    assert listed.returncode == 0 and re.search(r"^cli +finished +4/4 +score=", listed.stdout, re.M), listed.stdout
     failed = [ln for ln in r.stdout.splitlines() if " failed: " in ln]
     assert len(failed) == 2, r.stdout
     assert all("RuntimeError: sleep job: failing at epoch 2" in ln and "full traceback: outputs/cli/logs/" in ln
