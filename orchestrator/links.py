@@ -44,12 +44,14 @@ def view_key(sweep: str) -> str:
 
 
 def runs_view(sweep: str, metric: str, mode: str, hyperparameters: list[str]) -> dict:
-    """The runs table of a sweep's trials as MLflow's shared view holds it: best first, with the metric, the
-    hyperparameters, the seed, the configuration's id and the outcome as columns."""
+    """The runs table of a sweep's trials as MLflow's shared view holds it: grouped by configuration (a group's row
+    holds its seeds' mean; MLflow shows groups expanded, so every trial is a row), best first, with the metric,
+    the hyperparameters, the seed, the configuration's id and the outcome as columns."""
     columns = [f"metrics.`{metric}`", *(f"params.`{k}`" for k in hyperparameters if k != "seed"), "params.`seed`",
                f"tags.`{T.OUTCOME}`", f"tags.`{T.CONFIG_ID}`"]
     return {"searchFilter": _filter(sweep), "orderByKey": f"metrics.`{metric}`", "orderByAsc": mode == "min",
-            "selectedColumns": columns}
+            "selectedColumns": columns,
+            "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": T.CONFIG_ID}]}}
 
 
 def runs_table(base: str, exp_id: str, sweep: str, metric: str | None = None, mode: str = "max",

@@ -77,6 +77,8 @@ def test_every_printed_link_opens_the_sweep_in_a_fresh_browser(tmp_path):
             assert child.data.tags["mlflow.runName"] in table, table[-3000:]
             assert str(child.data.metrics["score"])[:7] in table, (child.data.metrics, table[-3000:])
         assert "Run Name" in table and " score " in table and "12 matching runs" in table, table[-3000:]
+        for config in {c.data.tags["danlu.config_id"] for c in children}:  # grouped by configuration
+            assert f"Group: {config} 3" in table, table[-3000:]
         assert "morning " not in table.split("Run Name", 1)[1].split("matching runs")[0]  # the parent is not a row
 
         page = text_of(browse(links["sweep"], tmp_path, "--dump-dom"))
