@@ -115,10 +115,7 @@ def serve(uri: str, port: int, addresses, out=None, start_timeout_s: float = 600
                                  "127.0.0.1", "--port", str(port)], start_new_session=True, stdout=sink,
                                 stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"})
-    stopping = []
-
-    def stop(signum, frame):
-        stopping.append(signum)
+    def stop(signum, frame):  # SIGTERM ends it as Ctrl-C does
         raise KeyboardInterrupt
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -150,13 +150,6 @@ def stop_ui(ui) -> None:
                 pass
 
 
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
-
-
 def test_a_taken_port_is_bad_input_and_starts_nothing(tmp_path):
     """Another server on the port: exit 2 at once, naming the port and --port; no MLflow server is started, and no
     address is printed (it would open the other server)."""
