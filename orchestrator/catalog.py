@@ -34,8 +34,10 @@ def _json(path: Path):
 
 
 def sweeps(output_dir: Path) -> list[Entry]:
+    """Every sweep stored under output_dir (a folder with danlu/sweep.json), by name, each with its state as its
+    files say (running: a live lock; finished; interrupted) and its progress."""
     from orchestrator.lock import holder
-    from orchestrator.sweep import FINISHED, PROGRESS, SAVED, SAVED_COPY, STATE_DIR
+    from orchestrator.state import FINISHED, PROGRESS, SAVED, SAVED_COPY, STATE_DIR
 
     out = []
     root = Path(output_dir)
@@ -56,10 +58,12 @@ def sweeps(output_dir: Path) -> list[Entry]:
 
 
 def names(output_dir: Path) -> list[str]:
+    """The names of the sweeps stored under output_dir (for a message that lists them)."""
     return [e.name for e in sweeps(output_dir)]
 
 
 def show(output_dir: Path, out) -> int:
+    """`danlu list`: one line per sweep stored under output_dir (exit 0; a folder with none says so)."""
     entries = sweeps(output_dir)
     if not entries:
         print(f"danlu: no sweeps under {output_dir}/ (run one with danlu sweep; a cluster's: danlu list --address "

@@ -107,6 +107,8 @@ def _at_most(step, limit) -> bool:
 
 
 def read_limits(fs, experiment_dir: str) -> dict[str, float] | None:
+    """The restore limits (trial id -> the highest step a restored trial may resume from) in a sweep's storage,
+    read through Tune's filesystem; None where there are none or they cannot be read."""
     try:
         with fs.open_input_stream(f"{experiment_dir}/danlu/{LIMITS}") as f:
             return dict(json.loads(f.read())["steps"])
@@ -115,6 +117,7 @@ def read_limits(fs, experiment_dir: str) -> dict[str, float] | None:
 
 
 def write_limits(state_dir, steps: dict) -> None:
+    """Replace the restore limits (trial id -> highest step) in danlu's folder of the sweep, atomically."""
     tmp = os.path.join(str(state_dir), LIMITS + ".tmp")
     with open(tmp, "w") as f:
         json.dump({"steps": steps}, f)

@@ -44,6 +44,8 @@ SEARCH_HELP = """searchers (the search config group; the header line says which 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """danlu's argparse parser: one subcommand per command (sweep, resume, run, ui, report, compare, submit, status,
+    logs, stop, list, and the supervisor's own)."""
     parser = argparse.ArgumentParser(prog="danlu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"danlu {__version__}")
     parser.add_argument("--config-dir", help="directory holding config.yaml (default: ./conf)")
@@ -108,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `danlu` command: parse, run the subcommand, map bad input to one message and exit 2 (no traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -170,7 +173,8 @@ def _configured_address(config_dir_flag: str | None) -> str | None:
 
 
 def _resume(args, config_dir: Path) -> int:
-    from orchestrator.sweep import SAVED, STATE_DIR, run_sweep, saved_overrides
+    from orchestrator.state import SAVED, STATE_DIR, saved_overrides
+    from orchestrator.sweep import run_sweep
 
     where = [o for o in args.overrides if o.startswith("output_dir=")]
     if len(where) != len(args.overrides):
@@ -195,7 +199,7 @@ def _report(args, config_dir: Path) -> int:
     from orchestrator import report
     from orchestrator.compose import compose, hydra_context
     from orchestrator.scheduler import saved_decisions
-    from orchestrator.sweep import saved_overrides
+    from orchestrator.state import saved_overrides
     from orchestrator.tracking import check_uri, resolve_uri
 
     where = [o for o in args.overrides if o.startswith("output_dir=")]
@@ -205,13 +209,14 @@ def _report(args, config_dir: Path) -> int:
         cfg = compose(kept + list(args.overrides))
     report.check(cfg.report)
     uri = resolve_uri(str(cfg.tracking.uri))
-    check_uri(uri)
+    check_uri(uri, str(cfg.tracking.get("store") or "mlflow"))
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise BadInput(f"tracking.uri={uri}: no such MLflow store (the file does not exist); give the sweep's, "
                        "e.g. tracking.uri=sqlite:///path/to/mlflow.db.")
-    from orchestrator.report.publish import make
+    from orchestrator.tracking import open_store
 
-    made = make(uri, str(cfg.tracking.experiment), args.name, cfg.report, storage.resolve() / "report",
+    store = open_store(uri, str(cfg.tracking.experiment), str(cfg.tracking.get("store") or "mlflow"))
+    made = report.make(store, args.name, cfg.report, storage.resolve() / "report",
                 saved_decisions(storage), storage.resolve(), config_dir.parent)
     print("\n".join(made["text"]))
     print(f"danlu: report: {made['dir'] / 'report.html'} (and the parent run's artifacts, report/)")
@@ -281,45 +286,37 @@ def _ui(args, config_dir: Path) -> int:
 
 def _sweep_pages(uri: str, experiment: str, sweep: str | None, base: str) -> list[str]:
     """The addresses of a sweep (the newest, or the one named) in MLflow's UI: its runs table, its parent run and its
-    report, each opening in the model-training view. The experiment is tagged as model training."""
-    import logging
-
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-    from mlflow.tracking import MlflowClient
-
+    report, each opening in the model-training view."""
     from orchestrator import links
     from orchestrator import tags as T
-    from orchestrator.mlflow_writer import mark_training, share_runs_view
+    from orchestrator.tracking import open_store
 
-    client = MlflowClient(uri)
     try:
-        exp = client.get_experiment_by_name(experiment)
+        store = open_store(uri, experiment)
+        eid, parents = store.sweeps()
     except Exception as exc:  # a server not up yet: the UI itself will say more
         print(f"danlu: warning: could not read {uri}: {type(exc).__name__}", file=sys.stderr)
         return []
-    if exp is None:
+    if eid is None:
         if sweep:
             raise BadInput(f"--sweep {sweep}: the store {uri} has no experiment '{experiment}' yet.")
         return []
-    mark_training(client, exp)
-    query = f"tags.`{T.KIND}` = 'sweep'" + (f" and tags.`{T.SWEEP}` = '{sweep}'" if sweep else "")
-    runs = client.search_runs([exp.experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
-    if not runs:
+    chosen = [r for r in parents if not sweep or r.tags.get(T.SWEEP) == sweep]
+    if not chosen:
         if sweep:
-            names = sorted({r.data.tags.get(T.SWEEP, "") for r in client.search_runs(
-                [exp.experiment_id], f"tags.`{T.KIND}` = 'sweep'", max_results=200)} - {""})
+            names = sorted({r.tags.get(T.SWEEP, "") for r in parents} - {""})
             raise BadInput(f"--sweep {sweep}: no sweep of that name in experiment '{experiment}' of {uri}"
                            + (f"; the sweeps there: {', '.join(names)}." if names else "."))
-        return [f"danlu: no sweep in experiment '{experiment}' yet: {base}/#/experiments/{exp.experiment_id}/runs"]
-    parent = runs[0]
-    name, params, eid, rid = parent.data.tags.get(T.SWEEP), parent.data.params, exp.experiment_id, parent.info.run_id
+        return [f"danlu: no sweep in experiment '{experiment}' yet: {base}/#/experiments/{eid}/runs"]
+    parent = chosen[0]
+    name, params, rid = parent.tags.get(T.SWEEP), parent.params, parent.run_id
     metric, mode = params.get("sweep.metric"), params.get("sweep.mode", "max")
-    shared = bool(metric) and base != "" and share_runs_view(
-        client, eid, name, metric, mode, [k.split(".", 1)[1] for k in params if k.startswith("space.")])
-    out = [f"danlu: sweep '{name}' ({parent.info.status.lower()}):",
+    shared = bool(metric) and base != "" and store.share_view(
+        name, metric, mode, [k.split(".", 1)[1] for k in params if k.startswith("space.")])
+    out = [f"danlu: sweep '{name}' ({parent.status.lower()}):",
            f"  runs:   {links.runs_table(base, eid, name, metric, mode, shared)}",
            f"  sweep:  {links.run(base, eid, rid)}"]
-    if parent.data.tags.get(T.REPORT) == "made":
+    if parent.tags.get(T.REPORT) == "made":
         out.append(f"  report: {links.report(base, eid, rid)}")
     return out
 

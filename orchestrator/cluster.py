@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from orchestrator import checks
 from orchestrator.errors import BadInput
 
 
@@ -20,17 +21,15 @@ def trial_resources(res) -> dict[str, float]:
     """Per-trial resources from the `resources` config, validated the way Ray will read them."""
     cpu, gpu = res.get("cpu", 1), res.get("gpu", 0)
     for key, v in (("cpu", cpu), ("gpu", gpu)):
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-            raise BadInput(f"resources.{key}={v}: a number >= 0 (e.g. cpu=1, gpu=0.25 or gpu=2).")
+        checks.number(f"resources.{key}", v, 0, note="(e.g. cpu=1, gpu=0.25 or gpu=2)")
     if gpu > 1 and gpu != int(gpu):
         raise BadInput(f"resources.gpu={gpu}: above 1, a trial takes whole GPUs (2, not {gpu}).")
     if cpu == 0 and gpu == 0:
         raise BadInput("resources: a trial needs some cpu or gpu (e.g. resources.cpu=1).")
     out = {"CPU": float(cpu), "GPU": float(gpu)}
     for name, amount in (res.get("custom") or {}).items():
-        if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
-            raise BadInput(f"resources.custom.{name}={amount}: a number >= 0 of the custom Ray resource {name} "
-                           f"(nodes declare it with ray start --resources='{{\"{name}\": 4}}').")
+        checks.number(f"resources.custom.{name}", amount, 0, note=f"of the custom Ray resource {name} (nodes declare "
+                      f"it with ray start --resources='{{\"{name}\": 4}}')")
         out[str(name)] = float(amount)
     return out
 
@@ -50,6 +49,7 @@ def detected_gpus() -> int:
 
 
 def local_capacity(cluster) -> dict[str, float]:
+    """What the embedded local Ray will offer: CPU and GPU from cluster.num_cpus/num_gpus, or this machine's."""
     cpus = cluster.get("num_cpus")
     gpus = cluster.get("num_gpus")
     return {
@@ -73,6 +73,7 @@ def check_fit(need: dict[str, float], nodes: dict[str, dict[str, float]]) -> Non
 
 
 def cluster_nodes() -> dict[str, dict[str, float]]:
+    """The live nodes of the connected Ray cluster: a readable name -> the resources each offers."""
     import ray
 
     return {f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})": n["Resources"] for n in ray.nodes() if n.get("Alive")}

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator import checks
 from orchestrator.errors import BadInput
 
 
@@ -44,10 +45,11 @@ def _parse(arm: list[str], side: str) -> dict[str, str]:
 
 
 def arms(a: list[str], b: list[str], n_seeds: int, base_cfg) -> Arms:
+    """The two arms of `danlu compare` as a sweep: their overrides checked (one value per key, the same keys, no
+    seed), the seeds both run under, and the keys they share."""
     from omegaconf import OmegaConf
 
-    if not isinstance(n_seeds, int) or n_seeds < 1:
-        raise BadInput(f"--seeds {n_seeds}: an integer >= 1 (the seeds both arms run under).")
+    checks.integer("--seeds", n_seeds, 1, note="(the seeds both arms run under)")
     pa, pb = _parse(a, "A"), _parse(b, "B")
     if not pa or not pb:
         raise BadInput("danlu compare: both arms need an override, e.g. danlu compare batch_size=64 --vs batch_size=63.")
@@ -84,7 +86,7 @@ def sweep_overrides(arm: Arms, shared: list[str], name: str | None, job: str) ->
 
 
 def verdict(arm: Arms, data) -> dict:
-    """The comparison's numbers and its one-line verdict, from the sweep's runs (orchestrator/report/data.py).
+    """The comparison's numbers and its one-line verdict, from the sweep's runs (orchestrator/report/_data.py).
     Valid for the n seeds at hand: below the seeds the exact test needs to reach p < 0.05 it says the question
     cannot be decided with them (and how many could), never that there is no difference."""
     from orchestrator import stats
@@ -138,6 +140,7 @@ def verdict(arm: Arms, data) -> dict:
 
 
 def interval_text(result: dict) -> str:
+    """The effect's 95 % interval in words, or why it is unbounded (too few paired seeds)."""
     lo, hi = result["ci_low"], result["ci_high"]
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return f"unbounded: {result['n']} paired seeds cannot reach p < 0.05"
@@ -145,9 +148,9 @@ def interval_text(result: dict) -> str:
 
 
 def lead(arm: Arms, shared: list[str]):
-    """The compare sweep's report leads with the comparison's own verdict (orchestrator/report/verdict.py)."""
+    """The compare sweep's report leads with the comparison's own verdict (orchestrator/report/_verdict.py)."""
     from orchestrator import stats
-    from orchestrator.report.verdict import Verdict
+    from orchestrator.report._verdict import Verdict
 
     def block(data, rows) -> Verdict:
         r = verdict(arm, data)
@@ -181,10 +184,13 @@ def _norm(text: str) -> str:
 
 def run_compare(a: list[str], b: list[str], n_seeds: int, shared: list[str], name: str | None, config_dir: Path,
                 command: list[str]) -> int:
+    """`danlu compare A --vs B`: run both arms under the same seeds as one sweep, then print and log the paired
+    test's verdict (exit 0, 1 if a seed's result is missing)."""
     import json
 
     from orchestrator.compose import compose, hydra_context, split_overrides
-    from orchestrator.sweep import plan, run_sweep
+    from orchestrator.plan import plan
+    from orchestrator.sweep import run_sweep
 
     fixed = split_overrides(shared).fixed
     with hydra_context(config_dir):
@@ -196,7 +202,7 @@ def run_compare(a: list[str], b: list[str], n_seeds: int, shared: list[str], nam
         raise BadInput("danlu compare A --vs B: arm B is missing, e.g. danlu compare batch_size=64 --vs batch_size=63.")
     arm = arms(a, b, 5 if n_seeds is None else n_seeds, base)
     overrides = sweep_overrides(arm, shared, name, str(base.job.name))
-    plan(overrides, config_dir)  # every check, before anything runs
+    p = plan(overrides, config_dir)  # every check, before anything runs
     from orchestrator import stats
 
     need = stats.seeds_to_decide(1)
@@ -204,17 +210,14 @@ def run_compare(a: list[str], b: list[str], n_seeds: int, shared: list[str], nam
         print(f"danlu compare: warning: with {len(arm.seeds)} seeds no difference can be declared: the exact test's "
               f"smallest p-value with {len(arm.seeds)} pairs is {stats.min_p(len(arm.seeds)):.3g}, not below "
               f"{stats.ALPHA}; {need} seeds can reach {stats.min_p(need):.3g} (--seeds {need} or more).", flush=True)
-    code = run_sweep(overrides, config_dir, command=command, lead=lead(arm, shared))
+    code = run_sweep(overrides, config_dir, command=command, lead=lead(arm, shared), planned=p)
     if code not in (0, 1):
         return code
-    from mlflow.tracking import MlflowClient
+    from orchestrator.report import load
+    from orchestrator.tracking import open_store
 
-    from orchestrator.report.data import load
-    from orchestrator.tracking import resolve_uri
-
-    p = plan(overrides, config_dir)
-    client = MlflowClient(resolve_uri(str(p.cfg.tracking.uri)))
-    data = load(client, str(p.cfg.tracking.experiment), str(p.cfg.sweep.name))
+    store = open_store(p.tracking_uri, str(p.cfg.tracking.experiment), p.store_kind)
+    data = load(store, str(p.cfg.sweep.name))
     result = verdict(arm, data)
     if result["kind"] == "arms":
         print(f"danlu compare: A = {result['a']}  vs  B = {result['b']}, {result['n']} paired seeds, {data.metric}:")
@@ -229,12 +232,9 @@ def run_compare(a: list[str], b: list[str], n_seeds: int, shared: list[str], nam
               + (f" --set {' '.join(shared)}" if shared else ""))
     if result["kind"] == "missing":
         return 1
-    client.log_text(data.parent_id, json.dumps(result, indent=1, default=str), "compare.json")
-    client.set_tag(data.parent_id, "danlu.verdict", result["verdict"][:5000])
-    from orchestrator.report.forms import _clean
-
-    numbers = {k: result[k] for k in ("effect", "ci_low", "ci_high", "p", "detectable", "difference", "z")
-               if k in result and _clean(result[k]) is not None and math.isfinite(result[k])}
-    for k, v in numbers.items():
-        client.log_metric(data.parent_id, f"compare_{k}", float(v))
+    numbers = {f"compare_{k}": float(result[k]) for k in ("effect", "ci_low", "ci_high", "p", "detectable",
+                                                           "difference", "z")
+               if isinstance(result.get(k), (int, float)) and math.isfinite(result[k])}
+    store.attach_result(data.parent_id, "compare.json", json.dumps(result, indent=1, default=str), numbers,
+                        {"danlu.verdict": result["verdict"][:5000]})
     return code

@@ -37,6 +37,7 @@ def project_root(config_dir: Path) -> Path:
 
 @contextmanager
 def hydra_context(config_dir: Path) -> Iterator[None]:
+    """Hydra initialised on `config_dir` for the block (any earlier initialisation cleared first)."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -61,13 +62,14 @@ def apply_overrides(cfg, overrides: list[str]):
     """Hydra's last composition step, on `cfg` in place: plain `key=value`, `+key=value` and `~key` overrides
     (not those that choose config options). compose(groups) then apply_overrides(cfg, rest) gives what
     compose(groups + rest) gives (tests/test_compose.py) without building the defaults tree again."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from orchestrator.hydra_internals import apply_overrides_to_config
+
     try:
-        ConfigLoaderImpl._apply_overrides_to_config(OverridesParser.create().parse_overrides(list(overrides)), cfg)
+        apply_overrides_to_config(OverridesParser.create().parse_overrides(list(overrides)), cfg)
     except (HydraException, OmegaConfBaseException) as exc:
         raise BadInput(_explain(exc, list(overrides))) from None
     return cfg
@@ -153,6 +155,8 @@ class CommandLine:
 
 
 def split_overrides(overrides: list[str]) -> CommandLine:
+    """The command line split into sweep overrides (a choice, a range, an interval: Hydra's sweep grammar) and
+    fixed ones (everything else), each parsed by Hydra's own parser; a typo is bad input naming it."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -174,3 +178,23 @@ def split_overrides(overrides: list[str]) -> CommandLine:
         else:
             out.fixed.append(text)
     return out
+
+
+def split_fixed(fixed: list[str], loader) -> tuple[list[str], list[tuple[str, object]], list[str]]:
+    """The overrides that choose config-group options (they shape the defaults); the (key, value) of the
+    plain ones, whose values must fit those defaults (orchestrator/types.py); and the text of every
+    override that sets, adds or deletes a value (Hydra's `hydra.*` settings leave the job's config alone)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    groups, values, rest = [], [], []
+    for text in fixed:
+        (ov,) = parser.parse_overrides([text])
+        key = ov.key_or_group
+        if ov.package is not None or "/" in key or loader.get_group_options(key):
+            groups.append(text)
+        elif not key.startswith("hydra"):
+            rest.append(text)
+            if not (ov.is_add() or ov.is_delete() or ov.is_force_add()):
+                values.append((key, ov.value()))
+    return groups, values, rest

@@ -22,9 +22,11 @@ from orchestrator.errors import BadInput
 
 
 class Context(Protocol):
-    def report(self, step: int, metrics: Mapping[str, float], checkpoint: Any | None = None) -> None: ...
+    def report(self, step: int, metrics: Mapping[str, float], checkpoint: Any | None = None) -> None:
+        """Report the metrics of `step` (an int; metrics: name -> number), with an optional checkpoint state."""
 
-    def restore(self) -> Any | None: ...
+    def restore(self) -> Any | None:
+        """The state of the last checkpoint this trial reported, or None for a fresh start."""
 
 
 def check_metrics(step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -41,6 +43,7 @@ def check_metrics(step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def missing_metric_message(metric: str, reported: list[str]) -> str:
+    """The bad-input message for a sweep.metric the job never reports, naming what it does report."""
     return (
         f"sweep.metric={metric}: the job never reports '{metric}'; it reports: "
         f"{', '.join(sorted(reported)) or 'nothing'}. Set sweep.metric to one of those."
@@ -59,6 +62,7 @@ class LocalContext:
         self._t0 = time.monotonic()
 
     def report(self, step, metrics, checkpoint=None):
+        """Keep the report (and the last checkpoint), checking the metric is there from the first report on."""
         values = check_metrics(step, metrics)
         if self.metric and not self.history and self.metric not in values:
             raise BadInput(missing_metric_message(self.metric, list(values)))
@@ -69,4 +73,5 @@ class LocalContext:
         print(f"[{time.monotonic() - self._t0:7.1f}s] step {step:>4}  {shown}", file=self.stream, flush=True)
 
     def restore(self):
+        """The last checkpoint reported in this process (danlu run starts fresh: None)."""
         return self.checkpoint

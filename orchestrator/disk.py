@@ -50,6 +50,7 @@ def free(path) -> tuple[int, int] | None:
 
 
 def mb(n: int) -> str:
+    """A byte count in MB, for messages."""
     return f"{n / 2**20:.1f} MB"
 
 
@@ -70,6 +71,7 @@ class Fault:
     ahead: bool = False  # found by the free-space watch, before any write failed (`what` is then the whole story)
 
     def describe(self) -> str:
+        """The fault in one line: what could not be written, where, and why."""
         kind = "disk full" if self.full else "storage error"
         if self.ahead:
             return f"{kind} at {where(self.path)}: {self.what}"
@@ -77,6 +79,7 @@ class Fault:
 
 
 def sqlite_path(uri: str) -> str | None:
+    """The file of a sqlite:/// tracking URI, or None for any other store."""
     prefix = "sqlite:///"
     return uri[len(prefix):] if uri.startswith(prefix) else None
 
@@ -116,6 +119,7 @@ class FreeSpace:
         self.stop()
 
     def stop(self) -> None:
+        """Stop the watch (the trials have ended: a write that fails now is said where it fails)."""
         self._stop.set()
 
     def _run(self) -> None:

@@ -8,7 +8,7 @@ The runs table's columns (the metric, the hyperparameters, the seed, the outcome
 storage too; an address carries only a filter and a sort order (`searchFilter`, `orderByKey`, `orderByAsc`). MLflow's
 own "share view" does carry them: the whole view as JSON in an experiment tag `mlflow.sharedViewState.<key>`, opened
 by `?viewStateShareKey=<key>` (the UI reads it as JSON when it is not compressed). danlu writes one per sweep
-(`runs_view`, written by mlflow_writer.share_runs_view) and links to it; without that tag the link falls back to the
+(`runs_view`, written by tracking.mlflow_store.share_runs_view) and links to it; without that tag the link falls back to the
 filter and sort order alone.
 """
 
@@ -66,6 +66,7 @@ def runs_table(base: str, exp_id: str, sweep: str, metric: str | None = None, mo
 
 
 def run(base: str, exp_id: str, run_id: str) -> str:
+    """The address of a run's page in MLflow's UI, opening in the model-training view."""
     return f"{base.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}?{_query({})}"
 
 

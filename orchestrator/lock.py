@@ -44,6 +44,7 @@ class Busy(Exception):
         super().__init__(how)
 
     def describe(self, name: str) -> str:
+        """Why a second driver may not run sweep `name`: who holds it, and what to do."""
         h = self.holder
         who = (f"host {h.get('host', '?')}, pid {h.get('pid', '?')}, since {h.get('since', '?')}" if h
                else "its holder did not say who it is")
@@ -198,6 +199,7 @@ class SweepLock:
                 pass  # a full disk does not stop utime; another error: the next beat tries again
 
     def release(self) -> None:
+        """Stop the heartbeat, remove the lease if it is still ours, and release the lock."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

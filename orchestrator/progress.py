@@ -39,13 +39,11 @@ class Work:
 
     @classmethod
     def of(cls, scheduler_cfg, epochs=None) -> Work:
-        if scheduler_cfg.get("name") == "asha":
-            from orchestrator.scheduler.group_rungs import milestones
+        """The work of a trial under the sweep's scheduler, as its settings say (orchestrator.scheduler.schedule)."""
+        from orchestrator import scheduler
 
-            max_t, rf = float(scheduler_cfg.max_t), float(scheduler_cfg.reduction_factor)
-            rungs = tuple(r for r in milestones(float(scheduler_cfg.grace_period), max_t, rf) if r < max_t)
-            return cls(max_t, rungs, rf)
-        return cls(float(epochs) if isinstance(epochs, (int, float)) and not isinstance(epochs, bool) else None)
+        s = scheduler.schedule(scheduler_cfg, epochs)
+        return cls(s.max_t, s.rungs, s.reduction_factor)
 
     def final(self, reached: float = 0.0, max_t: float | None = None, passing: dict | None = None) -> float | None:
         """The expected last step of a trial alive at step `reached`. `passing`: rung -> the chance of going on
@@ -76,6 +74,7 @@ class Work:
 
 
 def duration(s: float) -> str:
+    """Seconds as 42s, 3m10s or 1h05m."""
     s = int(round(s))
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
@@ -117,12 +116,15 @@ class Progress(Callback):
         self.stream = sys.stdout
 
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
+        """Tune's hook at the start: the total number of trials it will create, where known."""
         self.total = total_num_samples
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        """Tune's hook: note when the trial started (for its start-up time)."""
         self._started.setdefault(trial.trial_id, time.monotonic())
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        """Tune's hook: the trial's step and value (the best so far, the seconds a step takes)."""
         now = time.monotonic()
         if self._first_result is None:
             self._first_result = now
@@ -141,12 +143,14 @@ class Progress(Callback):
         self._slots = max(self._slots, sum(1 for t in trials if t.status == "RUNNING"))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        """Tune's hook: the trial ended; a trial that ran to its end tells how long trials run."""
         self._ended.add(trial.trial_id)
         if not self._stopped_early(trial.trial_id) and trial.trial_id in self._step:
             self._completed_at.append(self._step[trial.trial_id])
         self._end(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        """Tune's hook: the trial failed (counted, and no longer running)."""
         self._ended.add(trial.trial_id)
         self._end(trial)
 
@@ -175,6 +179,7 @@ class Progress(Callback):
         return pick(done, key=lambda v: v[0])
 
     def counts(self, trials) -> dict[str, int]:
+        """Trials running, pending, completed, stopped early and failed, as Tune holds them now."""
         c = {"running": 0, "pending": 0, "completed": 0, "stopped early": 0, "failed": 0}
         for t in trials:
             if t.status == "RUNNING":
@@ -210,6 +215,8 @@ class Progress(Callback):
         return left / max(1, self._slots)
 
     def line(self, trials) -> str:
+        """The progress line: elapsed time, running trials with their steps, pending, done of total, the ETA, the
+        best trial so far."""
         c = self.counts(trials)
         done = c["completed"] + c["stopped early"] + c["failed"]
         running = sorted((self._label(t), self._step.get(t.trial_id)) for t in trials if t.status == "RUNNING")
@@ -229,6 +236,8 @@ class Progress(Callback):
         return f"[{time.monotonic() - self._t0:5.0f}s] " + " · ".join(parts)
 
     def on_step_end(self, iteration, trials, **info):
+        """Tune's hook after each loop step: redraw the line (a terminal) or print it every every_s seconds (a
+        log)."""
         now = time.monotonic()
         if now - self._last_print < self._every:
             return
@@ -242,9 +251,11 @@ class Progress(Callback):
         self._save(trials)
 
     def on_experiment_end(self, trials, **info):
+        """Tune's hook at the end: the last line, always printed."""
         self.finish(trials)
 
     def finish(self, trials) -> None:
+        """Print the last line and save the state to progress.json."""
         line = self.line(trials)
         print(("\r\033[K" if self.tty else "") + line, file=self.stream, flush=True)
         self._last_line = line

@@ -26,7 +26,7 @@ PRIVATE = (
     "ray.train._internal.checkpoint_manager._TrainingResult",
     "ray.tune.execution.tune_controller",  # loggers of Tune's races filtered by _TuneNoise
     "ray.tune.execution.experiment_state",
-    "Repeater._groups",  # a searcher's configurations and their seeds' trials (orchestrator/search/replicates.py)
+    "Repeater._groups",  # a searcher's configurations and their seeds' trials (orchestrator/search/_replicates.py)
     "Repeater._current_group",
     "_TrialGroup._trials",
     "OptunaSearch._ot_study",  # the Optuna study inside Tune's OptunaSearch, and in its saved state
@@ -61,6 +61,7 @@ def repeater_starts_group(repeater) -> bool:
 
 
 def group_trial_ids(group) -> list[str]:
+    """The trial ids of one of Repeater's configuration groups (Tune keeps them without an accessor)."""
     return list(group._trials)
 
 
@@ -91,6 +92,7 @@ def saved_optuna_study(storage_dir):
 
 # -- ASHA's rung records ------------------------------------------------------------------------------
 def asha_limits(scheduler) -> tuple[str, float]:
+    """ASHA's time attribute and max_t, as Tune set them (no public accessor)."""
     return scheduler._time_attr, scheduler._max_t
 
 
@@ -110,6 +112,7 @@ def asha_state(scheduler) -> dict:
 
 
 def asha_load(scheduler, state: dict) -> None:
+    """Put saved rung records back into ASHA's brackets (after Tuner.restore; see asha_state)."""
     for bracket, rungs in zip(scheduler._brackets, state["rungs"], strict=True):
         for (_, recorded), saved in zip(bracket._rungs, rungs, strict=True):
             recorded.clear()
@@ -208,6 +211,8 @@ NOISY = ("ray.tune.execution.tune_controller", "ray.tune.execution.experiment_st
 
 
 def quiet_tune_races() -> None:
+    """Filter the loggers of Tune's two known races (a checkpoint deleted twice, a state file renamed while synced)
+    so that they do not read as failures; a full disk they log goes to the sweep's handler instead (_TuneNoise)."""
     import logging
 
     for name in NOISY:

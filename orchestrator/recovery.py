@@ -30,6 +30,9 @@ class Prep:
 
 
 def prepare(storage: Path, state_dir: Path, journal, say: Callable[[str], None]) -> Prep:
+    """Before a restore: check and repair Tune's state files from danlu's generations, say what the journal's
+    damage was, and write the restore limits (no trial resumes past a step the tracking store will never get).
+    SweepFailed (exit 1) where the sweep cannot be restored; nothing is changed then."""
     from orchestrator import snapshots
     from orchestrator.checkpoints import write_limits
     from orchestrator.disk import Fault, is_full
@@ -55,33 +58,29 @@ def prepare(storage: Path, state_dir: Path, journal, say: Callable[[str], None])
     return prep
 
 
-def audit(uri: str, parent_id: str | None, damage: list, metric: str,
+def audit(store, parent_id: str | None, damage: list, metric: str,
           names: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
     """(recovered, lost): each damaged journal line past MLflow's confirmed offset, looked for in MLflow."""
     if not damage:
         return [], []
     if parent_id is None:
         return [], [f"{d.describe(names)}: the sweep has no parent run to look in" for d in damage]
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
     runs = {}
-    for run in client.search_runs([client.get_run(parent_id).info.experiment_id],
-                                  f"tags.`{T.PARENT}` = '{parent_id}'", max_results=50000):
-        if T.ORPHANED not in run.data.tags:
-            runs[run.data.tags.get(T.TRIAL_ID)] = run
+    for run in store.trial_runs(parent_id):
+        if T.ORPHANED not in run.tags:
+            runs[run.tags.get(T.TRIAL_ID)] = run
     recovered, lost = [], []
     for d in damage:
         run = runs.get(d.trial) if d.trial else None
         if d.kind == "metrics" and run is not None and d.step is not None:
-            steps = {m.step for m in client.get_metric_history(run.info.run_id, metric)}
+            steps = {s for s, _ in store.history(run.run_id, metric)}
             (recovered if d.step in steps else lost).append(
                 f"{d.describe(names)}: " + ("MLflow holds that step again (the trial reported it again from an earlier "
                                        "checkpoint)" if d.step in steps else "MLflow does not hold that step"))
         elif d.kind in ("start", "meta", "tags") and run is not None:
             recovered.append(f"{d.describe(names)}: the trial's run is in MLflow (its start was sent again)")
-        elif d.kind == "end" and run is not None and run.info.status != "RUNNING":
-            recovered.append(f"{d.describe(names)}: the trial's run is {run.info.status}")
+        elif d.kind == "end" and run is not None and run.status != "RUNNING":
+            recovered.append(f"{d.describe(names)}: the trial's run is {run.status}")
         elif d.kind in ("open", "close_sweep"):
             recovered.append(f"{d.describe(names)}: done again by this run of the sweep")
         else:

@@ -54,6 +54,7 @@ def tune_files(folder: Path) -> list[Path]:
 
 
 def session(name: str) -> str | None:
+    """The session a Tune state file belongs to (the timestamp in its name), or None for another file."""
     m = _SESSION.match(name)
     return m.group(1) if m else None
 
@@ -153,6 +154,7 @@ class Keeper:
 
     @staticmethod
     def current_generation(folder: Path) -> int | None:
+        """The generation a copy folder names as current (its CURRENT file), or None."""
         try:
             return int((folder / "CURRENT").read_text())
         except (OSError, ValueError):

@@ -36,9 +36,11 @@ class Param:
     is_group: bool = False  # a config group (job/model, scheduler): its values are option names
 
     def first(self) -> Any:
+        """Its first value (an interval's low end): what plan() composes to check the key."""
         return self.values[0] if self.values else self.low
 
     def tune_domain(self):
+        """Its Tune domain: tune.choice, grid_search, uniform, loguniform, randint or lograndint."""
         from ray import tune
 
         if self.kind == "choice":
@@ -74,10 +76,12 @@ class Space:
         return {"hp": {p.key: (domain or Param.tune_domain)(p) for p in self.params}, SEED_KEY: seed}
 
     def describe(self) -> dict:
+        """The space as written and the seeds: the parent run's space.yaml."""
         return {"space": {p.key: p.expr for p in self.params}, "seeds": list(self.seeds)}
 
     @property
     def group_keys(self) -> set[str]:
+        """The keys that choose config-group options (job/model): a trial composes those in its worker."""
         return {p.key for p in self.params if p.is_group}
 
     def probe_overrides(self) -> list[str]:
@@ -190,9 +194,9 @@ def override(key: str, value: Any) -> str:
 
     Hydra's serializer leaves strings such as "nan", "true" or "1e3" bare, which would read back as a
     float, a bool or a number: those are quoted."""
-    from hydra.core.override_parser.types import Override
+    from orchestrator.hydra_internals import value_as_override_text
 
-    text = Override._get_value_element_as_str(value)
+    text = value_as_override_text(value)
     if isinstance(value, str) and read_value(text) != value:
         text = "'" + value.replace("'", "\\'") + "'"
         if read_value(text) != value:
@@ -201,6 +205,7 @@ def override(key: str, value: Any) -> str:
 
 
 def read_value(text: str) -> Any:
+    """What Hydra reads `text` as (a number, a bool, a string, a list), or None if it cannot parse it."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 

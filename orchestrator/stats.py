@@ -60,6 +60,8 @@ def _floor(low: float, high: float, centre: float, width: float) -> tuple[float,
 
 
 def t_interval(values, level: float = LEVEL, floor: float = math.nan) -> Interval:
+    """The mean of `values` with its Student-t interval at `level`; never narrower than `floor` (the metric's
+    resolution). One value: no interval (NaN bounds)."""
     from scipy import stats
 
     xs = [float(v) for v in values]
@@ -236,6 +238,8 @@ def seeds_for(effect: float, sd: float, resolution: float = math.nan, cap: int =
 
 
 def paired(a: dict, b: dict) -> Paired:
+    """Two configurations compared over the seeds both ran: the mean difference a - b, its interval by inverting
+    the exact sign-flip test, the test's p, and the smallest effect this n could detect."""
     shared = sorted(set(a) & set(b))
     d = [a[s] - b[s] for s in shared]
     n = len(d)

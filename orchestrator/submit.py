@@ -30,6 +30,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from orchestrator import checks
 from orchestrator.errors import BadInput
 
 ROLE, SWEEP, SUPERVISOR, ATTEMPT = "danlu.role", "danlu.sweep", "danlu.supervisor", "danlu.attempt"
@@ -38,6 +39,8 @@ SUMMARY = re.compile(r"^danlu: (\d+ trials: .*|best .*|interrupted.*|error: .*)$
 
 
 def resolve_address(flag: str | None, configured: str | None) -> str:
+    """The cluster's Jobs API address from --address, else the config's submit.address (RAY_ADDRESS): an http(s)
+    URL; bad input for none, `auto` or a Ray Client address."""
     addr = flag or configured
     if not addr:
         raise BadInput("no Ray cluster to talk to: pass --address http://HEAD:8265 (the head node's dashboard, "
@@ -152,16 +155,17 @@ def driver_overrides(overrides: list[str], p) -> list[str]:
 
 
 def submit(overrides: list[str], config_dir: Path, address_flag: str | None, out=None) -> int:
+    """`danlu submit`: plan the sweep here (every check), check the cluster can hold a trial, then submit its
+    supervisor job, which runs the driver and resubmits it if it dies; prints how to follow it."""
     from orchestrator.cluster import check_fit, trial_resources
-    from orchestrator.sweep import plan
+    from orchestrator.plan import plan
 
     out = out or sys.stdout
     p = plan(overrides, config_dir)  # every check on the sweep itself, before the cluster is contacted
     address = resolve_address(address_flag, p.cfg.submit.get("address"))
     resubmits, grace = p.cfg.submit.resubmits, p.cfg.submit.stop_grace_s
     for key, v in (("resubmits", resubmits), ("stop_grace_s", grace)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise BadInput(f"submit.{key}={v}: an integer >= 0.")
+        checks.integer(f"submit.{key}", v, 0)
     client = connect(address)
     check_fit(trial_resources(p.cfg.resources), cluster_nodes(address))
     name = str(p.cfg.sweep.name)
@@ -196,6 +200,7 @@ def _sweeps(jobs: list) -> list:
 
 
 def find_sweep(client, sweep_id: str | None):
+    """The supervisor job of sweep `sweep_id` (a submission id or a sweep name; the newest when None)."""
     sweeps = _sweeps(client.list_jobs())
     if sweep_id is None:
         if not sweeps:
@@ -223,6 +228,8 @@ def _elapsed(job) -> str:
 
 
 def status(address: str, sweep_id: str | None, out=None) -> int:
+    """`danlu status`: the sweep's state, its drivers and its last progress lines (exit 0: said, whatever the
+    state)."""
     out = out or sys.stdout
     client = connect(address)
     with _talking_to(address):
@@ -250,6 +257,7 @@ def status(address: str, sweep_id: str | None, out=None) -> int:
 
 
 def logs(address: str, sweep_id: str | None, follow: bool, out=None) -> int:
+    """`danlu logs`: the sweep's driver output, all of it or followed as it comes (-f)."""
     out = out or sys.stdout
     client = connect(address)
     with _talking_to(address):
@@ -316,6 +324,7 @@ def stop(address: str, sweep_id: str | None, out=None, wait_s: float = 600) -> i
 
 
 def list_sweeps(address: str, out=None) -> int:
+    """`danlu list --address`: the sweeps submitted to the cluster, one line each."""
     out = out or sys.stdout
     client = connect(address)
     with _talking_to(address):

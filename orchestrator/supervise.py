@@ -27,6 +27,9 @@ VERDICTS = (1, 2)  # driver exit codes that are the sweep's own outcome, never r
 
 def supervise(address: str, sup_id: str, overrides: list[str], resubmits: int, grace_s: int,
               poll_s: float = 2.0) -> int:
+    """The supervisor job's loop: run the sweep's driver as a Ray job, and resubmit it as `danlu resume` when it
+    dies other than by the sweep's own verdict or `danlu stop`, up to `resubmits` times; on stop, give the driver
+    `grace_s` to save Tune's state."""
     from ray.job_submission import JobStatus
 
     client = connect(address)

@@ -47,6 +47,8 @@ def check_job(fn_path: str, root: Path) -> None:
 
 
 def load_job(fn_path: str, root: Path) -> Callable:
+    """The job function `module:function` (jobs/ importable from `root`); bad input naming job.fn if there is
+    none."""
     module, _, func = str(fn_path).partition(":")
     _on_path(root)
     fn = getattr(importlib.import_module(module), func, None)
@@ -61,6 +63,8 @@ def _on_path(root: Path) -> None:
 
 
 def save_state(state: Any, directory: str) -> None:
+    """Write a checkpoint's state into `directory`: torch's format where torch is loaded (tensors), pickle
+    otherwise."""
     torch = sys.modules.get("torch")
     if torch is not None:  # tensors: torch's own format
         torch.save(state, os.path.join(directory, STATE_FILES[0]))
@@ -70,6 +74,7 @@ def save_state(state: Any, directory: str) -> None:
 
 
 def load_state(directory: str) -> Any:
+    """Read the state save_state wrote (torch's file first, on the CPU)."""
     pt, pkl = (os.path.join(directory, name) for name in STATE_FILES)
     if os.path.exists(pt):
         import torch
@@ -106,6 +111,8 @@ class TuneContext:
                 return 0
 
     def report(self, step, metrics, checkpoint=None):
+        """Report to Tune: the metrics (a NaN fails the trial under failure.stop_on_nan), the step, and a
+        checkpoint of `checkpoint` every checkpoint.every reports, written whole with its marker."""
         from ray import tune
 
         result: dict[str, Any] = check_metrics(step, metrics)
@@ -129,6 +136,7 @@ class TuneContext:
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     def restore(self):
+        """The state of the trial's last whole checkpoint (Tune's, or the one a restore fell back to), or None."""
         from ray import tune
 
         ckpt = tune.get_checkpoint()

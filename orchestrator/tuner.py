@@ -32,10 +32,12 @@ class SchedulerState(tune.Callback):
         self.scheduler = scheduler
 
     def get_state(self):
-        return {"scheduler": self.scheduler.state()} if hasattr(self.scheduler, "state") else None
+        """The scheduler's state, for Tune's experiment snapshot."""
+        return {"scheduler": self.scheduler.state()}  # a Recording (orchestrator/scheduler)
 
     def set_state(self, state):
-        if hasattr(self.scheduler, "load_state") and state.get("scheduler"):
+        """Give the scheduler back its state (after Tuner.restore)."""
+        if state.get("scheduler"):
             self.scheduler.load_state(state["scheduler"])
 
 
@@ -64,9 +66,11 @@ class TrialRuns(tune.Callback):
         return {k: v for k, v in self.__dict__.items() if k not in ("tracker", "_say", "_on_fault")}
 
     def get_state(self):  # nothing of it belongs in Tune's experiment checkpoint: each driver starts anew
+        """Nothing of it belongs in Tune's snapshot: each driver starts anew from the journal."""
         return None
 
     def on_step_begin(self, iteration, trials, **info):
+        """Stop the sweep if the tracking writer died (Tune saves its state; the journal keeps what was not sent)."""
         if self.tracker.dead is not None:
             raise RuntimeError(f"the MLflow writer stopped ({type(self.tracker.dead).__name__}: "
                                f"{self.tracker.dead}); the sweep stops so that nothing goes unlogged")
@@ -77,9 +81,11 @@ class TrialRuns(tune.Callback):
             self.tracker.trial_start(trial.trial_id, *self._describe(trial), start_ms=int(time.time() * 1000))
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        """Tune's hook: the trial's run starts (or is found again)."""
         self._started(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        """Tune's hook: the trial's metrics, and from its first report where it runs and its config."""
         self._started(trial)
         meta = result.get(META_KEY)
         if meta:
@@ -95,6 +101,7 @@ class TrialRuns(tune.Callback):
         self.tracker.trial_metrics(trial.trial_id, step, int(ts), values)
 
     def on_trial_recover(self, iteration, trials, trial, **info):  # it failed, and is retried
+        """Tune's hook: the trial failed and is retried; its retries are tagged and the failure said."""
         self._started(trial)
         self.tracker.trial_tags(trial.trial_id, {T.RETRIES: trial.num_failures})
         text = self._error_text(trial)
@@ -120,12 +127,14 @@ class TrialRuns(tune.Callback):
                   f"{self._max_failures}), {where}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        """Tune's hook: the trial's run ends FINISHED, tagged completed or stopped early."""
         self._started(trial)
         early = self._stopped_early(trial.trial_id)
         tags = {T.STOPPED_EARLY: str(early).lower(), T.OUTCOME: "stopped_early" if early else "completed"}
         self.tracker.trial_end(trial.trial_id, "FINISHED", tags, self._log(trial), None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        """Tune's hook: the trial's run ends FAILED with its error (or KILLED for a full disk: resumable)."""
         self._started(trial)
         text = self._error_text(trial)
         last = _last_line(text)
@@ -167,7 +176,7 @@ class TrialRuns(tune.Callback):
         return self._describe(trial)[0].split(" ", 1)[0]
 
     def ends(self, trials: list) -> dict[str, dict | None]:
-        """How each trial Tune holds ended, for RunWriter.close_sweep (None: not ended, or by a full disk)."""
+        """How each trial Tune holds ended, for RunStore.close_sweep (None: not ended, or by a full disk)."""
         out: dict[str, dict | None] = {}
         for t in trials:
             if t.status == "TERMINATED":
@@ -199,10 +208,12 @@ class KeepSnapshots(tune.Callback):
         return {}
 
     def on_step_end(self, iteration, trials, **info):
+        """Copy Tune's newest snapshot files into danlu's generations (throttled)."""
         if self.keeper is not None:
             self.keeper.keep(staging_dir(trials))
 
     def on_experiment_end(self, trials, **info):
+        """Copy Tune's last snapshot files, whatever the throttle."""
         if self.keeper is not None:
             self.keeper.keep(staging_dir(trials), force=True)
 
@@ -220,12 +231,14 @@ class RestoreLimits(tune.Callback):
         return {}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        """A trial past its restore limit needs it no more."""
         limit = self.limits.get(trial.trial_id)
         if limit is not None and result.get("step", limit) > limit:
             del self.limits[trial.trial_id]
             self._dirty = True
 
     def on_step_end(self, iteration, trials, **info):
+        """Write the remaining limits when they changed (at most every 5 s)."""
         if self._dirty and time.monotonic() - self._last > 5:
             from orchestrator.checkpoints import write_limits
 
@@ -243,9 +256,11 @@ class Trials(tune.Callback):
         self.trials: list = []
 
     def on_step_end(self, iteration, trials, **info):
+        """Keep Tune's list of trials."""
         self.trials = trials
 
     def on_experiment_end(self, trials, **info):
+        """Keep Tune's last list of trials."""
         self.trials = trials
 
 
@@ -263,6 +278,7 @@ class MetricGuard(tune.Stopper):
         return True
 
     def stop_all(self) -> bool:
+        """Stop the sweep once a trial's first report lacks the metric (every trial would)."""
         return self.missing is not None
 
 

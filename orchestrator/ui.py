@@ -33,6 +33,7 @@ def _tail(log: Path, lines: int = 20) -> str:
 
 
 def check_port(port: int) -> None:
+    """BadInput (exit 2) if 127.0.0.1:`port` is taken, naming a free one."""
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))

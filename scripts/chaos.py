@@ -67,7 +67,7 @@ def journal_ends(cwd: Path, early: bool = False) -> int:
     """Trial ends in the sweep's journal (stopped early by ASHA only, with `early`)."""
     path = cwd / "outputs" / "chaos" / "danlu" / "mlflow_journal.jsonl"
     try:
-        lines = [ln for ln in path.read_bytes().splitlines() if ln.startswith(b'["end"')]
+        lines = [ln for ln in path.read_bytes().splitlines() if ln.startswith(b'{"op": "end"')]
     except FileNotFoundError:
         return 0
     return sum(1 for ln in lines if b'"danlu.stopped_early": "true"' in ln) if early else len(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from orchestrator.scheduler.tune_asha import ASHA
+from orchestrator.scheduler._tune_asha import ASHA
 from orchestrator.tuner import SchedulerState
 
 

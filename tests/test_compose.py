@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from orchestrator.compose import compose, hydra_context, split_overrides
 from orchestrator.errors import BadInput
-from orchestrator.sweep import plan
+from orchestrator.plan import plan
 
 
 def group_options(conf_dir):
@@ -109,15 +109,14 @@ def test_trial_config_equals_hydra_compose(conf_dir, fixed, hp, group_keys):
     """A trial's config as workers build it (the driver's composition, or their own when the trial chooses
     a config option, then its values set without Hydra's parser) is exactly Hydra's compose of the same
     overrides; and the driver's shortcut (compose the chosen options once, apply the rest) is too."""
-    from orchestrator.compose import apply_overrides
+    from orchestrator.compose import apply_overrides, split_fixed
     from orchestrator.space import override
-    from orchestrator.sweep import _split_fixed
     from orchestrator.trial import trial_config
 
     strings = [override(k, v) for k, v in hp.items()] + ["seed=5"]
     with hydra_context(conf_dir):
         expected = compose(fixed + strings)
-        groups, _, rest = _split_fixed(fixed, GlobalHydra.instance().config_loader())
+        groups, _, rest = split_fixed(fixed, GlobalHydra.instance().config_loader())
         base = apply_overrides(compose(groups), rest)
         assert OmegaConf.to_container(base, resolve=False) == OmegaConf.to_container(compose(fixed), resolve=False)
     for _ in range(2):  # the second call takes the cached path

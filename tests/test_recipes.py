@@ -31,7 +31,7 @@ FAKE_SCONTROL = """#!/bin/bash
 def test_the_kuberay_rayjob_runs_a_valid_sweep():
     import yaml
 
-    from orchestrator.sweep import plan
+    from orchestrator.plan import plan
 
     job = yaml.safe_load((ROOT / "scripts" / "kuberay" / "rayjob.yaml").read_text())
     assert job["kind"] == "RayJob" and job["spec"]["rayClusterSpec"]["authOptions"]["mode"] == "token"

@@ -29,7 +29,7 @@ def kill_driver(proc) -> float:
 
 def journal_ops(storage: Path, kind: str) -> int:
     path = storage / "danlu" / "mlflow_journal.jsonl"
-    return sum(1 for line in path.read_text().splitlines() if line.startswith(f'["{kind}"')) if path.exists() else 0
+    return sum(1 for line in path.read_text().splitlines() if line.startswith(f'{{"op": "{kind}"')) if path.exists() else 0
 
 
 def steps(client, run) -> list[int]:
@@ -160,17 +160,17 @@ def test_the_kill_loop_finds_no_violation(seed, capsys):
 
 
 def test_a_writer_that_dies_stops_the_sweep_and_says_so(ray_gpus, conf_dir, tmp_path, monkeypatch):
-    from orchestrator.mlflow_writer import RunWriter
     from orchestrator.sweep import run_sweep
+    from orchestrator.tracking.mlflow_store import MlflowStore
 
-    real = RunWriter.metrics
+    real = MlflowStore.metrics
 
     def dies_at_step_3(self, trial_id, step, ts, values):
         if step == 3:
             raise SystemExit("simulated crash of the writer")  # not an Exception: escapes every retry
         return real(self, trial_id, step, ts, values)
 
-    monkeypatch.setattr(RunWriter, "metrics", dies_at_step_3)
+    monkeypatch.setattr(MlflowStore, "metrics", dies_at_step_3)
     out = io.StringIO()
     code = run_sweep(["job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=2", "epochs=40",
                       "epoch_s=0.05", "sweep.name=dies", f"output_dir={tmp_path}/outputs",

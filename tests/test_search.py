@@ -15,14 +15,14 @@ from omegaconf import OmegaConf
 
 from orchestrator import ray_internals
 from orchestrator.errors import BadInput
+from orchestrator.plan import plan
 from orchestrator.space import Param, Space
-from orchestrator.sweep import plan
 
 
 def optuna_space(conf_dir, tmp_path, *overrides):
     from ray.tune.search.optuna import OptunaSearch
 
-    from orchestrator.search.optuna import domains
+    from orchestrator.search._domains import domains
 
     p = plan(["search=optuna", "sweep.name=m", *overrides], conf_dir, cwd=str(tmp_path))
     return p, OptunaSearch.convert_search_space(domains(p.space))
@@ -60,7 +60,7 @@ def test_what_a_searcher_cannot_take_is_refused_naming_the_key(conf_dir, tmp_pat
         search.check(one, OmegaConf.merge(cfg, {"n_startup_trials": -1}))
     with pytest.raises(BadInput, match="sweep.space: empty, so search=optuna has nothing to learn"):
         search.check(Space(), cfg)
-    with pytest.raises(BadInput, match="search.name=nope: no such searcher; valid: arms, grid, optuna, random"):
+    with pytest.raises(BadInput, match="search.name=nope: no such searcher; valid: arms, grid, hyperopt, optuna, random"):
         search.check(Space(), OmegaConf.merge(cfg, {"name": "nope"}))
 
 
@@ -83,7 +83,7 @@ def replicates(seeds, max_concurrent=None, seed=3):
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    from orchestrator.search.replicates import Replicates
+    from orchestrator.search._replicates import Replicates
 
     space = OptunaSearch.convert_search_space({"lr": tune.loguniform(1e-3, 1.0), "job:model": tune.choice(["a", "b"])})
     inner = OptunaSearch(space=space, metric="acc", mode="max", sampler=TPESampler(seed=seed))

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from orchestrator.scheduler.group_rungs import GroupRungs, milestones
-from orchestrator.scheduler.tune_asha import ASHA
+from orchestrator.scheduler._group_rungs import GroupRungs, milestones
+from orchestrator.scheduler._tune_asha import ASHA
 from orchestrator.space import config_id
 from orchestrator.tuner import SchedulerState
 
@@ -212,13 +212,27 @@ def test_with_one_seed_it_is_tunes_asha_exactly():
     assert ours.groups is None and 0 < len(ours.stopped_early) < len(quality)
 
 
-@pytest.mark.parametrize("name", ["asha", "fifo"])
-def test_schedulers_are_chosen_by_their_module(name):
+@pytest.mark.parametrize("name", ["asha", "fifo", "median"])
+def test_schedulers_are_chosen_by_their_module_and_record_what_they_stop(name):
+    import pickle
+
     from omegaconf import OmegaConf
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
     from orchestrator import scheduler as schedulers
 
-    sch = OmegaConf.create({"name": name, "max_t": 9, "grace_period": 1, "reduction_factor": 3})
+    sch = OmegaConf.create({"name": name, "max_t": 9, "grace_period": 1, "reduction_factor": 3,
+                            "min_samples_required": 3})
     schedulers.check(sch)
     made = schedulers.make(sch, SEEDS)
-    assert type(made).__name__ == {"asha": "ASHA", "fifo": "FIFOScheduler"}[name]
+    tune_class = {"asha": ASHAScheduler, "fifo": FIFOScheduler, "median": MedianStoppingRule}[name]
+    assert isinstance(made, schedulers.Recording) and isinstance(made, tune_class)
+    made.stopped_early.add("t1")
+    again = schedulers.make(sch, SEEDS)
+    again.load_state(pickle.loads(pickle.dumps(made.state())))  # the state a resumed sweep gets back
+    assert again.stopped_early == {"t1"} and again.decisions == []
+    from ray import cloudpickle
+
+    assert type(cloudpickle.loads(cloudpickle.dumps(made))) is type(made)  # Tune pickles it into tuner.pkl
+    s = schedulers.schedule(sch, 9)
+    assert s.max_t == 9 and (s.rungs == (1.0, 3.0) if name == "asha" else s.rungs == ())

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from orchestrator import stats
 from orchestrator.context import LocalContext
 from orchestrator.report import rank
-from orchestrator.report.data import Config, SweepData
+from orchestrator.report._data import Config, SweepData
 
 REPS, SEEDS = 50, 5
 
@@ -102,8 +102,8 @@ def test_three_seeds_one_example_apart_cannot_make_a_claim():
 
 
 def test_one_seed_per_configuration_makes_no_claim():
+    from orchestrator.report._verdict import block
     from orchestrator.report.leaderboard import verdict
-    from orchestrator.report.verdict import block
 
     data = sweep({"a": 0.7, "b": 0.9}, [0])
     rows = rank(data)

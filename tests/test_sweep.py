@@ -119,7 +119,7 @@ def test_failed_trials_are_marked_and_the_rest_goes_on(ray_gpus, conf_dir, tmp_p
     code, out = sweep(conf_dir, tmp_path, "fail", "job=sleep", "sweep=sleep", "scheduler=fifo", "epochs=3",
                       "epoch_s=0.01", "sweep.num_samples=1", "fail_at=tag(grid, choice(0,2))")
     assert code == 0, out  # one of two failed: the sweep itself succeeded
-    assert "1 completed, 0 stopped early by ASHA, 1 failed" in out
+    assert "1 completed, 0 stopped early, 1 failed" in out
     client, (parent,), children = mlflow_runs(tmp_path / "mlflow.db", "fail")
     bad = [r for r in children if r.info.status == "FAILED"]
     good = [r for r in children if r.info.status == "FINISHED"]
@@ -153,7 +153,7 @@ def test_cli_sweep_end_to_end(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "danlu: sweep cli: search random, 2 samples x 2 grid points, search seed " in r.stdout
     assert "running" in r.stdout and "best trial so far score=" in r.stdout  # the live view, as plain lines
-    assert "danlu: 4 trials: 2 completed, 0 stopped early by ASHA, 2 failed" in r.stdout
+    assert "danlu: 4 trials: 2 completed, 0 stopped early, 2 failed" in r.stdout
     assert "review it in MLflow's UI (`danlu ui` serves it here)" in r.stdout
     assert "  runs:   http://127.0.0.1:5000/#/experiments/1/runs?viewStateShareKey=danlu-" in r.stdout
     assert "workflowType=machine_learning" in r.stdout.splitlines()[-1]

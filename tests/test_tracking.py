@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.journal import Journal
 from orchestrator.tracking import Tracker, resolve_uri
+from orchestrator.tracking.journal import Journal
 from tests.conftest import mlflow_runs
 
 
@@ -108,7 +108,7 @@ def test_a_restarted_driver_continues_the_same_runs(tmp_path):
     assert second.errors == []
     client, (parent,), children = mlflow_runs(db, "s4")
     assert parent.info.run_id == first.parent_id == second.parent_id and parent.data.tags["danlu.resumes"] == "1"
-    assert parent.info.status == "FINISHED" and second.writer.run_ids == first.writer.run_ids
+    assert parent.info.status == "FINISHED" and second.store.run_ids == first.store.run_ids
     by_name = {c.info.run_name: c for c in children}
     assert len(children) == 2 and by_name["t001"].info.status == "FINISHED"
     assert by_name["t002"].info.status == "KILLED"
@@ -244,7 +244,7 @@ def test_a_run_of_a_trial_tune_forgot_is_set_aside_never_deleted_and_said(tmp_pa
     assert [m.value for m in client.get_metric_history(old.info.run_id, "acc")] == [0.5]  # its result is kept
     assert "does not hold its trial" in gone.data.tags["danlu.orphaned"] and gone.info.status == "FINISHED"
     assert len(tr.notes) == 2 and all("set aside" in n for n in tr.notes)
-    assert {(o["trial"], o["status"]) for o in tr.writer.orphans} == {("t1", "RUNNING"), ("t2", "FINISHED")}
+    assert {(o["trial"], o["status"]) for o in tr.store.orphans} == {("t1", "RUNNING"), ("t2", "FINISHED")}
 
 
 def test_a_refused_operation_is_parked_said_and_sent_again_by_the_next_driver(tmp_path, capsys):
@@ -260,8 +260,8 @@ def test_a_refused_operation_is_parked_said_and_sent_again_by_the_next_driver(tm
     assert tr.wait_parent()
     client = MlflowClient(db)
     wait = __import__("tests.conftest", fromlist=["wait_for"]).wait_for
-    wait(lambda: tr.writer.run_ids.get("t1"), timeout=60, what="the trial's run")
-    rid = tr.writer.run_ids["t1"]
+    wait(lambda: tr.store.run_ids.get("t1"), timeout=60, what="the trial's run")
+    rid = tr.store.run_ids["t1"]
     client.delete_run(rid)
     for step in (1, 2):
         tr.trial_metrics("t1", step, step, {"acc": step / 10})
@@ -307,12 +307,12 @@ def test_a_store_that_can_never_work_is_bad_input_before_anything_launches(tmp_p
 
 
 def test_a_writer_thread_that_dies_is_never_quiet(tmp_path, capsys, monkeypatch):
-    from orchestrator.mlflow_writer import RunWriter
+    from orchestrator.tracking.mlflow_store import MlflowStore
 
     def boom(self, *a, **k):
         raise SystemExit("simulated crash of the writer")  # not an Exception: escapes every retry
 
-    monkeypatch.setattr(RunWriter, "metrics", boom)
+    monkeypatch.setattr(MlflowStore, "metrics", boom)
     tr = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "danlu", flush_s=0.1, storage=tmp_path)
     tr.open_sweep("s11", {"a": 1}, {}, tmp_path, ["danlu"])
     tr.trial_start("t1", "t001", {}, {})
@@ -330,7 +330,7 @@ def test_a_new_sqlite_store_appears_whole_or_not_at_all(tmp_path):
     MLflow refuses for good. danlu builds it beside, then links it into place."""
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.mlflow_writer import create_sqlite_store
+    from orchestrator.tracking.mlflow_store import create_sqlite_store
 
     (tmp_path / ".mlflow.db.999999.creating").write_bytes(b"half a store, from a killed process")
     create_sqlite_store(f"sqlite:///{tmp_path}/mlflow.db")

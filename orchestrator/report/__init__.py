@@ -1,45 +1,80 @@
 """The morning report: which configurations are really better, with numbers, from a sweep's MLflow runs.
 
 `danlu report NAME` builds it; every sweep builds it at its end. It is made of sections, one module each in
-this package, chosen by the `report` config group (report.sections, in order). A section module has one
-function, build(data, rows, cfg) -> Section | None: data is the sweep read back from MLflow
-(orchestrator/report/data.py), rows the configurations ranked with their statistics (rank() below), cfg the
-report config. The forms (HTML with the plots embedded, JSON, the terminal table) are in forms.py; where it
-goes (files, the parent run's artifacts and metrics) in publish.py.
+this package, chosen by the `report` config group (report.sections, in order). A section module provides what
+`SectionModule` states: build(data, rows, cfg) -> Section | None. A new section is one module here plus its name
+in a conf/report/<name>.yaml's sections. Modules named _<name> are the report's machinery: _data (the sweep read
+back through the tracking store), _verdict (the lead), _forms (HTML with the plots embedded, JSON, the terminal
+table), _plots (matplotlib, headless), _publish (files, the parent run's artifacts and metrics).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from orchestrator import parts
 from orchestrator.errors import BadInput
 
-_HELPERS = ("data", "forms", "publish", "plots", "verdict")
-
 
 @dataclass
 class Section:
-    key: str
+    """One part of the report, in every form it takes."""
+
+    key: str  # its name in report.json (the module's name, by custom)
     title: str
     data: dict  # its part of report.json
     text: list[str] = field(default_factory=list)  # lines for the terminal
-    html: str = ""  # its part of report.html; a plot is <img src="NAME.png">, embedded by forms.html
-    plots: dict[str, bytes] = field(default_factory=dict)  # NAME.png -> PNG bytes
+    html: str = ""  # its part of report.html; a plot is <img src="NAME.png">, embedded by _forms.as_html
+    plots: dict[str, bytes] = field(default_factory=dict)  # NAME.png -> PNG bytes (orchestrator.report._plots.png)
 
 
 @dataclass
 class Row:
-    config: object  # data.Config
+    """A configuration, ranked: what sections read of the statistics (rank())."""
+
+    config: object  # _data.Config
     stats: object  # stats.Interval over its seeds
     vs_best: dict  # p, p_holm, pairs, state (stats.versus_best; {} when not compared: another rung than the best)
 
 
+class SectionModule(Protocol):
+    """What a report section module provides (a function; a module, not a class)."""
+
+    def build(self, data, rows: list[Row], cfg) -> Section | None:
+        """The section, or None when it has nothing to say for this sweep (it is then left out).
+
+        Claims about configurations come from `rows` (each with its interval over seeds and its state against the
+        best: best / worse / indistinguishable / undecided / untested), never from raw values alone: a section
+        says "cannot be decided with n seeds" where that is the truth. A section must not raise for an unusual
+        sweep (one configuration, one seed, no metric values): it returns None or says why in its text.
+
+        Args:
+            data: the sweep read back from its tracking store (orchestrator.report._data.SweepData: name, metric,
+                mode, seeds, space, scheduler settings, configs with their values, curves, failed seeds and runs;
+                parent tags in data.tags).
+            rows: the configurations ranked best first (rank()).
+            cfg: the `report` config group (report.sections and any settings of the sections).
+        """
+
+
+def __getattr__(name: str):
+    """What the rest of danlu uses of the machinery, imported when first used (this package is imported by plan())."""
+    import importlib
+
+    where = {"load": "_data", "SweepData": "_data", "Config": "_data", "Verdict": "_verdict", "make": "_publish"}
+    if name not in where:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{where[name]}"), name)
+
+
 def available() -> list[str]:
-    return parts.names(__name__, _HELPERS)
+    """The sections' names (report.sections chooses among them)."""
+    return parts.names(__name__)
 
 
 def check(report_cfg) -> None:
+    """report.sections: a list of available sections (BadInput naming the key otherwise)."""
     sections = report_cfg.get("sections")
     if not sections or any(str(s) not in available() for s in sections):
         raise BadInput(f"report.sections={list(sections or [])}: a list of sections from {', '.join(available())}.")
@@ -63,11 +98,11 @@ def rank(data) -> list[Row]:
 
 
 def build(data, report_cfg, lead=None) -> list[Section]:
-    """The report's sections, led by its verdict (orchestrator/report/verdict.py; `lead(data, rows) -> Verdict`
+    """The report's sections, led by its verdict (orchestrator/report/_verdict.py; `lead(data, rows) -> Verdict`
     in its place: danlu compare's own)."""
     import html
 
-    from orchestrator.report import verdict
+    from orchestrator.report import _verdict as verdict
 
     rows = rank(data)
     v = lead(data, rows) if lead is not None else verdict.block(data, rows)
@@ -76,7 +111,7 @@ def build(data, report_cfg, lead=None) -> list[Section]:
         (("Verdict:", v.headline), ("Evidence:", v.evidence), ("Next:", v.next_step)) if t) + "</div>")
     out = [Section("verdict", "Verdict", v.as_json(), v.lines(), page)]
     for name in report_cfg.sections:
-        section = parts.load(__name__, str(name), _HELPERS, "report", "section").build(data, rows, report_cfg)
+        section = parts.load(__name__, str(name), "report", "section").build(data, rows, report_cfg)
         if section is not None:
             out.append(section)
     return out

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from orchestrator.report import Section
+from orchestrator.report._plots import figure, png
 from orchestrator.report.leaderboard import label
-from orchestrator.report.plots import figure, png
 
 
 def build(data, rows, cfg) -> Section | None:
+    """Learning curves of the top configurations (report.top_curves, 8): the mean over seeds at each step with a
+    ±1 sd band; None when no configuration has a curve."""
     import numpy as np
 
     shown = [r for r in rows if r.config.curves][: int(cfg.get("top_curves", 8))]

@@ -32,13 +32,16 @@ def _checkpoint_state(storage, trial: str, trial_id: str):
     return None if found is None else load_state(found[0])
 
 
-def _config(client, run_id: str):
+def _config(store, run_id: str):
     from omegaconf import OmegaConf
 
-    return OmegaConf.load(client.download_artifacts(run_id, "config.yaml"))
+    return OmegaConf.create(store.artifact_text(run_id, "config.yaml") or "{}")
 
 
 def build(data, rows, cfg) -> Section | None:
+    """The top-k configurations' predictions averaged, against the best configuration alone, seed by seed (the
+    job's predict function on each trial's last checkpoint); unavailable, with the reason, where that cannot be
+    done."""
     import numpy as np
 
     from orchestrator.trial import load_job
@@ -50,7 +53,7 @@ def build(data, rows, cfg) -> Section | None:
     if data.storage_dir is None or not data.storage_dir.is_dir():
         return _unavailable(f"the sweep's Ray storage (its checkpoints) is not here ({data.storage_dir}).")
     best = top[0].config
-    first = _config(data.client, next(iter(best.runs.values()))[0])
+    first = _config(data.store, next(iter(best.runs.values()))[0])
     if not first.job.get("predict"):
         return _unavailable(f"job {first.job.name} has no predict function (job.predict).")
     predict = load_job(str(first.job.predict), data.root)
@@ -63,7 +66,7 @@ def build(data, rows, cfg) -> Section | None:
             state = _checkpoint_state(data.storage_dir, r.config.trials[seed], trial_id)
             if state is None:
                 return _unavailable(f"no checkpoint of trial {r.config.trials[seed]} in {data.storage_dir}.")
-            p, labels = predict(_config(data.client, run_id), state)
+            p, labels = predict(_config(data.store, run_id), state)
             probs.append(np.asarray(p))
         ens[seed] = float((np.mean(probs, axis=0).argmax(1) == labels).mean())
         single[seed] = float((probs[0].argmax(1) == labels).mean())

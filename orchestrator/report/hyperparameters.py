@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 
 from orchestrator.report import Section
+from orchestrator.report._plots import figure, png
 from orchestrator.report.importance import numeric
-from orchestrator.report.plots import figure, png
 
 
 def build(data, rows, cfg) -> Section | None:
+    """The metric against each numeric hyperparameter that varied: every seed's value, and each configuration's
+    mean with its interval, early-stopped configurations drawn apart; None when no numeric key varied."""
     keys = [k for k in sorted({k for r in rows for k in r.config.hp})
             if numeric([r.config.hp.get(k, "x") for r in rows]) and len({r.config.hp.get(k) for r in rows}) > 1]
     if not keys:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import html
 
 from orchestrator.report import Section
-from orchestrator.report.plots import figure, png
+from orchestrator.report._plots import figure, png
 
 MIN_CONFIGS = 4
 
 
 def numeric(values: list[str]) -> list[float] | None:
+    """The values as floats, or None if any is not a number."""
     try:
         return [float(v) for v in values]
     except ValueError:
@@ -38,6 +39,8 @@ def distributions(data, rows):
 
 
 def build(data, rows, cfg) -> Section | None:
+    """Each hyperparameter's share of the variance of the configurations' means (Optuna's fANOVA, refit with
+    report.importance_repeats seeds for an error bar); None, or a note, where too few configurations ran."""
     import numpy as np
     import optuna
 

@@ -46,7 +46,7 @@ def _mark(state, n: int, words: dict) -> str:
 
 def verdict(data, rows) -> list[str]:
     """The leaderboard's own lines under its table: the seeds' spread, configurations drawn twice. (The verdict
-    itself leads the report: orchestrator/report/verdict.py.)"""
+    itself leads the report: orchestrator/report/_verdict.py.)"""
     if not rows:
         return [f"No trial reported {data.metric}: nothing to compare."]
     lines = []
@@ -68,6 +68,8 @@ def verdict(data, rows) -> list[str]:
 
 
 def repeated(rows) -> list[str]:
+    """A note for configurations the searcher drew more than once: their same-seed trials are averaged into one
+    value."""
     twice = [r for r in rows if r.config.repeats]
     if not twice:
         return []
@@ -78,10 +80,12 @@ def repeated(rows) -> list[str]:
 
 
 def build(data, rows, cfg) -> Section:
+    """One row per configuration, best first: its mean, sd and interval over seeds, the step it reached, and its
+    standing against the best (the exact sign-flip test, Holm-adjusted), each row linked to its runs."""
     from orchestrator import links
 
     best_rung = rows[0].config.rung if rows else 0
-    base = links.ui_base(str(getattr(data.client, "tracking_uri", "") or ""))
+    base = links.ui_base(str(getattr(data.store, "uri", "") or ""))
     table = []
     for i, r in enumerate(rows, 1):
         state = _state(r, best_rung)

@@ -1,25 +1,26 @@
-"""Survivors per rung: how many configurations reached each of ASHA's rungs, and the scheduler's decisions."""
+"""Survivors per rung: how many configurations reached each of the scheduler's rungs, and its decisions."""
 
 from __future__ import annotations
 
 import html
 
 from orchestrator.report import Section
-from orchestrator.report.plots import figure, png
+from orchestrator.report._plots import figure, png
 
 
 def milestones(data) -> list[int]:
-    """ASHA's real rungs: the steps where it decides, below max_t (reaching max_t ends a trial, decides nothing)."""
-    s = data.scheduler
-    if s.get("name") == "asha":
-        from orchestrator.scheduler.group_rungs import milestones as asha
+    """The scheduler's rungs: the steps where it decides, below max_t (orchestrator.scheduler.schedule)."""
+    from orchestrator import scheduler
 
-        max_t = float(s["max_t"])
-        return sorted({int(r) for r in asha(float(s["grace_period"]), max_t, float(s["reduction_factor"])) if r < max_t})
-    return []
+    try:
+        return sorted({int(r) for r in scheduler.schedule(data.scheduler).rungs})
+    except (KeyError, ValueError, TypeError):  # an older sweep's parent without the settings: no rungs drawn
+        return []
 
 
 def build(data, rows, cfg) -> Section | None:
+    """Survivors per rung (the scheduler's rungs), how many configurations reached the last step, and the
+    scheduler's stops; None for a sweep with no configuration."""
     if not data.configs:
         return None
     ms = milestones(data)
@@ -46,7 +47,7 @@ def build(data, rows, cfg) -> Section | None:
         plots["rungs.png"] = png(fig)
         page = '<img src="rungs.png" alt="survivors per rung">' + page
     if stops:
-        page += f"<p>Seed-aware ASHA's stops (a configuration's seeds judged by their mean):</p><ul>{items}</ul>"
+        page += f"<p>The scheduler's stops (a configuration's seeds judged by their mean):</p><ul>{items}</ul>"
     return Section("rungs", "Survivors per rung", {"rungs": ms, "configurations": counts, "reached_last": done,
                                                    "last_step": last, "decisions": data.decisions},
                    text, page, plots)

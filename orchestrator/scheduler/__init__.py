@@ -1,41 +1,145 @@
 """Schedulers: when a sweep stops trials early. One module per scheduler, chosen by the `scheduler` config group.
 
 `danlu sweep scheduler=fifo` composes conf/scheduler/fifo.yaml, whose `name` is the module here that builds it.
-Each module has two functions:
-- check(sch): refuse, as BadInput naming the key, settings it cannot take. Runs in plan(), before Ray starts.
-- make(sch, seeds, say) -> a Ray Tune TrialScheduler. `seeds` is sweep.seeds (a scheduler may judge a
-  configuration's seeds together); `say` prints a line on the sweep's terminal.
-A scheduler with state to carry over a resume has state() and load_state(dict) (orchestrator.tuner.SchedulerState
-saves it in Tune's experiment checkpoint) and a set `stopped_early` of the trial ids it stopped before the end.
+A scheduler module provides what `SchedulerModule` states (check, make, schedule); the Tune scheduler that its
+make() returns also provides what `Recording` states (the early-stopped trials, the decisions, the state to carry
+over a resume). A new scheduler is one module here plus one conf/scheduler/<name>.yaml; nothing outside this
+package names a scheduler. Modules named _<name> are helpers (_tune_asha, _group_rungs: seed-aware ASHA).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from orchestrator import parts
 
-_HELPERS = ("group_rungs", "tune_asha")
+
+@dataclass(frozen=True)
+class Schedule:
+    """What a scheduler's settings say of a trial's length, before any trial runs: the progress line's ETA and
+    the report's "Survivors per rung" read it."""
+
+    max_t: float | None  # a trial's last step (None: the job decides; learnt from trials that complete)
+    rungs: tuple[float, ...] = ()  # the steps below max_t where the scheduler decides to stop trials or not
+    reduction_factor: float = 1.0  # at each rung, about 1 in this many trials goes on (1: all do)
+
+
+class Recording:
+    """What danlu reads of the Tune scheduler a module makes: mix it in before Tune's class.
+
+    Attributes:
+        stopped_early: the trial ids this scheduler stopped before their end (their runs are tagged
+            danlu.outcome=stopped_early, and the counts say so).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stopped_early: set[str] = set()
+
+    @property
+    def decisions(self) -> list:
+        """The scheduler's decisions worth reporting, as dataclasses (the report's "Survivors per rung" lists the
+        ones with stop=True: config, rung, mean, seeds, cutoff). None made by default."""
+        return []
+
+    def state(self) -> dict:
+        """What a resumed sweep needs of this scheduler: plain data, saved with every Tune snapshot
+        (orchestrator.tuner.SchedulerState), since Tune writes the scheduler itself only once, at the start."""
+        from dataclasses import asdict
+
+        return {"stopped_early": sorted(self.stopped_early), "decisions": [asdict(d) for d in self.decisions]}
+
+    def load_state(self, state: dict) -> None:
+        """Take back what state() saved (after Tuner.restore)."""
+        self.stopped_early.update(state.get("stopped_early") or [])
+
+
+class SchedulerModule(Protocol):
+    """What a scheduler module provides (its functions; a module, not a class)."""
+
+    def check(self, sch) -> None:
+        """Refuse, as BadInput naming the key (scheduler.max_t=...), settings this scheduler cannot take.
+
+        Runs in plan(), before Ray starts: imports no Ray (orchestrator/checks.py has the numeric checks).
+
+        Args:
+            sch: the `scheduler` config group (scheduler.name and this scheduler's own settings).
+        """
+
+    def make(self, sch, seeds: list[int], say: Callable[[str], None]):
+        """The Tune TrialScheduler for the sweep: a `Recording` subclass of one of Tune's.
+
+        Args:
+            sch: the `scheduler` config group, checked.
+            seeds: sweep.seeds; a scheduler may judge a configuration's seeds together (seeds are replicates).
+            say: prints a line on the sweep's terminal (a decision worth hearing of at once).
+        """
+
+    def schedule(self, sch, epochs) -> Schedule:
+        """What the settings say of a trial's length; `sch` may hold strings (as the parent run's params do).
+
+        Args:
+            sch: the `scheduler` settings (a config or a plain dict).
+            epochs: the job's own length setting (cfg.epochs), or None.
+        """
+
+
+def tune_class(module: str, name: str, base: Callable[[], type], methods: dict | None = None):
+    """A module-level __getattr__ that makes `module`.`name`, a Recording subclass of the Tune scheduler class
+    `base()` returns (with `methods` of its own), when first used. Why: the class must live at module level (Tune pickles the scheduler into
+    tuner.pkl, and pickle finds a class by module and name), but a scheduler module is imported by plan(),
+    before Ray, where importing Tune would cost seconds."""
+    import sys
+
+    def __getattr__(attr: str):
+        if attr != name:
+            raise AttributeError(f"module {module!r} has no attribute {attr!r}")
+        cls = type(name, (Recording, base()), {"__module__": module, "__qualname__": name, **(methods or {})})
+        setattr(sys.modules[module], name, cls)  # made once: pickle checks that it finds this very class
+        return cls
+
+    return __getattr__
 
 
 def available() -> list[str]:
-    return parts.names(__name__, _HELPERS)
+    """The schedulers' names (conf/scheduler options map onto these modules)."""
+    return parts.names(__name__)
 
 
 def module(sch):
-    return parts.load(__name__, str(sch.get("name")), _HELPERS, "scheduler", "scheduler")
+    """The scheduler module that sch.name chooses (BadInput naming scheduler.name if there is none)."""
+    return parts.load(__name__, str(sch.get("name")), "scheduler", "scheduler")
 
 
 def check(sch) -> None:
+    """The chosen scheduler's checks of its settings (see SchedulerModule.check)."""
     module(sch).check(sch)
 
 
 def make(sch, seeds: list[int], say: Callable[[str], None] = print):
+    """The chosen scheduler, made for this sweep (see SchedulerModule.make)."""
     return module(sch).make(sch, list(seeds), say)
 
 
+def schedule(sch, epochs=None) -> Schedule:
+    """What the chosen scheduler's settings say of a trial's length; a scheduler this danlu does not have (an
+    older sweep's, read back from MLflow) says nothing: no rungs, the job's length."""
+    from orchestrator.errors import BadInput
+
+    try:
+        return module(sch).schedule(sch, epochs)
+    except BadInput:
+        return Schedule(_length(epochs))
+
+
+def _length(epochs) -> float | None:
+    return float(epochs) if isinstance(epochs, (int, float)) and not isinstance(epochs, bool) else None
+
+
 def saved_decisions(storage_dir) -> list[dict] | None:
-    """The seed-aware scheduler's decisions as Tune's newest snapshot in a sweep's storage holds them (callback
+    """The scheduler's decisions as Tune's newest snapshot in a sweep's storage holds them (callback
     states, SchedulerState first: orchestrator.tuner), or None. Plain pickle reads them: they are plain data."""
     import glob
     import os
@@ -46,6 +150,8 @@ def saved_decisions(storage_dir) -> list[dict] | None:
         return None
     with open(max(files), "rb") as f:  # newest session by name, as Tune picks it
         states = pickle.load(f)
-    first = (states or {}).get(0) or {}
-    groups = (first.get("scheduler") or {}).get("groups")
+    saved = ((states or {}).get(0) or {}).get("scheduler") or {}
+    if "decisions" in saved:
+        return list(saved["decisions"])
+    groups = saved.get("groups")  # a sweep of an earlier danlu: seed-aware ASHA's own record
     return list(groups["decisions"]) if groups else None

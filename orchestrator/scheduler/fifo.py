@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from orchestrator.scheduler import Schedule, _length, tune_class
+
 
 def check(sch) -> None:
-    pass
+    """FIFO has no settings of its own."""
+
+
+def schedule(sch, epochs) -> Schedule:
+    """Every trial runs the job's length (epochs), deciding nothing on the way."""
+    return Schedule(_length(epochs))
 
 
 def make(sch, seeds, say):
+    """Tune's FIFOScheduler, recording nothing stopped early."""
+    from orchestrator.scheduler.fifo import FIFO
+
+    return FIFO()
+
+
+def _fifo():
     from ray.tune.schedulers import FIFOScheduler
 
-    return FIFOScheduler()
+    return FIFOScheduler
+
+
+__getattr__ = tune_class(__name__, "FIFO", _fifo)  # FIFO: Recording + FIFOScheduler, made when first used

@@ -1,25 +1,20 @@
 """Searchers: which configurations a sweep tries. One module per searcher, chosen by the `search` config group.
 
 `danlu sweep search=optuna` composes conf/search/optuna.yaml, whose `name` is the module here that builds it.
-Each module has two functions:
-- check(space, search_cfg): refuse, as BadInput naming the key, a space or setting it cannot take. Runs in
-  plan(), before Ray starts; cheap (no Ray import).
-- build(space, cfg, seed) -> Search: Tune's search algorithm for the sweep, with the param_space and
-  num_samples that go with it. `seed` (sweep.search_seed, or the fresh one kept in the sweep's storage)
-  makes its sampling reproducible.
+A searcher module provides what `Searcher` below states (check and build); a new searcher is one module here
+plus one conf/search/<name>.yaml. Modules named _<name> are helpers (_replicates: seeds as replicates).
 
 Seeds are replicates under every searcher: each configuration runs once per seed of `sweep.seeds`, the same
 seeds for every configuration, and a searcher that learns sees one observation per configuration (the mean
-over its seeds: orchestrator.search.replicates). A trial's config is always {"hp": {...}, "seed": s}.
+over its seeds: orchestrator.search._replicates). A trial's config is always {"hp": {...}, "seed": s}.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from orchestrator import parts
-from orchestrator.errors import BadInput
+from orchestrator import checks, parts
 
 
 @dataclass
@@ -30,25 +25,51 @@ class Search:
     describe: str  # for the sweep's header line: which searcher, with which settings
 
 
-_HELPERS = ("replicates",)
+class Searcher(Protocol):
+    """What a searcher module provides (its functions; a module, not a class).
+
+    A searcher that learns wraps Tune's searcher in `orchestrator.search._replicates.Replicates`, so that each
+    configuration it suggests runs once per seed and it is told the mean over them (see optuna.py, hyperopt.py);
+    one that does not learn samples a param_space of {"hp": {...}, "seed": tune.grid_search(seeds)} (random.py).
+    """
+
+    def check(self, space, search_cfg) -> None:
+        """Refuse, as BadInput naming the key, a space or setting this searcher cannot take.
+
+        Runs in plan(), before Ray starts or MLflow is touched: cheap, and imports no Ray.
+
+        Args:
+            space: the sweep's orchestrator.space.Space (its params, each with key, kind, values, expr).
+            search_cfg: the `search` config group (search.name and this searcher's own settings).
+        """
+
+    def build(self, space, cfg, seed: int | None) -> Search:
+        """Tune's search algorithm for the sweep, with the param_space and num_samples that go with it.
+
+        Args:
+            space: the sweep's orchestrator.space.Space.
+            cfg: the whole composed config (cfg.search, cfg.sweep.metric/mode/num_samples, ...).
+            seed: sweep.search_seed, or the fresh one kept in the sweep's storage: makes sampling reproducible.
+        """
 
 
 def available() -> list[str]:
-    return parts.names(__name__, _HELPERS)
+    """The searchers' names (conf/search options map onto these modules)."""
+    return parts.names(__name__)
 
 
 def module(search_cfg):
-    return parts.load(__name__, str(search_cfg.get("name")), _HELPERS, "search", "searcher")
+    """The searcher module that search_cfg.name chooses (BadInput naming search.name if there is none)."""
+    return parts.load(__name__, str(search_cfg.get("name")), "search", "searcher")
 
 
 def check(space, search_cfg) -> None:
     """The settings every searcher shares, then the searcher's own checks."""
-    mc = search_cfg.get("max_concurrent")
-    if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
-        raise BadInput(f"search.max_concurrent={mc}: an integer >= 1 (configurations suggested and not yet "
-                       "finished), or null for no bound.")
+    checks.integer("search.max_concurrent", search_cfg.get("max_concurrent"), 1, optional=True,
+                   note="(configurations suggested and not yet finished; null: no bound)")
     module(search_cfg).check(space, search_cfg)
 
 
 def build(space, cfg, seed: int | None) -> Search:
+    """The chosen searcher's Search for this sweep (see Searcher.build)."""
     return module(cfg.search).build(space, cfg, seed)

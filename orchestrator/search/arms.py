@@ -10,6 +10,7 @@ from orchestrator.search import Search
 
 
 def check(space, search_cfg) -> None:
+    """Every key a list of values, all of the same length (the i-th values together are configuration i)."""
     lengths = {p.key: len(p.values) for p in space.params}
     for p in space.params:
         if p.kind not in ("choice", "grid"):
@@ -21,11 +22,13 @@ def check(space, search_cfg) -> None:
 
 
 def configurations(space) -> list[dict]:
+    """The arms: the i-th value of every key together, for each i."""
     n = len(space.params[0].values) if space.params else 1
     return [{p.key: p.values[i] for p in space.params} for i in range(n)]
 
 
 def build(space, cfg, seed) -> Search:
+    """A grid over the arms' index and the seeds: each arm once per seed."""
     from ray import tune
 
     from orchestrator.search.random import variant_generator

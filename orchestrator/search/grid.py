@@ -10,6 +10,7 @@ from orchestrator.search.random import variant_generator
 
 
 def check(space, search_cfg) -> None:
+    """Every key a list of values: an interval has no grid."""
     for p in space.params:
         if p.kind not in ("choice", "grid"):
             raise BadInput(f"sweep.space.{p.key}={p.expr}: search=grid needs a list of values (a,b,c, choice(...) "
@@ -17,6 +18,7 @@ def check(space, search_cfg) -> None:
 
 
 def build(space, cfg, seed) -> Search:
+    """Tune's grid search over every combination of the listed values, crossed with the seeds."""
     from ray import tune
 
     points = 1

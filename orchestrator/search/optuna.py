@@ -5,7 +5,7 @@ int(interval(...)) -> integers (log-scaled under tag(log, ...)), an integer rang
 with that step, choice(...), comma lists, float ranges and config-group options -> categorical. Categorical values must be what Optuna can store (strings, numbers,
 booleans, null); a list among them is refused, naming the key.
 
-Seeds are replicates (orchestrator/search/replicates.py): Optuna suggests a configuration once, it runs
+Seeds are replicates (orchestrator/search/_replicates.py): Optuna suggests a configuration once, it runs
 under every seed of sweep.seeds, and Optuna is told the mean over them.
 
 search.max_concurrent (default 4) bounds the configurations suggested and not yet finished. TPE's next
@@ -20,6 +20,7 @@ exactly when search.max_concurrent=1 and the job is deterministic.
 
 from __future__ import annotations
 
+from orchestrator import checks
 from orchestrator.errors import BadInput
 from orchestrator.search import Search
 
@@ -64,16 +65,16 @@ SAMPLERS = {"tpe": _tpe, "gp": _gp, "cmaes": _cmaes, "random": _random, "qmc": _
 STORABLE = (str, int, float, bool, type(None))  # what an Optuna categorical can hold
 
 
-def check(space, c) -> None:
+def check(space, search_cfg) -> None:
+    """Optuna stores what it samples: a space to learn over, a known sampler, values it can store."""
+    c = search_cfg
     if not space.params:
         raise BadInput("sweep.space: empty, so search=optuna has nothing to learn; sweep at least one key "
                        "(e.g. lr='tag(log, interval(1e-3,1e-1))'), or use search=random for replicates of one configuration.")
     if c.get("sampler") not in SAMPLERS:
         raise BadInput(f"search.sampler={c.get('sampler')}: valid samplers are {', '.join(SAMPLERS)}.")
-    n = c.get("n_startup_trials")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise BadInput(f"search.n_startup_trials={n}: an integer >= 0 (configurations sampled at random before "
-                       "the sampler learns).")
+    checks.integer("search.n_startup_trials", c.get("n_startup_trials"), 0,
+                   note="(configurations sampled at random before the sampler learns)")
     for p in space.params:
         bad = [v for v in p.values if not isinstance(v, STORABLE)]
         if bad:
@@ -81,36 +82,15 @@ def check(space, c) -> None:
                            f"booleans or null; {bad[0]!r} is not. Use search=random for it.")
 
 
-def domains(space) -> dict:
-    """The searcher's space: {name: Tune domain}, names without "/" (see replicates.searcher_name)."""
-    from ray import tune
-
-    from orchestrator.search.replicates import searcher_name
-
-    def domain(p):
-        step = _int_step(p)
-        if step:  # range(lo,hi,step): an integer range, ordered, not a set of names
-            return tune.qrandint(p.values[0], p.values[-1], step)
-        return tune.choice(list(p.values)) if p.kind == "grid" else p.tune_domain()
-
-    return {searcher_name(p.key): domain(p) for p in space.params}
-
-
-def _int_step(p) -> int | None:
-    """The step of an integer range(...) of 3 or more values (Hydra expands it to a list), else None."""
-    v = p.values
-    if not p.expr.replace(" ", "").startswith("range(") or len(v) < 3 or not all(type(x) is int for x in v):
-        return None
-    step = v[1] - v[0]
-    return step if step > 0 and all(b - a == step for a, b in zip(v, v[1:], strict=False)) else None
-
-
 def build(space, cfg, seed) -> Search:
+    """Tune's OptunaSearch with the chosen sampler, seeded, over the space's domains, wrapped so that seeds are
+    replicates; bounded by search.max_concurrent and sweep.max_concurrent_trials."""
     import optuna
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from orchestrator.search.replicates import Replicates
+    from orchestrator.search._domains import domains
+    from orchestrator.search._replicates import Replicates
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study and trial on the terminal
     c = cfg.search

@@ -13,6 +13,7 @@ from orchestrator.search import Search
 
 
 def check(space, search_cfg) -> None:
+    """Random search takes every sweep expression."""
     pass  # every sweep expression has a Tune domain (Param.tune_domain)
 
 
@@ -28,6 +29,8 @@ def variant_generator(space, cfg, seed):
 
 
 def build(space, cfg, seed) -> Search:
+    """Tune's BasicVariantGenerator over the param space, seeded, num_samples draws (each crossed with tag(grid,
+    ...) values and the seeds)."""
     grid = 1
     for p in space.params:
         grid *= len(p.values) if p.kind == "grid" else 1

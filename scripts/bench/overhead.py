@@ -90,11 +90,12 @@ def report_again(workdir: str, name: str) -> float:
     """The time danlu's end-of-sweep report takes for this sweep (the same call, made once more)."""
     from omegaconf import OmegaConf
 
-    from orchestrator.report.publish import make
+    from orchestrator.report import make
+    from orchestrator.tracking import open_store
 
     cfg = OmegaConf.load(ROOT / "conf" / "report" / "default.yaml")
     t = time.perf_counter()
-    make(f"sqlite:///{workdir}/mlflow.db", "danlu", name, cfg, Path(workdir, "outputs", name, "report"))
+    make(open_store(f"sqlite:///{workdir}/mlflow.db", "danlu"), name, cfg, Path(workdir, "outputs", name, "report"))
     return time.perf_counter() - t
 
 

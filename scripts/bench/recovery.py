@@ -80,7 +80,7 @@ def node_loss(tmp: Path) -> None:
 def metric_lines(journal: Path) -> int:
     if not journal.exists():
         return 0
-    return sum(1 for line in journal.read_text().splitlines() if line.startswith('["metrics"'))
+    return sum(1 for line in journal.read_text().splitlines() if line.startswith('{"op": "metrics"'))
 
 
 def driver_restart(tmp: Path) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from orchestrator.ray_internals import asha_limits, asha_load, asha_metric, asha_state
-from orchestrator.scheduler.group_rungs import Decision, GroupRungs, milestones
+from orchestrator.scheduler import Recording
+from orchestrator.scheduler._group_rungs import Decision, GroupRungs, milestones
 
 
 def group_of(trial) -> tuple[str, int]:
@@ -15,14 +16,13 @@ def group_of(trial) -> tuple[str, int]:
     return config_id(trial.config["hp"]), int(trial.config["seed"])
 
 
-class ASHA(ASHAScheduler):
+class ASHA(Recording, ASHAScheduler):
     """Tune's ASHA, recording which trials it stopped before max_t (for MLflow tags and the counts), able to
     hand its rung records over to a resumed sweep (see orchestrator.tuner.SchedulerState), and judging seed
     groups when there are several seeds."""
 
     def __init__(self, seeds=(0,), say=print, **kwargs):
         super().__init__(**kwargs)
-        self.stopped_early: set[str] = set()
         self.say = say
         self.groups = None
         if len(seeds) > 1:
@@ -39,9 +39,12 @@ class ASHA(ASHAScheduler):
 
     @property
     def decisions(self) -> list[Decision]:
+        """The seed-group decisions made so far (none with one seed: Tune's ASHA decides per trial)."""
         return list(self.groups.decisions) if self.groups else []
 
     def on_trial_result(self, tune_controller, trial, result):
+        """Tune's hook: ASHA's decision on this result (with several seeds, the seed group's), recording a trial
+        stopped before max_t."""
         time_attr, max_t = asha_limits(self)
         metric, sign = asha_metric(self)
         if self.groups is None:
@@ -64,14 +67,17 @@ class ASHA(ASHAScheduler):
             self._say(self.groups.end(config, seed, (trial.last_result or {}).get(asha_limits(self)[0], 0)))
 
     def on_trial_complete(self, tune_controller, trial, result):
+        """Tune's hook: the trial ended; its seed group learns it will report no more."""
         super().on_trial_complete(tune_controller, trial, result)
         self._ended(trial)
 
     def on_trial_error(self, tune_controller, trial):
+        """Tune's hook: the trial failed; its seed group is not kept waiting for it."""
         super().on_trial_error(tune_controller, trial)
         self._ended(trial)
 
     def on_trial_remove(self, tune_controller, trial):
+        """Tune's hook: the trial was removed; its seed group is not kept waiting for it."""
         super().on_trial_remove(tune_controller, trial)
         self._ended(trial)
 
@@ -90,12 +96,14 @@ class ASHA(ASHAScheduler):
                          f"rung's cutoff {sign * d.cutoff:.4g}")
 
     def state(self) -> dict:
-        return {**asha_state(self), "stopped_early": sorted(self.stopped_early),
+        """Tune's ASHA rung records, the trials stopped early, the seed groups' records and labels: plain data."""
+        return {**asha_state(self), **super().state(),
                 "groups": self.groups.state() if self.groups else None, "labels": dict(self._labels)}
 
     def load_state(self, state: dict) -> None:
+        """Take back what state() saved (after Tuner.restore)."""
         asha_load(self, state)
-        self.stopped_early.update(state["stopped_early"])
+        super().load_state(state)
         if self.groups is not None and state.get("groups"):
             self.groups.load(state["groups"])
         self._labels.update(state.get("labels") or {})

@@ -1,4 +1,9 @@
-"""The tracking journal: every MLflow operation of a sweep, on disk before it is sent.
+"""The tracking journal: every operation on a sweep's runs, on disk before it is sent to the store.
+
+An operation is an `Op`: its name (one of OPS, a RunStore method) and its fields by keyword. A line holds
+{"op": name, "v": FORMAT, **fields}: the journal's format is this table, not the store's method signatures.
+Lines of an earlier danlu (FORMAT 1: a positional list, ["metrics", trial_id, step, ...]) still read, their
+positions named by OPS.
 
 Three files in the sweep's storage:
 - mlflow_journal.jsonl: one JSON operation a line, each with a CRC-32 of its text (`<json>\\t<crc>`), appended
@@ -13,7 +18,7 @@ cut the file) is moved out of the journal into mlflow_journal.damaged so the nex
 line whose checksum does not match is skipped. Each is a `Damage` naming the operation, trial and step that
 could be read from it: the sweep says which were past what MLflow confirmed (so possibly never sent) and
 checks at its end whether they came back (a restored trial reports its steps again). A damaged offset file
-means every operation is replayed: each one is safe to repeat (orchestrator/mlflow_writer.py).
+means every operation is replayed: each one is safe to repeat (orchestrator/tracking/mlflow_store.py).
 """
 
 from __future__ import annotations
@@ -26,7 +31,45 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-_HEAD = re.compile(r'^\["(\w+)"(?:,\s*"([^"]*)"(?:,\s*(-?\d+))?)?')  # what a cut line still tells
+FORMAT = 2
+# each operation's fields, in the order an earlier danlu's positional lines held them
+OPS: dict[str, tuple[str, ...]] = {
+    "open": ("name", "config", "space", "root", "command", "extra_tags", "settings"),
+    "close_sweep": ("metrics", "tags", "status", "trials", "report_pending"),
+    "discard": (),
+    "start": ("trial_id", "name", "params", "tags", "start_ms"),
+    "meta": ("trial_id", "meta"),
+    "metrics": ("trial_id", "step", "ts", "values"),
+    "tags": ("trial_id", "tags"),
+    "end": ("trial_id", "status", "tags", "log_path", "error_text"),
+    "batch": ("rid", "metrics", "params", "tags"),  # a run's buffer the store refused, sent again
+}
+TRIAL_OPS = ("start", "meta", "metrics", "tags", "end")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation on a sweep's runs: `name` (a key of OPS) and its fields by keyword."""
+
+    name: str
+    fields: dict
+
+    def get(self, key: str, default=None):
+        """A field's value, or `default`."""
+        return self.fields.get(key, default)
+
+
+def op(kind: str, /, **fields) -> Op:
+    """An operation, its fields checked against OPS (a typo here would otherwise reach the journal)."""
+    unknown = set(fields) - set(OPS[kind])
+    if unknown:
+        raise TypeError(f"operation {kind!r} has no field(s) {sorted(unknown)}")
+    return Op(kind, fields)
+
+
+# what a cut line still tells: today's {"op": .., "v": .., "trial_id": .., "step": ..} or an earlier list
+_HEAD = re.compile(r'^\{"op":\s*"(\w+)",\s*"v":\s*\d+(?:,\s*"trial_id":\s*"([^"]*)"(?:,\s*"step":\s*(-?\d+))?)?'
+                   r'|^\["(\w+)"(?:,\s*"([^"]*)"(?:,\s*(-?\d+))?)?')
 
 
 @dataclass(frozen=True)
@@ -41,11 +84,12 @@ class Damage:
 
     @classmethod
     def of(cls, offset: int, raw: bytes, why: str) -> Damage:
+        """A damaged line's Damage: its operation, trial and step where the line's head can still be read."""
         m = _HEAD.match(raw.decode("utf-8", "replace"))
         if not m:
             return cls(offset, why)
-        kind, trial, step = m.group(1), m.group(2), m.group(3)
-        trial_op = kind in ("start", "meta", "metrics", "tags", "end")
+        kind, trial, step = m.group(1, 2, 3) if m.group(1) else m.group(4, 5, 6)
+        trial_op = kind in TRIAL_OPS
         return cls(offset, why, kind, trial if trial_op else None,
                    int(step) if kind == "metrics" and step is not None else None)
 
@@ -60,13 +104,16 @@ class Damage:
         return f"{what} ({self.why}, byte {self.offset})"
 
 
-def encode(op: tuple | list) -> bytes:
-    body = json.dumps(op, default=str)
+def encode(o: Op) -> bytes:
+    """One journal line: the operation as JSON (its name, the format, then its fields), a tab, its CRC-32."""
+    first = {k: o.fields[k] for k in ("trial_id", "step") if k in o.fields}  # what a cut line should still tell
+    body = json.dumps({"op": o.name, "v": FORMAT, **first, **o.fields}, default=str)
     return f"{body}\t{zlib.crc32(body.encode()):08x}\n".encode()
 
 
-def decode(line: bytes) -> tuple | None:
-    """The operation on a whole line, or None if the line is damaged. Lines of an earlier danlu have no checksum."""
+def decode(line: bytes) -> Op | None:
+    """The operation on a whole line, or None if the line is damaged. Lines of an earlier danlu have no checksum
+    (the oldest) or hold a positional list (FORMAT 1)."""
     text = line.rstrip(b"\n")
     body, tab, crc = text.rpartition(b"\t")
     if tab:  # JSON text never holds a raw tab: the last one starts the checksum
@@ -75,10 +122,15 @@ def decode(line: bytes) -> tuple | None:
     else:
         body = text
     try:
-        op = json.loads(body)
+        value = json.loads(body)
     except ValueError:
         return None
-    return tuple(op) if isinstance(op, list) and op and isinstance(op[0], str) else None
+    if isinstance(value, dict) and value.get("op") in OPS:
+        fields = {k: v for k, v in value.items() if k in OPS[value["op"]]}
+        return Op(value["op"], fields)
+    if isinstance(value, list) and value and value[0] in OPS and len(value) - 1 <= len(OPS[value[0]]):
+        return Op(value[0], dict(zip(OPS[value[0]], value[1:], strict=False)))
+    return None
 
 
 class Journal:
@@ -163,7 +215,7 @@ class Journal:
             return f.read(1) == b"\n"
 
     # -- writing -----------------------------------------------------------------------------------------
-    def append(self, op: tuple) -> int:
+    def append(self, op: Op) -> int:
         """Write one operation; the journal's length after it (its end offset). Raises OSError when the disk
         cannot take it (full, quota, read-only): then nothing of it stays in the file."""
         data = encode(op)
@@ -193,7 +245,7 @@ class Journal:
                     yield pos, end, decode(line), line
                 pos = end
 
-    def unapplied(self) -> list[tuple[tuple, int]]:
+    def unapplied(self) -> list[tuple[Op, int]]:
         """(operation, end offset) of every operation after the offset MLflow confirmed; damaged lines there are
         skipped and recorded in `damage`."""
         out = []
@@ -208,18 +260,20 @@ class Journal:
         """trial id -> the highest step the journal holds of it (0 for a trial started with none): how far a
         restored trial may resume (orchestrator/checkpoints.py)."""
         steps: dict[str, int] = {}
-        for _, _, op, _ in self.lines(0):
-            if op is None or len(op) < 2:
+        for _, _, o, _ in self.lines(0):
+            if o is None or not isinstance(o.get("trial_id"), str):
                 continue
-            if op[0] == "metrics" and len(op) > 2 and isinstance(op[2], int):
-                steps[op[1]] = max(op[2], steps.get(op[1], op[2]))
-            elif op[0] == "start":
-                steps.setdefault(op[1], 0)
-                if len(op) > 2 and isinstance(op[2], str):
-                    self.names[op[1]] = op[2].split(" ", 1)[0]
+            tid, step = o.get("trial_id"), o.get("step")
+            if o.name == "metrics" and isinstance(step, int):
+                steps[tid] = max(step, steps.get(tid, step))
+            elif o.name == "start":
+                steps.setdefault(tid, 0)
+                if isinstance(o.get("name"), str):
+                    self.names[tid] = o.get("name").split(" ", 1)[0]
         return steps
 
     def applied(self) -> int:
+        """The offset the store confirmed when the journal was opened."""
         return self._start
 
     def mark_applied(self, offset: int) -> None:
@@ -231,7 +285,9 @@ class Journal:
             pass
 
     # -- refused operations --------------------------------------------------------------------------
-    def parked(self) -> list[tuple[tuple, str]]:
+    def parked(self) -> list[tuple[Op, str]]:
+        """The operations the store refused, with why (a line cut by a kill is skipped: it is still in the
+        journal)."""
         path = self.dir / self.PARKED
         if not path.exists():
             return []
@@ -240,26 +296,34 @@ class Journal:
             if line.strip():
                 try:
                     entry = json.loads(line)
-                    out.append((tuple(entry["op"]), str(entry["reason"])))
+                    o = decode(json.dumps(entry["op"]).encode())
+                    if o is not None:
+                        out.append((o, str(entry["reason"])))
                 except (ValueError, KeyError, TypeError):  # cut short by a kill while parking: still in the journal
                     continue
         return out
 
-    def park(self, op: tuple, reason: str) -> None:
+    def park(self, o: Op, reason: str) -> None:
+        """Keep an operation the store refused, with why."""
         with open(self.dir / self.PARKED, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"op": op, "reason": reason}, default=str) + "\n")
+            f.write(json.dumps({"op": _plain(o), "reason": reason}, default=str) + "\n")
 
-    def set_parked(self, entries: list[tuple[tuple, str]]) -> None:
+    def set_parked(self, entries: list[tuple[Op, str]]) -> None:
         """Replace the parked list (after a retry: what MLflow still refuses)."""
-        text = "".join(json.dumps({"op": op, "reason": r}, default=str) + "\n" for op, r in entries)
+        text = "".join(json.dumps({"op": _plain(o), "reason": r}, default=str) + "\n" for o, r in entries)
         if text or (self.dir / self.PARKED).exists():
             _atomic_write(self.dir / self.PARKED, text)
 
     def close(self) -> None:
+        """Close the journal's file (appends after this raise)."""
         with self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+def _plain(o: Op) -> dict:
+    return {"op": o.name, "v": FORMAT, **o.fields}
 
 
 def _atomic_write(path: Path, text: str) -> None:

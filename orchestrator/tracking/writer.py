@@ -1,17 +1,15 @@
-"""MLflow: one parent run per sweep, one nested child run per trial, all written from the driver.
+"""The thread that drives a sweep's writes to its tracking store (one parent run per sweep, one nested child run per
+trial, all written from the driver).
 
-Three parts, each in its own module:
-- orchestrator/journal.py: every operation on disk before it is sent, how far MLflow confirmed it, and the
-  operations MLflow refused (parked, never dropped);
-- orchestrator/mlflow_writer.py: the operations themselves, idempotent (safe to repeat after any crash);
-- here, `Tracker`: the thread that drives them. Tune's callbacks only enqueue; one writer thread sends
-  metrics/params/tags together with log_batch every `tracking.flush_s` seconds and when a trial ends; an
-  unreachable store is waited out in order; a refusal is parked and reported; the thread never dies
-  quietly (`Tracker.dead`, which stops the sweep).
+Tune's callbacks only enqueue; one writer thread applies each operation to the store (a RunStore: MLflow's,
+orchestrator/tracking/mlflow_store.py, unless tracking.store names another), which sends metrics, params and tags
+together every `tracking.flush_s` seconds and when a trial ends. Every operation is first in the journal
+(orchestrator/tracking/journal.py); an unreachable store is waited out in order; a refusal is parked and reported;
+the thread never dies quietly (`Tracker.dead`, which stops the sweep).
 
 Why not Ray's MLflowLoggerCallback: it logs each result synchronously on Tune's event loop (a sqlite or
 HTTP round trip per report), keeps its trial->run map in memory only (a restored driver duplicates
-runs), and knows nothing of parent runs or of ASHA's early stops.
+runs), and knows nothing of parent runs or of early stops.
 """
 
 from __future__ import annotations
@@ -25,32 +23,7 @@ import time
 from pathlib import Path
 
 from orchestrator.errors import BadInput
-from orchestrator.journal import Journal
-
-OPS = ("open", "close_sweep", "discard", "start", "meta", "metrics", "tags", "end", "batch")  # RunWriter methods
-MLFLOW_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
-
-
-def resolve_uri(uri: str, cwd: str | None = None) -> str:
-    """Make a relative sqlite path absolute, so trials and `mlflow ui` agree on the same file."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(Path(cwd or os.getcwd(), uri[len(prefix):]).resolve())
-    return uri
-
-
-def check_uri(uri: str) -> None:
-    """What can be said of a tracking URI without importing MLflow: its scheme, and a sqlite file's folder."""
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
-    if scheme not in MLFLOW_SCHEMES:
-        raise BadInput(f"tracking.uri={uri}: MLflow cannot store runs there; valid stores are "
-                       "sqlite:///path.db, postgresql://..., mysql://..., http(s)://server (an MLflow server).")
-    if scheme == "sqlite":
-        folder = Path(uri[len("sqlite:///"):]).parent
-        if not folder.is_dir():
-            raise BadInput(f"tracking.uri={uri}: the folder {folder} does not exist.")
-        if not os.access(folder, os.W_OK):
-            raise BadInput(f"tracking.uri={uri}: the folder {folder} cannot be written.")
+from orchestrator.tracking.journal import OPS, TRIAL_OPS, Journal, Op, op
 
 
 class Tracker:
@@ -63,8 +36,9 @@ class Tracker:
     JOURNAL = Journal.JOURNAL
 
     def __init__(self, uri: str, experiment: str, flush_s: float = 2.0, storage: Path | None = None,
-                 retry_s: float = 30.0, sweep_id: str | None = None, on_fault=None):
+                 retry_s: float = 30.0, sweep_id: str | None = None, on_fault=None, store: str = "mlflow"):
         self.uri, self.experiment, self.flush_s, self.retry_s = uri, experiment, flush_s, retry_s
+        self.kind = store  # tracking.store: which RunStore (orchestrator.tracking.store_class)
         self.sweep_id = sweep_id
         self.on_fault = on_fault  # called with an orchestrator.disk.Fault: the journal or the store cannot be written
         self.halted = None  # the Fault that stopped the writer (MLflow's store is on a full disk): ops wait in the journal
@@ -83,7 +57,7 @@ class Tracker:
         self.parked = 0
         self.unsent = 0  # operations not sent because the store's disk was full (kept in the journal)
         self.dead: BaseException | None = None  # the writer thread's end, if it ended other than by close()
-        self.writer = None
+        self.store = None  # the RunStore, made in the writer thread (importing MLflow takes seconds)
         self._applied: int | None = None  # journal offset that MLflow holds up to (as ops are applied)
         self._closed = False
         self._outage_since: float | None = None
@@ -91,18 +65,20 @@ class Tracker:
         self._checked = threading.Event()
         self._opened = threading.Event()
         self._queue: queue.Queue = queue.Queue()
-        for op, end in backlog:  # what an earlier driver journaled but MLflow never confirmed: first
-            self._queue.put((op, end))
+        for o, end in backlog:  # what an earlier driver journaled but MLflow never confirmed: first
+            self._queue.put((o, end))
         self._thread = threading.Thread(target=self._main, name="danlu-mlflow", daemon=True)
         self._thread.start()
 
     @property
     def parent_id(self) -> str | None:
-        return self.writer.parent_id if self.writer else None
+        """The sweep's parent run, once the store has it."""
+        return self.store.parent_id if self.store else None
 
     @property
     def notes(self) -> list[str]:
-        return self.writer.notes if self.writer else []
+        """What the store did that the user should hear of (runs set aside, ends logged late)."""
+        return self.store.notes if self.store else []
 
     def check_store(self, timeout: float = 120.0) -> None:
         """Before anything launches: BadInput if the store can never work (a scheme MLflow does not serve,
@@ -120,16 +96,17 @@ class Tracker:
                                   "the same command again.")
             raise BadInput(f"tracking.uri={self.uri}: {self._verdict}")
 
-    def _put(self, *op) -> None:
+    def _put(self, kind: str, /, **fields) -> None:
         if self._closed:  # after close() (e.g. a second Ctrl-C while closing): the journal is shut
             return
+        o = op(kind, **fields)
         end = None
         if self.journal is not None:
             try:
-                end = self.journal.append(op)
+                end = self.journal.append(o)
             except OSError as exc:  # a full disk (or a failing one): MLflow may still take it; the sweep stops
                 self._fault("the MLflow journal", self.journal.path, exc)
-        self._queue.put((op, end))
+        self._queue.put((o, end))
 
     def _fault(self, what: str, path, exc: BaseException) -> None:
         from orchestrator.disk import Fault, is_full
@@ -146,17 +123,21 @@ class Tracker:
     # -- the sweep ------------------------------------------------------------------------------
     def open_sweep(self, name: str, config: dict, space: dict, root: Path, command: list[str],
                    tags: dict[str, str] | None = None, settings: dict[str, str] | None = None) -> None:
-        self._put("open", name, config, space, str(root), command, tags or {}, settings)
+        """Journal and queue the sweep's open: its parent run, created or found again, with its settings as params
+        and its config and space as artifacts."""
+        self._put("open", name=name, config=config, space=space, root=str(root), command=command,
+                  extra_tags=tags or {}, settings=settings)
 
     def wait_parent(self, timeout: float = 120.0) -> str | None:
+        """Wait until the open was applied; the parent run's id, or None."""
         self._opened.wait(timeout)
         return self.parent_id
 
     def close_sweep(self, metrics: dict[str, float], tags: dict[str, str], status: str,
                     trials: dict[str, dict | None] | None = None, report_pending: bool = False) -> None:
         """End the sweep's runs. `trials`: every trial Tune holds, with how it ended for those that did (see
-        RunWriter.close_sweep); `report_pending`: the parent stays RUNNING until its report is attached."""
-        self._put("close_sweep", metrics, tags, status, trials, report_pending)
+        RunStore.close_sweep); `report_pending`: the parent stays RUNNING until its report is attached."""
+        self._put("close_sweep", metrics=metrics, tags=tags, status=status, trials=trials, report_pending=report_pending)
 
     def discard(self) -> None:
         """Delete every run of this sweep (a sweep stopped before it measured anything)."""
@@ -165,29 +146,35 @@ class Tracker:
     # -- trials ---------------------------------------------------------------------------------
     def trial_start(self, trial_id: str, name: str, params: dict[str, str], tags: dict[str, str],
                     start_ms: int | None = None) -> None:
-        self._put("start", trial_id, name, params, tags, start_ms)
+        """Journal and queue a trial's start: its child run, created or found again by its trial id."""
+        self._put("start", trial_id=trial_id, name=name, params=params, tags=tags, start_ms=start_ms)
 
     def trial_meta(self, trial_id: str, meta: dict) -> None:
-        self._put("meta", trial_id, meta)
+        """Journal and queue where a trial runs and its resolved config."""
+        self._put("meta", trial_id=trial_id, meta=meta)
 
     def trial_metrics(self, trial_id: str, step: int, ts_ms: int, values: dict[str, float]) -> None:
-        self._put("metrics", trial_id, step, ts_ms, values)
+        """Journal and queue a report's metrics (sent in batches every tracking.flush_s)."""
+        self._put("metrics", trial_id=trial_id, step=step, ts=ts_ms, values=values)
 
     def trial_tags(self, trial_id: str, tags: dict) -> None:
-        self._put("tags", trial_id, tags)
+        """Journal and queue tags of a trial's run."""
+        self._put("tags", trial_id=trial_id, tags=tags)
 
     def trial_end(self, trial_id: str, status: str, tags: dict, log_path: str | None, error_text: str | None):
-        self._put("end", trial_id, status, tags, log_path, error_text)
+        """Journal and queue a trial's end: its status, tags, output log and error text."""
+        self._put("end", trial_id=trial_id, status=status, tags=tags, log_path=log_path, error_text=error_text)
 
     @property
     def backlog(self) -> int:
+        """Operations queued and not yet applied."""
         return self._queue.qsize()
 
     def close(self, timeout: float = 300.0) -> bool:
         """Send what is queued; False if MLflow did not take it all in time (it stays in the journal)."""
         self._closed = True
         if self._thread.is_alive():
-            self._queue.put((("stop",), None))
+            self._queue.put((None, "stop"))
             self._thread.join(timeout)
         if self.journal is not None:
             self.journal.close()
@@ -218,27 +205,23 @@ class Tracker:
             self._opened.set()
 
     def _connect(self) -> bool:
-        """Import MLflow, reach the store, find or create the experiment (while Ray starts). False if the
-        store can never work (the verdict says why)."""
-        import logging
+        """Make the store (importing MLflow takes seconds: while Ray starts), reach it, find or create the
+        experiment. False if the store can never work (the verdict says why)."""
+        from orchestrator.tracking import store_class
 
-        # "Creating tables..." notices, and the traceback MLflow logs before it raises a database error: the
-        # writer handles every error it raises (waits out an outage, parks a refusal, stops on a full disk) and says so
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-        from orchestrator.mlflow_writer import RunWriter
-
-        refused = _database_refuses(self.uri)
+        cls = store_class(self.kind)
+        refused = cls.refuses(self.uri)
         if refused:
             self._verdict = refused
             return False
         try:
-            self.writer = RunWriter(self.uri, self.experiment, self.sweep_id, self.storage)
-            self.writer.experiment_id()
+            self.store = cls(self.uri, self.experiment, self.sweep_id, self.storage)
+            self.store.experiment_id()
         except Exception as exc:
-            if not self.uri.startswith("sqlite") and _transient(exc):
+            if not self.uri.startswith("sqlite") and cls.transient(exc):
                 self._verdict = "outage"
                 self._checked.set()
-                self._retrying("connect", lambda: self.writer.experiment_id() if self.writer else self._reconnect())
+                self._retrying("connect", lambda: self.store.experiment_id() if self.store else self._reconnect())
             else:
                 self._verdict = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
                 if "duplicate column" in str(exc) or "alembic" in str(exc).lower():
@@ -250,10 +233,10 @@ class Tracker:
         return True
 
     def _reconnect(self) -> None:
-        from orchestrator.mlflow_writer import RunWriter
+        from orchestrator.tracking import store_class
 
-        self.writer = RunWriter(self.uri, self.experiment, self.sweep_id, self.storage)
-        self.writer.experiment_id()
+        self.store = store_class(self.kind)(self.uri, self.experiment, self.sweep_id, self.storage)
+        self.store.experiment_id()
 
     def _retry_parked(self) -> None:
         """Operations MLflow refused before (this sweep's earlier drivers): sent again first. What it still
@@ -265,10 +248,10 @@ class Tracker:
             return
         print(f"danlu: sending {len(entries)} tracking operation(s) MLflow refused before", file=sys.stderr, flush=True)
         still = []
-        for op, _ in entries:
-            why = self._apply(op, replay=True, park=False)
+        for o, _ in entries:
+            why = self._apply(o, replay=True, park=False)
             if why:
-                still.append((op, why))
+                still.append((o, why))
         self.journal.set_parked(still)
         self.parked += len(still)
 
@@ -276,22 +259,22 @@ class Tracker:
         last = time.monotonic()
         while True:
             try:
-                op, end = self._queue.get(timeout=self.flush_s)
+                o, end = self._queue.get(timeout=self.flush_s)
             except queue.Empty:
-                op, end = None, None
-            if op is not None and op[0] == "stop":
+                o, end = None, None
+            if end == "stop":
                 if self.halted is None:
                     self._flush_all()
                     self._mark_applied()
                 return
             if self.halted is not None:  # the store's disk is full: what is queued waits in the journal
-                if op is not None:
+                if o is not None:
                     self.unsent += 1
                 continue
-            if op is not None:
+            if o is not None:
                 replay = end is not None and self._backlog_end is not None and end <= self._backlog_end
-                self._apply(op, replay)
-                if op[0] == "open":
+                self._apply(o, replay)
+                if o.name == "open":
                     self._opened.set()
                 if end is not None and self.halted is None:
                     self._applied = end
@@ -300,22 +283,21 @@ class Tracker:
                 self._mark_applied()
                 last = time.monotonic()
 
-    def _apply(self, op: tuple, replay: bool, park: bool = True) -> str | None:
+    def _apply(self, o: Op, replay: bool, park: bool = True) -> str | None:
         """Apply one operation, waiting out an outage; a refusal is parked (and returned)."""
-        kind, args = op[0], list(op[1:])
-        method = getattr(self.writer, kind, None) if kind in OPS else None
+        method = getattr(self.store, o.name, None) if o.name in OPS else None
         if method is None:
-            return self._refused(op, f"unknown operation {kind!r}", park)
-        kwargs = {"replay": True} if replay and kind in ("open", "start", "end", "close_sweep") else {}
-        why = self._retrying(kind, lambda: method(*args, **kwargs))
-        return self._refused(op, why, park) if why else None
+            return self._refused(o, f"unknown operation {o.name!r}", park)
+        kwargs = {"replay": True} if replay and o.name in ("open", "start", "end", "close_sweep") else {}
+        why = self._retrying(o.name, lambda: method(**o.fields, **kwargs))
+        return self._refused(o, why, park) if why else None
 
-    def _refused(self, op: tuple, why: str, park: bool) -> str:
-        subject = f" of trial {op[1]}" if op[0] in ("start", "meta", "metrics", "tags", "end") else ""
-        self._warn(f"MLflow refused {op[0]}{subject}: {why}")
+    def _refused(self, o: Op, why: str, park: bool) -> str:
+        subject = f" of trial {o.get('trial_id')}" if o.name in TRIAL_OPS else ""
+        self._warn(f"MLflow refused {o.name}{subject}: {why}")
         if park and self.journal is not None:
             try:
-                self.journal.park(op, why)
+                self.journal.park(o, why)
                 self.parked += 1
             except OSError as exc:  # still in the journal, past its confirmed offset: sent again next time
                 self._fault("the list of operations MLflow refused", self.journal.dir / self.journal.PARKED, exc)
@@ -338,7 +320,7 @@ class Tracker:
 
                     self.halted = self._fault("the MLflow store", sqlite_path(self.uri) or self.uri, exc)
                     return None
-                if not _transient(exc):
+                if not self.store_transient(exc):
                     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
                 if self._outage_since is None:
                     self._outage_since = time.monotonic()
@@ -355,68 +337,27 @@ class Tracker:
             return None
 
     def _flush_all(self) -> None:
-        from orchestrator.mlflow_writer import buffer_op
-
         if self.halted is not None:
             return
-        for rid in self.writer.pending_runs():
-            why = self._retrying("flush", lambda rid=rid: self.writer.flush(rid))
+        for rid in self.store.pending_runs():
+            why = self._retrying("flush", lambda rid=rid: self.store.flush(rid))
             if why:  # refused: the buffer is parked as a "batch" operation, and the sweep goes on
-                buf = self.writer.drop(rid)
-                if buf:
-                    self._refused(buffer_op(rid, buf), why, park=True)
+                fields = self.store.drop(rid)
+                if fields:
+                    self._refused(op("batch", **fields), why, park=True)
 
     def _mark_applied(self) -> None:
         """Everything up to self._applied is in MLflow (or parked), no metrics left in buffers: record it."""
-        if self.journal is None or self._applied is None or self.writer.pending or self.halted is not None:
+        if self.journal is None or self._applied is None or self.store.pending or self.halted is not None:
             return
         self.journal.mark_applied(self._applied)
+
+    def store_transient(self, exc: Exception) -> bool:
+        """An outage or a busy store (retry), as the store's kind judges it."""
+        from orchestrator.tracking import store_class
+
+        return store_class(self.kind).transient(exc)
 
     def _warn(self, msg: str) -> None:
         self.errors.append(msg)
         print(f"danlu: warning: {msg}", file=sys.stderr, flush=True)
-
-
-def _database_refuses(uri: str) -> str | None:
-    """For a SQL database store, why it can never work (no such database or user, credentials refused, no
-    driver), or None (it works, or is unreachable: an outage). Asked once, before MLflow, whose own engine
-    retries any failure with backoff for the better part of an hour."""
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
-    if scheme not in ("postgresql", "mysql", "mssql"):
-        return None
-    import sqlalchemy
-
-    engine = None
-    try:
-        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 10} if scheme == "postgresql" else {})
-        with engine.connect():
-            return None
-    except ImportError as exc:
-        return f"{type(exc).__name__}: {exc} (the database driver is not installed)"
-    except Exception as exc:
-        text = " ".join(str(exc).split())
-        permanent = ("does not exist", "authentication failed", "password", "access denied", "unknown database",
-                     "pg_hba.conf", "permission denied")
-        if any(w in text.lower() for w in permanent):
-            return f"{type(exc).__name__}: {text.split('(Background on this error')[0].strip()[:400]}"
-        return None
-    finally:
-        if engine is not None:
-            engine.dispose()
-
-
-def _transient(exc: Exception) -> bool:
-    """An outage or a busy store (retry), as opposed to MLflow refusing the request itself (park)."""
-    from mlflow.exceptions import MlflowException
-
-    from orchestrator.mlflow_writer import Refused
-
-    if isinstance(exc, Refused):
-        return False
-    if isinstance(exc, MlflowException):
-        refused = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST",
-                   "INVALID_STATE", "PERMISSION_DENIED", "UNAUTHENTICATED", "FEATURE_DISABLED"}
-        text = str(exc)
-        denied = any(f"error code {c}" in text for c in (400, 401, 403, 404))  # the server said no
-        return exc.error_code not in refused and not denied and "unsupported URI" not in text
-    return isinstance(exc, (OSError, ConnectionError, TimeoutError)) or "OperationalError" in type(exc).__name__

@@ -30,14 +30,17 @@ class Verdict:
     data: dict = field(default_factory=dict)
 
     def lines(self) -> list[str]:
+        """The verdict for the terminal: Verdict, Evidence, Next."""
         out = [f"Verdict: {self.headline}", f"Evidence: {self.evidence}"]
         return out + ([f"Next: {self.next_step}"] if self.next_step else [])
 
     def markdown(self) -> str:
+        """The verdict as Markdown (the parent run's description)."""
         out = f"**Verdict:** {self.headline}\n\n**Evidence:** {self.evidence}\n"
         return out + (f"\n**Next:** `{self.next_step}`\n" if self.next_step else "")
 
     def as_json(self) -> dict:
+        """The verdict's part of report.json."""
         return {"headline": self.headline, "evidence": self.evidence, "next_step": self.next_step, **self.data}
 
 
@@ -60,6 +63,8 @@ def shared_overrides(command: str) -> list[str]:
 
 
 def compare_command(best, runner, n: int, shared: list[str]) -> str:
+    """The `danlu compare` command that would decide best against runner-up with n seeds, keeping the sweep's own
+    settings (`shared`) that the arms do not set."""
     def arm(config) -> str:  # a run's params hold each value as its override's text
         return " ".join(shlex.quote(f"{k}={v}") for k, v in config.hp.items())
 
@@ -73,6 +78,8 @@ def _f(x) -> str:
 
 
 def block(data, rows, shared: list[str] | None = None) -> Verdict:
+    """The verdict that leads the report: the winner, the set that cannot be told from it, or that nothing can be
+    decided with these seeds (and how many could); the evidence; the next step as a command."""
     from orchestrator.report.leaderboard import label
 
     m = data.metric

@@ -8,16 +8,15 @@ import os
 from pathlib import Path
 
 from orchestrator import report
-from orchestrator.report import data as report_data
-from orchestrator.report import forms
-
-ARTIFACT_DIR = "report"
+from orchestrator.report import _data as report_data
+from orchestrator.report import _forms as forms
 
 
-def make(tracking_uri: str, experiment: str, name: str, report_cfg, out_dir: Path, decisions=None,
+def make(store, name: str, report_cfg, out_dir: Path, decisions=None,
          storage_dir: Path | None = None, root: Path | None = None, finish: str | None = None, lead=None,
          summary: list[str] | None = None) -> dict:
     """Build the report of sweep `name`, write it to out_dir, log it to the parent run. Returns its JSON data.
+    `store`: the sweep's RunStore (orchestrator.tracking.open_store).
     storage_dir (the sweep's Ray storage) and root (the folder holding jobs/) serve sections that read checkpoints.
     `finish`: the status the parent run ends with once the report is attached (a sweep's own end); the parent's
     metrics are logged only where they differ from what it holds, so making a report again adds no points.
@@ -27,10 +26,7 @@ def make(tracking_uri: str, experiment: str, name: str, report_cfg, out_dir: Pat
     and where the report is."""
     import json
 
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    data = report_data.load(client, experiment, name, decisions)
+    data = report_data.load(store, name, decisions)
     data.storage_dir, data.root = storage_dir, root
     sections = report.build(data, report_cfg, lead)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -41,25 +37,17 @@ def make(tracking_uri: str, experiment: str, name: str, report_cfg, out_dir: Pat
         tmp = out_dir / f".{fname}.tmp"
         tmp.write_bytes(content)
         os.replace(tmp, out_dir / fname)
-    from mlflow.entities import RunTag
-
     from orchestrator import tags as T
 
-    client.log_artifacts(data.parent_id, str(out_dir), ARTIFACT_DIR)
-    held = client.get_run(data.parent_id).data.metrics
     verdict = next(s for s in sections if s.key == "verdict")
     note = ("### danlu: the morning summary\n\n" + "\n".join(f"{line}\n" for line in verdict.text)
             + "".join(f"\n{line}\n" for line in summary or [])
             + "\nThe whole report: this run's Artifacts, report/report.html.")
-    client.log_batch(data.parent_id, metrics=[m for m in _metrics(data, sections) if held.get(m.key) != m.value],
-                     tags=[RunTag(T.REPORT, "made"), RunTag(T.NOTE, note[:5000])])
-    if finish:
-        client.set_terminated(data.parent_id, finish)
-    from orchestrator.mlflow_writer import share_runs_view
+    store.attach_report(data.parent_id, out_dir, _metrics(data, sections), {T.REPORT: "made", T.NOTE: note[:5000]},
+                        finish)
     from orchestrator.space import short_label
 
-    shared = share_runs_view(client, data.experiment_id, name, data.metric, data.mode, list(data.space))
-
+    shared = store.share_view(name, data.metric, data.mode, list(data.space))
     trial_runs = {tid: (rid, f"{c.trials.get(seed, '')} {short_label(c.hp)}".strip())
                   for c in data.configs for seed, (rid, tid) in c.runs.items()}
     return {"text": forms.as_text(data, sections), "json": json.loads(files["report.json"]), "dir": out_dir,
@@ -67,11 +55,7 @@ def make(tracking_uri: str, experiment: str, name: str, report_cfg, out_dir: Pat
             "shared_view": shared}
 
 
-def _metrics(data, sections):
-    import time
-
-    from mlflow.entities import Metric
-
+def _metrics(data, sections) -> dict[str, float]:
     board = next((s.data for s in sections if s.key == "leaderboard"), None)
     values = {}
     if board and board.get("best"):
@@ -87,5 +71,4 @@ def _metrics(data, sections):
     if board and board.get("seed_sd") is not None:
         values[f"seed_sd_{data.metric}"] = board["seed_sd"]
         values["seed_sd_step"] = board["seed_sd_step"]  # the step it was measured at: borrowed only at that step
-    now = int(time.time() * 1000)
-    return [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and not math.isnan(float(v))]
+    return {k: float(v) for k, v in values.items() if v is not None and not math.isnan(float(v))}

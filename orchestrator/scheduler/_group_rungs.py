@@ -45,6 +45,8 @@ class GroupRungs:
         self.decisions: list[Decision] = []
 
     def cutoff(self, rung: float) -> float | None:
+        """The value a configuration's mean must reach at `rung` to go on: the (1 - 1/rf) quantile of the means
+        recorded there before (None for the first)."""
         import numpy as np
 
         recorded = list(self.means[rung].values())
@@ -92,6 +94,7 @@ class GroupRungs:
         return made
 
     def state(self) -> dict:
+        """Every record as plain data (saved with Tune's snapshots; load() takes it back)."""
         return {
             "values": [[r, {c: list(v.items()) for c, v in self.values[r].items()}] for r in self.rungs],
             "means": [[r, self.means[r]] for r in self.rungs],
@@ -101,6 +104,7 @@ class GroupRungs:
         }
 
     def load(self, state: dict) -> None:
+        """Take back what state() saved (after a resume)."""
         self.values = {r: {c: {int(s): v for s, v in items} for c, items in cs.items()} for r, cs in state["values"]}
         self.means = {r: dict(m) for r, m in state["means"]}
         self.ended = {c: {int(s): it for s, it in items} for c, items in state["ended"].items()}

@@ -6,6 +6,7 @@ import io
 
 
 def figure(width=7.0, height=4.0, ncols=1):
+    """A matplotlib figure (headless, Agg) with `ncols` axes, sized in inches: (fig, axes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -16,6 +17,7 @@ def figure(width=7.0, height=4.0, ncols=1):
 
 
 def png(fig) -> bytes:
+    """The figure as PNG bytes (closed after)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()

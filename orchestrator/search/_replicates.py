@@ -28,6 +28,7 @@ from orchestrator.space import SEED_KEY
 
 
 def searcher_name(key: str) -> str:
+    """A key as the searcher sees it: without '/', which Tune's searchers would unflatten into nesting."""
     return key.replace("/", ":")  # Hydra keys have no ":"
 
 
@@ -43,6 +44,8 @@ class Replicates(Repeater):
         return sum(not g.finished_reporting() for g in repeater_groups(self))
 
     def suggest(self, trial_id: str):
+        """The next trial's config {"hp": {...}, "seed": s}: the next seed of the current configuration, or a new
+        configuration from the searcher (None while search.max_concurrent configurations are outstanding)."""
         if repeater_starts_group(self) and self.max_concurrent and self.outstanding() >= self.max_concurrent:
             return None  # Tune asks again when a trial ends
         config = super().suggest(trial_id)

@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass, field
 
 from orchestrator import tags as T
-from orchestrator.errors import BadInput
 
 
 @dataclass
@@ -24,6 +23,7 @@ class Config:
 
     @property
     def rung(self) -> int:
+        """The furthest step any of its seeds reached (the rung its values are from)."""
         return max(self.steps.values(), default=0)
 
 
@@ -39,14 +39,17 @@ class SweepData:
     space: dict[str, str]  # key -> its sweep expression (log scale: "log" in it)
     scheduler: dict  # scheduler.* of the sweep's config
     configs: list[Config]
-    decisions: list[dict] = field(default_factory=list)  # seed-aware ASHA's (orchestrator/scheduler/group_rungs)
+    decisions: list[dict] = field(default_factory=list)  # seed-aware ASHA's (orchestrator/scheduler/_group_rungs)
     earlier_seed_sd: dict | None = None  # with one seed: the spread an earlier multi-seed sweep of the job measured
     command: str = ""  # the sweep's command line (danlu.command): what a follow-up comparison keeps of it
-    client: object = None  # the MlflowClient it was read with
+    store: object = None  # the RunStore it was read from (orchestrator.tracking)
     storage_dir: object = None  # the sweep's Ray storage (its checkpoints), where known
     root: object = None  # the folder holding jobs/ (the job's code), where known
+    tags: dict = field(default_factory=dict)  # the parent run's tags (resumes, resubmissions, the outcome)
+    runs: list = field(default_factory=list)  # every trial's run (tracking.RunRecord), set-aside ones included
 
     def better(self, a: float, b: float) -> bool:
+        """Whether value a is better than b in the sweep's mode."""
         return a > b if self.mode == "max" else a < b
 
 
@@ -63,66 +66,41 @@ def _one_fidelity(c: Config) -> None:
             c.steps[seed], c.values[seed] = at[-1]
 
 
-def find_parent(client, experiment: str, name: str):
-    exp = client.get_experiment_by_name(experiment)
-    runs = [] if exp is None else client.search_runs(
-        [exp.experiment_id], f"tags.`{T.SWEEP}` = '{name}' and tags.`{T.KIND}` = 'sweep'",
-        order_by=["attributes.start_time DESC"], max_results=1)
-    if not runs:
-        raise BadInput(f"sweep {name!r}: no such sweep in MLflow experiment '{experiment}' "
-                       f"({client.tracking_uri}); `danlu ui` lists the sweeps there.")
-    return runs[0]
-
-
-def earlier_seed_sd(client, experiment_id: str, job: str, metric: str, step: int, parent_id: str) -> dict | None:
+def earlier_seed_sd(store, job: str, metric: str, step: int, parent_id: str) -> dict | None:
     """The seed-to-seed spread measured by the newest earlier sweep of the same job and metric, at the same step
     (max_t: a spread after 2 epochs says nothing of one after 20), with several seeds (its report logged it on
     its parent run as seed_sd_<metric>, at seed_sd_step). None if there is none: nothing is borrowed."""
-    runs = client.search_runs([experiment_id], f"params.`job.name` = '{job}' and metrics.`seed_sd_{metric}` >= 0 "
-                              f"and metrics.`seed_sd_step` = {int(step)}", order_by=["attributes.start_time DESC"],
-                              max_results=20)
-    for run in runs:
-        if run.info.run_id != parent_id:
-            return {"sweep": run.data.tags.get(T.SWEEP, run.info.run_name), "sd": run.data.metrics[f"seed_sd_{metric}"],
-                    "step": int(step), "run_id": run.info.run_id}
+    for run in store.sweeps_of_job(job):
+        sd = run.metrics.get(f"seed_sd_{metric}")
+        if run.run_id != parent_id and sd is not None and sd >= 0 and run.metrics.get("seed_sd_step") == int(step):
+            return {"sweep": run.tags.get(T.SWEEP, run.name), "sd": sd, "step": int(step), "run_id": run.run_id}
     return None
 
 
-def load(client, experiment: str, name: str, decisions: list[dict] | None = None) -> SweepData:
-    import os
-
-    import yaml
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bar in the table
-    parent = find_parent(client, experiment, name)
-    params = parent.data.params
+def load(store, name: str, decisions: list[dict] | None = None) -> SweepData:
+    """Sweep `name` read back from its tracking store (orchestrator.tracking.RunStore), grouped by configuration."""
+    record = store.read_sweep(name)
+    parent = record.parent
+    params = parent.params
     metric, mode = params.get("sweep.metric", ""), params.get("sweep.mode", "max")
-    space: dict = {}
-    try:
-        text = client.download_artifacts(parent.info.run_id, "space.yaml")
-        with open(text) as f:
-            described = yaml.safe_load(f) or {}
-        space = {k: str(v) for k, v in (described.get("space") or {}).items()}
-        seeds = [int(s) for s in described.get("seeds") or [0]]
-    except Exception:  # an older parent without it: the seeds its trials ran under
-        seeds = []
-    children = client.search_runs([parent.info.experiment_id], f"tags.`{T.PARENT}` = '{parent.info.run_id}'",
-                                   max_results=50000)
+    described = record.space or {}
+    space = {k: str(v) for k, v in (described.get("space") or {}).items()}
+    seeds = [int(s) for s in described.get("seeds") or [0]] if record.space is not None else []
     configs: dict[str, Config] = {}
-    for run in children:
-        tg = run.data.tags
+    for run in record.trials:
+        tg = run.tags
         cid, seed = tg.get(T.CONFIG_ID), tg.get(T.SEED)
         if cid is None or seed is None or T.ORPHANED in tg:  # a run no trial of the sweep owns (kept, not counted)
             continue
         seed = int(seed)
         # a run's params are its whole config; the configuration is what the sweep varied
-        c = configs.setdefault(cid, Config(cid, {k: run.data.params.get(k, "") for k in space}))
+        c = configs.setdefault(cid, Config(cid, {k: run.params.get(k, "") for k in space}))
         c.trials.setdefault(seed, tg.get(T.TRIAL, ""))
-        c.runs.setdefault(seed, (run.info.run_id, tg.get(T.TRIAL_ID, "")))
-        if tg.get(T.OUTCOME) == "failed" or run.info.status == "FAILED":
+        c.runs.setdefault(seed, (run.run_id, tg.get(T.TRIAL_ID, "")))
+        if tg.get(T.OUTCOME) == "failed" or run.status == "FAILED":
             c.failed.append(seed)
             continue
-        history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, metric))
+        history = sorted(store.history(run.run_id, metric)) if metric in run.metrics else []
         history = [(s, v) for s, v in history if not math.isnan(v)]
         if history and seed in c.values:  # the same hyperparameters drawn twice: another replicate of this seed
             c.repeats[seed] = c.repeats.get(seed, 1) + 1
@@ -138,10 +116,10 @@ def load(client, experiment: str, name: str, decisions: list[dict] | None = None
     scheduler = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("scheduler.")}
     one_seed = all(len(c.values) < 2 for c in configs.values())
     last_step = max((c.rung for c in configs.values()), default=0)
-    earlier = earlier_seed_sd(client, parent.info.experiment_id, params.get("job.name", ""), metric, last_step,
-                              parent.info.run_id) if one_seed and last_step else None
-    return SweepData(name=name, experiment_id=parent.info.experiment_id, parent_id=parent.info.run_id, metric=metric,
+    earlier = earlier_seed_sd(store, params.get("job.name", ""), metric, last_step, parent.run_id) \
+        if one_seed and last_step else None
+    return SweepData(name=name, experiment_id=parent.experiment_id, parent_id=parent.run_id, metric=metric,
                      mode=mode, job=params.get("job.name", ""), seeds=seeds, space=space, scheduler=scheduler,
                      configs=sorted(configs.values(), key=lambda c: min(c.trials.values(), default="")),
-                     decisions=list(decisions or []), earlier_seed_sd=earlier, client=client,
-                     command=parent.data.tags.get(T.COMMAND, ""))
+                     decisions=list(decisions or []), earlier_seed_sd=earlier, store=store,
+                     command=parent.tags.get(T.COMMAND, ""), tags=dict(parent.tags), runs=list(record.trials))

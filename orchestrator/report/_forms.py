@@ -26,6 +26,7 @@ def _clean(x):
 
 
 def as_json(data, sections) -> str:
+    """report.json: the sweep's facts and each section's data, NaN and infinities as null."""
     return json.dumps(_clean({"sweep": data.name, "parent_run_id": data.parent_id, "metric": data.metric,
                               "mode": data.mode, "seeds": data.seeds, "configurations": len(data.configs),
                               **{s.key: s.data for s in sections}}), indent=1)
@@ -47,6 +48,7 @@ def as_html(data, sections) -> str:
 
 
 def as_text(data, sections) -> list[str]:
+    """The report for the terminal: a header line, then each section's lines."""
     lines = [f"danlu: report for {data.name}: {data.metric} ({data.mode}), mean over seeds {data.seeds}"]
     for s in sections:
         lines += s.text

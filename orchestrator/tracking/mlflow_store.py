@@ -1,4 +1,5 @@
-"""The MLflow side of a sweep: one parent run, one nested child run per trial, every operation idempotent.
+"""MLflow as danlu's RunStore (orchestrator/tracking/__init__.py): one parent run per sweep, one nested child run per
+trial, every operation idempotent. The only module of danlu that imports MLflow.
 
 A driver can be killed between any two MLflow calls, and a restarted driver replays what its journal
 holds (orchestrator/journal.py). So no operation depends on anything this process remembers:
@@ -10,8 +11,8 @@ holds (orchestrator/journal.py). So no operation depends on anything this proces
   is read once (each metric's last step) before anything is logged to it;
 - ending a run, tagging it, logging its artifacts: repeating them changes nothing.
 
-Methods raise what MLflow raises; orchestrator/tracking.py decides what is an outage (wait, retry in
-order) and what is a refusal (park the operation, say so, exit non-zero).
+Methods raise what MLflow raises; transient() says what is an outage (the writer, orchestrator/tracking/writer.py,
+waits and retries in order) and what is a refusal (park the operation, say so, exit non-zero).
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from pathlib import Path
 
 from orchestrator import tags as T
 from orchestrator.compose import flatten
+from orchestrator.errors import BadInput
+from orchestrator.tracking import RunRecord, SweepRecord
 
 MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 LIMITS = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's limits per log_batch call
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
+SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
 
 
 class Refused(Exception):
@@ -107,16 +111,25 @@ def share_runs_view(client, exp_id: str, sweep: str, metric: str, mode: str, hyp
 
 
 def params_of(tree: dict) -> dict[str, str]:
+    """A config tree as MLflow params: flattened keys, values cut to MLflow's limit."""
     return {k: str(v)[:MAX_PARAM_LEN] for k, v in flatten(tree) if k}
 
 
-class RunWriter:
+class MlflowStore:
+    """The RunStore of MLflow: its sweep's operations (the journal's), and reading sweeps back."""
+
     RUNS = "mlflow_runs.json"
 
     def __init__(self, uri: str, experiment: str, sweep_id: str | None = None, storage: Path | None = None):
+        import logging
+
         from mlflow.tracking import MlflowClient
 
+        # "Creating tables..." notices, and the traceback MLflow logs before it raises a database error: the
+        # writer handles every error it raises (waits out an outage, parks a refusal, stops on a full disk) and says so
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         create_sqlite_store(uri)
+        self.uri = uri
         self.mlf = MlflowClient(tracking_uri=uri)
         self.experiment, self.sweep_id, self.storage = experiment, sweep_id, storage
         self.exp_id: str | None = None
@@ -139,6 +152,7 @@ class RunWriter:
 
     # -- look-ups --------------------------------------------------------------------------------------
     def experiment_id(self) -> str:
+        """The experiment's id, created (tagged as model training) if it does not exist; Refused if it is deleted."""
         if self.exp_id is None:
             exp = self.mlf.get_experiment_by_name(self.experiment)
             if exp is None:
@@ -168,6 +182,7 @@ class RunWriter:
                 return out
 
     def find_parent(self) -> str | None:
+        """The sweep's parent run, found by its identity tag (danlu.sweep_id) where not known yet."""
         if self.parent_id is None and self.sweep_id:
             found = self._search(f"tags.`{T.SWEEP_ID}` = '{self.sweep_id}'")
             parents = [r for r in found if T.PARENT not in r.data.tags]
@@ -177,6 +192,7 @@ class RunWriter:
         return self.parent_id
 
     def children(self) -> list:
+        """Every child run of the sweep's parent (MLflow's runs, for the close)."""
         return self._search(f"tags.`{T.PARENT}` = '{self.find_parent()}'") if self.find_parent() else []
 
     def run_of(self, trial_id: str) -> str | None:
@@ -277,7 +293,7 @@ class RunWriter:
         snapshot a restore used, or of a snapshot that could not be read) is set aside (`_orphan`), never deleted.
         Without `trials` (an interrupted sweep) every RUNNING run is KILLED. The parent's summary metrics are
         logged when they differ from what it holds (a rerun adds no points); with `report_pending` the parent
-        stays RUNNING, tagged, until orchestrator/report/publish.py attaches the report and finishes it.
+        stays RUNNING, tagged, until orchestrator/report/_publish.py attaches the report and finishes it.
         A replayed close (an earlier driver's) judges no run: the trials it names may have moved on since.
         """
         from mlflow.entities import Metric
@@ -376,6 +392,8 @@ class RunWriter:
         return rid
 
     def meta(self, trial_id, meta) -> None:
+        """Where the trial runs (host, GPUs, pid, resources, a restore's checkpoint) as tags; its resolved config
+        as config.yaml and params."""
         import yaml
 
         rid = self._trial_run(trial_id)
@@ -392,6 +410,8 @@ class RunWriter:
         self.add(rid, tags=tags)
 
     def metrics(self, trial_id, step, ts, values) -> None:
+        """Buffer a report's metrics at `step`; a (metric, step) MLflow holds or will hold is not logged again (a
+        restored trial reports steps again)."""
         from mlflow.entities import Metric
 
         rid = self._trial_run(trial_id)
@@ -404,9 +424,12 @@ class RunWriter:
         self.add(rid, metrics=[Metric(k, float(v), ts, step) for k, v in fresh.items()])
 
     def tags(self, trial_id, tags) -> None:
+        """Buffer tags of the trial's run."""
         self.add(self._trial_run(trial_id), tags=tags)
 
     def end(self, trial_id, status, tags, log_path, error_text, replay=False) -> None:
+        """End the trial's run: its tags (steps replayed counted), its output log and error text as artifacts, its
+        status. A replayed end of a run already ended changes nothing."""
         rid = self._trial_run(trial_id)
         if replay and self.mlf.get_run(rid).info.status in TERMINAL:  # applied before the crash already
             self._ended.add(rid)
@@ -425,6 +448,7 @@ class RunWriter:
 
     # -- batching ---------------------------------------------------------------------------------------
     def add(self, rid, metrics=(), params=None, tags=None) -> None:
+        """Buffer metrics, params (only those MLflow lacks: params are immutable) and tags of a run."""
         buf = self._pending.setdefault(rid, {"metrics": [], "params": {}, "tags": {}})
         buf["metrics"].extend(metrics)
         sent = self._params.setdefault(rid, set())
@@ -433,14 +457,20 @@ class RunWriter:
 
     @property
     def pending(self) -> bool:
+        """Whether anything is buffered, not yet sent."""
         return any(b["metrics"] or b["params"] or b["tags"] for b in self._pending.values())
 
     def pending_runs(self) -> list[str]:
+        """The runs with a buffer."""
         return list(self._pending)
 
     def drop(self, rid) -> dict | None:
-        """Take a run's buffer out (to park it, when MLflow refuses it)."""
-        return self._pending.pop(rid, None)
+        """Take a run's buffer out, as the fields of a "batch" operation (to park it, when MLflow refuses it)."""
+        buf = self._pending.pop(rid, None)
+        if not buf:
+            return None
+        metrics = [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in buf["metrics"]]
+        return {"rid": rid, "metrics": metrics, "params": buf["params"], "tags": buf["tags"]}
 
     def flush(self, rid) -> None:
         """Send a run's buffered metrics, params and tags; what was sent leaves the buffer chunk by chunk,
@@ -468,8 +498,188 @@ class RunWriter:
                  params=params, tags=tags)
         self.flush(rid)
 
+    # -- what the store can say before it is contacted ---------------------------------------------------
+    @staticmethod
+    def check(uri: str) -> None:
+        """What can be said of a tracking URI without importing MLflow: its scheme, and a sqlite file's folder."""
+        scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
+        if scheme not in SCHEMES:
+            raise BadInput(f"tracking.uri={uri}: MLflow cannot store runs there; valid stores are "
+                           "sqlite:///path.db, postgresql://..., mysql://..., http(s)://server (an MLflow server).")
+        if scheme == "sqlite":
+            folder = Path(uri[len("sqlite:///"):]).parent
+            if not folder.is_dir():
+                raise BadInput(f"tracking.uri={uri}: the folder {folder} does not exist.")
+            if not os.access(folder, os.W_OK):
+                raise BadInput(f"tracking.uri={uri}: the folder {folder} cannot be written.")
 
-def buffer_op(rid: str, buf: dict) -> tuple:
-    """A run's buffer as a journal-able operation ("batch", ...), for parking."""
-    metrics = [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in buf["metrics"]]
-    return ("batch", rid, metrics, buf["params"], buf["tags"])
+    @staticmethod
+    def refuses(uri: str) -> str | None:
+        """For a SQL database store, why it can never work (credentials, no such database, no driver), or None."""
+        return _database_refuses(uri)
+
+    @staticmethod
+    def transient(exc: Exception) -> bool:
+        """An outage or a busy store (retry, in order) as opposed to MLflow refusing the request itself (park)."""
+        return _transient(exc)
+
+    # -- reading sweeps back --------------------------------------------------------------------------------
+    def _record(self, run) -> RunRecord:
+        i, d = run.info, run.data
+        return RunRecord(i.run_id, i.experiment_id, i.run_name or "", i.status, dict(d.params), dict(d.tags),
+                         dict(d.metrics), i.start_time, i.end_time)
+
+    def _exp(self) -> str | None:
+        exp = self.mlf.get_experiment_by_name(self.experiment)
+        return None if exp is None else exp.experiment_id
+
+    def find_sweep(self, name: str) -> RunRecord | None:
+        """The newest parent run of sweep `name` in the experiment, or None."""
+        exp = self._exp()
+        runs = [] if exp is None else self.mlf.search_runs(
+            [exp], f"tags.`{T.SWEEP}` = '{name}' and tags.`{T.KIND}` = 'sweep'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        return self._record(runs[0]) if runs else None
+
+    def read_sweep(self, name: str) -> SweepRecord:
+        """Sweep `name`: its parent, every child run (paged), its space.yaml; BadInput naming the sweep if there
+        is none."""
+        import yaml
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bar in the table
+        parent = self.find_sweep(name)
+        if parent is None:
+            raise BadInput(f"sweep {name!r}: no such sweep in MLflow experiment '{self.experiment}' "
+                           f"({self.uri}); `danlu ui` lists the sweeps there.")
+        text = self.artifact_text(parent.run_id, "space.yaml")
+        try:
+            space = (yaml.safe_load(text) or {}) if text is not None else None
+        except yaml.YAMLError:
+            space = None
+        return SweepRecord(parent, self.trial_runs(parent.run_id, parent.experiment_id),
+                           space if isinstance(space, dict) else None)
+
+    def trial_runs(self, parent_id: str, experiment_id: str | None = None) -> list[RunRecord]:
+        """The child runs of a parent, paged."""
+        exp = experiment_id or self.mlf.get_run(parent_id).info.experiment_id
+        children, token = [], None
+        while True:  # paged: a sweep may hold more runs than one page
+            page = self.mlf.search_runs([exp], f"tags.`{T.PARENT}` = '{parent_id}'", max_results=5000,
+                                        page_token=token)
+            children += [self._record(r) for r in page]
+            token = page.token
+            if not token:
+                return children
+
+    def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """(step, value) of a run's metric, as MLflow holds it."""
+        return [(m.step, m.value) for m in self.mlf.get_metric_history(run_id, key)]
+
+    def artifact_text(self, run_id: str, path: str) -> str | None:
+        """A text artifact of a run, or None where it has none."""
+        try:
+            local = self.mlf.download_artifacts(run_id, path)
+        except Exception:  # none of that name (MLflow raises its own error, or OSError, by store)
+            return None
+        with open(local, errors="replace") as f:
+            return f.read()
+
+    def sweeps_of_job(self, job: str) -> list[RunRecord]:
+        """The experiment's sweeps of `job` (parent runs), newest first, at most 50."""
+        exp = self._exp()
+        if exp is None:
+            return []
+        runs = self.mlf.search_runs([exp], f"params.`job.name` = '{job}' and tags.`{T.KIND}` = 'sweep'",
+                                    order_by=["attributes.start_time DESC"], max_results=50)
+        return [self._record(r) for r in runs]
+
+    # -- the end of a sweep ------------------------------------------------------------------------------------
+    def attach_report(self, parent_id: str, folder: Path, metrics: dict[str, float], tags: dict[str, str],
+                      finish: str | None) -> None:
+        """The report folder as the parent's artifacts under report/, metrics that differ from what it holds,
+        tags; then the parent ends with `finish`, if given."""
+        from mlflow.entities import Metric, RunTag
+
+        self.mlf.log_artifacts(parent_id, str(folder), "report")
+        held = self.mlf.get_run(parent_id).data.metrics
+        now = int(time.time() * 1000)
+        self.mlf.log_batch(parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
+                                               if held.get(k) != float(v)],
+                           tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        if finish:
+            self.mlf.set_terminated(parent_id, finish)
+
+    def end_parent(self, parent_id: str, status: str, tags: dict[str, str]) -> None:
+        """Tag the parent and end it with `status`."""
+        for k, v in tags.items():
+            self.mlf.set_tag(parent_id, k, v)
+        self.mlf.set_terminated(parent_id, status)
+
+    def attach_result(self, run_id: str, name: str, text: str, metrics: dict[str, float],
+                      tags: dict[str, str]) -> None:
+        """A text artifact, metrics and tags on a run (danlu compare's verdict)."""
+        self.mlf.log_text(run_id, text, name)
+        for k, v in tags.items():
+            self.mlf.set_tag(run_id, k, v)
+        for k, v in metrics.items():
+            self.mlf.log_metric(run_id, k, float(v))
+
+    def share_view(self, name: str, metric: str, mode: str, hyperparameters: list[str]) -> bool:
+        """The sweep's runs table as MLflow's shared view (an experiment tag the UI opens by key); False if
+        refused."""
+        exp = self._exp()
+        return exp is not None and share_runs_view(self.mlf, exp, name, metric, mode, hyperparameters)
+
+    def sweeps(self, limit: int = 200) -> tuple[str | None, list[RunRecord]]:
+        """(the experiment's id, its sweeps' parent runs, newest first), for `danlu ui`, which opens the
+        experiment in MLflow's UI: it is tagged as model training. (None, []) where there is no such experiment."""
+        exp = self.mlf.get_experiment_by_name(self.experiment)
+        if exp is None:
+            return None, []
+        mark_training(self.mlf, exp)
+        runs = self.mlf.search_runs([exp.experiment_id], f"tags.`{T.KIND}` = 'sweep'",
+                                    order_by=["attributes.start_time DESC"], max_results=limit)
+        return exp.experiment_id, [self._record(r) for r in runs]
+def _database_refuses(uri: str) -> str | None:
+    """For a SQL database store, why it can never work (no such database or user, credentials refused, no
+    driver), or None (it works, or is unreachable: an outage). Asked once, before MLflow, whose own engine
+    retries any failure with backoff for the better part of an hour."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme not in ("postgresql", "mysql", "mssql"):
+        return None
+    import sqlalchemy
+
+    engine = None
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 10} if scheme == "postgresql" else {})
+        with engine.connect():
+            return None
+    except ImportError as exc:
+        return f"{type(exc).__name__}: {exc} (the database driver is not installed)"
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        permanent = ("does not exist", "authentication failed", "password", "access denied", "unknown database",
+                     "pg_hba.conf", "permission denied")
+        if any(w in text.lower() for w in permanent):
+            return f"{type(exc).__name__}: {text.split('(Background on this error')[0].strip()[:400]}"
+        return None
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+def _transient(exc: Exception) -> bool:
+    """An outage or a busy store (retry), as opposed to MLflow refusing the request itself (park)."""
+    from mlflow.exceptions import MlflowException
+
+
+
+    if isinstance(exc, Refused):
+        return False
+    if isinstance(exc, MlflowException):
+        refused = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST",
+                   "INVALID_STATE", "PERMISSION_DENIED", "UNAUTHENTICATED", "FEATURE_DISABLED"}
+        text = str(exc)
+        denied = any(f"error code {c}" in text for c in (400, 401, 403, 404))  # the server said no
+        return exc.error_code not in refused and not denied and "unsupported URI" not in text
+    return isinstance(exc, (OSError, ConnectionError, TimeoutError)) or "OperationalError" in type(exc).__name__

@@ -1,0 +1,76 @@
+"""A sweep's last lines on the terminal: the counts, the two bests (the best configuration, its mean over seeds with
+its interval; the best single trial), and where to review it in MLflow's UI (orchestrator/links.py)."""
+
+from __future__ import annotations
+
+from orchestrator import tags as T
+
+
+def counts_line(summary: dict) -> str:
+    """The counts: trials completed, stopped early, failed."""
+    c = summary["counts"]
+    return (f"{sum(c.values())} trials: {c['completed']} completed, {c['stopped_early']} stopped early, "
+            f"{c['failed']} failed")
+
+
+def summarize(trials, sweep, early: set[str], label, max_failed_fraction=None) -> tuple[dict, int]:
+    """Counts and the best trial, ranked by each trial's last reported metric (Tune's scope="last")."""
+    counts = {"completed": 0, "stopped_early": 0, "failed": 0}
+    best = None
+    for t in trials:
+        if t.status == "ERROR":
+            counts["failed"] += 1
+            continue
+        counts["stopped_early" if t.trial_id in early else "completed"] += 1
+        v = (t.last_result or {}).get(sweep.metric)
+        if isinstance(v, (int, float)) and v == v:
+            if best is None or (v > best[0] if sweep.mode == "max" else v < best[0]):
+                best = (float(v), label(t), t.trial_id)
+    total = sum(counts.values())
+    summary = {
+        "metrics": {f"trials_{k}": v for k, v in counts.items()} | {"trials_total": total},
+        "tags": {},
+        "counts": counts,
+    }
+    if best is not None:
+        summary["metrics"][f"best_{sweep.metric}"] = best[0]
+        summary["tags"] = {T.BEST_TRIAL: best[1], T.BEST_TRIAL_ID: best[2],
+                           T.BEST.format(sweep.metric): f"{best[0]:.6g}"}
+        summary["best"] = best
+    too_many = max_failed_fraction is not None and counts["failed"] > max_failed_fraction * total
+    code = 1 if total == 0 or counts["failed"] == total or too_many else 0
+    return summary, code
+
+
+def summary_lines(summary: dict, sweep, p, parent_id, exp_id, made: dict | None = None) -> list[str]:
+    """The sweep's last lines: the counts; the two bests, each labelled and linked (the best configuration: its mean
+    over seeds with its interval, what the report ranks; the best single trial: its last reported value); and where
+    to review it: the runs table, the parent run and the report in MLflow's UI (orchestrator/links.py)."""
+    from orchestrator import links
+
+    out = [f"danlu: {counts_line(summary)}"]
+    base = links.ui_base(p.tracking_uri)
+    board = (made or {}).get("json", {}).get("leaderboard") or {}
+    best = board.get("best")
+    if best and exp_id:
+        ci = (f", 95% CI {best['ci_low']:.4g} to {best['ci_high']:.4g}" if best.get("ci_low") is not None else "")
+        runs = list(best.get("runs", {}).values())
+        link = links.compare(base, exp_id, runs) if len(runs) > 1 else links.run(base, exp_id, runs[0]) if runs else ""
+        out.append(f"danlu: best configuration: {best['label']}: mean {sweep.metric} {best['mean']:.4g}{ci} over "
+                   f"{best['n_seeds']} seed(s) ({' '.join(best.get('trials', {}).values())}) {link}".rstrip())
+    if "best" in summary:
+        v, label, tid = summary["best"]
+        rid, label = (made or {}).get("trial_runs", {}).get(tid, (None, label))
+        link = f" {links.run(base, exp_id, rid)}" if rid and exp_id else ""
+        out.append(f"danlu: best single trial: {label}: {sweep.metric} {v:.4g} (its last report){link}")
+    where = "`danlu ui` serves it here" if base == links.LOCAL_UI else f"at {base}"
+    out.append(f"danlu: review it in MLflow's UI ({where}): experiment '{p.cfg.tracking.experiment}', run "
+               f"'{sweep.name}' ({parent_id}); Ray storage: {p.storage_dir}")
+    if exp_id and parent_id:
+        table = links.runs_table(base, exp_id, str(sweep.name), str(sweep.metric), str(sweep.mode),
+                                 shared=bool((made or {}).get("shared_view")))
+        out += [f"  runs:   {table}",
+                f"  sweep:  {links.run(base, exp_id, parent_id)}"]
+        if made:
+            out.append(f"  report: {links.report(base, exp_id, parent_id)} (and {made['dir'] / 'report.html'})")
+    return out
