@@ -24,6 +24,7 @@ from ray.tune.search import Repeater
 from ray.tune.search.repeater import TRIAL_INDEX
 
 from orchestrator.ray_internals import group_trial_ids, repeater_groups, repeater_starts_group
+from orchestrator.search import Search
 from orchestrator.space import SEED_KEY
 
 
@@ -62,6 +63,30 @@ class Replicates(Repeater):
                 out.append({"hp": {self.keys[n]: v for n, v in g.config.items()}, "trial_ids": group_trial_ids(g),
                             "mean": _mean(g.scores())})
         return out
+
+
+def learning_search(searcher, space, cfg, name: str, seed) -> Search:
+    """The Search of a searcher that learns (Optuna's, HyperOpt's): wrapped in Replicates (seeds as replicates,
+    search.max_concurrent configurations outstanding), then Tune's ConcurrencyLimiter for
+    sweep.max_concurrent_trials; sweep.num_samples configurations, each one trial per seed.
+
+    Args:
+        searcher: Tune's Searcher, over the space's domains (orchestrator.search._domains).
+        space: the sweep's Space.
+        cfg: the composed config.
+        name: how the sweep's header line names the searcher, e.g. "optuna (tpe)".
+        seed: the search seed, for the header line.
+    """
+    from ray.tune.search import ConcurrencyLimiter
+
+    outstanding = cfg.search.get("max_concurrent")
+    alg = Replicates(searcher, space.seeds, [p.key for p in space.params], outstanding)
+    limit = cfg.sweep.get("max_concurrent_trials")
+    if limit:
+        alg = ConcurrencyLimiter(alg, max_concurrent=limit)
+    n = cfg.sweep.num_samples
+    return Search(alg, {}, n * len(space.seeds), f"{name}, {n} configurations, at most {outstanding or 'any number'} "
+                  f"outstanding, search seed {seed}")
 
 
 def _mean(scores):

@@ -33,21 +33,13 @@ def build(space, cfg, seed) -> Search:
     """HyperOptSearch over the space's domains, wrapped so that seeds are replicates."""
     import logging
 
-    from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.hyperopt import HyperOptSearch
 
     from orchestrator.search._domains import domains
-    from orchestrator.search._replicates import Replicates
+    from orchestrator.search._replicates import learning_search
 
     logging.getLogger("hyperopt").setLevel(logging.WARNING)  # not a line per suggestion on the terminal
     c = cfg.search
     searcher = HyperOptSearch(space=HyperOptSearch.convert_search_space(domains(space)), metric=cfg.sweep.metric,
                               mode=cfg.sweep.mode, n_initial_points=int(c.n_initial_points), random_state_seed=seed)
-    alg = Replicates(searcher, space.seeds, [p.key for p in space.params], c.get("max_concurrent"))
-    limit = cfg.sweep.get("max_concurrent_trials")
-    if limit:
-        alg = ConcurrencyLimiter(alg, max_concurrent=limit)
-    n = cfg.sweep.num_samples
-    return Search(alg, {}, n * len(space.seeds),
-                  f"hyperopt (TPE), {n} configurations, at most {c.get('max_concurrent') or 'any number'} "
-                  f"outstanding, search seed {seed}")
+    return learning_search(searcher, space, cfg, "hyperopt (TPE)", seed)

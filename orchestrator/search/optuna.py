@@ -86,21 +86,13 @@ def build(space, cfg, seed) -> Search:
     """Tune's OptunaSearch with the chosen sampler, seeded, over the space's domains, wrapped so that seeds are
     replicates; bounded by search.max_concurrent and sweep.max_concurrent_trials."""
     import optuna
-    from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
     from orchestrator.search._domains import domains
-    from orchestrator.search._replicates import Replicates
+    from orchestrator.search._replicates import learning_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study and trial on the terminal
     c = cfg.search
     searcher = OptunaSearch(space=OptunaSearch.convert_search_space(domains(space)), metric=cfg.sweep.metric,
                             mode=cfg.sweep.mode, sampler=SAMPLERS[c.sampler](seed, c))
-    alg = Replicates(searcher, space.seeds, [p.key for p in space.params], c.get("max_concurrent"))
-    limit = cfg.sweep.get("max_concurrent_trials")
-    if limit:
-        alg = ConcurrencyLimiter(alg, max_concurrent=limit)
-    n = cfg.sweep.num_samples
-    return Search(alg, {}, n * len(space.seeds),
-                  f"optuna ({c.sampler}), {n} configurations, at most {c.get('max_concurrent') or 'any number'} "
-                  f"outstanding, search seed {seed}")
+    return learning_search(searcher, space, cfg, f"optuna ({c.sampler})", seed)
