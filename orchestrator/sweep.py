@@ -57,7 +57,8 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
     from orchestrator.cluster import check_local_fit, check_shared_storage, ray_session, trial_resources
     from orchestrator.disk import FreeSpace, low, mb, watched, where
     from orchestrator.lock import Busy, SweepLock
-    from orchestrator.tracking import Tracker, check_uri
+    from orchestrator.tracking import check_uri
+    from orchestrator.tracking.writer import Tracker
 
     check_uri(p.tracking_uri, p.store_kind)
     need = trial_resources(p.cfg.resources)

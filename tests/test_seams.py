@@ -61,7 +61,7 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}  # a name may be a module
     return names
 
 
@@ -118,6 +118,18 @@ def test_a_whole_sweep_runs_on_a_second_run_store_with_no_mlflow_in_the_process(
     report = json.loads(parent["artifacts"]["report/report.json"])
     assert report["leaderboard"]["rows"] and "Verdict:" in r.stdout
     assert not (tmp_path / "mlflow.db").exists()
+    # the same sweep on MLflow's store: the same runs, steps and values
+    (tmp_path / "mlflow").mkdir()
+    same = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "sweep.name=mem", "sweep.num_samples=4", "epochs=4",
+                      "epoch_s=0.05", "sweep.search_seed=1", "scheduler=fifo", "sweep.seeds=[0,1]"], tmp_path / "mlflow")
+    assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
+    client, _, mlflow_children = mlflow_runs(tmp_path / "mlflow" / "mlflow.db", "mem")
+    on_mlflow = {(c.data.tags["danlu.config_id"], c.data.tags["danlu.seed"]):
+                 [(m.step, m.value) for m in sorted(client.get_metric_history(c.info.run_id, "score"),
+                                                    key=lambda m: m.step)] for c in mlflow_children}
+    in_memory = {(c["tags"]["danlu.config_id"], c["tags"]["danlu.seed"]): [(s, v) for s, v, _ in c["metrics"]["score"]]
+                 for c in children}
+    assert on_mlflow == in_memory
     again = danlu_cli(["report", "mem", "tracking.store=nope:Nothing"], tmp_path)
     assert again.returncode == 2 and "tracking.store=nope:Nothing: no such store" in again.stderr
 
@@ -163,3 +175,16 @@ def test_every_public_function_of_orchestrator_says_what_it_does():
     missing = [m for p in sorted((ROOT / "orchestrator").rglob("*.py"))
                for m in undocumented(ast.parse(p.read_text()).body, "", p)]
     assert missing == []
+
+
+def test_orchestrators_imports_have_no_cycle_lazy_ones_included():
+    """The modules form floors: each imports (at its top or inside a function) only modules below it."""
+    import graphlib
+
+    mods = {}
+    for p in (ROOT / "orchestrator").rglob("*.py"):
+        parts_ = p.relative_to(ROOT).with_suffix("").parts
+        mods[".".join(parts_[:-1] if parts_[-1] == "__init__" else parts_)] = p
+    graph = {m: {t for t in _imports(p) if t in mods and t != m} for m, p in mods.items()}
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError, naming the cycle
+    assert len(order) == len(mods)

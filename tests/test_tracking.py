@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.tracking import Tracker, resolve_uri
+from orchestrator.tracking import resolve_uri
 from orchestrator.tracking.journal import Journal
+from orchestrator.tracking.writer import Tracker
 from tests.conftest import mlflow_runs
 
 

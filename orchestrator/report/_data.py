@@ -53,6 +53,13 @@ class SweepData:
         return a > b if self.mode == "max" else a < b
 
 
+def label(config: Config) -> str:
+    """The configuration's one label: as in its MLflow runs' names (after the trial id) and on the terminal."""
+    from orchestrator.space import short_label
+
+    return short_label(config.hp) or config.id
+
+
 def _one_fidelity(c: Config) -> None:
     """A configuration's values at one step: the furthest step every one of its seeds reached. Seed-aware ASHA
     stops a configuration's seeds together, but a seed that was ahead may have reported a step or two more; a

@@ -80,7 +80,7 @@ def _f(x) -> str:
 def block(data, rows, shared: list[str] | None = None) -> Verdict:
     """The verdict that leads the report: the winner, the set that cannot be told from it, or that nothing can be
     decided with these seeds (and how many could); the evidence; the next step as a command."""
-    from orchestrator.report.leaderboard import label
+    from orchestrator.report._data import label
 
     m = data.metric
     if not rows:
@@ -142,7 +142,7 @@ def block(data, rows, shared: list[str] | None = None) -> Verdict:
 
 
 def _one_seed(data, rows, best, runner, shared, resolution) -> Verdict:
-    from orchestrator.report.leaderboard import label
+    from orchestrator.report._data import label
 
     m = data.metric
     headline = (f"untested: one seed per configuration. {label(best.config)} had the best single run ({m} "

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from orchestrator.report import Section
+from orchestrator.report._data import label
 from orchestrator.report._plots import figure, png
-from orchestrator.report.leaderboard import label
 
 
 def build(data, rows, cfg) -> Section | None:

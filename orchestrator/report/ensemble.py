@@ -12,7 +12,7 @@ import html
 
 from orchestrator import stats
 from orchestrator.report import Section
-from orchestrator.report.leaderboard import label
+from orchestrator.report._data import label
 
 TITLE = "Ensemble of the top configurations against the best one"
 

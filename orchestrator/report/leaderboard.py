@@ -9,6 +9,7 @@ import math
 
 from orchestrator import stats
 from orchestrator.report import Section
+from orchestrator.report._data import label
 
 
 def _f(x, digits=4) -> str:
@@ -17,13 +18,6 @@ def _f(x, digits=4) -> str:
 
 def _p(x) -> str:
     return "-" if x is None else ("<0.001" if x < 0.001 else f"{x:.3f}")
-
-
-def label(config) -> str:
-    """The configuration's one label: as in its MLflow runs' names (after the trial id) and on the terminal."""
-    from orchestrator.space import short_label
-
-    return short_label(config.hp) or config.id
 
 
 # a row's standing against the best (stats.versus_best's state; None: it stopped at an earlier step)

@@ -193,11 +193,3 @@ def resolve_uri(uri: str, cwd: str | None = None) -> str:
 def check_uri(uri: str, kind: str = "mlflow") -> None:
     """What the store can say of a tracking URI without being contacted (BadInput naming tracking.uri)."""
     store_class(kind).check(uri)
-
-
-def __getattr__(name: str):
-    if name == "Tracker":  # the writer thread, imported when first used
-        from orchestrator.tracking.writer import Tracker
-
-        return Tracker
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
