@@ -36,11 +36,10 @@ def steps(client, run) -> list[int]:
     return [m.step for m in client.get_metric_history(run.info.run_id, "score")]
 
 
-@pytest.mark.parametrize("resources, asked", [
-    (["resources=gpu"], {"GPU": 1.0}),
+@pytest.mark.parametrize("resources, asked", [  # whole GPUs: test_sweep's two-GPU trial, and the cluster tests
     (["resources=quarter_gpu", "+cluster.resources.special=2", "+resources.custom.special=0.5"],
      {"GPU": 0.25, "special": 0.5}),
-], ids=["gpu=1", "gpu=0.25+custom"])
+], ids=["gpu=0.25+custom"])
 def test_every_trial_of_a_resumed_sweep_gets_what_it_asked_for(tmp_path, resources, asked):
     """Finished, restarted and newly created trials alike (max_concurrent_trials=2 keeps trials to create
     after the resume): each trial's process was given its GPU share and custom resource by Ray."""
@@ -151,10 +150,10 @@ def _chaos():
     return module
 
 
-@pytest.mark.parametrize("seed", [7, 31])
+@pytest.mark.parametrize("seed", [7])
 def test_the_kill_loop_finds_no_violation(seed, capsys):
-    """scripts/chaos.py for a few iterations (the script runs many): three SIGKILLs at seeded random moments,
-    then the same command to the end; the MLflow store is checked for every promise."""
+    """scripts/chaos.py for one iteration (the script runs many; the closing notes give longer runs): three SIGKILLs
+    at seeded random moments, then the same command to the end; the MLflow store is checked for every promise."""
     problems = _chaos().iteration(seed, kills=3, window=25.0, keep=False)
     assert problems == [], f"replay with: scripts/chaos.py --seed {seed} --iterations 1 --keep\n{problems}"
 

@@ -236,3 +236,23 @@ def test_schedulers_are_chosen_by_their_module_and_record_what_they_stop(name):
     assert type(cloudpickle.loads(cloudpickle.dumps(made))) is type(made)  # Tune pickles it into tuner.pkl
     s = schedulers.schedule(sch, 9)
     assert s.max_t == 9 and (s.rungs == (1.0, 3.0) if name == "asha" else s.rungs == ())
+
+
+def test_the_saved_decisions_survive_a_snapshot_cut_at_any_byte(tmp_path):
+    """`danlu report` reads the scheduler's decisions from Tune's newest callback-state file; one cut short (a driver
+    killed while Tune wrote it) is passed over for the one before, never a traceback."""
+    import pickle
+
+    from orchestrator.scheduler import saved_decisions
+
+    older = {0: {"scheduler": {"stopped_early": [], "decisions": [{"config": "a", "rung": 2.0, "stop": True}]}}}
+    newer = {0: {"scheduler": {"stopped_early": [], "decisions": [{"config": "a", "rung": 2.0, "stop": True},
+                                                                  {"config": "b", "rung": 2.0, "stop": False}]}}}
+    (tmp_path / "callback-states-2026-01-01_00-00-00.pkl").write_bytes(pickle.dumps(older))
+    whole = pickle.dumps(newer)
+    path = tmp_path / "callback-states-2026-01-02_00-00-00.pkl"
+    path.write_bytes(whole)
+    assert len(saved_decisions(tmp_path)) == 2
+    for cut in range(len(whole)):
+        path.write_bytes(whole[:cut])
+        assert saved_decisions(tmp_path) == older[0]["scheduler"]["decisions"], cut

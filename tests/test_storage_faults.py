@@ -18,7 +18,7 @@ from tests.test_recovery import descendants, end_group, start_danlu
 
 pytestmark = pytest.mark.slow
 
-SWEEP = ["sweep", "job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=8", "epochs=16", "epoch_s=0.25",
+SWEEP = ["sweep", "job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=6", "epochs=12", "epoch_s=0.2",
          "checkpoint_state=true", "cluster.num_cpus=2"]
 
 
@@ -46,7 +46,7 @@ def kill_after_finished(tmp_path, args, name, n: int = 3) -> set[str]:
     return finished(tmp_path, name)
 
 
-def assert_whole(tmp_path, name, trials=8, steps=16, kept=()):
+def assert_whole(tmp_path, name, trials=6, steps=12, kept=()):
     """One FINISHED parent with its report; one FINISHED run per trial with every step once; the runs in `kept` (run
     ids finished before the fault) all still there; runs set aside are tagged and not RUNNING."""
     client, parents, children = mlflow_runs(tmp_path / "mlflow.db", name)
@@ -232,11 +232,11 @@ def test_a_full_disk_stops_the_sweep_says_so_and_the_same_command_resumes_it(tmp
 
 
 def test_the_storage_fault_loop_finds_no_violation(capsys):
-    """A few iterations of scripts/faults.py (the closing note gives a longer run): tuner.pkl, a checkpoint file and
-    the journal's offset cut at seeded bytes after a kill at a seeded moment."""
+    """Two iterations of scripts/faults.py (the closing notes give longer runs): tuner.pkl and a checkpoint file cut
+    at seeded bytes after a kill at a seeded moment (a damaged offset file: tests/test_journal.py)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import faults
 
-    code = faults.main(["--iterations", "3", "--seed", "300", "--kinds", "cut-tuner,cut-checkpoint,cut-offset"])
+    code = faults.main(["--iterations", "2", "--seed", "300", "--kinds", "cut-tuner,cut-checkpoint"])
     out = capsys.readouterr().out
     assert code == 0, out

@@ -82,6 +82,7 @@ def test_unreachable_store_is_waited_out_and_nothing_is_lost(tmp_path, capsys, m
     assert "is unreachable" in capsys.readouterr().err
     later = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "danlu", flush_s=0.1, storage=tmp_path)
     assert later.replayed_ops == 5
+    later.begin()
     assert later.close()
     client, (parent,), (child,) = mlflow_runs(tmp_path / "mlflow.db", "s3")
     assert parent.info.status == child.info.status == "FINISHED"
@@ -341,3 +342,23 @@ def test_a_new_sqlite_store_appears_whole_or_not_at_all(tmp_path):
     before = (tmp_path / "mlflow.db").stat().st_ino
     create_sqlite_store(f"sqlite:///{tmp_path}/mlflow.db")  # an existing store is left as it is
     assert (tmp_path / "mlflow.db").stat().st_ino == before
+
+
+def test_nothing_of_an_earlier_drivers_journal_is_sent_before_the_sweep_is_opened(tmp_path):
+    """A driver that stops before it opens the sweep (its storage cannot be restored, a second driver, bad input)
+    leaves the store as it found it: the backlog waits in the journal for the next driver."""
+    db = f"sqlite:///{tmp_path}/mlflow.db"
+    dark = Tracker("http://127.0.0.1:9", "danlu", flush_s=0.1, storage=tmp_path, retry_s=0.2)  # nothing reaches it
+    dark.open_sweep("s11", {"a": 1}, {}, tmp_path, ["danlu"])
+    dark.trial_start("t1", "t001", {}, {"danlu.sweep": "s11"})
+    assert dark.close(timeout=3) is False
+    refused = Tracker(db, "danlu", flush_s=0.1, storage=tmp_path)
+    refused.check_store()  # the store is reached...
+    assert refused.close(timeout=10) is False  # ...but nothing is sent: the sweep was never opened
+    assert mlflow_runs(tmp_path / "mlflow.db", "s11")[1:] == ([], [])
+    later = Tracker(db, "danlu", flush_s=0.1, storage=tmp_path)
+    assert later.replayed_ops == 2  # still all there
+    later.begin()
+    assert later.close()
+    _, (parent,), (child,) = mlflow_runs(tmp_path / "mlflow.db", "s11")
+    assert child.info.run_name == "t001"

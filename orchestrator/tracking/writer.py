@@ -64,6 +64,9 @@ class Tracker:
         self._verdict: str | None = None  # "ok", "outage" or why the store can never work
         self._checked = threading.Event()
         self._opened = threading.Event()
+        # nothing is sent (an earlier driver's backlog, parked operations) before the sweep is opened: a sweep that
+        # turns out not to be restorable, or a command refused, leaves the store as it found it
+        self._go = threading.Event()
         self._queue: queue.Queue = queue.Queue()
         for o, end in backlog:  # what an earlier driver journaled but MLflow never confirmed: first
             self._queue.put((o, end))
@@ -125,6 +128,7 @@ class Tracker:
                    tags: dict[str, str] | None = None, settings: dict[str, str] | None = None) -> None:
         """Journal and queue the sweep's open: its parent run, created or found again, with its settings as params
         and its config and space as artifacts."""
+        self.begin()
         self._put("open", name=name, config=config, space=space, root=str(root), command=command,
                   extra_tags=tags or {}, settings=settings)
 
@@ -191,7 +195,7 @@ class Tracker:
     # -- the writer thread ----------------------------------------------------------------------
     def _main(self) -> None:
         try:
-            if self._connect():
+            if self._connect() and self._begun():
                 self._retry_parked()
                 self._loop()
         except BaseException as exc:  # a bug, not MLflow: the sweep must hear of it (see tuner.TrialRuns)
@@ -230,6 +234,19 @@ class Tracker:
                 return False
         self._verdict = self._verdict or "ok"
         self._checked.set()
+        return True
+
+    def begin(self) -> None:
+        """Let the writer send: first what the journal held from an earlier driver, then the parked operations,
+        then what is queued. open_sweep() calls it; until then nothing reaches the store."""
+        self._go.set()
+
+    def _begun(self) -> bool:
+        """Wait for the sweep's open (see _go); False if the tracker is closed first: then nothing was sent, and
+        what the journal holds waits for the next driver."""
+        while not self._go.wait(0.2):
+            if self._closed:
+                return False
         return True
 
     def _reconnect(self) -> None:
