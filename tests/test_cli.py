@@ -136,37 +136,6 @@ def test_readme_commands_exist():
         assert (ROOT / "scripts" / script).exists()
 
 
-@pytest.mark.slow
-def test_ui_serves_the_store(tmp_path):
-    """`danlu ui` starts MLflow's UI on 127.0.0.1 over the configured sqlite store; stopped by its PID."""
-    import os
-    import signal
-    import socket
-    import time
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), "ui", "--port", str(port)],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        deadline, body = time.time() + 120, ""
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
-                    body = resp.read().decode(errors="replace")
-                    break
-            except OSError:
-                time.sleep(1)
-        assert "mlflow" in body.lower()
-        assert (tmp_path / "mlflow.db").exists()  # the store it was pointed at: ./mlflow.db
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the session this test started, nothing else
-        proc.wait(timeout=60)
-
-
 def test_resume_of_an_unknown_sweep(tmp_path):
     r = probe(["resume", "nosuch"], tmp_path)
     assert r.returncode == 2 and "no sweep of that name under outputs/" in r.stderr

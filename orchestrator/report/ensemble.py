@@ -54,6 +54,8 @@ def build(data, rows, cfg) -> Section | None:
         return _unavailable(f"the sweep's Ray storage (its checkpoints) is not here ({data.storage_dir}).")
     best = top[0].config
     first = _config(data.store, next(iter(best.runs.values()))[0])
+    if "job" not in first:
+        return _unavailable("the best configuration's run has no config.yaml artifact (its trial's config).")
     if not first.job.get("predict"):
         return _unavailable(f"job {first.job.name} has no predict function (job.predict).")
     predict = load_job(str(first.job.predict), data.root)
