@@ -188,3 +188,13 @@ def test_orchestrators_imports_have_no_cycle_lazy_ones_included():
     graph = {m: {t for t in _imports(p) if t in mods and t != m} for m, p in mods.items()}
     order = list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError, naming the cycle
     assert len(order) == len(mods)
+
+
+def test_tracking_store_names_a_runstore_class_or_is_bad_input():
+    from orchestrator.errors import BadInput
+    from orchestrator.tracking import store_class
+
+    assert store_class("memory_store:MemoryStore").__name__ == "MemoryStore"  # a second implementation, by path
+    for wrong in ("nope", "os:path", "json:JSONDecoder", "memory_store:nothing"):
+        with pytest.raises(BadInput, match=f"tracking.store={wrong}: no such store"):
+            store_class(wrong)

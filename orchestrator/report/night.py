@@ -1,5 +1,5 @@
 """The night: what went wrong while nobody watched, and what it cost. Trials that failed (with their error), trials
-retried after their process or node died, trials restored from a checkpoint (steps reported again), runs set aside,
+retried from their last checkpoint after a failure, trials restored from a checkpoint (steps reported again), runs set aside,
 and the sweep's own restarts: resumes of its driver and resubmissions by danlu's supervisor, with their reasons.
 
 Everything here is read from the tracking store (the tags danlu writes on each run: orchestrator/tags.py), so the
@@ -67,15 +67,23 @@ def build(data, rows, cfg) -> Section:
         text.append(f"{len(killed)} trial run(s) ended KILLED (the sweep was stopped while they ran): "
                     f"{', '.join(facts['killed'][:limit])}")
     if retried:
-        text.append(f"{len(retried)} trial(s) retried after their process or node died, "
-                    f"{sum(facts['retries'].values())} retries in all (failure.max_failures)")
+        text.append(f"{len(retried)} trial(s) retried from their last checkpoint after a failure (their error, their "
+                    f"process or their node), {sum(facts['retries'].values())} retries in all (failure.max_failures)")
     if replayed or restored:
         text.append(f"{len(replayed)} trial(s) reported {sum(facts['steps_replayed'].values())} step(s) again after a "
-                    "restore (logged once)" + (f"; {len(restored)} restored from an older checkpoint than their snapshot "
+                    "retry or a resume (logged once)" + (f"; {len(restored)} restored from an older checkpoint than their snapshot "
                                                "named" if restored else ""))
     if orphaned:
         text.append(f"{len(orphaned)} run(s) set aside (tag {T.ORPHANED}; kept, not in the statistics)")
     if not text:
         text = [f"A quiet night: {facts['trials']} trial(s), none failed, retried or restored; the driver ran once."]
-    page = "<ul>" + "".join(f"<li>{html.escape(line.strip())}</li>" for line in text) + "</ul>"
+    items = []  # the terminal's indented lines (each failed trial) nest under the line before them
+    for line in text:
+        if line.startswith("  ") and items:
+            items[-1][1].append(line.strip())
+        else:
+            items.append((line, []))
+    page = "<ul>" + "".join(
+        f"<li>{html.escape(head)}" + ("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in sub_) + "</ul>" if sub_
+                                      else "") + "</li>" for head, sub_ in items) + "</ul>"
     return Section("night", "The night: failures and restarts", facts, text, page)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from orchestrator.errors import BadInput
+from orchestrator.tracking.journal import OPS
 
 STORES = {"mlflow": "orchestrator.tracking.mlflow_store:MlflowStore"}
 
@@ -171,10 +172,14 @@ def store_class(kind: str = "mlflow") -> type:
     target = STORES.get(kind, kind)
     module, _, name = target.partition(":")
     try:
-        return getattr(importlib.import_module(module), name)
+        cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
+        cls = None
+    needs = ("check", "refuses", "transient", "experiment_id", "read_sweep", *OPS)
+    if not isinstance(cls, type) or not all(callable(getattr(cls, n, None)) for n in needs):
         raise BadInput(f"tracking.store={kind}: no such store; valid: {', '.join(STORES)}, or package.module:Class "
-                       "of a RunStore (orchestrator/tracking/__init__.py).") from None
+                       "of a RunStore (orchestrator/tracking/__init__.py).")
+    return cls
 
 
 def open_store(uri: str, experiment: str, kind: str = "mlflow") -> RunStore:

@@ -627,7 +627,7 @@ class MlflowStore:
     def share_view(self, name: str, metric: str, mode: str, hyperparameters: list[str]) -> bool:
         """The sweep's runs table as MLflow's shared view (an experiment tag the UI opens by key); False if
         refused."""
-        exp = self._exp()
+        exp = self.exp_id or self._exp()
         return exp is not None and share_runs_view(self.mlf, exp, name, metric, mode, hyperparameters)
 
     def sweeps(self, limit: int = 200) -> tuple[str | None, list[RunRecord]]:

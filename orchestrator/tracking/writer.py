@@ -373,7 +373,7 @@ class Tracker:
         """An outage or a busy store (retry), as the store's kind judges it."""
         from orchestrator.tracking import store_class
 
-        return store_class(self.kind).transient(exc)
+        return (type(self.store) if self.store is not None else store_class(self.kind)).transient(exc)
 
     def _warn(self, msg: str) -> None:
         self.errors.append(msg)
