@@ -98,7 +98,10 @@ def build_schedule(cfg, opt):
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     if cfg.lr_schedule == "cosine_restarts":
         return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.restart_period)
-    raise ValueError(f"lr_schedule={cfg.lr_schedule}: valid schedules are constant, cosine, cosine_restarts")
+    if cfg.lr_schedule == "lr_range":  # the LR range test: lr to lr_max, geometrically, over the epochs
+        growth = (float(cfg.lr_max) / float(cfg.lr)) ** (1 / max(1, int(cfg.epochs) - 1))
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: growth**e)
+    raise ValueError(f"lr_schedule={cfg.lr_schedule}: valid schedules are constant, cosine, cosine_restarts, lr_range")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -136,6 +139,8 @@ def train(cfg, ctx) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gen = seed_everything(int(cfg.seed))
     xt, yt, xv, yv = (torch.as_tensor(a, device=device) for a in load_split(cfg.val_fraction, cfg.split_seed))
+    if cfg.get("subset"):  # the first `subset` training examples only (the preflight's tiny batch)
+        xt, yt = xt[: int(cfg.subset)], yt[: int(cfg.subset)]
     model = build_model(cfg).to(device)
     opt = build_optimizer(cfg, model)
     sched = build_schedule(cfg, opt)
@@ -154,11 +159,12 @@ def train(cfg, ctx) -> None:
     n, bs = len(xt), int(cfg.batch_size)
     for epoch in range(start + 1, cfg.epochs + 1):
         model.train()
-        total, seen = 0.0, 0
+        total, seen, grad_norm = 0.0, 0, 0.0
         for idx in torch.randperm(n, generator=gen).to(device).split(bs):
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(xt[idx]), yt[idx])
             loss.backward()
+            grad_norm = max(grad_norm, torch.nn.utils.clip_grad_norm_(model.parameters(), math.inf).item())
             opt.step()
             total += loss.item() * len(idx)
             seen += len(idx)
@@ -166,7 +172,7 @@ def train(cfg, ctx) -> None:
         sched.step()
         val_loss, val_acc = evaluate(model, xv, yv, loss_fn)
         train_loss = total / seen
-        metrics = {"train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc, "lr": lr}
+        metrics = {"train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "grad_norm": grad_norm}
         state = {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                  "schedule": sched.state_dict(), "rng": rng_state(gen)}
         ctx.report(epoch, metrics, checkpoint=state)

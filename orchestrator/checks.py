@@ -31,10 +31,12 @@ def integer(key: str, value, low: int = 0, *, optional: bool = False, note: str 
     return value
 
 
-def number(key: str, value, low: float = 0, *, note: str = "") -> float:
+def number(key: str, value, low: float = 0, *, optional: bool = False, note: str = "") -> float | None:
     """`value` if it is a number (int or float, not bool) >= low; see integer() for the arguments."""
+    if value is None and optional:
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < low:
-        raise _say(key, value, f"a number >= {low:g}", note)
+        raise _say(key, value, f"{'null, or ' if optional else ''}a number >= {low:g}", note)
     return value
 
 

@@ -1,10 +1,13 @@
 """danlu: Hydra-composed sweeps on Ray Tune with ASHA, tracked in MLflow.
 
+    danlu plan [--probe]                                    what the default sweep would run and cost; launches nothing
+    danlu preflight                                         overfit a tiny batch, NaN at the lr's bounds, the stores
     danlu sweep                                             the default sweep (conf/sweep/default.yaml)
     danlu sweep experiment=digits_lr                        a ready-made sweep from conf/experiment/
     danlu sweep lr='tag(log, interval(1e-4, 1e-1))' batch_size=32,64 sweep.num_samples=8
     danlu resume NAME                                       continue an interrupted sweep
     danlu run lr=0.1 epochs=5                               one trial, in this process, no Ray
+    danlu rerun RUN_ID                                      a trial again from its MLflow run; checks it reproduces
     danlu ui                                                the MLflow UI on the configured store
     danlu report NAME                                       the morning report: which configurations are really better
     danlu compare batch_size=64 --vs batch_size=63 --seeds 10   a paired-seed A/B of any claim
@@ -54,7 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run a sweep on Ray Tune (ASHA), logged to MLflow",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SEARCH_HELP)
     p.add_argument("--verbose", action="store_true", help="show Ray's own logs and per-iteration tables")
+    p.add_argument("--no-preflight", action="store_true", help="skip the fast checks a new sweep runs first "
+                   "(reach, metric, nan, overfit: danlu preflight)")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+
+    p = sub.add_parser("plan", help="what a sweep would run and cost: configs, space, trials, rungs, expected steps, "
+                       "resource-hours, fit, warnings; launches nothing")
+    p.add_argument("--probe", action="store_true", help="measure the step time: a few reports of the base config here")
+    p.add_argument("--address", help="a Ray cluster's address (HEAD:6379) to check the fit against")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+
+    p = sub.add_parser("preflight", help="checks before a sweep: the stores answer, the metric is reported, no NaN "
+                       "at the lr's bounds, the job overfits a tiny batch, the memory corner fits")
+    p.add_argument("--lr-find", action="store_true", help="also the LR range test: suggests lr bounds, draws the curve")
+    p.add_argument("--only", metavar="CHECKS", help="only these checks, comma-separated: reach,metric,nan,overfit,memory")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+
+    p = sub.add_parser("rerun", help="run a trial again, here, from what its MLflow run recorded (config, seed, "
+                       "commit); says whether every metric's history is reproduced exactly")
+    p.add_argument("run_id", help="the trial's MLflow run id")
+    p.add_argument("overrides", nargs="*", help="tracking=..., tracking.uri=... (where the run is)")
 
     p = sub.add_parser("resume", help="continue a sweep that was interrupted (same runs, same trials)")
     p.add_argument("name", help="the sweep's name (its directory under output_dir)")
@@ -129,7 +151,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sweep":
             from orchestrator.sweep import run_sweep
 
-            return run_sweep(args.overrides, config_dir, verbose=args.verbose, command=["danlu", *sys.argv[1:]])
+            return run_sweep(args.overrides, config_dir, verbose=args.verbose, command=["danlu", *sys.argv[1:]],
+                             preflight=not args.no_preflight)
+        if args.command == "plan":
+            from orchestrator.plan import plan
+            from orchestrator.preview import show
+
+            return show(plan(args.overrides, config_dir), probe=args.probe, address=args.address)
+        if args.command == "preflight":
+            return _preflight(args, config_dir)
+        if args.command == "rerun":
+            from orchestrator.rerun import rerun
+
+            return rerun(args.run_id, args.overrides, config_dir)
         if args.command == "resume":
             return _resume(args, config_dir)
         if args.command == "run":
@@ -177,8 +211,10 @@ def _resume(args, config_dir: Path) -> int:
     from orchestrator.sweep import run_sweep
 
     where = [o for o in args.overrides if o.startswith("output_dir=")]
-    if len(where) != len(args.overrides):
-        raise BadInput("danlu resume takes only output_dir=...: a sweep resumes with the settings it started with.")
+    budget = [o for o in args.overrides if o.lstrip("+").startswith("sweep.budget.")]
+    if len(where) + len(budget) != len(args.overrides):
+        raise BadInput("danlu resume takes only output_dir=... and sweep.budget.*=... (a larger budget): a sweep "
+                       "resumes with the settings it started with.")
     output_dir = where[-1].split("=", 1)[1] if where else "outputs"
     saved = saved_overrides(Path(output_dir, args.name))
     if saved is None:
@@ -189,8 +225,31 @@ def _resume(args, config_dir: Path) -> int:
                        f"{Path(output_dir, args.name, STATE_DIR, SAVED)}); "
                        + (f"the sweeps there: {', '.join(known)}." if known else "there are no sweeps there."))
     kept = [o for o in saved if not o.startswith(("sweep.name=", "output_dir="))]
-    return run_sweep([*kept, f"sweep.name={args.name}", *where], config_dir, verbose=False,
+    return run_sweep([*kept, *budget, f"sweep.name={args.name}", *where], config_dir, verbose=False,
                      command=["danlu", *sys.argv[1:]])
+
+
+def _preflight(args, config_dir: Path) -> int:
+    """`danlu preflight`: every check (or --only some), said as each ends; 1 if any FAILed, 2 for a metric the job
+    never reports (bad input, as for danlu sweep)."""
+    from orchestrator import preflight
+    from orchestrator.plan import plan
+
+    names = tuple(n.strip() for n in args.only.split(",") if n.strip()) if args.only else preflight.ALL
+    unknown = [n for n in names if n not in preflight.ALL]
+    if unknown:
+        raise BadInput(f"--only {args.only}: {', '.join(unknown)} is no check; the checks are {', '.join(preflight.ALL)}.")
+    p = plan(args.overrides, config_dir)
+    print(f"danlu preflight: job {p.cfg.job.name} ({p.cfg.job.fn}), sweep {p.cfg.sweep.name}", flush=True)
+    out = preflight.run(p, names, lr_find=args.lr_find, say=lambda line: print(line, flush=True))
+    bad = out.failed
+    warned = [c.name for c in out.checks if c.status == preflight.WARN]
+    if not bad:
+        print(f"danlu preflight: {len(out.checks)} check(s), none failed"
+              + (f"; {len(warned)} warning(s): {', '.join(warned)}" if warned else ""), flush=True)
+        return 0
+    print(f"danlu preflight: {len(bad)} check(s) FAILED: {', '.join(c.name for c in bad)}", flush=True)
+    return 2 if any(c.bad_input for c in bad) else 1
 
 
 def _report(args, config_dir: Path) -> int:

@@ -72,6 +72,16 @@ def check_fit(need: dict[str, float], nodes: dict[str, dict[str, float]]) -> Non
     raise BadInput(f"resources: a trial asks for {asked}, but the largest node ({name}) offers {offers}.{hint}")
 
 
+def trials_at_once(need: dict[str, float], nodes: dict[str, dict[str, float]]) -> int:
+    """How many trials asking `need` each the nodes hold at once (each node: its smallest ratio of offered to
+    asked over the resources a trial asks for), summed over the nodes."""
+    total = 0
+    for offers in nodes.values():
+        fits = [offers.get(k, 0.0) / v for k, v in need.items() if v > 0]
+        total += int(min(fits) + 1e-9) if fits else 0
+    return total
+
+
 def cluster_nodes() -> dict[str, dict[str, float]]:
     """The live nodes of the connected Ray cluster: a readable name -> the resources each offers."""
     import ray

@@ -13,6 +13,7 @@ writes that fail anyway (a checkpoint larger than the margin, a quota) are recog
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import threading
@@ -142,3 +143,13 @@ def copy_atomic(src, dst) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_json(path, value) -> None:
+    """Replace a small record atomically; a disk that cannot take it costs only the record (a sweep's finished.json, its budget)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(value, indent=1))
+        os.replace(tmp, path)
+    except OSError:  # a full disk: the next run of the command restores it through Tune instead
+        pass

@@ -114,6 +114,9 @@ def _check_sweep(sweep, name: str) -> None:
         raise BadInput(f"sweep.name={name!r}: a plain directory name (letters, digits, - and _).")
     checks.integer("sweep.search_seed", sweep.get("search_seed"), 0, optional=True, note="(null: a fresh seed)")
     checks.integer("sweep.max_concurrent_trials", sweep.get("max_concurrent_trials"), 1, optional=True)
+    from orchestrator.budget import Limits
+
+    Limits.of(sweep)
 
 
 def _check_settings(cfg) -> None:
@@ -126,6 +129,10 @@ def _check_settings(cfg) -> None:
     checks.integer("storage.min_free_mb", cfg.storage.min_free_mb, 0)
     checks.number("storage.lock_ttl_s", cfg.storage.lock_ttl_s, 1)
     checks.number("tracking.flush_s", cfg.tracking.flush_s, 0.05)
+    pre = cfg.get("preflight") or {}
+    checks.integer("preflight.reports", pre.get("reports", 3), 1)
+    checks.integer("preflight.nan_reports", pre.get("nan_reports", 5), 1)
+    checks.number("preflight.memory_mb", pre.get("memory_mb"), 1, optional=True, note="(null: available memory / trials at once)")
 
 
 def resume_command(p: Plan) -> str:

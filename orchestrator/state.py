@@ -9,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+from orchestrator.disk import write_json  # noqa: F401 - the sweep's records are written with it
 from orchestrator.errors import BadInput, SweepFailed
 
 # danlu's own files live in <storage>/danlu/, not beside Ray's: on a restore, Tune copies every *.json and
@@ -17,6 +18,7 @@ from orchestrator.errors import BadInput, SweepFailed
 STATE_DIR = "danlu"
 SAVED = "sweep.json"  # the overrides the sweep started with (for `danlu resume`), its id and search seed
 PROGRESS = "progress.json"  # trials done/total, the best so far (orchestrator/progress.py; `danlu list` reads it)
+MEASURED = "measured.json"  # the job's seconds per step in this sweep: what `danlu plan` costs its next sweep at
 FINISHED = "finished.json"  # a sweep that ended whole: its last lines, so that its command prints them again
 _OLD_LAYOUT = ("danlu.json", "mlflow_runs.json", "mlflow_journal.jsonl", "mlflow_journal.offset")
 
@@ -36,8 +38,10 @@ def state_dir(storage_dir: Path) -> Path:
 
 def _identity(overrides: list[str]) -> list[str]:
     """The overrides that define a sweep: its name, where its storage lives and how it guards that storage
-    (storage.*: a lower free-space margin to resume on a fuller disk) are not part of it."""
-    return [o for o in overrides if not o.lstrip("+").startswith(("sweep.name=", "output_dir=", "storage."))]
+    (storage.*: a lower free-space margin to resume on a fuller disk) are not part of it, nor is its budget
+    (sweep.budget.*: a sweep stopped by its budget resumes with a larger one)."""
+    return [o for o in overrides if not o.lstrip("+").startswith(("sweep.name=", "output_dir=", "storage.",
+                                                                   "sweep.budget."))]
 
 
 SAVED_COPY = "sweep.copy.json"  # the identity twice: a file cut at any byte leaves the other
@@ -133,13 +137,3 @@ def finished(storage_dir: Path) -> dict | None:
         return done if isinstance(done, dict) and isinstance(done.get("lines"), list) and done.get("at") else None
     except (OSError, ValueError):
         return None
-
-
-def write_json(path: Path, value) -> None:
-    """Replace a small record atomically; a disk that cannot take it costs only the record (see finished())."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(value, indent=1))
-        os.replace(tmp, path)
-    except OSError:  # a full disk: the next run of the command restores it through Tune instead
-        pass

@@ -27,8 +27,9 @@ def summarize(trials, sweep, early: set[str], label, max_failed_fraction=None) -
             if best is None or (v > best[0] if sweep.mode == "max" else v < best[0]):
                 best = (float(v), label(t), t.trial_id)
     total = sum(counts.values())
+    steps = sum((t.last_result or {}).get("training_iteration") or 0 for t in trials)
     summary = {
-        "metrics": {f"trials_{k}": v for k, v in counts.items()} | {"trials_total": total},
+        "metrics": {f"trials_{k}": v for k, v in counts.items()} | {"trials_total": total, "steps_run": float(steps)},
         "tags": {},
         "counts": counts,
     }

@@ -19,7 +19,17 @@ from orchestrator import tags as T
 from orchestrator.errors import BadInput, SweepFailed
 from orchestrator.interrupts import Interrupts
 from orchestrator.plan import Plan, plan, resume_command, sweep_settings
-from orchestrator.state import FINISHED, PROGRESS, begun, finished, identify, state_dir, state_dir_path, write_json
+from orchestrator.state import (
+    FINISHED,
+    MEASURED,
+    PROGRESS,
+    begun,
+    finished,
+    identify,
+    state_dir,
+    state_dir_path,
+    write_json,
+)
 from orchestrator.summary import counts_line, summarize, summary_lines
 
 
@@ -38,7 +48,7 @@ def submission_tags() -> dict[str, str]:
 
 
 def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, command: list[str] | None = None,
-              stream=None, lead=None, planned: Plan | None = None) -> int:
+              stream=None, lead=None, planned: Plan | None = None, preflight: bool = True) -> int:
     """Run a sweep, or resume it: a sweep whose storage already exists continues where it stopped.
 
     Args:
@@ -49,6 +59,7 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
         stream: where the terminal lines go (stdout).
         lead: the verdict its report leads with, in place of the leaderboard's (orchestrator/report/_verdict.py).
         planned: plan(overrides, config_dir), where the caller made it already (danlu compare).
+        preflight: a new sweep runs the fast checks first (orchestrator/preflight.py); a resumed one ran them.
     """
     p = planned or plan(overrides, config_dir)
     from omegaconf import OmegaConf
@@ -64,6 +75,10 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
     need = trial_resources(p.cfg.resources)
     check_local_fit(p.cfg.cluster, need)
     out = stream or sys.stdout
+    from orchestrator.budget import Limits
+
+    limits = Limits.of(p.cfg.sweep)
+    checked = _preflight(p, out) if preflight and not begun(p.storage_dir) else None
     interrupts = Interrupts(out)
     lock = SweepLock(state_dir_path(p.storage_dir), float(p.cfg.storage.lock_ttl_s), say=interrupts.say,
                      on_lost=interrupts.stop_for)
@@ -88,6 +103,7 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
                   f"{p.cfg.sweep.name}` makes its report again):", file=out)
             print("\n".join(done["lines"]), file=out, flush=True)
             return 0
+        meter = _budget_meter(p, limits, need)
         full = low(paths, min_free)
         if full:
             raise SweepFailed(f"disk full at {where(full)}: less than storage.min_free_mb={mb(min_free)} is free, "
@@ -108,11 +124,16 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
             interrupts.watch = watch  # stopped once the trials have ended: then a write that fails is said
             check_shared_storage(p.storage_dir)
             config = OmegaConf.to_container(p.cfg, resolve=True)
+            from orchestrator.preview import sweep_forecast
+
+            tags = submission_tags() | {T.SEARCH_SEED: str(saved.get("search_seed", ""))} | \
+                sweep_forecast(p).as_tags() | (checked.as_tags() if checked is not None else {})
+            if checked is None and not known:
+                tags[T.PREFLIGHT] = "skipped (--no-preflight)" if not preflight else "skipped"
             tracker.open_sweep(str(p.cfg.sweep.name), config, p.space.describe(), p.config_dir.parent,
-                               command or ["danlu", *sys.argv[1:]],
-                               submission_tags() | {T.SEARCH_SEED: str(saved.get("search_seed", ""))},
-                               sweep_settings(config, p.space))
-            code = _launch(p, tracker, verbose, out, known, interrupts, saved.get("search_seed"), prep, lead)
+                               command or ["danlu", *sys.argv[1:]], tags, sweep_settings(config, p.space))
+            code = _launch(p, tracker, verbose, out, known, interrupts, saved.get("search_seed"), prep, lead, meter,
+                           keep_failed=checked is None)
             status = None
             return code
     except (BadInput, SweepFailed):  # the store, a full disk, damaged state; or, once Ray was up, a remote
@@ -141,6 +162,58 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
             shutil.rmtree(p.storage_dir, ignore_errors=True)
 
 
+def _preflight(p: Plan, out):
+    """The fast checks of a new sweep (orchestrator/preflight.py), before anything is created: a metric the job
+    never reports is bad input (exit 2); any other FAIL stops the sweep (exit 1). A tracking server that does not
+    answer yet is a WARN here: the sweep's journal keeps every result until it does."""
+    from orchestrator import preflight
+
+    print("danlu: preflight (the fast checks; --no-preflight skips them):", file=out, flush=True)
+    res = preflight.Preflight(p, say=lambda line: print(line, file=out, flush=True), outage_ok=True).run(preflight.FAST, first_fail=True)
+    bad = res.failed
+    for c in bad:
+        if c.bad_input:
+            raise BadInput(c.reason)
+    if bad:
+        raise SweepFailed(f"preflight: {', '.join(c.name for c in bad)} failed ({bad[0].reason}). Nothing was "
+                          "launched; `danlu preflight` runs the checks alone, --no-preflight launches anyway.")
+    return res
+
+
+def _budget_meter(p: Plan, limits, need: dict):
+    """The sweep's budget meter (what earlier sessions used, from its storage); SweepFailed, before anything is
+    launched, where a limit is spent already."""
+    from orchestrator.budget import Meter
+
+    meter = Meter(limits, state_dir_path(p.storage_dir), need.get("GPU", 0.0), need.get("CPU", 0.0))
+    spent = meter.reached()
+    if spent:
+        raise SweepFailed(f"the sweep's budget is spent: {spent}. Nothing was launched; resume it with a larger one: "
+                          f"{resume_command(p)} sweep.budget.<gpu_hours|cpu_hours|wall_time>=<more>")
+    return meter
+
+
+def _budget_end(p: Plan, tracker, parts, out, lead) -> int:
+    """The end of a sweep its budget stopped: its running trials' runs KILLED (they resume from their last
+    checkpoint), the parent tagged with the limit, the report of what ended, and how to go on (exit 1: trials
+    are parked)."""
+    why = parts.budget.reached
+    trials = parts.ledger.trials
+    ended = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
+    line = (f"stopped by its budget: {why}; {len(ended)} of {len(trials)} trial(s) ended, {len(trials) - len(ended)} "
+            "parked (they resume from their last checkpoint)")
+    tracker.close_sweep(parts.budget.meter.used.as_metrics(), {T.OUTCOME: "budget", T.BUDGET: why}, "KILLED",
+                        report_pending=True)
+    complete = tracker.close()
+    made = _report(p, tracker.store, parts.scheduler, out, "KILLED", lead, [line]) if complete else None
+    if made is None:
+        _finish_parent(tracker.store, tracker.parent_id, "KILLED")
+    print(f"danlu: {line}", file=out)
+    print(f"danlu: used {parts.budget.meter.describe()}. Resume with a larger budget: {resume_command(p)} "
+          "sweep.budget.<gpu_hours|cpu_hours|wall_time>=<more>", file=out, flush=True)
+    return 1
+
+
 @dataclass
 class _Parts:
     """What a sweep runs with once Ray is up: made by _assemble, driven by _fit, read by _finish."""
@@ -151,6 +224,7 @@ class _Parts:
     ledger: object  # tuner.Trials: every trial Tune holds
     guard: object  # tuner.MetricGuard: the metric the job never reported, if so
     tuner: object  # Tune's Tuner, built or restored
+    budget: object = None  # tuner.BudgetMeter: what the trials used, and the limit that stopped them, if one did
 
 
 class TrialNames:
@@ -181,16 +255,22 @@ class TrialNames:
 
 
 def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Interrupts, search_seed, prep,
-            lead=None) -> int:
+            lead=None, meter=None, keep_failed: bool = False) -> int:
     """The sweep on Ray, in three steps: its parts assembled (searcher, scheduler, callbacks, Tune's Tuner), Tune's
     fit, then its end (a stop said, or the summary and the report)."""
-    parts = _assemble(p, tracker, verbose, out, known, interrupts, search_seed, prep)
+    parts = _assemble(p, tracker, verbose, out, known, interrupts, search_seed, prep, meter)
     _fit(parts.tuner, tracker, interrupts)
-    early = _ended_early(p, tracker, interrupts, parts.guard, out)
+    if parts.budget is not None:
+        parts.budget.flush()
+    if parts.budget is not None and parts.budget.reached and interrupts.stopped == parts.budget.reached \
+            and not interrupts.count and tracker.dead is None and parts.guard.missing is None:
+        return _budget_end(p, tracker, parts, out, lead)
+    early = _ended_early(p, tracker, interrupts, parts.guard, out, keep_failed)
     return early if early is not None else _finish(p, tracker, interrupts, parts, out, lead)
 
 
-def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Interrupts, search_seed, prep) -> _Parts:
+def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Interrupts, search_seed, prep,
+              meter=None) -> _Parts:
     """The searcher and the scheduler (said on the terminal), the callbacks that feed the tracker, the progress line
     and danlu's snapshots, and Tune's Tuner: built new, or restored from the sweep's storage."""
     from orchestrator import scheduler as schedulers
@@ -201,6 +281,7 @@ def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Int
     from orchestrator.snapshots import Keeper
     from orchestrator.trial import make_trainable
     from orchestrator.tuner import (
+        BudgetMeter,
         KeepSnapshots,
         MetricGuard,
         RestoreLimits,
@@ -235,6 +316,9 @@ def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Int
     # the order is part of Tune's saved callback state (by index): SchedulerState stays first
     callbacks = [SchedulerState(scheduler), runs, ledger, KeepSnapshots(keeper),
                  RestoreLimits(prep.limits, state_dir(p.storage_dir))] + ([] if verbose else [progress])
+    budget = BudgetMeter(meter, tracker, interrupts.stop_for) if meter is not None else None
+    if budget is not None:  # last: the callbacks' saved states are Tune's by index
+        callbacks.append(budget)
     on_storage_fault(lambda exc, what: interrupts.fault(Fault(what, str(p.storage_dir), " ".join(str(exc).split())[:300])))
     trainable = make_trainable(str(p.config_dir), p.trial_base, p.base_overrides, p.space.group_keys, log_dir,
                                cfg.checkpoint.every, float(cfg.resources.cpu), bool(cfg.failure.stop_on_nan))
@@ -244,7 +328,7 @@ def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Int
         tuner = restore_tuner(str(p.storage_dir), trainable, cfg, search, scheduler, callbacks, guard)
     else:  # new, or killed before Tune's first snapshot: the trials start (again) from nothing
         tuner = build_tuner(trainable, search, cfg, scheduler, callbacks, guard, str(p.storage_dir.parent), verbose)
-    return _Parts(scheduler, names, runs, ledger, guard, tuner)
+    return _Parts(scheduler, names, runs, ledger, guard, tuner, budget)
 
 
 def _fit(tuner, tracker, interrupts: Interrupts) -> None:
@@ -267,9 +351,10 @@ def _fit(tuner, tracker, interrupts: Interrupts) -> None:
             interrupts.watch.stop()
 
 
-def _ended_early(p: Plan, tracker, interrupts: Interrupts, guard, out) -> int | None:
-    """A sweep that did not run to its end: its writer died (1), it measured nothing (bad input: its runs go), it
-    was stopped by a fault or a lost lock (1) or by the user (130). None for a sweep that ran to its end."""
+def _ended_early(p: Plan, tracker, interrupts: Interrupts, guard, out, keep_failed: bool = False) -> int | None:
+    """A sweep that did not run to its end: its writer died (1), it measured nothing (bad input: its runs go; with
+    `keep_failed`, a sweep that ran no preflight, its parent stays, FAILED with the reason), it was stopped by a
+    fault or a lost lock (1) or by the user (130). None for a sweep that ran to its end."""
     from orchestrator.context import missing_metric_message
 
     if tracker.dead is not None:  # said on the terminal by the writer; Tune has saved its state
@@ -279,8 +364,12 @@ def _ended_early(p: Plan, tracker, interrupts: Interrupts, guard, out) -> int | 
               f"{state_dir(p.storage_dir) / tracker.JOURNAL}. Resume with: {resume_command(p)}", file=out, flush=True)
         return 1
     if guard.missing is not None:
-        tracker.discard()  # a sweep that measured nothing leaves no runs behind
-        raise BadInput(missing_metric_message(str(p.cfg.sweep.metric), guard.missing))
+        message = missing_metric_message(str(p.cfg.sweep.metric), guard.missing)
+        if keep_failed:  # no preflight caught it before: the parent says why the sweep failed
+            tracker.close_sweep({}, {T.OUTCOME: "failed", T.ERROR: message}, "FAILED")
+        else:
+            tracker.discard()  # a new sweep that measured nothing leaves no runs behind
+        raise BadInput(message)
     if interrupts.stopped is not None and not interrupts.count:
         return _stopped(p, tracker, interrupts, out)
     if interrupts.count:
@@ -298,6 +387,13 @@ def _finish(p: Plan, tracker, interrupts: Interrupts, parts: _Parts, out, lead) 
     summary, code = summarize(trials, sweep, parts.scheduler.stopped_early, parts.names.label,
                               cfg.failure.max_failed_fraction)
     status = "FINISHED" if code == 0 else "FAILED"
+    step_s = runs.step_s()
+    if step_s is not None:  # what `danlu plan` costs this job's next sweep at (orchestrator/preview.py)
+        summary["metrics"]["step_s"] = step_s
+        write_json(state_dir(p.storage_dir) / MEASURED, {"job": str(cfg.job.name), "step_s": step_s,
+                                                         "at": time.strftime("%Y-%m-%d %H:%M:%S")})
+    if parts.budget is not None:
+        summary["metrics"] |= parts.budget.meter.used.as_metrics()
     tracker.close_sweep(summary["metrics"], summary["tags"], status, runs.ends(trials), report_pending=True)
     complete = tracker.close()  # the report waits until MLflow holds every result: it is made of them
     if interrupts.faults:  # a full disk while the sweep ended (its last writes): the same stop, said the same way

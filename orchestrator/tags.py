@@ -27,6 +27,9 @@ RESUBMISSION = "danlu.resubmission{}"
 BEST_TRIAL = "danlu.best_trial"
 BEST_TRIAL_ID = "danlu.best_trial_id"
 BEST = "danlu.best_{}"
+PREFLIGHT = "danlu.preflight"  # danlu.preflight.<check>: PASS|WARN|FAIL|SKIP: why (or "skipped")
+FORECAST = "danlu.forecast.{}"  # trials, steps, fifo_steps: what `danlu plan` forecast (orchestrator/forecast.py)
+BUDGET = "danlu.budget"  # the budget limit that stopped the sweep, with what was used
 REPORT = "danlu.report"  # pending (the trials ended, the report is not attached yet) | made | failed: why
 
 # a trial's child run
@@ -45,5 +48,5 @@ STEPS_REPLAYED = "danlu.steps_replayed"
 RESTORED_FROM = "danlu.restored_from"  # a restored trial whose snapshot's checkpoint was gone: what it used
 STOPPED_EARLY = "danlu.stopped_early"
 ERROR = "danlu.error"
-OUTCOME = "danlu.outcome"  # completed | stopped_early | failed | killed | interrupted | disk_full
+OUTCOME = "danlu.outcome"  # completed | stopped_early | failed | killed | interrupted | disk_full | budget
 ORPHANED = "danlu.orphaned"  # why a run was set aside: no trial of Tune's owns it (kept, excluded from the report)

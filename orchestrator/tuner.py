@@ -61,6 +61,9 @@ class TrialRuns(tune.Callback):
         self._keys: dict[str, list[str]] = {}  # trial_id -> the metric names its job reports
         self.restores: list[str] = []  # restored trials that fell back to another checkpoint than Tune's
         self.disk_full: set[str] = set()  # trials that failed because a disk was full (not their fault: resumed)
+        self._first: dict[str, tuple[int, int]] = {}  # trial_id -> (ms, step) of its first report in this driver
+        self._last: dict[str, tuple[int, int]] = {}  # ... and of its latest
+        self._step_s: list[float] = []  # seconds per step of trials that ended (the newest 1,000)
 
     def __getstate__(self):  # Tune pickles callbacks into tuner.pkl; the live tracker stays here
         return {k: v for k, v in self.__dict__.items() if k not in ("tracker", "_say", "_on_fault")}
@@ -99,6 +102,19 @@ class TrialRuns(tune.Callback):
         step = int(result.get("step", result.get("training_iteration", 0)))
         ts = result.get(TIME_KEY) or int(result.get("timestamp", time.time()) * 1000)
         self.tracker.trial_metrics(trial.trial_id, step, int(ts), values)
+        self._first.setdefault(trial.trial_id, (int(ts), step))
+        self._last[trial.trial_id] = (int(ts), step)
+
+    def _timed(self, trial) -> None:
+        """A trial ended: its seconds per step, from its first report here to its last (start-up left out)."""
+        first, last = self._first.pop(trial.trial_id, None), self._last.pop(trial.trial_id, None)
+        if first and last and last[1] > first[1]:
+            self._step_s = [*self._step_s[-999:], (last[0] - first[0]) / 1000 / (last[1] - first[1])]
+
+    def step_s(self) -> float | None:
+        """Seconds per step, the median over the trials that ended (what `danlu plan` costs the next sweep at)."""
+        times = sorted(self._step_s)
+        return times[len(times) // 2] if times else None
 
     def on_trial_recover(self, iteration, trials, trial, **info):  # it failed, and is retried
         """Tune's hook: the trial failed and is retried; its retries are tagged and the failure said."""
@@ -129,6 +145,7 @@ class TrialRuns(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         """Tune's hook: the trial's run ends FINISHED, tagged completed or stopped early."""
         self._started(trial)
+        self._timed(trial)
         early = self._stopped_early(trial.trial_id)
         tags = {T.STOPPED_EARLY: str(early).lower(), T.OUTCOME: "stopped_early" if early else "completed"}
         self.tracker.trial_end(trial.trial_id, "FINISHED", tags, self._log(trial), None)
@@ -136,6 +153,8 @@ class TrialRuns(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         """Tune's hook: the trial's run ends FAILED with its error (or KILLED for a full disk: resumable)."""
         self._started(trial)
+        self._first.pop(trial.trial_id, None)
+        self._last.pop(trial.trial_id, None)
         text = self._error_text(trial)
         last = _last_line(text)
         if self._full(trial, text):  # not the trial's failure: KILLED, and resumed with the sweep
@@ -355,3 +374,40 @@ def build_tuner(trainable, search, cfg, scheduler, callbacks, stopper, storage_p
             failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
         ),
     )
+
+
+class BudgetMeter(tune.Callback):
+    """Counts the sweep's budget (orchestrator/budget.py) at every step of Tune's loop: the time since the last step
+    times the trials RUNNING; keeps it (danlu/budget.json) and logs it to the parent run every `every_s`; stops the
+    sweep (`stop(why)`: gracefully, as a storage fault does) once a limit is reached."""
+
+    def __init__(self, meter, tracker, stop: Callable[[str], None], every_s: float = 10.0):
+        self.meter, self.tracker, self.stop, self.every_s = meter, tracker, stop, every_s
+        self._last = self._logged = None
+        self.reached: str | None = None
+
+    def __getstate__(self):
+        return {}
+
+    def on_step_end(self, iteration, trials, **info):
+        """Add the time since the last step; keep, log and judge it."""
+        now = time.monotonic()
+        if self._last is None:
+            self._last = self._logged = now
+            return
+        running = sum(1 for t in trials if t.status == "RUNNING")
+        self.meter.add(now - self._last, running)
+        self._last = now
+        if now - self._logged >= self.every_s:
+            self.flush()
+        if self.reached is None:
+            self.reached = self.meter.reached()
+            if self.reached is not None:
+                self.flush()
+                self.stop(self.reached)
+
+    def flush(self) -> None:
+        """Keep what was used and log it to the parent run (its step: seconds of the sweep's wall time)."""
+        self._logged = time.monotonic()
+        self.meter.save()
+        self.tracker.sweep_metrics(int(self.meter.used.wall_s), self.meter.used.as_metrics())

@@ -173,6 +173,12 @@ class MemoryStore:
                 if not points or step > points[-1][0]:  # a step it holds is never logged again
                     points.append([step, float(v), ts])
 
+    def sweep_metrics(self, step, ts, values) -> None:
+        with _LOCK:
+            held = self.db["runs"][self.parent_id]["metrics"]
+            for k, v in values.items():
+                held.setdefault(k, []).append([step, float(v), ts])
+
     def tags(self, trial_id, tags) -> None:
         with _LOCK:
             self.db["runs"][self._trial_run(trial_id)]["tags"].update({k: str(v) for k, v in tags.items()})
@@ -232,6 +238,10 @@ class MemoryStore:
     def trial_runs(self, parent_id: str) -> list[RunRecord]:
         with _LOCK:
             return [self._record(rid) for rid, _ in self._runs(**{T.PARENT: parent_id})]
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with _LOCK:
+            return self._record(run_id) if run_id in self.db["runs"] else None
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         with _LOCK:

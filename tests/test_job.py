@@ -28,7 +28,8 @@ def test_mlp_learns_digits(conf_dir):
     accs = [m["val_acc"] for _, m in ctx.history]
     assert steps == list(range(1, 9))
     assert accs[-1] > 0.9 and accs[-1] > accs[0]
-    assert set(ctx.history[0][1]) == {"train_loss", "val_loss", "val_acc", "lr"}
+    assert set(ctx.history[0][1]) == {"train_loss", "val_loss", "val_acc", "lr", "grad_norm"}
+    assert all(0 < m["grad_norm"] < 100 for _, m in ctx.history)  # the largest gradient norm of each epoch
 
 
 @pytest.mark.parametrize(

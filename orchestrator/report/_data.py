@@ -47,6 +47,7 @@ class SweepData:
     root: object = None  # the folder holding jobs/ (the job's code), where known
     tags: dict = field(default_factory=dict)  # the parent run's tags (resumes, resubmissions, the outcome)
     runs: list = field(default_factory=list)  # every trial's run (tracking.RunRecord), set-aside ones included
+    parent_metrics: dict = field(default_factory=dict)  # the parent run's metrics (steps_run, budget_*_hours)
 
     def better(self, a: float, b: float) -> bool:
         """Whether value a is better than b in the sweep's mode."""
@@ -129,4 +130,5 @@ def load(store, name: str, decisions: list[dict] | None = None) -> SweepData:
                      mode=mode, job=params.get("job.name", ""), seeds=seeds, space=space, scheduler=scheduler,
                      configs=sorted(configs.values(), key=lambda c: min(c.trials.values(), default="")),
                      decisions=list(decisions or []), earlier_seed_sd=earlier, store=store,
-                     command=parent.tags.get(T.COMMAND, ""), tags=dict(parent.tags), runs=list(record.trials))
+                     command=parent.tags.get(T.COMMAND, ""), tags=dict(parent.tags), runs=list(record.trials),
+                     parent_metrics=dict(parent.metrics))

@@ -53,6 +53,15 @@ class Searcher(Protocol):
         """
 
 
+    def count(self, space, cfg) -> int:
+        """How many configurations the sweep runs (each once per seed): what `danlu plan` counts, before Ray.
+
+        Args:
+            space: the sweep's orchestrator.space.Space.
+            cfg: the whole composed config (cfg.sweep.num_samples, ...).
+        """
+
+
 def available() -> list[str]:
     """The searchers' names (conf/search options map onto these modules)."""
     return parts.names(__name__)
@@ -68,6 +77,11 @@ def check(space, search_cfg) -> None:
     checks.integer("search.max_concurrent", search_cfg.get("max_concurrent"), 1, optional=True,
                    note="(configurations suggested and not yet finished; null: no bound)")
     module(search_cfg).check(space, search_cfg)
+
+
+def count(space, cfg) -> int:
+    """The chosen searcher's number of configurations (see Searcher.count)."""
+    return int(module(cfg.search).count(space, cfg))
 
 
 def build(space, cfg, seed: int | None) -> Search:

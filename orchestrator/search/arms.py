@@ -21,6 +21,11 @@ def check(space, search_cfg) -> None:
                        + ", ".join(f"{k} has {n}" for k, n in lengths.items()) + ".")
 
 
+def count(space, cfg) -> int:
+    """One configuration per position in the lists."""
+    return len(configurations(space))
+
+
 def configurations(space) -> list[dict]:
     """The arms: the i-th value of every key together, for each i."""
     n = len(space.params[0].values) if space.params else 1

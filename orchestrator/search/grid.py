@@ -17,12 +17,18 @@ def check(space, search_cfg) -> None:
                            "or range(...)); an interval has no grid. Use search=random or search=optuna for it.")
 
 
+def count(space, cfg) -> int:
+    """Every combination: the product of the lists' lengths."""
+    points = 1
+    for p in space.params:
+        points *= len(p.values)
+    return points
+
+
 def build(space, cfg, seed) -> Search:
     """Tune's grid search over every combination of the listed values, crossed with the seeds."""
     from ray import tune
 
-    points = 1
-    for p in space.params:
-        points *= len(p.values)
+    points = count(space, cfg)
     return Search(variant_generator(space, cfg, seed), space.param_space(lambda p: tune.grid_search(list(p.values))),
                   1, f"grid, {points} configurations (sweep.num_samples does not apply)")

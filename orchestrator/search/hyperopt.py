@@ -29,6 +29,11 @@ def check(space, search_cfg) -> None:
                    note="(configurations sampled at random before TPE learns)")
 
 
+def count(space, cfg) -> int:
+    """sweep.num_samples configurations, suggested one after another."""
+    return int(cfg.sweep.num_samples)
+
+
 def build(space, cfg, seed) -> Search:
     """HyperOptSearch over the space's domains, wrapped so that seeds are replicates."""
     import logging

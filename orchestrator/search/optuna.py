@@ -82,6 +82,11 @@ def check(space, search_cfg) -> None:
                            f"booleans or null; {bad[0]!r} is not. Use search=random for it.")
 
 
+def count(space, cfg) -> int:
+    """sweep.num_samples configurations, suggested one after another."""
+    return int(cfg.sweep.num_samples)
+
+
 def build(space, cfg, seed) -> Search:
     """Tune's OptunaSearch with the chosen sampler, seeded, over the space's domains, wrapped so that seeds are
     replicates; bounded by search.max_concurrent and sweep.max_concurrent_trials."""

@@ -28,12 +28,18 @@ def variant_generator(space, cfg, seed):
     return BasicVariantGenerator(constant_grid_search=True, max_concurrent=min(bounds, default=0), random_state=seed)
 
 
-def build(space, cfg, seed) -> Search:
-    """Tune's BasicVariantGenerator over the param space, seeded, num_samples draws (each crossed with tag(grid,
-    ...) values and the seeds)."""
+def count(space, cfg) -> int:
+    """sweep.num_samples draws, each crossed with the tag(grid, ...) values."""
     grid = 1
     for p in space.params:
         grid *= len(p.values) if p.kind == "grid" else 1
+    return int(cfg.sweep.num_samples) * grid
+
+
+def build(space, cfg, seed) -> Search:
+    """Tune's BasicVariantGenerator over the param space, seeded, num_samples draws (each crossed with tag(grid,
+    ...) values and the seeds)."""
     n = cfg.sweep.num_samples
+    grid = count(space, cfg) // n
     return Search(variant_generator(space, cfg, seed), space.param_space(), n,
                   f"random, {n} samples" + (f" x {grid} grid points" if grid > 1 else "") + f", search seed {seed}")

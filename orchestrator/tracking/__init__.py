@@ -112,6 +112,9 @@ class RunStore(Protocol):
     def tags(self, trial_id, tags) -> None:
         """Tags of the trial's run."""
 
+    def sweep_metrics(self, step, ts, values) -> None:
+        """Metrics of the sweep's parent run at `step` (what its budget has used, as it goes)."""
+
     def end(self, trial_id, status, tags, log_path, error_text, replay=False) -> None:
         """End the trial's run with `status`, its output log and error text attached."""
 
@@ -136,6 +139,9 @@ class RunStore(Protocol):
 
     def trial_runs(self, parent_id: str) -> list[RunRecord]:
         """The trials' runs of a sweep, by its parent run's id."""
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """One run, by its id (any experiment), or None where the store has none of that id."""
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """(step, value) of a run's metric, in the order logged."""

@@ -41,6 +41,7 @@ OPS: dict[str, tuple[str, ...]] = {
     "meta": ("trial_id", "meta"),
     "metrics": ("trial_id", "step", "ts", "values"),
     "tags": ("trial_id", "tags"),
+    "sweep_metrics": ("step", "ts", "values"),
     "end": ("trial_id", "status", "tags", "log_path", "error_text"),
     "batch": ("rid", "metrics", "params", "tags"),  # a run's buffer the store refused, sent again
 }

@@ -423,6 +423,12 @@ class MlflowStore:
             last[k] = step
         self.add(rid, metrics=[Metric(k, float(v), ts, step) for k, v in fresh.items()])
 
+    def sweep_metrics(self, step, ts, values) -> None:
+        """Buffer metrics of the parent run at `step`."""
+        from mlflow.entities import Metric
+
+        self.add(self._require_parent(), metrics=[Metric(k, float(v), ts, step) for k, v in values.items()])
+
     def tags(self, trial_id, tags) -> None:
         """Buffer tags of the trial's run."""
         self.add(self._trial_run(trial_id), tags=tags)
@@ -571,12 +577,22 @@ class MlflowStore:
             if not token:
                 return children
 
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """One run by its id, or None (MLflow raises for an id it does not hold)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._record(self.mlf.get_run(run_id))
+        except MlflowException:
+            return None
+
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """(step, value) of a run's metric, as MLflow holds it."""
         return [(m.step, m.value) for m in self.mlf.get_metric_history(run_id, key)]
 
     def artifact_text(self, run_id: str, path: str) -> str | None:
         """A text artifact of a run, or None where it has none."""
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bar on the terminal
         try:
             local = self.mlf.download_artifacts(run_id, path)
         except Exception:  # none of that name (MLflow raises its own error, or OSError, by store)

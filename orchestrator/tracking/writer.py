@@ -161,6 +161,12 @@ class Tracker:
         """Journal and queue a report's metrics (sent in batches every tracking.flush_s)."""
         self._put("metrics", trial_id=trial_id, step=step, ts=ts_ms, values=values)
 
+    def sweep_metrics(self, step: int, values: dict[str, float]) -> None:
+        """Journal and queue metrics of the sweep's parent run (its budget used, as it goes)."""
+        import time
+
+        self._put("sweep_metrics", step=step, ts=int(time.time() * 1000), values=values)
+
     def trial_tags(self, trial_id: str, tags: dict) -> None:
         """Journal and queue tags of a trial's run."""
         self._put("tags", trial_id=trial_id, tags=tags)
