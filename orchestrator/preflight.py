@@ -92,7 +92,7 @@ class Preflight:
         self.seed = int(p.space.seeds[0])
         self.settings = self.cfg.get("preflight") or {}
         self.reports = int(self.settings.get("reports", 3))
-        self._job = None
+        self._worker = None  # orchestrator.probe.Worker: the child process the job runs in
         self._base = None  # the base config's probe (metric, nan, the step time)
 
     # -- composing what a check runs ---------------------------------------------------------------------------
@@ -111,18 +111,22 @@ class Preflight:
                 raise BadInput(f"job.preflight.overrides: {exc}") from None
         return cfg
 
-    def job(self):
-        """The job function (imported once)."""
-        if self._job is None:
-            from orchestrator.trial import load_job
+    def _run(self, cfg, reports, rule=None):
+        """The job on `cfg` for at most `reports` reports, in the preflight's child process (started once)."""
+        from omegaconf import OmegaConf
 
-            self._job = load_job(self.cfg.job.fn, self.root)
-        return self._job
-
-    def _run(self, cfg, reports, enough=None):
         from orchestrator import probe
 
-        return probe.run(self.job(), cfg, reports, enough, threads=int(max(1, float(self.cfg.resources.cpu))))
+        if self._worker is None:
+            self._worker = probe.Worker(self.root)
+        return self._worker.run(OmegaConf.to_container(cfg, resolve=True), str(cfg.job.fn), reports, rule,
+                                threads=int(max(1, float(self.cfg.resources.cpu))))
+
+    def close(self) -> None:
+        """End the child process the job ran in."""
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
 
     def base(self):
         """The base config's first `preflight.reports` reports (run once, read by metric and nan)."""
@@ -134,6 +138,12 @@ class Preflight:
     def run(self, names=FAST, lr_find: bool = False, first_fail: bool = False) -> Outcome:
         """Run the checks `names` (and the LR range test), in order; each one's line is said as it ends. With
         `first_fail`, the first FAIL ends the run (a sweep's: the rest would not launch it either)."""
+        try:
+            return self._checks(names, lr_find, first_fail)
+        finally:
+            self.close()
+
+    def _checks(self, names, lr_find: bool, first_fail: bool) -> Outcome:
         out = Outcome()
         for name in names:
             check = getattr(self, f"check_{name}")()
@@ -256,7 +266,9 @@ class Preflight:
                          "steps): how to shrink it to a tiny batch is the job's to say")
         loss, below, steps = str(spec["loss"]), float(spec["below"]), int(spec.get("steps", 200))
         cfg = self.config({}, list(spec.get("overrides") or []))
-        b = self._run(cfg, steps, lambda v: v.get(loss, math.inf) < below)
+        from orchestrator.probe import Rule
+
+        b = self._run(cfg, steps, Rule(loss, below=below))
         if not b.history:
             return Check("overfit", FAIL, f"the shrunk job ended before its first report: {b.error or 'no report'}",
                          _indent(b.tail()))
@@ -304,7 +316,9 @@ class Preflight:
             return Check("memory", SKIP, f"none of job.preflight.memory ({', '.join(self.spec['memory'])}) is swept: "
                          "every trial uses the base config's memory")
         cfg = self.config(corner)
-        b = probe.run_apart(OmegaConf.to_container(cfg, resolve=True), str(cfg.job.fn), self.root, 1)
+        with probe.Worker(self.root) as fresh:  # a process of its own: the peak it measures is the corner's
+            b = fresh.run(OmegaConf.to_container(cfg, resolve=True), str(cfg.job.fn), 1,
+                          threads=int(max(1, float(self.cfg.resources.cpu))))
         at = ", ".join(said)
         if b.error:
             oom = "out of memory" in b.error.lower() or "OutOfMemory" in b.error or "can't allocate" in b.error
@@ -346,15 +360,9 @@ class Preflight:
         lr_metric = str(spec.get("lr_metric") or "lr")
         steps = int(spec.get("steps", 150))
         cfg = self.config({}, list(spec.get("overrides") or []))
-        start = [None]
+        from orchestrator.probe import Rule
 
-        def diverged(v):  # the usual stop: the loss far above the best so far
-            x = v.get(loss, math.nan)
-            if start[0] is None and math.isfinite(x):
-                start[0] = x
-            return not math.isfinite(x) or (start[0] is not None and x > 4 * start[0])
-
-        b = self._run(cfg, steps, diverged)
+        b = self._run(cfg, steps, Rule(loss, diverge=4.0))  # the usual stop: the loss far above where it began
         lrs, losses = b.series(lr_metric), b.series(loss)
         pairs = [(lr, x) for lr, x in zip(lrs, losses, strict=True) if math.isfinite(lr) and lr > 0]
         if len(pairs) < 10:

@@ -48,13 +48,14 @@ def warnings(p, f) -> list[str]:
             out.append(f"{prm.key}={prm.expr}: a learning rate of {prm.low:g} or below trains nothing")
     need = halving_short(f, float(p.cfg.scheduler.get("reduction_factor") or 1))
     if need is not None:
-        out.append(f"{f.configurations} configuration(s) < {need} = reduction_factor^{len(f.rungs) - 1} that "
-                   f"successive halving needs for one to reach step {f.max_t:g} by the halving alone; only the first "
-                   f"arrivals at each rung go on (raise sweep.num_samples to {need}, or grace_period)")
+        out.append(f"{f.configurations} configuration(s) < {need} = reduction_factor^{len(f.rungs) - 1}: by halving "
+                   f"alone fewer than one would reach step {f.max_t:g}; Tune's asynchronous rule lets early arrivals "
+                   "through instead, so the last rungs compare few configurations (raise sweep.num_samples to "
+                   f"{need}, or grace_period)")
     return out
 
 
-def previous_step_s(p) -> tuple[float, str] | None:
+def previous_step_s(p) -> tuple[float, float, str] | None:
     """Seconds per step the job's newest earlier sweep measured: one under output_dir (its danlu/measured.json:
     read in milliseconds), else the tracking store's (its parent's step_s metric: MLflow's import alone takes
     seconds). None where neither has one; a sqlite store that does not exist yet is not created."""
@@ -68,12 +69,13 @@ def previous_step_s(p) -> tuple[float, str] | None:
         try:
             rec = json.loads(path.read_text())
             if rec.get("job") == str(p.cfg.job.name) and float(rec["step_s"]) > 0:
-                found.append((path.stat().st_mtime, float(rec["step_s"]), path.parent.parent.name))
+                found.append((path.stat().st_mtime, float(rec["step_s"]), float(rec.get("startup_s") or 0),
+                              path.parent.parent.name))
         except (OSError, ValueError, KeyError, TypeError):
             continue
     if found:
-        _, step_s, name = max(found)
-        return step_s, f"sweep {name} (under {p.storage_dir.parent})"
+        _, step_s, startup_s, name = max(found)
+        return step_s, startup_s, f"sweep {name} (under {p.storage_dir.parent})"
 
     path = sqlite_path(p.tracking_uri)
     if path is not None:
@@ -88,7 +90,8 @@ def previous_step_s(p) -> tuple[float, str] | None:
         for run in store.sweeps_of_job(str(p.cfg.job.name)):
             v = run.metrics.get("step_s")
             if v and v > 0:
-                return float(v), f"sweep {run.tags.get('danlu.sweep', run.run_id)} in MLflow"
+                return float(v), float(run.metrics.get("trial_startup_s") or 0), \
+                    f"sweep {run.tags.get('danlu.sweep', run.run_id)} in MLflow"
     except Exception as exc:  # a store that cannot be read only costs the estimate
         print(f"danlu: plan: the tracking store could not be read for a step time ({type(exc).__name__})",
               file=sys.stderr)
@@ -161,21 +164,26 @@ def show(p, probe: bool = False, address: str | None = None, out=None) -> int:
         saving = 1 - f.steps / f.fifo_steps if f.fifo_steps else 0.0
         say(f"  expected trial-steps: {f.steps:.1f}; FIFO (every trial to step {f.max_t:g}): {f.fifo_steps:.0f}"
             + (f"; {sch.name} saves {100 * saving:.0f}%" if saving > 0.005 else ""))
-    step_s, source = None, "no measured step time: run `danlu plan --probe`, or one sweep of this job first"
+    step_s, startup_s = None, 0.0
+    source = "no measured step time: run `danlu plan --probe`, or one sweep of this job first"
     if probe:
         from orchestrator.preflight import Preflight
 
         pf = Preflight(p, say=lambda _: None)
-        b = pf.base()
-        check = pf.check_metric()
+        try:
+            b = pf.base()
+            check = pf.check_metric()
+        finally:
+            pf.close()
         if check.status == "FAIL":
             raise BadInput(check.reason) if str(sweep.metric) not in b.keys and b.history else \
                 BadInput(f"--probe: {check.reason}")
         step_s, source = b.step_s(), f"--probe: {len(b.history)} report(s) of the base config here"
+        startup_s = max(0.0, (b.times[0] if b.times else 0.0) - (step_s or 0.0))
     else:
         found = previous_step_s(p)
         if found:
-            step_s, source = found
+            step_s, startup_s, source = found
     need = trial_resources(cfg.resources)
     at_once, where = fit(p, address)
     limit = sweep.get("max_concurrent_trials")
@@ -183,8 +191,9 @@ def show(p, probe: bool = False, address: str | None = None, out=None) -> int:
     say("\nfit: " + (f"{at_once} trial(s) at once on {where}" if at_once else
                      f"a trial asking {', '.join(f'{k}={v:g}' for k, v in need.items() if v)} fits no node of {where}")
         + (f"; sweep.max_concurrent_trials={limit}" if limit else ""))
-    say(f"\ncost: {source}" + (f": {step_s:.3g} s per step" if step_s else ""))
-    c = cost(f, step_s, need.get("GPU", 0.0), need.get("CPU", 1.0), concurrent) if step_s else None
+    say(f"\ncost: {source}" + (f": {step_s:.3g} s per step, {startup_s:.3g} s per trial to its first report"
+                              if step_s else ""))
+    c = cost(f, step_s, need.get("GPU", 0.0), need.get("CPU", 1.0), concurrent, startup_s) if step_s else None
     if c is not None:
         say(f"  {c.resource}-hours: {c.resource_hours:.3g} (FIFO: {c.fifo_resource_hours:.3g}) at {c.per_trial:g} "
             f"{c.resource} per trial; wall time about {_duration(c.wall_s)} with {c.concurrent} trial(s) at once "

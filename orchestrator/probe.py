@@ -6,9 +6,10 @@ The job gets a ProbeContext (the job contract's ctx): each report is kept with t
 stopped by an exception it cannot catch by accident (a BaseException, like KeyboardInterrupt). What the job prints
 is kept, not shown: the caller shows its tail where it matters.
 
-Run as `python -m orchestrator.probe` it reads a job spec (JSON) on stdin and prints the probe's result (JSON),
-with the process's peak memory: the preflight's memory check runs the corner of the space in a fresh process so
-that what it measures is that configuration's own.
+The preflight runs its probes in a Worker: a child process (`python -m orchestrator.probe`) that reads job specs
+(JSON lines) and answers each with its Probe, so that the job, torch and a GPU's CUDA context never load in the
+sweep's driver. The memory check runs the corner in a fresh one, so that the peak it measures is that
+configuration's own.
 """
 
 from __future__ import annotations
@@ -127,48 +128,121 @@ def run(job: Callable, cfg, reports: int | None, enough: Callable[[dict], bool] 
     return probe
 
 
-def run_apart(config: dict, fn: str, root: Path, reports: int, timeout_s: float = 600.0) -> Probe:
-    """The same, in a fresh Python process (`python -m orchestrator.probe`), with its peak memory: the resident set
-    (ru_maxrss) and, where the job used CUDA, torch's peak allocation. A process that dies (killed for memory)
-    is an error here."""
+@dataclass
+class Rule:
+    """When a probe has what it needs, as data (it crosses a process boundary): `key` below `below` (the overfit
+    check's threshold), or `key` not finite or above `diverge` times its first value (the LR range test's stop)."""
+
+    key: str | None = None
+    below: float | None = None
+    diverge: float | None = None
+    _first: float | None = None
+
+    def __call__(self, values: dict) -> bool:
+        """Whether the probe can stop at this report."""
+        x = values.get(self.key, math.nan) if self.key else math.nan
+        if self.below is not None and x < self.below:
+            return True
+        if self.diverge is not None:
+            if self._first is None and math.isfinite(x):
+                self._first = x
+            return not math.isfinite(x) or (self._first is not None and x > self.diverge * self._first)
+        return False
+
+
+class Worker:
+    """A child process (`python -m orchestrator.probe`) that runs a job's probes one after another: the job, torch
+    and a GPU's CUDA context are loaded there, never in the sweep's driver (a driver holding a CUDA context would
+    keep memory on a GPU its trials need). One JSON line per probe each way; a child that dies (killed for memory,
+    a crash in native code) is the probe's error, and the next probe starts a new one."""
+
+    def __init__(self, root: Path, timeout_s: float = 900.0):
+        self.root, self.timeout_s, self._proc = Path(root), timeout_s, None
+
+    def _start(self):
+        import os
+        import subprocess
+
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            x for x in (str(self.root), os.environ.get("PYTHONPATH", "")) if x))
+        self._proc = subprocess.Popen([sys.executable, "-m", "orchestrator.probe"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def run(self, config: dict, fn: str, reports: int | None, rule: Rule | None = None,
+            threads: int | None = None) -> Probe:
+        """Run the job `fn` on the resolved `config` for at most `reports` reports, in the child."""
+        if self._proc is None or self._proc.poll() is not None:
+            self._start()
+        spec = {"config": config, "fn": fn, "root": str(self.root), "reports": reports, "threads": threads,
+                "rule": None if rule is None else {"key": rule.key, "below": rule.below, "diverge": rule.diverge}}
+        try:
+            self._proc.stdin.write(json.dumps(spec) + "\n")
+            self._proc.stdin.flush()
+            line = self._proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            code = self._proc.wait(timeout=30)
+            err = self._proc.stderr.read()[-4000:]
+            self._proc = None
+            why = f"killed by signal {-code}" if code < 0 else f"exit {code}"
+            return Probe(error=f"the probe's process died ({why})" + (" (out of memory?)" if code == -9 else ""),
+                         output=err)
+        result = json.loads(line)
+        probe = Probe(**{k: v for k, v in result.items() if k != "history"})
+        probe.history = [(int(st), dict(v)) for st, v in result["history"]]
+        return probe
+
+    def close(self) -> None:
+        """End the child (its stdin closed: it exits), killing it if it does not."""
+        import subprocess
+
+        if self._proc is None:
+            return
+        try:
+            self._proc.stdin.close()
+            self._proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _serve() -> None:
+    """`python -m orchestrator.probe`: run each job spec read on stdin (a JSON line), answer each with its Probe
+    (a JSON line), with this process's peak memory (resident; torch's CUDA peak where the job used a GPU). Anything
+    else written to stdout (a native library's print) goes to stderr: stdout carries the answers only."""
     import os
-    import subprocess
-
-    spec = json.dumps({"config": config, "fn": fn, "root": str(root), "reports": reports})
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    try:
-        done = subprocess.run([sys.executable, "-m", "orchestrator.probe"], input=spec, capture_output=True,
-                              text=True, timeout=timeout_s, env=env, cwd=str(root))
-    except subprocess.TimeoutExpired:
-        return Probe(error=f"no report within {timeout_s:g} s")
-    lines = done.stdout.strip().splitlines()
-    try:
-        result = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        why = f"killed by signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
-        return Probe(error=f"the probe's process ended ({why}) without a result", output=done.stderr[-4000:])
-    probe = Probe(**{k: v for k, v in result.items() if k != "history"})
-    probe.history = [(int(s), dict(v)) for s, v in result["history"]]
-    return probe
-
-
-def _child() -> None:
-    """`python -m orchestrator.probe`: run the job spec on stdin, print the Probe as JSON (last line)."""
     import resource
 
     from omegaconf import OmegaConf
 
     from orchestrator.trial import load_job
 
-    spec = json.loads(sys.stdin.read())
-    cfg = OmegaConf.create(spec["config"])
-    probe = run(load_job(spec["fn"], Path(spec["root"])), cfg, int(spec["reports"]))
-    probe.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        probe.cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    print(json.dumps(asdict(probe)), flush=True)
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    for line in sys.stdin:
+        spec = json.loads(line)
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats()
+        rule = Rule(**spec["rule"]) if spec.get("rule") else None
+        job = load_job(spec["fn"], Path(spec["root"]))
+        probe = run(job, OmegaConf.create(spec["config"]), spec["reports"], rule, spec.get("threads"))
+        probe.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            probe.cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        answers.write(json.dumps(asdict(probe)) + "\n")
+        answers.flush()
 
 
 if __name__ == "__main__":
-    _child()
+    _serve()

@@ -387,10 +387,11 @@ def _finish(p: Plan, tracker, interrupts: Interrupts, parts: _Parts, out, lead) 
     summary, code = summarize(trials, sweep, parts.scheduler.stopped_early, parts.names.label,
                               cfg.failure.max_failed_fraction)
     status = "FINISHED" if code == 0 else "FAILED"
-    step_s = runs.step_s()
+    step_s, startup_s = runs.step_s(), runs.startup_s()
     if step_s is not None:  # what `danlu plan` costs this job's next sweep at (orchestrator/preview.py)
-        summary["metrics"]["step_s"] = step_s
+        summary["metrics"] |= {"step_s": step_s} | ({"trial_startup_s": startup_s} if startup_s is not None else {})
         write_json(state_dir(p.storage_dir) / MEASURED, {"job": str(cfg.job.name), "step_s": step_s,
+                                                         "startup_s": startup_s or 0.0,
                                                          "at": time.strftime("%Y-%m-%d %H:%M:%S")})
     if parts.budget is not None:
         summary["metrics"] |= parts.budget.meter.used.as_metrics()

@@ -64,6 +64,8 @@ class TrialRuns(tune.Callback):
         self._first: dict[str, tuple[int, int]] = {}  # trial_id -> (ms, step) of its first report in this driver
         self._last: dict[str, tuple[int, int]] = {}  # ... and of its latest
         self._step_s: list[float] = []  # seconds per step of trials that ended (the newest 1,000)
+        self._begun: dict[str, float] = {}  # trial_id -> when this driver started it, until its first report
+        self._startup_s: list[float] = []  # seconds from a trial's start to its first report (the newest 1,000)
 
     def __getstate__(self):  # Tune pickles callbacks into tuner.pkl; the live tracker stays here
         return {k: v for k, v in self.__dict__.items() if k not in ("tracker", "_say", "_on_fault")}
@@ -80,6 +82,7 @@ class TrialRuns(tune.Callback):
 
     def _started(self, trial) -> None:
         if trial.trial_id not in self._keys:
+            self._begun[trial.trial_id] = time.time()
             self._keys[trial.trial_id] = []
             self.tracker.trial_start(trial.trial_id, *self._describe(trial), start_ms=int(time.time() * 1000))
 
@@ -102,6 +105,8 @@ class TrialRuns(tune.Callback):
         step = int(result.get("step", result.get("training_iteration", 0)))
         ts = result.get(TIME_KEY) or int(result.get("timestamp", time.time()) * 1000)
         self.tracker.trial_metrics(trial.trial_id, step, int(ts), values)
+        if trial.trial_id not in self._first and trial.trial_id in self._begun:
+            self._startup_s = [*self._startup_s[-999:], max(0.0, int(ts) / 1000 - self._begun.pop(trial.trial_id))]
         self._first.setdefault(trial.trial_id, (int(ts), step))
         self._last[trial.trial_id] = (int(ts), step)
 
@@ -115,6 +120,11 @@ class TrialRuns(tune.Callback):
         """Seconds per step, the median over the trials that ended (what `danlu plan` costs the next sweep at)."""
         times = sorted(self._step_s)
         return times[len(times) // 2] if times else None
+
+    def startup_s(self) -> float | None:
+        """Seconds from a trial's start to its first report (its process, imports, data), the mean: a cost adds up,
+        and the first trials on fresh workers (seconds) are as real as those on reused ones (tenths)."""
+        return sum(self._startup_s) / len(self._startup_s) if self._startup_s else None
 
     def on_trial_recover(self, iteration, trials, trial, **info):  # it failed, and is retried
         """Tune's hook: the trial failed and is retried; its retries are tagged and the failure said."""

@@ -96,3 +96,18 @@ def test_without_preflight_a_missing_metric_fails_the_parent_run(tmp_path):
     assert [p.info.status for p in parents] == ["FAILED"]
     assert "never reports 'no_such_metric'" in parents[0].data.tags["danlu.error"]
     assert parents[0].data.tags["danlu.preflight"] == "skipped (--no-preflight)"
+
+
+def test_the_job_runs_in_a_child_process_never_in_the_driver(tmp_path):
+    """torch (and, on a GPU, a CUDA context) load in the preflight's child process, not in the sweep's driver."""
+    import subprocess
+    import sys
+
+    from conftest import CONF
+
+    code = ("import sys; from pathlib import Path; from orchestrator.plan import plan; from orchestrator import preflight;"
+            f"p = plan([], Path({str(CONF)!r})); out = preflight.run(p, preflight.FAST, say=lambda _: None);"
+            "print([c.status for c in out.checks], 'torch' in sys.modules, 'sklearn' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "['PASS', 'PASS', 'PASS', 'PASS'] False False", r.stdout
