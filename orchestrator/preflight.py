@@ -169,7 +169,8 @@ class Preflight:
         from orchestrator import reach
 
         problems, notes, waits, bad_input = [], [], [], False
-        for what, fn in (("tracking", lambda: reach.tracking(self.p.tracking_uri, str(self.cfg.tracking.experiment))),
+        for what, fn in (("tracking", lambda: reach.tracking(self.p.tracking_uri, str(self.cfg.tracking.experiment),
+                                                           kind=self.p.store_kind)),
                          ("storage", lambda: reach.storage(self.p.storage_dir, int(self.cfg.storage.min_free_mb))),
                          ("cluster", lambda: reach.cluster(self.cfg.cluster))):
             try:

@@ -106,15 +106,9 @@ def fit(p, address: str | None) -> tuple[int, str]:
     need = trial_resources(p.cfg.resources)
     address = address or p.cfg.cluster.get("address")
     if address:
-        import ray
+        from orchestrator.reach import nodes_at
 
-        from orchestrator.cluster import cluster_nodes
-
-        ray.init(address=str(address), log_to_driver=False, logging_level="ERROR")
-        try:
-            nodes = cluster_nodes()
-        finally:
-            ray.shutdown()
+        nodes = nodes_at(str(address))
         where = f"the cluster at {address} ({len(nodes)} node(s))"
     else:
         nodes = {"this machine": local_capacity(p.cfg.cluster)}

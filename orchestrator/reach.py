@@ -18,11 +18,25 @@ class Unreachable(Exception):
         self.outage, self.bad_input = outage, bad_input
 
 
-def tracking(uri: str, experiment: str, timeout_s: float = 10.0) -> str:
+def tracking(uri: str, experiment: str, timeout_s: float = 10.0, kind: str = "mlflow") -> str:
     """A sqlite store: its folder writable and, where the file exists, a write transaction it grants (begun and
     rolled back). A server: its /health answers, and its experiment, where it exists, takes a tag (a write).
-    A database URI: MLflow's own refusal check (orchestrator.tracking)."""
+    A database URI, or another RunStore than MLflow's (tracking.store): the store class's own checks."""
     from orchestrator.disk import sqlite_path
+
+    if kind != "mlflow":
+        from orchestrator.errors import BadInput
+        from orchestrator.tracking import store_class
+
+        cls = store_class(kind)
+        try:
+            cls.check(uri)
+        except BadInput as exc:
+            raise Unreachable(str(exc), bad_input=True) from None
+        why = cls.refuses(uri)
+        if why:
+            raise Unreachable(f"{uri}: {why}")
+        return f"{cls.__name__} at {uri} answers"
 
     path = sqlite_path(uri)
     if path is not None:
@@ -35,7 +49,7 @@ def tracking(uri: str, experiment: str, timeout_s: float = 10.0) -> str:
     try:
         check_uri(uri)
     except BadInput as exc:
-        raise Unreachable(str(exc)) from None
+        raise Unreachable(str(exc), bad_input=True) from None
     from orchestrator.tracking import store_class
 
     why = store_class().refuses(uri)
@@ -130,22 +144,53 @@ def _writable(folder: Path, what: str) -> None:
 
 
 def cluster(cluster_cfg) -> str | None:
-    """A cluster address (cluster.address) answers: Ray connects to it, the auth token accepted. None where the
+    """A cluster address (cluster.address) answers: its nodes are listed, the auth token accepted. None where the
     sweep starts its own Ray."""
+    from orchestrator.errors import BadInput
+
     address = cluster_cfg.get("address")
     if not address:
         return None
+    try:
+        nodes = nodes_at(str(address))
+    except BadInput as exc:
+        raise Unreachable(str(exc)) from None
+    return f"Ray at {address}: {len(nodes)} node(s)"
+
+
+def nodes_at(address: str) -> dict[str, dict[str, float]]:
+    """The alive nodes of the Ray cluster at `address` and what each offers: a dashboard (http://HEAD:8265, read
+    through its state API with the token, as `danlu submit` does) or a GCS address (HEAD:6379: Ray connects, after
+    a TCP check that fails within seconds where nothing listens). BadInput where it does not answer or refuses."""
+    import socket
+
+    from orchestrator.errors import BadInput
+
+    if address.startswith(("http://", "https://")):
+        from orchestrator import submit
+
+        submit.connect(address)
+        return submit.cluster_nodes(address)
     import ray
 
-    if ray.is_initialized():
-        return f"Ray at {address} connected"
-    try:
-        ray.init(address=str(address), log_to_driver=False, logging_level="ERROR")
-    except Exception as exc:  # ConnectionError, an auth refusal: Ray raises several kinds
-        raise Unreachable(f"the Ray cluster at {address} does not answer or refused the auth token "
-                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
-    try:
-        nodes = len([n for n in ray.nodes() if n.get("Alive")])
-    finally:
-        ray.shutdown()
-    return f"Ray at {address}: {nodes} node(s)"
+    if not ray.is_initialized():
+        host, _, port = address.rpartition(":")
+        if host and port.isdigit():
+            try:
+                socket.create_connection((host, int(port)), timeout=5).close()
+            except OSError as exc:
+                raise BadInput(f"cluster.address={address}: nothing answers there ({exc.strerror or exc}).") from None
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        except Exception as exc:  # ConnectionError, an auth refusal: Ray raises several kinds
+            raise BadInput(f"cluster.address={address}: Ray could not connect, or the auth token was refused "
+                           f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+        try:
+            from orchestrator.cluster import cluster_nodes
+
+            return cluster_nodes()
+        finally:
+            ray.shutdown()
+    from orchestrator.cluster import cluster_nodes
+
+    return cluster_nodes()

@@ -308,3 +308,19 @@ def test_eight_concurrent_trials_log_every_metric_once_through_postgres(cluster,
     batches = server.log.read_text().count("/api/2.0/mlflow/runs/log-batch") - requests_before
     print(f"log-batch requests for 400 steps of 8 trials: {batches}")
     assert 0 < batches < 8 * 50 / 2, batches
+
+
+def test_plan_and_preflight_read_the_clusters_nodes(cluster, tmp_path):
+    # the worker offers 4 CPUs and 2 logical GPUs, the head none: 2 one-GPU trials at once; 4 quarter-GPU ones
+    # with a CPU each (the CPUs bind), 8 with half a CPU each
+    r = danlu_cli(["plan", *SLEEPY, "resources=gpu", "--address", cluster.url], tmp_path, env=cluster.env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"fit: 2 trial(s) at once on the cluster at {cluster.url} (2 node(s))" in r.stdout, r.stdout
+    for cpu, n in ((1, 4), (0.5, 8)):
+        r = danlu_cli(["plan", *SLEEPY, "resources=quarter_gpu", f"resources.cpu={cpu}", "--address", cluster.url],
+                      tmp_path, env=cluster.env, timeout=120)
+        assert r.returncode == 0 and f"fit: {n} trial(s) at once on the cluster" in r.stdout, r.stdout
+    r = danlu_cli(["preflight", "--only", "reach", *SLEEPY, "cluster=remote", f"cluster.address={cluster.url}"],
+                  tmp_path, env=cluster.env, timeout=120)
+    assert r.returncode == 0 and f"Ray at {cluster.url}: 2 node(s)" in r.stdout, r.stdout + r.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing launched, nothing written

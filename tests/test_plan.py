@@ -82,6 +82,7 @@ def test_plan_probe_measures_the_step_time_and_finds_a_missing_metric(tmp_path):
     (["sweep.budget.wall_time=soon"], ["sweep.budget.wall_time=soon", "30m, 8h"]),
     (["+sweep.budget.dollars=5"], ["sweep.budget.dollars", "valid keys are cpu_hours, gpu_hours, wall_time"]),
     (["sweep.mode=maybe"], ["sweep.mode=maybe", "max, min"]),
+    (["sweep.metric=null"], ["sweep.metric: the name of a metric the job reports"]),
     (["preflight.memory_mb=0"], ["preflight.memory_mb=0", "a number >= 1"]),
 ])
 def test_plan_bad_input_exits_2(tmp_path, args, words):

@@ -111,3 +111,26 @@ def test_the_job_runs_in_a_child_process_never_in_the_driver(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "['PASS', 'PASS', 'PASS', 'PASS'] False False", r.stdout
+
+
+def test_lr_range_bounds_on_a_known_curve():
+    """Flat, then falling fastest around lr=1e-2, lowest at 1e-1, then exploding: the bounds bracket the fall."""
+    import math
+
+    from orchestrator.preflight import suggest_bounds
+
+    lrs = [10 ** (-5 + 5 * i / 199) for i in range(200)]  # 1e-5 .. 1
+    loss = [2.3 - 2.0 / (1 + math.exp(-3 * (math.log10(lr) + 2))) + (50 * (lr - 0.1) if lr > 0.1 else 0)
+            for lr in lrs]
+    low, high, smooth = suggest_bounds(list(zip(lrs, loss, strict=True)))
+    assert 3e-4 <= low <= 3e-3, low  # the steepest descent (about 1e-2), divided by 10
+    assert 0.03 <= high <= 0.2, high  # where the smoothed loss is lowest, before it explodes
+    assert len(smooth) == 200
+
+
+def test_lr_find_suggests_bounds_and_draws_the_curve(tmp_path):
+    r = danlu_cli(["preflight", ONLY, "reach", "--lr-find"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "PASS  lr_find  suggested lr='tag(log, interval(" in r.stdout
+    png = tmp_path / "outputs" / "preflight" / "digits-lr_find.png"
+    assert f"curve: {png}" in r.stdout and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,17 +10,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.errors import BadInput
+from orchestrator.errors import BadInput, SweepFailed
 from orchestrator.sweep import run_sweep
 from tests.conftest import danlu_cli, mlflow_runs
 
 pytestmark = pytest.mark.slow
 
 
-def sweep(conf_dir, tmp_path, name, *overrides):
+def sweep(conf_dir, tmp_path, name, *overrides, preflight=True):
     out = io.StringIO()
     code = run_sweep([f"sweep.name={name}", f"output_dir={tmp_path}/outputs",
-                      f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", *overrides], conf_dir, stream=out)
+                      f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", *overrides], conf_dir, stream=out,
+                     preflight=preflight)
     return code, out.getvalue()
 
 
@@ -130,8 +131,14 @@ def test_failed_trials_are_marked_and_the_rest_goes_on(ray_gpus, conf_dir, tmp_p
     assert "RuntimeError: sleep job: failing at epoch 2" in open(log).read()
     assert history(client, bad[0], "score") == [1]
 
-    code, out = sweep(conf_dir, tmp_path, "allfail", "job=sleep", "sweep=sleep", "scheduler=fifo", "epochs=3",
-                      "epoch_s=0.01", "sweep.num_samples=2", "fail_at=1")
+    allfail = ["job=sleep", "sweep=sleep", "scheduler=fifo", "epochs=3", "epoch_s=0.01", "sweep.num_samples=2",
+               "fail_at=1"]
+    # every trial would crash at step 1: the preflight says so, and nothing is launched
+    with pytest.raises(SweepFailed, match=r"preflight: metric failed \(the base config ended before its first report: "
+                       r"RuntimeError: sleep job: failing at epoch 1"):
+        sweep(conf_dir, tmp_path, "allfail", *allfail)
+    assert mlflow_runs(tmp_path / "mlflow.db", "allfail")[1] == []
+    code, out = sweep(conf_dir, tmp_path, "allfail", *allfail, preflight=False)  # launched anyway: all fail
     assert code == 1 and "2 failed" in out
     _, (parent,), _ = mlflow_runs(tmp_path / "mlflow.db", "allfail")
     assert parent.info.status == "FAILED"
