@@ -284,8 +284,8 @@ class Preflight:
         shown = _sample(curve)
         causes = _causes(curve)
         return Check("overfit", FAIL, f"{loss} did not fall below {below:g} in {len(curve)} step(s): "
-                     f"{curve[0]:.3g} -> {last:.3g}" + (f" (the job raised {b.error})" if b.error else ""),
-                     [f"{loss} by step: " + ", ".join(f"{s}: {v:.3g}" for s, v in shown), *causes])
+                     f"{curve[0]:.4g} -> {last:.4g}" + (f" (the job raised {b.error})" if b.error else ""),
+                     [f"{loss} by step: " + ", ".join(f"{s}: {v:.4g}" for s, v in shown), *causes])
 
     def memory_corner(self) -> tuple[dict, list[str]]:
         """The corner of the space that uses the most memory: each key of job.preflight.memory at its largest
