@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import checks
@@ -64,7 +64,6 @@ class Used:
     gpu_s: float = 0.0
     cpu_s: float = 0.0
     wall_s: float = 0.0
-    history: list = field(default_factory=list)  # not kept: the parent run holds the curve
 
     def as_metrics(self) -> dict[str, float]:
         """What was used, in hours, as the parent run's metrics."""

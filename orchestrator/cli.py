@@ -259,7 +259,7 @@ def _report(args, config_dir: Path) -> int:
     from orchestrator.compose import compose, hydra_context
     from orchestrator.scheduler import saved_decisions
     from orchestrator.state import saved_overrides
-    from orchestrator.tracking import check_uri, resolve_uri
+    from orchestrator.tracking import check_held, resolve_uri
 
     where = [o for o in args.overrides if o.startswith("output_dir=")]
     storage = Path(where[-1].split("=", 1)[1] if where else "outputs", args.name)
@@ -268,10 +268,7 @@ def _report(args, config_dir: Path) -> int:
         cfg = compose(kept + list(args.overrides))
     report.check(cfg.report)
     uri = resolve_uri(str(cfg.tracking.uri))
-    check_uri(uri, str(cfg.tracking.get("store") or "mlflow"))
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        raise BadInput(f"tracking.uri={uri}: no such MLflow store (the file does not exist); give the sweep's, "
-                       "e.g. tracking.uri=sqlite:///path/to/mlflow.db.")
+    check_held(uri, str(cfg.tracking.get("store") or "mlflow"))
     from orchestrator.tracking import open_store
 
     store = open_store(uri, str(cfg.tracking.experiment), str(cfg.tracking.get("store") or "mlflow"))

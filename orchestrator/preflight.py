@@ -219,10 +219,8 @@ class Preflight:
         prm = next((q for q in self.p.space.params if q.key == key), None)
         if prm is None:
             return None
-        if prm.values:
-            nums = [v for v in prm.values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-            return (min(nums), max(nums)) if nums else None
-        return float(prm.low), float(prm.high)
+        nums = _numbers(prm)
+        return (min(nums), max(nums)) if nums else None
 
     def check_nan(self) -> Check:
         """No NaN or inf in any metric over the first reports: at both ends of the lr range where the space has
@@ -295,12 +293,9 @@ class Preflight:
         for prm in self.p.space.params:
             if prm.key not in keys or prm.is_group:
                 continue
-            if prm.values:
-                nums = [v for v in prm.values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-                if nums:
-                    corner[prm.key] = max(nums)
-            elif prm.high is not None:
-                corner[prm.key] = prm.high
+            nums = _numbers(prm)
+            if nums:
+                corner[prm.key] = max(nums)
         return corner, [f"{k}={v:g}" for k, v in corner.items()]
 
     def check_memory(self) -> Check:
@@ -419,6 +414,13 @@ def _plot_lr_find(pairs, smooth, low, high, path: Path, loss: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _numbers(prm) -> list[float]:
+    """A swept key's numbers: a list's numeric values, or an interval's two bounds."""
+    if prm.values:
+        return [v for v in prm.values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return [] if prm.low is None else [prm.low, prm.high]
 
 
 def _sample(curve: list[float], n: int = 8) -> list[tuple[int, float]]:

@@ -130,6 +130,7 @@ def show(p, probe: bool = False, address: str | None = None, out=None) -> int:
     def say(line=""):
         print(line, file=out)
 
+    at_once, where = fit(p, address)  # first: a cluster that does not answer is said before any of the plan
     say(f"danlu plan: sweep {sweep.name} of job {cfg.job.name} ({cfg.job.fn}); nothing is launched")
     base = OmegaConf.to_container(cfg, resolve=True)
     base["sweep"].pop("space", None)
@@ -179,7 +180,6 @@ def show(p, probe: bool = False, address: str | None = None, out=None) -> int:
         if found:
             step_s, startup_s, source = found
     need = trial_resources(cfg.resources)
-    at_once, where = fit(p, address)
     limit = sweep.get("max_concurrent_trials")
     concurrent = min(x for x in (at_once, f.trials, limit or at_once) if x is not None)
     say("\nfit: " + (f"{at_once} trial(s) at once on {where}" if at_once else

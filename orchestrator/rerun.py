@@ -50,11 +50,12 @@ def compare(original: dict[str, list[tuple[int, float]]], again: list[tuple[int,
 def rerun(run_id: str, overrides: list[str], config_dir: Path, out=None) -> int:
     """Run the trial of MLflow run `run_id` again here; 0 if every recorded value is reproduced exactly, 1 if
     not, 2 for a run that is not a danlu trial's."""
+    import yaml
     from omegaconf import OmegaConf
 
     from orchestrator import probe
     from orchestrator.compose import compose, hydra_context, split_overrides
-    from orchestrator.tracking import check_uri, open_store, resolve_uri
+    from orchestrator.tracking import check_held, open_store, resolve_uri
     from orchestrator.tracking.mlflow_store import git_state
     from orchestrator.trial import load_job
 
@@ -63,7 +64,7 @@ def rerun(run_id: str, overrides: list[str], config_dir: Path, out=None) -> int:
         cfg = compose(split_overrides(overrides).fixed)
     uri = resolve_uri(str(cfg.tracking.uri))
     kind = str(cfg.tracking.get("store") or "mlflow")
-    check_uri(uri, kind)
+    check_held(uri, kind)
     store = open_store(uri, str(cfg.tracking.experiment), kind)
     run = store.get_run(run_id)
     if run is None:
@@ -72,7 +73,7 @@ def rerun(run_id: str, overrides: list[str], config_dir: Path, out=None) -> int:
     if T.TRIAL_ID not in run.tags or text is None:
         raise BadInput(f"run {run_id} ({run.name}) is not a danlu trial's run with its config.yaml: a sweep's parent, "
                        "or a run from elsewhere. Give one of the sweep's child runs.")
-    trial_cfg = OmegaConf.create(__import__("yaml").safe_load(text))
+    trial_cfg = OmegaConf.create(yaml.safe_load(text))
     parent = store.get_run(run.tags.get(T.PARENT, "")) if run.tags.get(T.PARENT) else None
     commit = (parent.tags if parent else run.tags).get(T.GIT_COMMIT, "unknown")
     now, dirty = git_state(config_dir.parent)

@@ -77,6 +77,8 @@ def test_help_imports_nothing_heavy(tmp_path):
         (["compare", "lrr=0.1", "--vs", "lrr=0.2"], ["Unknown config key 'lrr'"]),
         (["compare", "lr=abc", "--vs", "lr=0.1"], ["lr takes a number"]),
         (["report", "night"], ["no such MLflow store", "tracking.uri"]),
+        (["rerun", "abc123"], ["no such MLflow store", "tracking.uri"]),  # read, never made empty by reading
+        (["plan", "--address", "http://127.0.0.1:1"], ["--address http://127.0.0.1:1: nothing answers there"]),
         # submit checks the sweep before it contacts the cluster, then the cluster's address
         (["submit", "lrr=0.1", "--address", "http://127.0.0.1:1"], ["Unknown config key 'lrr'"]),
         (["submit", "submit.resubmits=-1", "--address", "http://127.0.0.1:1"], ["submit.resubmits=-1"]),

@@ -204,3 +204,12 @@ def resolve_uri(uri: str, cwd: str | None = None) -> str:
 def check_uri(uri: str, kind: str = "mlflow") -> None:
     """What the store can say of a tracking URI without being contacted (BadInput naming tracking.uri)."""
     store_class(kind).check(uri)
+
+
+def check_held(uri: str, kind: str = "mlflow") -> None:
+    """check_uri, for a command that reads runs (report, rerun): a sqlite store must exist already, not be made
+    empty by the reading."""
+    check_uri(uri, kind)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise BadInput(f"tracking.uri={uri}: no such MLflow store (the file does not exist); give the sweep's, "
+                       "e.g. tracking.uri=sqlite:///path/to/mlflow.db.")
