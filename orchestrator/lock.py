@@ -125,13 +125,18 @@ class SweepLock:
     def acquire(self, wait_s: float = 0.0) -> SweepLock:
         """Take the sweep, or raise Busy; with `wait_s`, keep trying that long first (a resubmitted driver whose
         predecessor's lock has not been given up yet: a lost node's NFS lock and lease outlive it a while)."""
-        deadline = time.monotonic() + wait_s
+        deadline, said = time.monotonic() + wait_s, False
         while True:
             try:
                 return self._acquire()
-            except Busy:
+            except Busy as busy:
                 if time.monotonic() >= deadline:
                     raise
+                if not said:
+                    h = busy.holder
+                    self.say(f"danlu: the sweep is held by another driver (host {h.get('host', '?')}, pid "
+                             f"{h.get('pid', '?')}); waiting up to {wait_s:g} s for it to end")
+                    said = True
                 time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
 
     def _acquire(self) -> SweepLock:

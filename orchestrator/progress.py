@@ -188,6 +188,8 @@ class Progress(Callback):
                 c["pending"] += 1
             elif t.status == "ERROR":
                 c["failed"] += 1
+            elif t.status == "TERMINATED" and t.trial_id in self._started and t.trial_id not in self._ended:
+                c["pending"] += 1  # stopped with the sweep (a stop, a time limit): it resumes with it, not done
             elif t.status == "TERMINATED":
                 c["stopped early" if self._stopped_early(t.trial_id) else "completed"] += 1
         return c

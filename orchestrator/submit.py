@@ -154,6 +154,17 @@ def driver_overrides(overrides: list[str], p) -> list[str]:
             override("output_dir", str(p.storage_dir.parent)), override("tracking.uri", p.tracking_uri)]
 
 
+def _slurm_env() -> dict[str, str]:
+    """The Slurm allocation the submitting batch script runs in (orchestrator/slurm.py), carried to the driver. Its
+    driver waits up to 5 minutes for the sweep's lock (orchestrator/lock.py): the driver of an allocation that just
+    ended (a requeue, a scancel and a new sbatch) can outlive it for a minute, until it finds its Ray gone (under
+    proctrack/linuxproc, Slurm's signals miss a process whose parent died first)."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("DANLU_SLURM_")}
+    if env:
+        env["DANLU_LOCK_WAIT_S"] = "300"
+    return env
+
+
 def submit(overrides: list[str], config_dir: Path, address_flag: str | None, out=None) -> int:
     """`danlu submit`: plan the sweep here (every check), check the cluster can hold a trial, then submit its
     supervisor job, which runs the driver and resubmits it if it dies; prints how to follow it."""
@@ -185,7 +196,8 @@ def submit(overrides: list[str], config_dir: Path, address_flag: str | None, out
                 entrypoint=shlex.join(command), submission_id=sup_id,
                 runtime_env={"working_dir": tmp,
                              # `danlu stop` gives the supervisor time to stop the driver gracefully
-                             "env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(grace + 60), "PYTHONUNBUFFERED": "1"}},
+                             "env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(grace + 60), "PYTHONUNBUFFERED": "1",
+                                          **_slurm_env()}},
                 metadata={ROLE: "supervisor", SWEEP: name, "danlu.storage": str(p.storage_dir)})
     print(f"danlu: submitted sweep {name} to {address} as {sup_id}", file=out)
     print(f"danlu: follow it with `danlu status {sup_id}` or `danlu logs {sup_id} --follow`; it goes on after you "

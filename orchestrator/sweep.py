@@ -124,16 +124,19 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
             interrupts.watch = watch  # stopped once the trials have ended: then a write that fails is said
             check_shared_storage(p.storage_dir)
             config = OmegaConf.to_container(p.cfg, resolve=True)
+            from orchestrator import slurm
             from orchestrator.preview import sweep_forecast
 
-            tags = submission_tags() | {T.SEARCH_SEED: str(saved.get("search_seed", ""))} | \
+            allocation = slurm.Allocation.here()
+            allocations = slurm.record(state_dir(p.storage_dir), allocation, interrupts.say)
+            tags = submission_tags() | slurm.sweep_tags(allocations) | {T.SEARCH_SEED: str(saved.get("search_seed", ""))} | \
                 sweep_forecast(p).as_tags() | (checked.as_tags() if checked is not None else {})
             if checked is None and not known:
                 tags[T.PREFLIGHT] = "skipped (--no-preflight)" if not preflight else "skipped"
             tracker.open_sweep(str(p.cfg.sweep.name), config, p.space.describe(), p.config_dir.parent,
                                command or ["danlu", *sys.argv[1:]], tags, sweep_settings(config, p.space))
             code = _launch(p, tracker, verbose, out, known, interrupts, saved.get("search_seed"), prep, lead, meter,
-                           keep_failed=checked is None)
+                           keep_failed=checked is None, cut=slurm.cut_tag(allocation, allocations))
             status = None
             return code
     except (BadInput, SweepFailed):  # the store, a full disk, damaged state; or, once Ray was up, a remote
@@ -255,10 +258,11 @@ class TrialNames:
 
 
 def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Interrupts, search_seed, prep,
-            lead=None, meter=None, keep_failed: bool = False) -> int:
+            lead=None, meter=None, keep_failed: bool = False, cut: str | None = None) -> int:
     """The sweep on Ray, in three steps: its parts assembled (searcher, scheduler, callbacks, Tune's Tuner), Tune's
-    fit, then its end (a stop said, or the summary and the report)."""
-    parts = _assemble(p, tracker, verbose, out, known, interrupts, search_seed, prep, meter)
+    fit, then its end (a stop said, or the summary and the report). `cut`: the tag for trials the previous Slurm
+    allocation's end cut short (orchestrator/slurm.py)."""
+    parts = _assemble(p, tracker, verbose, out, known, interrupts, search_seed, prep, meter, cut)
     _fit(parts.tuner, tracker, interrupts)
     if parts.budget is not None:
         parts.budget.flush()
@@ -270,7 +274,7 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Inter
 
 
 def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Interrupts, search_seed, prep,
-              meter=None) -> _Parts:
+              meter=None, cut: str | None = None) -> _Parts:
     """The searcher and the scheduler (said on the terminal), the callbacks that feed the tracker, the progress line
     and danlu's snapshots, and Tune's Tuner: built new, or restored from the sweep's storage."""
     from orchestrator import scheduler as schedulers
@@ -306,7 +310,7 @@ def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Int
     names = TrialNames(str(sweep.name), list(p.space.seeds))
     log_dir = str(p.storage_dir / "logs")
     runs = TrialRuns(tracker, names.describe, lambda tid: tid in early, log_dir, say=say,
-                     max_failures=int(cfg.failure.max_failures), on_fault=interrupts.fault)
+                     max_failures=int(cfg.failure.max_failures), on_fault=interrupts.fault, cut=cut)
     progress = Progress(sweep.metric, sweep.mode, names.label, lambda tid: tid in early, stream=out,
                         every_s=float(cfg.progress.every_s), work=Work.of(cfg.scheduler, cfg.get("epochs")),
                         state_file=str(state_dir(p.storage_dir) / PROGRESS))

@@ -30,6 +30,10 @@ BEST = "danlu.best_{}"
 PREFLIGHT = "danlu.preflight"  # danlu.preflight.<check>: PASS|WARN|FAIL|SKIP: why (or "skipped")
 FORECAST = "danlu.forecast.{}"  # trials, steps, fifo_steps: what `danlu plan` forecast (orchestrator/forecast.py)
 BUDGET = "danlu.budget"  # the budget limit that stopped the sweep, with what was used
+SLURM_ALLOCATIONS = "danlu.slurm.allocations"  # Slurm allocations the sweep ran in (orchestrator/slurm.py)
+SLURM_JOBS = "danlu.slurm.jobs"  # their Slurm job ids
+SLURM_PREEMPTIONS = "danlu.slurm.preemptions"  # allocations that ended by a requeue of Slurm's (preemption, scontrol)
+SLURM_TIME_LIMITS = "danlu.slurm.time_limits"  # ... by the time limit's warning signal (a graceful stop, a requeue)
 REPORT = "danlu.report"  # pending (the trials ended, the report is not attached yet) | made | failed: why
 
 # a trial's child run
@@ -46,6 +50,9 @@ RESOURCES = "danlu.resources"  # what Ray gave the trial's process (CPU=1,GPU=0.
 RETRIES = "danlu.retries"
 STEPS_REPLAYED = "danlu.steps_replayed"
 RESTORED_FROM = "danlu.restored_from"  # a restored trial whose snapshot's checkpoint was gone: what it used
+PREEMPTED = "danlu.preempted.{}"  # cut by a preemption; resumed in the sweep's allocation {} (not failed)
+TIME_LIMITED = "danlu.time_limited.{}"  # ... by an allocation's time limit (a graceful stop)
+REDONE = "danlu.redone.{}"  # steps reported again from step {} after a restore: "STEPS SECONDS" (work lost, redone)
 STOPPED_EARLY = "danlu.stopped_early"
 ERROR = "danlu.error"
 OUTCOME = "danlu.outcome"  # completed | stopped_early | failed | killed | interrupted | disk_full | budget

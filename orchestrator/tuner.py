@@ -50,8 +50,10 @@ class TrialRuns(tune.Callback):
     """
 
     def __init__(self, tracker, describe: Callable, stopped_early: Callable, log_dir: str, say: Callable = print,
-                 max_failures: int = 0, on_fault: Callable | None = None):
+                 max_failures: int = 0, on_fault: Callable | None = None, cut: str | None = None):
         self.tracker = tracker
+        self._cut = cut  # the tag for a trial the previous Slurm allocation's end cut short (orchestrator/slurm.py)
+        self._begun_at: dict[str, int | None] = {}  # trial_id -> its step in the snapshot it was restored from
         self._describe = describe  # trial -> (run name, params, tags)
         self._stopped_early = stopped_early  # trial_id -> bool
         self._log_dir = log_dir
@@ -85,6 +87,8 @@ class TrialRuns(tune.Callback):
             self._begun[trial.trial_id] = time.time()
             self._keys[trial.trial_id] = []
             self.tracker.trial_start(trial.trial_id, *self._describe(trial), start_ms=int(time.time() * 1000))
+            last = trial.last_result or {}  # what the sweep's snapshot holds of it
+            self._begun_at[trial.trial_id] = last.get("step", last.get("training_iteration"))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         """Tune's hook: the trial's run starts (or is found again)."""
@@ -105,10 +109,19 @@ class TrialRuns(tune.Callback):
         step = int(result.get("step", result.get("training_iteration", 0)))
         ts = result.get(TIME_KEY) or int(result.get("timestamp", time.time()) * 1000)
         self.tracker.trial_metrics(trial.trial_id, step, int(ts), values)
+        if trial.trial_id not in self._first:
+            self._resumed(trial.trial_id, step)
         if trial.trial_id not in self._first and trial.trial_id in self._begun:
             self._startup_s = [*self._startup_s[-999:], max(0.0, int(ts) / 1000 - self._begun.pop(trial.trial_id))]
         self._first.setdefault(trial.trial_id, (int(ts), step))
         self._last[trial.trial_id] = (int(ts), step)
+
+    def _resumed(self, trial_id: str, step: int) -> None:
+        """Its first report in this driver: a trial that had run before the previous Slurm allocation ended (its
+        snapshot says so, or it resumes past step 1 from a checkpoint) is tagged as cut by it, not failed."""
+        before = self._begun_at.pop(trial_id, None)
+        if self._cut and (before or step > 1):
+            self.tracker.trial_tags(trial_id, {self._cut: f"resumed at step {step}"})
 
     def _timed(self, trial) -> None:
         """A trial ended: its seconds per step, from its first report here to its last (start-up left out)."""

@@ -102,46 +102,6 @@ def cluster(tmp_path_factory):
             shutil.rmtree(t, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """scripts/mlflow-server on a database of its own, dropped afterwards."""
-    import psycopg2
-
-    base = tmp_path_factory.mktemp("mlflow")
-    db = f"danlu_test_{secrets.token_hex(4)}"
-    port = free_port()
-    log = base / "server.log"
-    proc = subprocess.Popen([str(ROOT / "scripts" / "mlflow-server"), "--port", str(port), "--workers", "2",
-                             "--backend-store-uri", f"postgresql://postgres@127.0.0.1:5432/{db}",
-                             "--artifacts-destination", str(base / "artifacts")],
-                            env={**os.environ, "PYTHON": sys.executable}, stdout=open(log, "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        import urllib.request
-
-        def up():
-            try:
-                return urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200
-            except OSError:
-                return proc.poll() is not None  # it died: stop waiting, the assertion below says so
-
-        wait_for(up, timeout=120, what="mlflow server")
-        assert proc.poll() is None, log.read_text()
-        yield SimpleNamespace(uri=uri, log=log, db=db)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=60)
-        conn = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        conn.close()
-
-
 def submit(cluster, tmp_path, name, *overrides, server=None) -> str:
     track = ["tracking=server", f"tracking.uri={server.uri}"] if server else []
     r = danlu_cli(["submit", *SLEEPY, f"sweep.name={name}", f"output_dir={tmp_path}/outputs", *track, *overrides],

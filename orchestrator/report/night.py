@@ -1,6 +1,9 @@
 """The night: what went wrong while nobody watched, and what it cost. Trials that failed (with their error), trials
 retried from their last checkpoint after a failure, trials restored from a checkpoint (steps reported again), runs set aside,
 and the sweep's own restarts: resumes of its driver and resubmissions by danlu's supervisor, with their reasons.
+On Slurm, the allocations the sweep ran in: how many ended by a preemption (a requeue) or by the time limit, the
+trials those ends cut short, and the work lost (steps since their last checkpoint, done again, and its resource-hours)
+against the resource-hours the sweep used.
 
 Everything here is read from the tracking store (the tags danlu writes on each run: orchestrator/tags.py), so the
 section says the same the morning after, whichever driver made the report."""
@@ -23,6 +26,69 @@ def _int(text) -> int:
 def _first_line(text: str) -> str:
     lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
     return (lines[-1] if lines else "")[:200]  # a traceback's last line says what went wrong
+
+
+def _resources(text: str) -> tuple[float, float]:
+    """(GPUs, CPUs) from a run's danlu.resources tag ("CPU=1,GPU=0.25")."""
+    got = {}
+    for part in str(text or "").split(","):
+        k, _, v = part.partition("=")
+        try:
+            got[k.strip()] = float(v)
+        except ValueError:
+            pass
+    return got.get("GPU", 0.0), got.get("CPU", 0.0)
+
+
+def _lost(runs) -> dict:
+    """Work done again after restores (danlu.redone.<step> tags: "STEPS SECONDS"): steps, seconds, resource-hours."""
+    prefix = T.REDONE.format("")
+    steps, seconds, gpu_h, cpu_h = 0, 0.0, 0.0, 0.0
+    for r in runs:
+        gpus, cpus = _resources(r.tags.get(T.RESOURCES))
+        for k, v in r.tags.items():
+            if not k.startswith(prefix):
+                continue
+            n, _, sec = str(v).partition(" ")
+            steps += _int(n)
+            try:
+                s = float(sec)
+            except ValueError:
+                s = 0.0
+            seconds += s
+            gpu_h, cpu_h = gpu_h + s * gpus / 3600, cpu_h + s * cpus / 3600
+    return {"steps": steps, "seconds": round(seconds, 1), "gpu_hours": gpu_h, "cpu_hours": cpu_h}
+
+
+def _slurm(data, runs, label) -> tuple[dict, list[str]]:
+    """The Slurm allocations (parent tags danlu.slurm.*), the trials their ends cut, and the work lost."""
+    allocations = _int(data.tags.get(T.SLURM_ALLOCATIONS))
+    if not allocations:
+        return {}, []
+    cut = {label[r.run_id]: sorted(k for k in r.tags if k.startswith((T.PREEMPTED.format(""), T.TIME_LIMITED.format(""))))
+           for r in runs}
+    cut = {k: v for k, v in cut.items() if v}
+    preempted = [t for t, keys in cut.items() if any(k.startswith(T.PREEMPTED.format("")) for k in keys)]
+    limited = [t for t, keys in cut.items() if any(k.startswith(T.TIME_LIMITED.format("")) for k in keys)]
+    lost = _lost(runs)
+    used = {k: float(v) for k, v in data.parent_metrics.items() if k in ("budget_gpu_hours", "budget_cpu_hours")}
+    facts = {"allocations": allocations, "jobs": data.tags.get(T.SLURM_JOBS, ""),
+             "preemptions": _int(data.tags.get(T.SLURM_PREEMPTIONS)),
+             "time_limits": _int(data.tags.get(T.SLURM_TIME_LIMITS)),
+             "preempted_trials": preempted, "time_limited_trials": limited, "work_lost": lost,
+             "used_gpu_hours": used.get("budget_gpu_hours"), "used_cpu_hours": used.get("budget_cpu_hours")}
+    gpu = lost["gpu_hours"] > 0 or (used.get("budget_gpu_hours") or 0) > 0
+    unit, lost_h, used_h = ("GPU", lost["gpu_hours"], used.get("budget_gpu_hours")) if gpu else \
+        ("CPU", lost["cpu_hours"], used.get("budget_cpu_hours"))
+    text = [f"Slurm: {allocations} allocation(s) (job {facts['jobs']}); {facts['preemptions']} ended by a preemption "
+            f"or requeue, {facts['time_limits']} by the time limit (stopped gracefully, requeued)"]
+    if preempted:
+        text.append(f"  {len(preempted)} trial(s) preempted and resumed (not failed): {', '.join(preempted[:20])}")
+    if limited:
+        text.append(f"  {len(limited)} trial(s) stopped at a time limit and resumed: {', '.join(limited[:20])}")
+    text.append(f"  work lost (since the last checkpoints, done again): {lost['steps']} step(s), {lost['seconds']:.0f} s, "
+                f"{lost_h:.3g} {unit}-hours" + (f" of {used_h:.3g} used" if used_h else ""))
+    return facts, text
 
 
 def build(data, rows, cfg) -> Section:
@@ -52,7 +118,9 @@ def build(data, rows, cfg) -> Section:
         "driver_resumes": resumes,
         "resubmissions": [{"attempt": i, "reason": why} for i, why in enumerate(reasons, 1)],
     }
-    text = []
+    slurm, text = _slurm(data, [r for r in runs if T.ORPHANED not in r.tags], label)
+    if slurm:
+        facts["slurm"] = slurm
     if resumes or resubmits:
         text.append(f"The sweep's driver started {resumes + 1} time(s): {resumes} resume(s)"
                     + (f", {resubmits} resubmission(s) by its supervisor ({'; '.join(w for w in reasons if w)[:300]})"

@@ -145,6 +145,8 @@ class MlflowStore:
         self.orphans: list[dict] = []  # runs set aside: {"run", "trial", "status", "config_id", "seed"}
         self._last_step: dict[str, dict[str, int]] = {}  # run_id -> metric -> last step MLflow holds or will
         self._replayed: dict[str, set[int]] = {}  # run_id -> steps reported again (after a restore)
+        self._redoing: dict[str, list] = {}  # run_id -> [first step, its ms, steps] of a restored trial's redo
+        self._born_ms = int(time.time() * 1000)  # reports older than this are the journal's, not a trial's redo
         self._known: set[str] = set()  # runs whose MLflow contents this process knows (created or read)
         self._ended: set[str] = set()  # runs this process ended
         self._pending: dict[str, dict] = {}  # run_id -> {"metrics": [...], "params": {...}, "tags": {...}}
@@ -419,9 +421,21 @@ class MlflowStore:
         fresh = {k: v for k, v in values.items() if step > last.get(k, float("-inf"))}
         if len(fresh) < len(values):  # a restored trial reporting steps it had reported before
             self._replayed.setdefault(rid, set()).add(step)
+            if ts >= self._born_ms:  # the work lost since its checkpoint, being done again
+                redo = self._redoing.setdefault(rid, [step, ts, 0, ts])
+                redo[2:] = [redo[2] + 1, ts]
+        elif rid in self._redoing:  # the redo is over: its steps and the seconds they took, again
+            self._redone(rid, ts)
         for k in fresh:
             last[k] = step
         self.add(rid, metrics=[Metric(k, float(v), ts, step) for k, v in fresh.items()])
+
+    def _redone(self, rid: str, ts: int | None) -> None:
+        """Tag the run with a finished redo: its first step, how many steps, and their seconds (up to the report
+        after it; a trial that ended within its redo: its steps' span, stretched by one step)."""
+        first, since, n, last = self._redoing.pop(rid)
+        span = (ts - since) if ts is not None else (last - since) * n / max(1, n - 1)
+        self.add(rid, tags={T.REDONE.format(first): f"{n} {max(0.0, span / 1000):.1f}"})
 
     def sweep_metrics(self, step, ts, values) -> None:
         """Buffer metrics of the parent run at `step`."""
@@ -442,6 +456,8 @@ class MlflowStore:
             return
         if self._replayed.get(rid):
             tags = {**tags, T.STEPS_REPLAYED: len(self._replayed[rid])}
+        if rid in self._redoing:
+            self._redone(rid, None)
         self.add(rid, tags=tags)
         self.flush(rid)
         if log_path and os.path.exists(log_path):
