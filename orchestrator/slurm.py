@@ -10,6 +10,8 @@ runs through the environment (`danlu submit` carries these to the driver on the 
     DANLU_SLURM_PREVIOUS_END  how the job's previous allocation ended: `time_limit` (the script's own graceful stop
                               on the warning signal, then `scontrol requeue`) or `preempted` (the job was requeued
                               by Slurm: a preemption, `scontrol requeue`, a node's maintenance)
+    DANLU_SLURM_TIME_LIMITS   how many of the job's allocations so far the script ended at their time limit; every
+                              other one before this was ended by Slurm (even one that ended before its driver began)
 
 Each driver started in an allocation adds it to the sweep's record (danlu/allocations.json) and puts the counts on
 the sweep's parent run (danlu.slurm.*: the report's night section reads them). A supervisor's resubmission inside
@@ -39,6 +41,7 @@ class Allocation:
     job: str
     index: int  # of the job's allocations, from 1
     previous_end: str | None  # how the job's previous allocation ended: one of ENDS, or None for its first
+    time_limits: int = 0  # the job's allocations before this one that ended at their time limit
 
     @classmethod
     def here(cls) -> Allocation | None:
@@ -53,7 +56,11 @@ class Allocation:
         end = os.environ.get("DANLU_SLURM_PREVIOUS_END", "").strip() or None
         if index > 1 and end not in ENDS:
             end = "preempted"  # requeued, and the script did not do it itself
-        return cls(job, index, end if index > 1 else None)
+        try:
+            limits = min(index - 1, max(0, int(os.environ.get("DANLU_SLURM_TIME_LIMITS") or 0)))
+        except ValueError:
+            limits = int(end == "time_limit")
+        return cls(job, index, end if index > 1 else None, limits)
 
     @property
     def key(self) -> str:
@@ -74,7 +81,7 @@ def record(state_dir: Path, here: Allocation | None, say=print) -> list[dict]:
             say(f"danlu: {path} could not be read (cut short?): the Slurm allocations are counted from this one on")
     if here is not None and all(e["key"] != here.key for e in entries):
         entries.append({"key": here.key, "job": here.job, "allocation": here.index,
-                        "previous_end": here.previous_end, "started": time.time()})
+                        "previous_end": here.previous_end, "time_limits": here.time_limits, "started": time.time()})
         from orchestrator.disk import write_json
 
         write_json(path, entries)
@@ -82,13 +89,21 @@ def record(state_dir: Path, here: Allocation | None, say=print) -> list[dict]:
 
 
 def sweep_tags(entries: list[dict]) -> dict[str, str]:
-    """The parent run's tags: allocations, the jobs they belonged to, and how many ended by each cause."""
+    """The parent run's tags: allocations, the jobs they belonged to, and how many ended by each cause. A job's
+    allocations are counted to the newest one the sweep ran in, those before its first driver included (a job
+    preempted while Ray was starting ran no driver, but its allocation ended all the same)."""
     if not entries:
         return {}
     jobs = list(dict.fromkeys(str(e.get("job")) for e in entries))
-    ends = [e.get("previous_end") for e in entries]
-    return {T.SLURM_ALLOCATIONS: str(len(entries)), T.SLURM_JOBS: ",".join(jobs),
-            T.SLURM_PREEMPTIONS: str(ends.count("preempted")), T.SLURM_TIME_LIMITS: str(ends.count("time_limit"))}
+    count = limits = 0
+    for j in jobs:  # each job's newest allocation says how many came before it, and how many a time limit ended
+        newest = max((e for e in entries if str(e.get("job")) == j), key=lambda e: int(e.get("allocation", 1)))
+        index = int(newest.get("allocation", 1))
+        count += index
+        limits += min(index - 1, int(newest.get("time_limits", 0) or 0))
+    preempted = count - len(jobs) - limits
+    return {T.SLURM_ALLOCATIONS: str(count), T.SLURM_JOBS: ",".join(jobs),
+            T.SLURM_PREEMPTIONS: str(preempted), T.SLURM_TIME_LIMITS: str(limits)}
 
 
 def cut_tag(here: Allocation | None, entries: list[dict]) -> str | None:

@@ -299,7 +299,12 @@ def _follow(client, sup_id: str, out) -> int:
         if len(runs) > seen:
             if seen:
                 print(f"danlu: --- resubmitted as {runs[seen].submission_id} ---", file=out, flush=True)
-            asyncio.run(tail(runs[seen].submission_id))
+            try:
+                asyncio.run(tail(runs[seen].submission_id))
+            except (RuntimeError, OSError) as exc:  # "WebSocket connection closed unexpectedly": the cluster went
+                print(f"danlu: lost the cluster while following {runs[seen].submission_id} ({exc}); `danlu status` "
+                      "says where the sweep stands", file=out, flush=True)
+                return 1
             seen += 1
             continue
         if client.get_job_info(sup_id).status.is_terminal():

@@ -18,8 +18,9 @@ from orchestrator.tracking.writer import Tracker
 from tests.conftest import mlflow_runs
 
 
-def _here(monkeypatch, job="7", allocation="1", end=""):
-    for k, v in (("DANLU_SLURM_JOB", job), ("DANLU_SLURM_ALLOCATION", allocation), ("DANLU_SLURM_PREVIOUS_END", end)):
+def _here(monkeypatch, job="7", allocation="1", end="", limits=""):
+    for k, v in (("DANLU_SLURM_JOB", job), ("DANLU_SLURM_ALLOCATION", allocation), ("DANLU_SLURM_PREVIOUS_END", end),
+                 ("DANLU_SLURM_TIME_LIMITS", limits)):
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("DANLU_ATTEMPT", raising=False)
     return slurm.Allocation.here()
@@ -29,7 +30,8 @@ def test_the_allocation_comes_from_the_batch_scripts_environment(monkeypatch):
     monkeypatch.delenv("DANLU_SLURM_JOB", raising=False)
     assert slurm.Allocation.here() is None  # not started in an allocation
     assert _here(monkeypatch) == slurm.Allocation("7", 1, None)
-    assert _here(monkeypatch, allocation="3", end="time_limit") == slurm.Allocation("7", 3, "time_limit")
+    assert _here(monkeypatch, allocation="3", end="time_limit", limits="1") == slurm.Allocation("7", 3, "time_limit", 1)
+    assert _here(monkeypatch, allocation="3", end="time_limit", limits="9").time_limits == 2  # at most those before
     # a requeue the script did not make itself (no marker, or a damaged one) is Slurm's: a preemption
     assert _here(monkeypatch, allocation="2", end="") == slurm.Allocation("7", 2, "preempted")
     assert _here(monkeypatch, allocation="2", end="garbage") == slurm.Allocation("7", 2, "preempted")
@@ -42,12 +44,20 @@ def test_the_record_counts_each_allocation_once_and_survives_a_cut_file(monkeypa
     assert [e["key"] for e in slurm.record(tmp_path, first, said.append)] == ["7.1"]
     assert len(slurm.record(tmp_path, first, said.append)) == 1  # a resubmitted driver in the same allocation
     second = _here(monkeypatch, allocation="2")
-    third = _here(monkeypatch, allocation="3", end="time_limit")
+    third = _here(monkeypatch, allocation="3", end="time_limit", limits="1")
     slurm.record(tmp_path, second, said.append)
     entries = slurm.record(tmp_path, third, said.append)
     assert slurm.sweep_tags(entries) == {T.SLURM_ALLOCATIONS: "3", T.SLURM_JOBS: "7", T.SLURM_PREEMPTIONS: "1",
                                          T.SLURM_TIME_LIMITS: "1"}
     assert slurm.cut_tag(third, entries) == "danlu.time_limited.3"
+    # allocations that ended before their driver began (a preemption while Ray started) still count: the newest
+    # allocation of each job says how many came before it, and how many of those a time limit ended
+    late = tmp_path / "late"
+    late.mkdir()
+    entries = slurm.record(late, _here(monkeypatch, job="9", allocation="4", end="time_limit", limits="1"), said.append)
+    entries = slurm.record(late, _here(monkeypatch, job="10", allocation="1"), said.append)  # resubmitted by hand
+    assert slurm.sweep_tags(entries) == {T.SLURM_ALLOCATIONS: "5", T.SLURM_JOBS: "9,10", T.SLURM_PREEMPTIONS: "2",
+                                         T.SLURM_TIME_LIMITS: "1"}
     assert slurm.cut_tag(first, entries) is None
     monkeypatch.setenv("DANLU_ATTEMPT", "1")  # the supervisor's resubmission: its trials were not cut by Slurm
     assert slurm.cut_tag(third, entries) is None

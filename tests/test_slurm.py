@@ -157,7 +157,7 @@ def test_a_sweep_survives_two_requeues_at_random_moments(slurm, tmp_path):
 def test_a_sweep_that_outlasts_its_time_limit_finishes_over_three_allocations(slurm, tmp_path):
     proj, db, every, epochs = _project(tmp_path), tmp_path / "mlflow.db", 2, 20
     # the warning 45 s before a one-minute limit (Slurm sends it up to 30 s early); the sweep stops with 25 s left
-    env = _env(slurm, tmp_path, DANLU_STOP_MARGIN_S="25", DANLU_MAX_REQUEUES="6")
+    env = _env(slurm, tmp_path, DANLU_STOP_MARGIN_S="25", DANLU_MAX_REQUEUES="10")
     sweep = ["job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=4", f"epochs={epochs}", "epoch_s=1.0",
              "checkpoint_state=true", f"checkpoint.every={every}", "progress.every_s=1", "submit.stop_grace_s=20",
              f"output_dir={tmp_path}/outputs", f"tracking.uri=sqlite:///{db}"]
@@ -185,7 +185,7 @@ def test_a_sweep_that_outlasts_its_time_limit_finishes_over_three_allocations(sl
 
 
 def test_scancel_is_not_requeued_and_the_sweep_resumes_by_hand_on_a_postgres_server(slurm, server, tmp_path):
-    proj, epochs = _project(tmp_path), 10
+    proj, epochs = _project(tmp_path), 60  # 30 s a trial: still running when the login node's checks are done
     env = _env(slurm, tmp_path)
     sweep = ["job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=2", f"epochs={epochs}", "epoch_s=0.5",
              "checkpoint_state=true", "progress.every_s=1", f"output_dir={tmp_path}/outputs", "tracking=server",
@@ -208,7 +208,7 @@ def test_scancel_is_not_requeued_and_the_sweep_resumes_by_hand_on_a_postgres_ser
         _stop(env, job)
     info = _job(env, job)
     assert info["JobState"] == "CANCELLED" and info["Restarts"] == "0", info  # not requeued
-    assert not (proj / f"danlu-ray-{job}.ended").exists()
+    assert not (proj / f"danlu-ray-{job}.time-limits").exists()
     # by hand: the same arguments (its name included), a new job
     again = _sbatch(env, proj, ["--time=30"], sweep)
     try:

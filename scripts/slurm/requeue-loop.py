@@ -80,7 +80,7 @@ def iteration(seed: int, requeues: int, env: dict, keep: bool) -> tuple[list[str
                       and text().count("danlu-ray: head ") >= k, 300)
             delay = rng.uniform(0, 15)
         else:
-            ok = wait(lambda k=k: len(parts := text().split("danlu: submitted sweep ")) > k
+            ok = wait(lambda k=k: len(parts := text().split("danlu-ray: head ")) > k  # allocation k's lines
                       and re.search(r"running [1-9]\d* \(t\d+@\d+", parts[k]) is not None, 300)
             delay = rng.uniform(0, 8)
         if not ok:
@@ -147,10 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requeues", type=int, default=2)
     ap.add_argument("--seed", type=int, default=100)
     ap.add_argument("--keep", action="store_true", help="keep every iteration's directory")
+    ap.add_argument("--first-job", type=int, default=21, help="Slurm's first job id: its Ray ports (the recipe "
+                    "derives them from the job id) stay apart from the tests' jobs 1-5")
     args = ap.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="danlu-slurm-"))
     r = subprocess.run([str(ROOT / "scripts" / "slurm" / "local-slurm"), "start", str(base)], capture_output=True,
-                       text=True, timeout=120)
+                       text=True, timeout=120, env={**os.environ, "DANLU_SLURM_FIRST_JOB_ID": str(args.first_job)})
     if r.returncode != 0:
         print(r.stdout + r.stderr, file=sys.stderr)
         return 2
