@@ -103,6 +103,7 @@ class Progress(Callback):
         self._first_step: dict[str, float] = {}  # trial_id -> its first iteration reported in this driver
         self._completed_at: list[float] = []  # last steps of trials that ran to their end (FIFO's max_t)
         self._started: dict[str, float] = {}  # trial_id -> when it started in this driver
+        self._live: set[str] = set()  # trials seen pending, paused or running in this driver
         self._last_report: dict[str, float] = {}  # trial_id -> when it last reported
         self._intervals: list[float] = []  # seconds between two reports of a trial (a step's time)
         self._overheads: list[float] = []  # an ended trial's wall time beyond its steps (start-up, end)
@@ -181,6 +182,7 @@ class Progress(Callback):
     def counts(self, trials) -> dict[str, int]:
         """Trials running, pending, completed, stopped early and failed, as Tune holds them now."""
         c = {"running": 0, "pending": 0, "completed": 0, "stopped early": 0, "failed": 0}
+        self._live.update(t.trial_id for t in trials if t.status in ("RUNNING", "PENDING", "PAUSED"))
         for t in trials:
             if t.status == "RUNNING":
                 c["running"] += 1
@@ -188,8 +190,12 @@ class Progress(Callback):
                 c["pending"] += 1
             elif t.status == "ERROR":
                 c["failed"] += 1
-            elif t.status == "TERMINATED" and t.trial_id in self._started and t.trial_id not in self._ended:
-                c["pending"] += 1  # stopped with the sweep (a stop, a time limit): it resumes with it, not done
+            elif t.status == "TERMINATED" and (t.trial_id in self._live or t.trial_id in self._started) \
+                    and t.trial_id not in self._ended:
+                # stopped with the sweep (a stop, a time limit: Tune's clean-up marks running and pending trials
+                # TERMINATED alike): it resumes with it, not done. A trial that ended in an earlier driver was
+                # never live in this one.
+                c["pending"] += 1
             elif t.status == "TERMINATED":
                 c["stopped early" if self._stopped_early(t.trial_id) else "completed"] += 1
         return c

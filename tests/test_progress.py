@@ -68,21 +68,24 @@ def test_the_line_says_starting_then_counts_the_eta_and_the_best():
 
 
 def test_trials_a_stop_ended_are_not_counted_done():
-    """A graceful stop (Ctrl-C, `danlu stop`, a Slurm time limit) ends the running trials TERMINATED in Tune's
-    memory; they resume with the sweep, so the last line counts them pending, not completed."""
+    """A graceful stop (Ctrl-C, `danlu stop`, a Slurm time limit) ends the running trials and the pending ones
+    TERMINATED alike in Tune's memory (its clean-up, as Ray 2.60 does it); they resume with the sweep, so the last
+    line counts them pending, not completed."""
     p = Progress("score", "max", lambda t: f"t{t.trial_id}", lambda tid: False, stream=open(os.devnull, "w"),
                  work=Work(4.0))
-    p.setup(total_num_samples=3)
+    p.setup(total_num_samples=4)
     trials = [_Trial(trial_id="0", status="TERMINATED"), _Trial(trial_id="1", status="RUNNING"),
-              _Trial(trial_id="2", status="RUNNING")]  # trial 0 completed in an earlier session
-    for t in trials[1:]:
+              _Trial(trial_id="2", status="RUNNING"), _Trial(trial_id="3", status="PENDING")]
+    # trial 0 completed in an earlier session; 3 waits for a slot
+    for t in trials[1:3]:
         p.on_trial_start(0, trials, t)
         p.on_trial_result(0, trials, t, {"score": 0.1, "training_iteration": 1})
+    p.on_step_end(0, trials)
     trials[1].status = "TERMINATED"
     p.on_trial_complete(0, trials, trials[1])
-    trials[2].status = "TERMINATED"  # the stop
+    trials[2].status = trials[3].status = "TERMINATED"  # the stop
     p.on_experiment_end(trials)
-    assert "done 2/3 (2 completed" in p.line(trials) and "pending 1" in p.line(trials), p.line(trials)
+    assert "done 2/4 (2 completed" in p.line(trials) and "pending 2" in p.line(trials), p.line(trials)
 
 
 def _eta_at_half_way(tmp_path, *overrides: str) -> tuple[float, float, list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -156,6 +157,10 @@ def test_sigterm_stops_gracefully_and_the_printed_command_resumes(tmp_path):
     _, (parent,), children = mlflow_runs(tmp_path / "mlflow.db", "term")
     assert parent.info.status == "KILLED" and any(r.info.status == "KILLED" for r in children)
     assert not any(r.info.status == "RUNNING" for r in children)
+    # the last progress line counts done only the trials that ended: the stopped and the waiting ones resume
+    last = [ln for ln in out.splitlines() if ln.startswith("[") and " done " in ln][-1]
+    done = int(re.search(r"done (\d+)/", last).group(1))
+    assert done == sum(r.info.status in ("FINISHED", "FAILED") for r in children), (last, [r.info.status for r in children])
     command = out.split("Resume with: ", 1)[1].splitlines()[0].split()
     assert command[0] == "danlu" and "resume" in command and "term" in command
     r = subprocess.run([sys.executable, "-m", "orchestrator", *command[1:]], cwd=tmp_path, capture_output=True,
