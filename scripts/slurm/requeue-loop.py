@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from chaos import SWEEP, check  # noqa: E402  (the kill loop's sweep and its checks of the store)
 
 RECIPE = ROOT / "scripts" / "slurm" / "ray-cluster.sbatch"
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL")
 EVERY = 1  # the sweep checkpoints at every report (chaos.SWEEP's checkpoint.every is the default, 1)
 
 
@@ -48,11 +49,14 @@ def job_info(env, job: str) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in slurm(env, "scontrol", "-o", "show", "job", job).split() if "=" in kv)
 
 
-def wait(cond, timeout: float) -> bool:
+def wait(cond, timeout: float, give_up=lambda: False) -> bool:
+    """Whether `cond` came true within `timeout` s (False at once when `give_up` does)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if cond():
             return True
+        if give_up():
+            return False
         time.sleep(0.5)
     return False
 
@@ -77,14 +81,18 @@ def iteration(seed: int, requeues: int, env: dict, keep: bool) -> tuple[list[str
         phase = rng.choice(("startup", "trials"))
         if phase == "startup":
             ok = wait(lambda k=k: job_info(env, job).get("JobState") == "RUNNING"
-                      and text().count("danlu-ray: head ") >= k, 300)
+                      and text().count("danlu-ray: head ") >= k, 300, lambda: job_info(env, job).get("JobState") in ENDED)
             delay = rng.uniform(0, 15)
         else:
             ok = wait(lambda k=k: len(parts := text().split("danlu-ray: head ")) > k  # allocation k's lines
-                      and re.search(r"running [1-9]\d* \(t\d+@\d+", parts[k]) is not None, 300)
+                      and re.search(r"running [1-9]\d* \(t\d+@\d+", parts[k]) is not None, 300,
+                      lambda: job_info(env, job).get("JobState") in ENDED)
             delay = rng.uniform(0, 8)
         if not ok:
-            problems.append(f"requeue {k}: the allocation never reached its {phase} phase")
+            if job_info(env, job).get("JobState") in ENDED:
+                print(f"  seed {seed}: the sweep ended before requeue {k} ({phase}): not landed", flush=True)
+            else:
+                problems.append(f"requeue {k}: the allocation never reached its {phase} phase")
             break
         time.sleep(delay)
         if job_info(env, job).get("JobState") != "RUNNING":
@@ -100,7 +108,7 @@ def iteration(seed: int, requeues: int, env: dict, keep: bool) -> tuple[list[str
         if done.returncode == 0:
             landed += 1
             print(f"  seed {seed}: {how} {k} at {phase} +{delay:.1f} s", flush=True)
-    ended = wait(lambda: job_info(env, job).get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), 900)
+    ended = wait(lambda: job_info(env, job).get("JobState") in ENDED, 900)
     info = job_info(env, job)
     if not ended:
         problems.append(f"job {job} did not end ({info.get('JobState')})")
