@@ -114,7 +114,11 @@ def iteration(seed: int, requeues: int, env: dict, keep: bool) -> tuple[list[str
         problems.append(f"job {job} did not end ({info.get('JobState')})")
         subprocess.run(["scancel", job], env=env, timeout=60)
         wait(lambda: job_info(env, job).get("JobState") == "CANCELLED", 120)
-    final = text().split("danlu: submitted sweep ")[-1]
+    # the allocations the sweep ran in: a preemption that lands after the sweep has ended still requeues the job,
+    # whose next allocation finds it ended ("nothing to run") and counts for nothing
+    allocs = text().split("danlu-ray: head ")[1:]
+    ran = max((k for k, a in enumerate(allocs, 1) if "nothing to run" not in a), default=0)
+    final = allocs[ran - 1].split("danlu: submitted sweep ")[-1] if ran else ""
     problems += check(cwd, 0 if info.get("JobState") == "COMPLETED" else 1, final)
     if info.get("Restarts") != str(landed):
         problems.append(f"{landed} requeue(s) landed, Slurm counts {info.get('Restarts')} restart(s)")
@@ -128,7 +132,7 @@ def iteration(seed: int, requeues: int, env: dict, keep: bool) -> tuple[list[str
     for r in runs:
         tags = r.data.tags
         if "mlflow.parentRunId" not in tags:
-            want = (str(landed + 1), str(landed))
+            want = (str(ran), str(ran - 1))
             got = (tags.get("danlu.slurm.allocations"), tags.get("danlu.slurm.preemptions"))
             if got != want:
                 problems.append(f"parent counts (allocations, preemptions) {got}, expected {want}")
