@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from orchestrator import checks
-from orchestrator.errors import BadInput
+from orchestrator.errors import BadInput, SweepFailed
 
 ROLE, SWEEP, SUPERVISOR, ATTEMPT = "danlu.role", "danlu.sweep", "danlu.supervisor", "danlu.attempt"
 PROGRESS = re.compile(r"^\[\s*\d+s\] running \d+ .*$")  # orchestrator/progress.py's plain line
@@ -87,6 +87,24 @@ def _talking_to(address: str):
     except requests.exceptions.RequestException as exc:
         raise BadInput(f"--address {address}: the Ray Jobs API did not answer ({type(exc).__name__}). "
                        "Is the cluster up?") from None
+
+
+def submit_job(client, say, **job) -> None:
+    """client.submit_job, again after a short wait while the cluster cannot take it yet (a head just started has
+    no job agent for a few seconds: "No available agent to submit job, please try again later"; a busy dashboard
+    answers 5xx): a sweep must not be lost to a moment. Raises the last error after ~1 minute, and any other
+    error (a 4xx: the request itself is wrong) at once."""
+    for wait in (1, 2, 4, 8, 16, 32, 0):
+        try:
+            client.submit_job(**job)
+            return
+        except RuntimeError as exc:
+            if "already exists" in str(exc):  # an earlier try that seemed to fail had gone through
+                return
+            if not wait or not re.search(r"status code 5\d\d|try again", str(exc)):  # not a passing moment
+                raise
+            say(f"submitting {job['submission_id']} failed ({' '.join(str(exc).split())[:200]}); again in {wait} s")
+            time.sleep(wait)
 
 
 def connect(address: str):
@@ -192,13 +210,19 @@ def submit(overrides: list[str], config_dir: Path, address_flag: str | None, out
     with tempfile.TemporaryDirectory(prefix="danlu-submit-") as tmp:
         _stage(p.config_dir, Path(tmp))
         with _talking_to(address):
-            client.submit_job(
-                entrypoint=shlex.join(command), submission_id=sup_id,
-                runtime_env={"working_dir": tmp,
-                             # `danlu stop` gives the supervisor time to stop the driver gracefully
-                             "env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(grace + 60), "PYTHONUNBUFFERED": "1",
-                                          **_slurm_env()}},
-                metadata={ROLE: "supervisor", SWEEP: name, "danlu.storage": str(p.storage_dir)})
+            try:
+                submit_job(
+                    client, lambda msg: print(f"danlu: {msg}", file=sys.stderr, flush=True),
+                    entrypoint=shlex.join(command), submission_id=sup_id,
+                    runtime_env={"working_dir": tmp,
+                                 # `danlu stop` gives the supervisor time to stop the driver gracefully
+                                 "env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(grace + 60), "PYTHONUNBUFFERED": "1",
+                                              **_slurm_env()}},
+                    metadata={ROLE: "supervisor", SWEEP: name, "danlu.storage": str(p.storage_dir)})
+            except RuntimeError as exc:
+                raise SweepFailed(f"the Ray cluster at {address} did not take the sweep for a minute: "
+                                  f"{' '.join(str(exc).split())[:300]}. Nothing was launched; submit it again "
+                                  "once `ray status` on the head shows the cluster up.") from None
     print(f"danlu: submitted sweep {name} to {address} as {sup_id}", file=out)
     print(f"danlu: follow it with `danlu status {sup_id}` or `danlu logs {sup_id} --follow`; it goes on after you "
           f"log out. MLflow: {p.tracking_uri}, experiment '{p.cfg.tracking.experiment}', run '{name}'.", file=out)

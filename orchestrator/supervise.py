@@ -20,7 +20,7 @@ import shlex
 import signal
 import time
 
-from orchestrator.submit import ATTEMPT, ROLE, SUPERVISOR, SWEEP, connect
+from orchestrator.submit import ATTEMPT, ROLE, SUPERVISOR, SWEEP, connect, submit_job
 
 VERDICTS = (1, 2)  # driver exit codes that are the sweep's own outcome, never resubmitted
 
@@ -53,18 +53,9 @@ def supervise(address: str, sup_id: str, overrides: list[str], resubmits: int, g
             # a resubmitted driver waits for the dead one's lock to be given up (a lost node's NFS lock and lease
             # outlive it for a minute or two) instead of exiting 2 at once (orchestrator/lock.py)
             **({"DANLU_LOCK_WAIT_S": "300"} if attempt else {})}}
-        for wait in (1, 2, 4, 8, 16, 0):  # the dashboard may be busy for a moment; the sweep must not be lost
-            try:
-                client.submit_job(entrypoint=command, submission_id=job_id, runtime_env=runtime_env,
-                                  metadata={ROLE: "driver", SUPERVISOR: sup_id, SWEEP: name, ATTEMPT: str(attempt)})
-                break
-            except RuntimeError as exc:
-                if "already exists" in str(exc):
-                    break
-                if not wait:
-                    raise
-                print(f"danlu supervise: submitting {job_id} failed ({exc}); again in {wait} s", flush=True)
-                time.sleep(wait)
+        submit_job(client, lambda msg: print(f"danlu supervise: {msg}", flush=True), entrypoint=command,
+                   submission_id=job_id, runtime_env=runtime_env,
+                   metadata={ROLE: "driver", SUPERVISOR: sup_id, SWEEP: name, ATTEMPT: str(attempt)})
         print(f"danlu supervise: driver {job_id}: {command}" + (f" (after: {reason})" if reason else ""), flush=True)
         return job_id
 

@@ -237,6 +237,20 @@ def test_the_token_is_required_and_checked(cluster, tmp_path):
     assert r.returncode == 0, r.stderr  # with it, the cluster answers
 
 
+def test_a_submission_is_made_once_whatever_the_answers(cluster):
+    """danlu's submissions (the sweep's supervisor, its drivers) are tried again while the cluster cannot take them
+    yet (a head just started has no job agent for a few seconds: seen under the Slurm recipe); a try that seemed
+    to fail but went through is found by its id, not submitted twice."""
+    from orchestrator.submit import submit_job
+
+    said, job = [], f"danlu-once-{secrets.token_hex(3)}"
+    for _ in range(2):
+        submit_job(cluster.client, said.append, entrypoint="echo once", submission_id=job)
+    assert [j.submission_id for j in cluster.client.list_jobs()].count(job) == 1 and not said, said
+    wait_for(lambda: cluster.client.get_job_info(job).status.is_terminal(), timeout=120, what="the job to end")
+    assert cluster.client.get_job_info(job).status.value == "SUCCEEDED"
+
+
 def test_a_trial_larger_than_every_node_is_refused_before_launch(cluster, tmp_path):
     r = danlu_cli(["submit", *SLEEPY, "sweep.name=huge", f"output_dir={tmp_path}/outputs", "resources=gpu",
                    "resources.gpu=4"], tmp_path, env=cluster.env, timeout=120)
