@@ -28,6 +28,17 @@ from orchestrator.errors import BadInput
 
 STATE_FILES = ("state.pt", "state.pkl")  # torch.save when the job uses torch, else pickle
 META_KEY = "_danlu"  # trial metadata in the first result (resolved config, node, GPUs); never a metric
+
+
+def meta_of(result: dict) -> dict | None:
+    """The trial metadata a result carries (its first), or None."""
+    meta = result.get(META_KEY)
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta)
+        except ValueError:
+            return None
+    return meta if isinstance(meta, dict) else None
 TIME_KEY = "_danlu_ms"  # when the job reported, in ms (Tune's own `timestamp` is in whole seconds)
 RESTORE_NOTES: dict[str, str] = {}  # trial_id -> which checkpoint a restore fell back to (ray_internals)
 
@@ -122,7 +133,11 @@ class TuneContext:
         result["step"] = step
         result[TIME_KEY] = time.time_ns() // 1_000_000
         if self._meta is not None:  # first report: resolved config, node, GPUs, the job's metric names
-            result[META_KEY], self._meta = {**self._meta, "metrics": list(metrics)}, None
+            # as one JSON string: Tune keeps, for the whole sweep, running statistics (min, max, last-5 and
+            # last-10 averages, with their deques) of every number in a trial's results, so a nested dict's
+            # numbers would cost every trial ~60 KB of the driver's memory (measured with tracemalloc)
+            result[META_KEY] = json.dumps({**self._meta, "metrics": list(metrics)}, default=str)
+            self._meta = None
         self._reports += 1
         self._iteration += 1
         if checkpoint is None or self._reports % self.checkpoint_every:

@@ -16,7 +16,7 @@ from ray import tune
 
 from orchestrator import tags as T
 from orchestrator.ray_internals import quiet_tune_races, set_restored_parts, staging_dir
-from orchestrator.trial import META_KEY, TIME_KEY
+from orchestrator.trial import TIME_KEY, meta_of
 
 
 class SchedulerState(tune.Callback):
@@ -97,7 +97,7 @@ class TrialRuns(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         """Tune's hook: the trial's metrics, and from its first report where it runs and its config."""
         self._started(trial)
-        meta = result.get(META_KEY)
+        meta = meta_of(result)
         if meta:
             self._keys[trial.trial_id] = list(meta.get("metrics", ()))
             self.tracker.trial_meta(trial.trial_id, meta)
@@ -316,7 +316,7 @@ class MetricGuard(tune.Stopper):
     def __call__(self, trial_id, result) -> bool:
         if self.metric in result:
             return False
-        self.missing = list((result.get(META_KEY) or {}).get("metrics", [])) if self.missing is None else self.missing
+        self.missing = list((meta_of(result) or {}).get("metrics", [])) if self.missing is None else self.missing
         return True
 
     def stop_all(self) -> bool:
