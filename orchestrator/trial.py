@@ -28,6 +28,8 @@ from orchestrator.errors import BadInput
 
 STATE_FILES = ("state.pt", "state.pkl")  # torch.save when the job uses torch, else pickle
 META_KEY = "_danlu"  # trial metadata in the first result (resolved config, node, GPUs); never a metric
+TIME_KEY = "_danlu_ms"  # when the job reported, in ms (Tune's own `timestamp` is in whole seconds)
+RESTORE_NOTES: dict[str, str] = {}  # trial_id -> which checkpoint a restore fell back to (ray_internals)
 
 
 def meta_of(result: dict) -> dict | None:
@@ -39,8 +41,6 @@ def meta_of(result: dict) -> dict | None:
         except ValueError:
             return None
     return meta if isinstance(meta, dict) else None
-TIME_KEY = "_danlu_ms"  # when the job reported, in ms (Tune's own `timestamp` is in whole seconds)
-RESTORE_NOTES: dict[str, str] = {}  # trial_id -> which checkpoint a restore fell back to (ray_internals)
 
 
 def check_job(fn_path: str, root: Path) -> None:
