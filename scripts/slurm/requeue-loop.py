@@ -77,19 +77,19 @@ def iteration(seed: int, requeues: int, env: dict, keep: bool) -> tuple[list[str
     log = cwd / f"danlu-ray-{job}.log"
     text = lambda: log.read_text(errors="replace") if log.exists() else ""  # noqa: E731
     problems, landed = [], 0
+    over = lambda: job_info(env, job).get("JobState") in ENDED  # noqa: E731
     for k in range(1, requeues + 1):
         phase = rng.choice(("startup", "trials"))
         if phase == "startup":
             ok = wait(lambda k=k: job_info(env, job).get("JobState") == "RUNNING"
-                      and text().count("danlu-ray: head ") >= k, 300, lambda: job_info(env, job).get("JobState") in ENDED)
+                      and text().count("danlu-ray: head ") >= k, 300, over)
             delay = rng.uniform(0, 15)
         else:
             ok = wait(lambda k=k: len(parts := text().split("danlu-ray: head ")) > k  # allocation k's lines
-                      and re.search(r"running [1-9]\d* \(t\d+@\d+", parts[k]) is not None, 300,
-                      lambda: job_info(env, job).get("JobState") in ENDED)
+                      and re.search(r"running [1-9]\d* \(t\d+@\d+", parts[k]) is not None, 300, over)
             delay = rng.uniform(0, 8)
         if not ok:
-            if job_info(env, job).get("JobState") in ENDED:
+            if over():
                 print(f"  seed {seed}: the sweep ended before requeue {k} ({phase}): not landed", flush=True)
             else:
                 problems.append(f"requeue {k}: the allocation never reached its {phase} phase")
@@ -108,7 +108,7 @@ def iteration(seed: int, requeues: int, env: dict, keep: bool) -> tuple[list[str
         if done.returncode == 0:
             landed += 1
             print(f"  seed {seed}: {how} {k} at {phase} +{delay:.1f} s", flush=True)
-    ended = wait(lambda: job_info(env, job).get("JobState") in ENDED, 900)
+    ended = wait(over, 900)
     info = job_info(env, job)
     if not ended:
         problems.append(f"job {job} did not end ({info.get('JobState')})")
