@@ -310,7 +310,8 @@ def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Int
     names = TrialNames(str(sweep.name), list(p.space.seeds))
     log_dir = str(p.storage_dir / "logs")
     runs = TrialRuns(tracker, names.describe, lambda tid: tid in early, log_dir, say=say,
-                     max_failures=int(cfg.failure.max_failures), on_fault=interrupts.fault, cut=cut)
+                     max_failures=int(cfg.failure.max_failures), on_fault=interrupts.fault, cut=cut,
+                     started=prep.limits)
     progress = Progress(sweep.metric, sweep.mode, names.label, lambda tid: tid in early, stream=out,
                         every_s=float(cfg.progress.every_s), work=Work.of(cfg.scheduler, cfg.get("epochs")),
                         state_file=str(state_dir(p.storage_dir) / PROGRESS))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ray import tune
 
@@ -50,9 +50,11 @@ class TrialRuns(tune.Callback):
     """
 
     def __init__(self, tracker, describe: Callable, stopped_early: Callable, log_dir: str, say: Callable = print,
-                 max_failures: int = 0, on_fault: Callable | None = None, cut: str | None = None):
+                 max_failures: int = 0, on_fault: Callable | None = None, cut: str | None = None,
+                 started: Iterable[str] = ()):
         self.tracker = tracker
         self._cut = cut  # the tag for a trial the previous Slurm allocation's end cut short (orchestrator/slurm.py)
+        self._started_before = set(started)  # trials the journal shows started by an earlier driver
         self._begun_at: dict[str, int | None] = {}  # trial_id -> its step in the snapshot it was restored from
         self._describe = describe  # trial -> (run name, params, tags)
         self._stopped_early = stopped_early  # trial_id -> bool
@@ -118,9 +120,10 @@ class TrialRuns(tune.Callback):
 
     def _resumed(self, trial_id: str, step: int) -> None:
         """Its first report in this driver: a trial that had run before the previous Slurm allocation ended (its
-        snapshot says so, or it resumes past step 1 from a checkpoint) is tagged as cut by it, not failed."""
+        snapshot says so, it resumes past step 1 from a checkpoint, or the journal holds its start: cut before its
+        first checkpoint and Tune's next snapshot) is tagged as cut by it, not failed."""
         before = self._begun_at.pop(trial_id, None)
-        if self._cut and (before or step > 1):
+        if self._cut and (before or step > 1 or trial_id in self._started_before):
             self.tracker.trial_tags(trial_id, {self._cut: f"resumed at step {step}"})
 
     def _timed(self, trial) -> None:

@@ -95,6 +95,43 @@ def test_a_restored_trial_s_redo_is_measured_once_per_restore(tmp_path):
     assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "score")) == list(range(1, 8))
 
 
+def test_a_trial_cut_before_its_first_checkpoint_and_snapshot_is_tagged_as_cut(tmp_path):
+    """Allocation 2 started t2, which reported steps 1 and 2 and was preempted before its first checkpoint and
+    before Tune's next snapshot: in allocation 3, Tune starts it again from step 1 with nothing of it in its
+    snapshot. The journal holds its start, so it is tagged as cut (CI once saw it untagged); a trial that starts
+    for the first time in allocation 3 is not."""
+    from ray.tune.experiment import Trial
+
+    from orchestrator.tuner import TrialRuns
+
+    db = tmp_path / "mlflow.db"
+    first = Tracker(f"sqlite:///{db}", "danlu", flush_s=0.2, storage=tmp_path)
+    first.open_sweep("cut", {"a": 1}, {}, tmp_path, ["danlu", "sweep"])
+    first.trial_start("t2", "t002", {"x": "2"}, {"danlu.sweep": "cut"})
+    for step in (1, 2):
+        first.trial_metrics("t2", step, step, {"score": step})
+    first.close()
+    second = Tracker(f"sqlite:///{db}", "danlu", flush_s=0.2, storage=tmp_path)
+    second.open_sweep("cut", {"a": 1}, {}, tmp_path, ["danlu", "resume", "cut"])
+    started = second.journal.logged_steps()
+    assert started == {"t2": 2}
+    runs = TrialRuns(second, lambda t: (f"t00{t.trial_id[1]}", {"x": t.trial_id[1]}, {"danlu.sweep": "cut"}),
+                     lambda tid: False, str(tmp_path / "logs"), say=lambda m: None, cut="danlu.preempted.3",
+                     started=started)
+    for tid in ("t2", "t3"):  # t3: new in this allocation
+        trial = Trial("__fake", config={}, trial_id=tid, stub=True)  # as Tune restores it: no result of before
+        runs.on_trial_start(0, [], trial)
+        runs.on_trial_result(0, [], trial, {"step": 1, "score": 1.0, "timestamp": time.time()})
+        runs.on_trial_complete(0, [], trial)
+    second.close_sweep({}, {}, "FINISHED")
+    second.close()
+    assert second.errors == []
+    _, _, children = mlflow_runs(db, "cut")
+    tags = {c.data.tags[T.TRIAL_ID]: c.data.tags for c in children}
+    assert tags["t2"].get("danlu.preempted.3") == "resumed at step 1"
+    assert "danlu.preempted.3" not in tags["t3"]
+
+
 def _run(rid, trial, **tags):
     return RunRecord(rid, "1", trial, "FINISHED", tags={T.TRIAL: trial, **tags})
 
