@@ -247,6 +247,9 @@ class MemoryStore:
         with _LOCK:
             return [(s, v) for s, v, _ in self.db["runs"][run_id]["metrics"].get(key, [])]
 
+    def histories(self, run_ids: list[str], key: str) -> dict[str, list[tuple[int, float]]]:
+        return {rid: self.history(rid, key) for rid in run_ids}
+
     def artifact_text(self, run_id: str, path: str) -> str | None:
         return self.db["runs"][run_id]["artifacts"].get(path)
 

@@ -95,6 +95,7 @@ def load(store, name: str, decisions: list[dict] | None = None) -> SweepData:
     space = {k: str(v) for k, v in (described.get("space") or {}).items()}
     seeds = [int(s) for s in described.get("seeds") or [0]] if record.space is not None else []
     configs: dict[str, Config] = {}
+    curves = store.histories([r.run_id for r in record.trials if metric in r.metrics], metric)
     for run in record.trials:
         tg = run.tags
         cid, seed = tg.get(T.CONFIG_ID), tg.get(T.SEED)
@@ -108,7 +109,7 @@ def load(store, name: str, decisions: list[dict] | None = None) -> SweepData:
         if tg.get(T.OUTCOME) == "failed" or run.status == "FAILED":
             c.failed.append(seed)
             continue
-        history = sorted(store.history(run.run_id, metric)) if metric in run.metrics else []
+        history = sorted(curves.get(run.run_id, ()))
         history = [(s, v) for s, v in history if not math.isnan(v)]
         if history and seed in c.values:  # the same hyperparameters drawn twice: another replicate of this seed
             c.repeats[seed] = c.repeats.get(seed, 1) + 1

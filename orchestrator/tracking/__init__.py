@@ -5,8 +5,9 @@ The wing has three parts:
   store refused (parked, never dropped);
 - writer.py: `Tracker`, the thread that applies the journaled operations to the store, in order, waiting out
   outages;
-- mlflow_store.py: `MlflowStore`, the RunStore of MLflow (sqlite, PostgreSQL, an MLflow server): the only module
-  of danlu that imports MLflow.
+- mlflow_store.py: `MlflowStore`, the RunStore of MLflow (sqlite, PostgreSQL, an MLflow server): with
+  mlflow_internals.py (the non-public parts of MLflow it reads through), the only module of danlu that imports
+  MLflow.
 
 Everything else (the sweep, the report, compare, `danlu ui`) reaches runs through a `RunStore`. `tracking.store`
 chooses one: "mlflow" (the default), or "package.module:Class" for another implementation of the protocol.
@@ -145,6 +146,10 @@ class RunStore(Protocol):
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """(step, value) of a run's metric, in the order logged."""
+
+    def histories(self, run_ids: list[str], key: str) -> dict[str, list[tuple[int, float]]]:
+        """run id -> (step, value) of its metric `key` (empty where it has none), in a number of queries that does
+        not grow with each run (a report of 10,000 trials makes no 10,000 calls)."""
 
     def artifact_text(self, run_id: str, path: str) -> str | None:
         """A text artifact of a run (config.yaml), or None if it has none."""

@@ -1,0 +1,59 @@
+"""MLflow's non-public parts that danlu uses, in one place; tests/test_mlflow_internals.py names each of them against
+the installed MLflow, so that an upgrade that moves one fails there and not in a user's report.
+
+Why: MlflowClient reads a metric's history one run at a time (`get_metric_history`), so a report of a 10,000-trial
+sweep would make 10,000 calls. MLflow's own UI reads many runs' histories at once, and so does danlu, through:
+- `MlflowClient._tracking_client.store`: the store object behind a client;
+- `SqlAlchemyStore.get_metric_history_bulk(run_ids, metric_key, max_results)` (sqlite, PostgreSQL, MySQL): one
+  query for many runs;
+- the server's `GET /ajax-api/2.0/mlflow/metrics/get-history-bulk` (what the UI's charts call; at most 100 run ids
+  and 25,000 values per request), through `mlflow.utils.rest_utils.http_request` with the RestStore's
+  `get_host_creds()` (the same credentials and retries as MLflow's own calls).
+Where neither is there (another store), `bulk_history` says so (None) and the caller reads run by run.
+"""
+
+from __future__ import annotations
+
+DB_CHUNK = 500  # run ids per query (well under SQLite's 32,766 bound variables)
+REST_RUNS = 100  # the server's limit of run ids per request
+REST_VALUES = 25_000  # ... and of values per answer
+BULK_REST = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
+
+
+def bulk_history(client, run_ids: list[str], key: str) -> dict[str, list[tuple[int, float]]] | None:
+    """run id -> [(step, value)] of metric `key`, ordered by timestamp then step (as logged), for every run in
+    `run_ids` (empty for a run without it); read in len(run_ids)/500 queries or len(run_ids)/100 requests. None
+    where the client's store offers no bulk read."""
+    store = client._tracking_client.store
+    out: dict[str, list[tuple[int, float]]] = {rid: [] for rid in run_ids}
+    if hasattr(store, "get_metric_history_bulk"):  # a database (RestStore has none: see below)
+        for i in range(0, len(run_ids), DB_CHUNK):
+            for m in store.get_metric_history_bulk(run_ids[i:i + DB_CHUNK], key, max_results=2**62):
+                out[m.run_id].append((m.step, m.value))
+        return out
+    if hasattr(store, "get_host_creds"):  # an MLflow server
+        for i in range(0, len(run_ids), REST_RUNS):
+            _rest_chunk(store, run_ids[i:i + REST_RUNS], key, out, client)
+        return out
+    return None
+
+
+def _rest_chunk(store, run_ids: list[str], key: str, out: dict, client) -> None:
+    """One request for these runs; an answer at the server's cap of values may be cut, so the chunk is halved
+    (one run left: its history run by run, which MLflow's client pages itself)."""
+    from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+    response = http_request(store.get_host_creds(), BULK_REST, "GET",
+                            params={"run_id": run_ids, "metric_key": key, "max_results": REST_VALUES})
+    verify_rest_response(response, BULK_REST)
+    metrics = response.json().get("metrics", [])
+    if len(metrics) >= REST_VALUES:
+        if len(run_ids) == 1:
+            out[run_ids[0]] = [(m.step, m.value) for m in client.get_metric_history(run_ids[0], key)]
+            return
+        half = len(run_ids) // 2
+        _rest_chunk(store, run_ids[:half], key, out, client)
+        _rest_chunk(store, run_ids[half:], key, out, client)
+        return
+    for m in metrics:
+        out[m["run_id"]].append((int(m.get("step", 0)), float(m["value"])))

@@ -1,0 +1,67 @@
+"""MLflow's non-public parts that danlu reads through (orchestrator/tracking/mlflow_internals.py), checked against
+the installed MLflow, on a real sqlite store and a real `mlflow server`: an upgrade that moves one fails here, naming
+it, instead of in a user's report of a large sweep."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.tracking import mlflow_internals
+
+
+def _runs(client, n: int, steps: int) -> list[str]:
+    from mlflow.entities import Metric
+
+    exp = client.create_experiment("bulk")
+    ids = []
+    for i in range(n):
+        rid = client.create_run(exp).info.run_id
+        client.log_batch(rid, metrics=[Metric("score", i + s / 10, 1000 + s, s) for s in range(1, steps + 1)])
+        ids.append(rid)
+    return ids
+
+
+def test_the_names_it_uses_are_there():
+    from mlflow.store.tracking.rest_store import RestStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from mlflow.tracking import MlflowClient
+    from mlflow.utils import rest_utils
+
+    assert hasattr(MlflowClient("sqlite:///:memory:")._tracking_client, "store")
+    assert callable(SqlAlchemyStore.get_metric_history_bulk) and not hasattr(RestStore, "get_metric_history_bulk")
+    assert "get_host_creds" in RestStore.__init__.__code__.co_varnames
+    assert callable(rest_utils.http_request) and callable(rest_utils.verify_rest_response)
+    from mlflow.server import handlers
+
+    assert hasattr(handlers, "get_metric_history_bulk_handler")
+    assert any(mlflow_internals.BULK_REST.endswith(p.rsplit("/", 2)[-2] + "/" + p.rsplit("/", 1)[-1])
+               for p in _rule_paths()), mlflow_internals.BULK_REST
+
+
+def _rule_paths() -> list[str]:
+    from mlflow.server import app
+
+    return [r.rule for r in app.url_map.iter_rules()]
+
+
+def test_a_database_gives_every_runs_history_in_one_read(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    ids = _runs(client, 7, 4)
+    got = mlflow_internals.bulk_history(client, [*ids, ids[0][::-1]], "score")  # and an id it does not hold
+    assert {rid: got[rid] for rid in ids} == {rid: [(m.step, m.value) for m in client.get_metric_history(rid, "score")]
+                                              for rid in ids}
+    assert got[ids[0][::-1]] == [] and mlflow_internals.bulk_history(client, ids, "nope") == {r: [] for r in ids}
+
+
+@pytest.mark.slow
+def test_a_server_gives_them_in_requests_of_100_runs_and_halves_a_full_answer(server, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(server.uri)
+    ids = _runs(client, 5, 6)
+    want = {rid: [(m.step, m.value) for m in client.get_metric_history(rid, "score")] for rid in ids}
+    assert mlflow_internals.bulk_history(client, ids, "score") == want
+    monkeypatch.setattr(mlflow_internals, "REST_VALUES", 13)  # 5 runs x 6 values: halved until 2 runs, 12 values
+    assert mlflow_internals.bulk_history(client, ids, "score") == want
