@@ -453,6 +453,7 @@ class MlflowStore:
         rid = self._trial_run(trial_id)
         if replay and self.mlf.get_run(rid).info.status in TERMINAL:  # applied before the crash already
             self._ended.add(rid)
+            self._forget(rid)
             return
         if self._replayed.get(rid):
             tags = {**tags, T.STEPS_REPLAYED: len(self._replayed[rid])}
@@ -467,13 +468,22 @@ class MlflowStore:
             self.mlf.log_text(rid, error_text, "error.txt")
         self.mlf.set_terminated(rid, status)
         self._ended.add(rid)
+        self._forget(rid)
+
+    def _forget(self, rid: str) -> None:
+        """What this process knew of an ended run's contents (its param keys, metrics' last steps, steps replayed):
+        read again from MLflow should the run start again (a restored trial), so that the driver's memory does not
+        grow with every finished trial."""
+        for held in (self._params, self._last_step, self._replayed):
+            held.pop(rid, None)
+        self._known.discard(rid)
 
     # -- batching ---------------------------------------------------------------------------------------
     def add(self, rid, metrics=(), params=None, tags=None) -> None:
         """Buffer metrics, params (only those MLflow lacks: params are immutable) and tags of a run."""
         buf = self._pending.setdefault(rid, {"metrics": [], "params": {}, "tags": {}})
         buf["metrics"].extend(metrics)
-        sent = self._params.setdefault(rid, set())
+        sent = self._params.get(rid, ())
         buf["params"].update({k: str(v) for k, v in (params or {}).items() if k not in sent})
         buf["tags"].update({k: str(v) for k, v in (tags or {}).items()})
 
@@ -605,6 +615,14 @@ class MlflowStore:
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """(step, value) of a run's metric, as MLflow holds it."""
         return [(m.step, m.value) for m in self.mlf.get_metric_history(run_id, key)]
+
+    def histories(self, run_ids: list[str], key: str) -> dict[str, list[tuple[int, float]]]:
+        """run id -> (step, value) of its metric `key`, for many runs at once: a query per 500 runs from a
+        database, a request per 100 runs from a server (mlflow_internals.py), else one call per run."""
+        from orchestrator.tracking.mlflow_internals import bulk_history
+
+        got = bulk_history(self.mlf, list(run_ids), key)
+        return got if got is not None else {rid: self.history(rid, key) for rid in run_ids}
 
     def artifact_text(self, run_id: str, path: str) -> str | None:
         """A text artifact of a run, or None where it has none."""
