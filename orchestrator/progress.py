@@ -141,7 +141,6 @@ class Progress(Callback):
         self._first_step.setdefault(trial.trial_id, step)
         self._last_report[trial.trial_id] = now
         self._started.setdefault(trial.trial_id, now)
-        self._slots = max(self._slots, sum(1 for t in trials if t.status == "RUNNING"))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         """Tune's hook: the trial ended; a trial that ran to its end tells how long trials run."""
@@ -198,6 +197,7 @@ class Progress(Callback):
                 c["pending"] += 1
             elif t.status == "TERMINATED":
                 c["stopped early" if self._stopped_early(t.trial_id) else "completed"] += 1
+        self._slots = max(self._slots, c["running"])  # counted here, at each line: not at each result (O(trials))
         return c
 
     def eta(self, trials) -> float | None:

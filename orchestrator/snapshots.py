@@ -111,6 +111,8 @@ class Keeper:
         if staging is None or self.failed or (
                 not force and time.monotonic() - self._last < max(self.every_s, 19 * self._took)):
             return False
+        if not force:  # a look costs a listing and a stat per file (and Tune's loop steps many times a second)
+            self._last = time.monotonic()
         files = {p.name: p for p in tune_files(Path(staging))}
         if not any(n.startswith(STATE) for n in files):
             return False
