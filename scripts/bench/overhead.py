@@ -14,7 +14,8 @@ after 0.1 s of sleep (jobs/sleep.py), FIFO so that every trial does all of its w
                     command line's overrides to the summary, with MLflow logging on (a sqlite store in a
                     temp dir): compose, parent + child runs, every metric, the artifacts. Its preflight (the
                     checks a new sweep runs before it launches: not Tune's work) is timed apart.
-It prints each wall time, the ideal (total work / slots) and the ratios of the best of each side. danlu's wall
+It prints each wall time, the ideal (total work / slots), the driver process's CPU seconds (user + system, all its
+threads: Tune's loop, danlu's callbacks and MLflow writer) and the ratios of the best of each side. danlu's wall
 includes the report it writes at a sweep's end; the report is then made again on its own (the same work) to say
 how much of the wall it is.
 danlu's first round also pays for importing mlflow (~2.5 s) and creating the sqlite store's tables;
@@ -52,7 +53,14 @@ def env(name: str, value: str | None):
             os.environ[name] = before
 
 
-def plain_tune(trials: int, epochs: int, epoch_s: float, storage: str, loggers: bool) -> float:
+def cpu_s() -> float:
+    """This process's CPU seconds so far, user + system, all its threads: the driver's (Ray's raylet, GCS and
+    trial workers are other processes, the same for both sides)."""
+    t = os.times()
+    return t.user + t.system
+
+
+def plain_tune(trials: int, epochs: int, epoch_s: float, storage: str, loggers: bool) -> tuple[float, float]:
     from ray import tune
 
     def work(config):
@@ -67,24 +75,24 @@ def plain_tune(trials: int, epochs: int, epoch_s: float, storage: str, loggers: 
         run_config=tune.RunConfig(name="plain", storage_path=storage, verbose=0),
     )
     with env(LOGGERS_OFF, "0" if loggers else "1"):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu_s()
         tuner.fit()
-        return time.perf_counter() - t
+        return time.perf_counter() - t, cpu_s() - c
 
 
-def danlu(trials: int, epochs: int, epoch_s: float, workdir: str, name: str) -> float:
+def danlu(trials: int, epochs: int, epoch_s: float, workdir: str, name: str) -> tuple[float, float]:
     from orchestrator.compose import find_config_dir
     from orchestrator.sweep import run_sweep
 
     overrides = ["job=sleep", "sweep=sleep", "scheduler=fifo", f"sweep.num_samples={trials}", f"epochs={epochs}",
                  f"epoch_s={epoch_s}", f"sweep.name={name}", f"output_dir={workdir}/outputs",
                  f"tracking.uri=sqlite:///{workdir}/mlflow.db"]
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu_s()
     with open(os.devnull, "w") as quiet, env(LOGGERS_OFF, None):  # danlu decides (it turns them off)
         code = run_sweep(overrides, find_config_dir(str(ROOT / "conf")), stream=quiet, preflight=False)
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, cpu_s() - c
     assert code == 0, f"danlu sweep exited {code}"
-    return wall
+    return wall, cpu
 
 
 def preflight_s(epochs: int, epoch_s: float, workdir: str) -> float:
@@ -101,7 +109,7 @@ def preflight_s(epochs: int, epoch_s: float, workdir: str) -> float:
     return time.perf_counter() - t
 
 
-def report_again(workdir: str, name: str) -> float:
+def report_again(workdir: str, name: str) -> tuple[float, float]:
     """The time danlu's end-of-sweep report takes for this sweep (the same call, made once more)."""
     from omegaconf import OmegaConf
 
@@ -109,9 +117,9 @@ def report_again(workdir: str, name: str) -> float:
     from orchestrator.tracking import open_store
 
     cfg = OmegaConf.load(ROOT / "conf" / "report" / "default.yaml")
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu_s()
     make(open_store(f"sqlite:///{workdir}/mlflow.db", "danlu"), name, cfg, Path(workdir, "outputs", name, "report"))
-    return time.perf_counter() - t
+    return time.perf_counter() - t, cpu_s() - c
 
 
 def check_mlflow(workdir: str, name: str, trials: int, epochs: int) -> None:
@@ -146,35 +154,41 @@ def main() -> None:
     ideal = args.trials * args.epochs * args.epoch_s / args.cpus
     plain, lean, ours = "plain Tune (reuse_actors)", "plain Tune, loggers off", "danlu + MLflow"
     walls: dict[str, list[float]] = {plain: [], lean: [], ours: []}
-    reports: list[float] = []
+    cpus: dict[str, list[float]] = {plain: [], lean: [], ours: []}
+    reports: list[tuple[float, float]] = []
     checks: list[float] = []
     try:
         with tempfile.TemporaryDirectory(prefix="danlu-bench-") as tmp:
             for i in range(args.repeat):  # alternated, so that drifts in the machine's load hit all three
-                walls[plain].append(plain_tune(args.trials, args.epochs, args.epoch_s, tmp, loggers=True))
-                walls[lean].append(plain_tune(args.trials, args.epochs, args.epoch_s, tmp, loggers=False))
                 name = f"bench-{i}"
-                walls[ours].append(danlu(args.trials, args.epochs, args.epoch_s, tmp, name))
+                for label, run in ((plain, lambda: plain_tune(args.trials, args.epochs, args.epoch_s, tmp, True)),
+                                   (lean, lambda: plain_tune(args.trials, args.epochs, args.epoch_s, tmp, False)),
+                                   (ours, lambda n=name: danlu(args.trials, args.epochs, args.epoch_s, tmp, n))):
+                    wall, cpu = run()
+                    walls[label].append(wall)
+                    cpus[label].append(cpu)
                 check_mlflow(tmp, name, args.trials, args.epochs)
                 reports.append(report_again(tmp, name))
                 checks.append(preflight_s(args.epochs, args.epoch_s, tmp))
     finally:
         ray.shutdown()
     print(f"{args.trials} trials x {args.epochs * args.epoch_s:g} s of work on {args.cpus} slots: "
-          f"ideal {ideal:.1f} s")
+          f"ideal {ideal:.1f} s; CPU: the driver process's user + system seconds")
     for label, ws in walls.items():
         best = min(ws)
-        print(f"  {label:32s} wall {best:6.1f} s   {best / ideal:5.2f}x ideal   (runs: "
-              f"{', '.join(f'{w:.1f}' for w in ws)})")
+        print(f"  {label:32s} wall {best:6.1f} s   {best / ideal:5.2f}x ideal   CPU {min(cpus[label]):6.1f} s   "
+              f"(runs: {', '.join(f'{w:.1f}' for w in ws)} s wall; {', '.join(f'{c:.1f}' for c in cpus[label])} s CPU)")
     best = {label: min(ws) for label, ws in walls.items()}
-    print(f"  danlu / plain Tune: {best[ours] / best[plain]:.2f}   "
-          f"danlu / plain Tune with loggers off: {best[ours] / best[lean]:.2f}")
-    report = sorted(reports)[len(reports) // 2]
-    print(f"  of danlu's wall, its end-of-sweep report: {report:.2f} s (median of {len(reports)}, made again on its "
-          f"own); without it danlu / plain Tune would be {(best[ours] - report) / best[plain]:.2f}")
+    cpu = {label: min(cs) for label, cs in cpus.items()}
+    print(f"  danlu / plain Tune: wall {best[ours] / best[plain]:.2f}, CPU {cpu[ours] / cpu[plain]:.2f}   "
+          f"danlu / plain Tune with loggers off: wall {best[ours] / best[lean]:.2f}, CPU {cpu[ours] / cpu[lean]:.2f}")
+    report_wall = sorted(w for w, _ in reports)[len(reports) // 2]
+    report_cpu = sorted(c for _, c in reports)[len(reports) // 2]
+    print(f"  of danlu's wall, its end-of-sweep report: {report_wall:.2f} s, {report_cpu:.2f} s CPU (median of "
+          f"{len(reports)}, made again on its own); without it danlu / plain Tune would be wall "
+          f"{(best[ours] - report_wall) / best[plain]:.2f}, CPU {(cpu[ours] - report_cpu) / cpu[plain]:.2f}")
     print(f"  not in danlu's wall: the preflight a new sweep runs first (its fast checks; --no-preflight skips "
           f"them): {sorted(checks)[len(checks) // 2]:.2f} s (median of {len(checks)})")
-
 
 if __name__ == "__main__":
     main()

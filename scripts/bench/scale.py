@@ -17,8 +17,10 @@ its CPU seconds (user + system, that process alone: not Ray's raylet, GCS or tri
 have finished and are running (plain Tune: a callback's file; danlu: its progress.json). It prints, per side and
 size: wall time and its ratio to the ideal (work / slots), the driver's CPU seconds, its peak RSS and the RSS
 slope in MB per 1,000 finished trials (least squares over the samples after the first quarter of the trials),
-the trials running on average against the slots, for danlu the MLflow rows stored against expected (runs; metric
-rows) and the time of `danlu report`. The samples go to OUT/scale.csv and the curves to OUT/scale-rss.png.
+the trials running on average against the slots, how busy the machine's CPUs were (all processes: on a machine
+with few cores, starting and feeding 32 workers takes them all), for danlu the MLflow rows stored against expected
+(runs; metric rows) and the time of `danlu report`. The samples go to OUT/scale.csv, the curves to
+OUT/scale-rss.png, each driver's output to OUT/<side>-<trials>.log.
 """
 
 from __future__ import annotations
@@ -99,9 +101,17 @@ def proc_sample(pid: int) -> tuple[float, float] | None:
     return rss, (int(stat[11]) + int(stat[12])) / TICK  # utime, stime (fields 14, 15 of stat)
 
 
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) clock ticks of all of the machine's CPUs so far, from /proc/stat."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 def run_side(side: str, cmd: list[str], state: Path, n: int, every: float, log: Path, rows: list) -> dict:
-    """Run one driver, sampling it until it ends; its wall, CPU, memory and occupancy."""
-    t0 = time.monotonic()
+    """Run one driver, sampling it until it ends; its wall, CPU, memory and occupancy, and how busy the machine's
+    CPUs were meanwhile (driver, Ray's processes and the trials' workers together)."""
+    t0, m0 = time.monotonic(), machine_cpu()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     samples, cpu = [], 0.0
     try:
@@ -117,14 +127,15 @@ def run_side(side: str, cmd: list[str], state: Path, n: int, every: float, log: 
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
-    wall = time.monotonic() - t0
+    wall, m1 = time.monotonic() - t0, machine_cpu()
     if proc.returncode != 0:
         raise SystemExit(f"{side} at {n} trials exited {proc.returncode}; its output: {log}")
     late = [(s[3], s[1]) for s in samples if s[3] >= n / 4]
     busy = [s[4] for s in samples if 0 < s[3] < n]
     return {"wall": wall, "cpu": cpu, "peak": max((s[1] for s in samples), default=0.0),
             "slope": slope(late) * 1000 if len(late) >= 3 else None,
-            "running": sum(busy) / len(busy) if busy else None}
+            "running": sum(busy) / len(busy) if busy else None,
+            "machine": (m1[0] - m0[0]) / max(1, m1[1] - m0[1])}
 
 
 def slope(points: list[tuple[float, float]]) -> float:
@@ -251,7 +262,7 @@ def main() -> int:
                         "plain Tune", [sys.executable, __file__, "--slots", str(args.slots), "--epochs",
                                        str(args.epochs), "--epoch-s", str(args.epoch_s), "--plain-driver", str(n),
                                        str(tmp / f"plain-{n}"), str(state)],
-                        state, n, args.every, tmp / f"plain-{n}.log", rows)
+                        state, n, args.every, out / f"plain-{n}.log", rows)
                 name = f"scale-{n}"
                 uri = server[1] if server else f"sqlite:///{tmp}/mlflow.db"
                 track = ["tracking=server"] if server else []
@@ -261,7 +272,7 @@ def main() -> int:
                               "sweep=sleep", "scheduler=fifo", f"sweep.num_samples={n}", f"epochs={args.epochs}",
                               f"epoch_s={args.epoch_s}", f"cluster.num_cpus={args.slots}", f"sweep.name={name}",
                               f"output_dir={tmp}/danlu-{n}", *track, f"tracking.uri={uri}", "progress.every_s=2"],
-                    state, n, args.every, tmp / f"danlu-{n}.log", rows)
+                    state, n, args.every, out / f"danlu-{n}.log", rows)
                 runs, metric_rows = stored(uri, name, server[2] if server else None)
                 t = time.monotonic()
                 r = subprocess.run([sys.executable, "-m", "orchestrator", "report", name, f"output_dir={tmp}/danlu-{n}",
@@ -274,7 +285,8 @@ def main() -> int:
                     busy = f"{res['running']:.1f}" if res["running"] is not None else "-"
                     lines.append(f"  {side:10s} wall {res['wall']:7.1f} s ({res['wall'] / ideal:4.2f}x ideal)  "
                                  f"driver CPU {res['cpu']:7.1f} s  peak RSS {res['peak']:6.0f} MB  {slope_txt}  "
-                                 f"running {busy} of {args.slots}")
+                                 f"running {busy} of {args.slots}  machine CPU {res['machine']:.0%} busy of "
+                                 f"{os.cpu_count()} cores")
                 if "plain Tune" in results:
                     p, d = results["plain Tune"], results["danlu"]
                     lines.append(f"  danlu / plain Tune: wall {d['wall'] / p['wall']:.2f}, driver CPU "
