@@ -1,6 +1,6 @@
 """Every use of Ray's private attributes, in this one module.
 
-Ray Tune has no public way to do four things danlu needs; each function here says why. The names are
+Ray Tune has no public way to do some things danlu needs; each function here says why. The names are
 listed in PRIVATE, and tests/test_ray_internals.py checks each against the installed Ray, failing with
 the name when an upgrade removes one.
 """
@@ -33,6 +33,10 @@ PRIVATE = (
     "Trial.storage",  # a trial's StorageContext: the driver's staging folder of Tune's snapshot files
     "StorageContext.experiment_driver_staging_path",
     "ray._private.worker.print_to_stdstream",  # Ray's "(raylet) A worker died..." lines: danlu says it itself
+    "Trial.run_metadata",  # a trial's results' running statistics, dropped once it ended (forget_statistics)
+    "_TrainingRunMetadata.metric_analysis",
+    "_TrainingRunMetadata.metric_n_steps",
+    "_TrainingRunMetadata.invalidate_cache",
 )
 
 
@@ -159,6 +163,21 @@ def fallback_trainable(train_fn: Callable, notes: dict) -> type:
 
     DanluTrainable.__name__ = DanluTrainable._name = getattr(train_fn, "__name__", "danlu_trial")
     return DanluTrainable
+
+
+# -- what Tune keeps of a trial that ended -------------------------------------------------------------------
+def forget_statistics(trial) -> None:
+    """Tune keeps, for every trial and every number in its results, running statistics: min, max, mean and last,
+    and the means of the last 5 and 10 results with their deques (about 15 KB a trial of the sleep job, kept in
+    memory and in every experiment snapshot). They serve ResultGrid's best trial by `scope` and Tune's reporters;
+    danlu reads none of them (MLflow holds every step), and they would grow the driver by ~15 MB per 1,000
+    finished trials (ray#64231). Tune has no setting for them (the 5 and 10 are fixed in Trial.__init__), so an
+    ended trial's are dropped here; they come back should the trial run again."""
+    meta = trial.run_metadata
+    if meta.metric_analysis or meta.metric_n_steps:
+        meta.metric_analysis = {}
+        meta.metric_n_steps = {}
+        meta.invalidate_cache()
 
 
 def staging_dir(trials: list) -> str | None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from ray import tune
 
 from orchestrator import tags as T
-from orchestrator.ray_internals import quiet_tune_races, set_restored_parts, staging_dir
+from orchestrator.ray_internals import forget_statistics, quiet_tune_races, set_restored_parts, staging_dir
 from orchestrator.trial import TIME_KEY, meta_of
 
 
@@ -177,12 +177,14 @@ class TrialRuns(tune.Callback):
         early = self._stopped_early(trial.trial_id)
         tags = {T.STOPPED_EARLY: str(early).lower(), T.OUTCOME: "stopped_early" if early else "completed"}
         self.tracker.trial_end(trial.trial_id, "FINISHED", tags, self._log(trial), None)
+        forget_statistics(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         """Tune's hook: the trial's run ends FAILED with its error (or KILLED for a full disk: resumable)."""
         self._started(trial)
         self._first.pop(trial.trial_id, None)
         self._last.pop(trial.trial_id, None)
+        forget_statistics(trial)
         text = self._error_text(trial)
         last = _last_line(text)
         if self._full(trial, text):  # not the trial's failure: KILLED, and resumed with the sweep
@@ -338,6 +340,18 @@ def trial_index(trial) -> int:
     return int(str(trial.experiment_tag).split("_", 1)[0]) - 1
 
 
+# Module-level, not lambdas: Tune pickles both into every trial's state (held in memory and written in every
+# snapshot); a lambda is pickled by value (~1.4 KB each), a function of a module by its name.
+def trial_name(trial) -> str:
+    """Tune's name of a trial: t000, t001, ..."""
+    return f"t{trial_index(trial):03d}"
+
+
+def trial_dirname(trial) -> str:
+    """A trial's folder in the sweep's storage: its name and Tune's id."""
+    return f"t{trial_index(trial):03d}_{trial.trial_id}"
+
+
 def _tune_env() -> None:
     quiet_tune_races()
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -389,8 +403,8 @@ def build_tuner(trainable, search, cfg, scheduler, callbacks, stopper, storage_p
             scheduler=scheduler,
             search_alg=search.algorithm,
             reuse_actors=True,
-            trial_name_creator=lambda t: f"t{trial_index(t):03d}",
-            trial_dirname_creator=lambda t: f"t{trial_index(t):03d}_{t.trial_id}",
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=cfg.sweep.name,

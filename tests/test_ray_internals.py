@@ -18,6 +18,7 @@ def _owner(name: str):
     from ray.tune.schedulers import AsyncHyperBandScheduler
     from ray.tune.schedulers.async_hyperband import _Bracket
     from ray.tune.trainable import Trainable
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
 
     def tuner():
         return tune.Tuner(lambda config: None, run_config=tune.RunConfig(storage_path="/tmp/danlu-internals"))
@@ -52,6 +53,7 @@ def _owner(name: str):
         "OptunaSearch": optuna_search,
         "Trial": lambda: Trial,
         "StorageContext": lambda: StorageContext,
+        "_TrainingRunMetadata": _TrainingRunMetadata,
     }[name], {"TunerInternal": TunerInternal, "_Bracket": _Bracket}
 
 
@@ -97,3 +99,26 @@ def test_only_tunes_two_races_are_dropped_from_its_error_logs():
                            FileNotFoundError("Failed to open local file '/tmp/ray/x/experiment_state.json'")))
     assert f.filter(record("Trial %s: Error handling checkpoint %s", OSError("disk full")))
     assert f.filter(record("Trial %s: something else", gone))
+
+
+def test_an_ended_trials_result_statistics_are_dropped_and_its_snapshot_shrinks():
+    from ray.tune.experiment import Trial
+
+    trial = Trial("__fake", config={}, trial_id="t1", stub=True)
+    for i in range(1, 11):
+        trial.update_last_result({"score": i / 10, "step": i, "training_iteration": i, "time_total_s": i})
+    before = len(trial.get_json_state()[1])
+    assert trial.run_metadata.metric_analysis["score"]["max"] == 1.0 and trial.run_metadata.metric_n_steps
+    ray_internals.forget_statistics(trial)
+    assert trial.run_metadata.metric_analysis == {} and trial.run_metadata.metric_n_steps == {}
+    assert trial.last_result["score"] == 1.0  # what danlu reads of it stays
+    assert len(trial.get_json_state()[1]) < before / 2  # the snapshot's copy is made anew, without them
+
+
+def test_the_trial_name_functions_travel_in_each_trials_state_by_name():
+    import ray.cloudpickle as cloudpickle
+
+    from orchestrator.tuner import trial_dirname, trial_name
+
+    for fn in (trial_name, trial_dirname):  # Tune pickles both into every trial's state, in every snapshot
+        assert len(cloudpickle.dumps(fn)) < 100, fn
