@@ -70,9 +70,10 @@ def run(base: str, exp_id: str, run_id: str) -> str:
     return f"{base.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}?{_query({})}"
 
 
-def report(base: str, exp_id: str, run_id: str) -> str:
-    """The parent run's report, in MLflow's artifact viewer (it shows report.html inline)."""
-    return f"{base.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}/artifactPath/report/report.html?{_query({})}"
+def report(base: str, exp_id: str, run_id: str, name: str = "report.html") -> str:
+    """A file of the parent run's report in MLflow's artifact viewer (it shows report.html inline, report.json as
+    text)."""
+    return f"{base.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}/artifactPath/report/{name}?{_query({})}"
 
 
 def compare(base: str, exp_id: str, run_ids: list[str]) -> str:

@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from orchestrator.scheduler import saved_decisions
-from tests.conftest import danlu_cli, mlflow_runs, wait_for
+from tests.conftest import ROOT, danlu_cli, mlflow_runs, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -108,6 +108,18 @@ def test_a_small_digits_sweep_with_three_seeds_produces_the_report_plots_and_jso
     assert set(rep["importance"]["importance"]) == {"lr", "batch_size", "job.model.width"}
     assert "lr" in rep["hyperparameters"]["keys"]
     assert all(png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for png in out.glob("*.png"))
+    # at 10,000 trials the page shows the best html_rows configurations; report.json holds them all
+    from omegaconf import OmegaConf
+
+    from orchestrator.report import make
+    from orchestrator.tracking import open_store
+
+    cfg = OmegaConf.merge(OmegaConf.load(ROOT / "conf/report/default.yaml"), {"html_rows": 3})
+    make(open_store(f"sqlite:///{tmp_path}/mlflow.db", "danlu"), "digits", cfg, tmp_path / "short")
+    page = (tmp_path / "short/report.html").read_text()
+    board = page.split("<h2 id='leaderboard'>", 1)[1].split("<h2", 1)[0]
+    assert board.count("<tr") == 1 + 3 and "1 more configuration(s), ranked, in report.json" in board
+    assert len(json.loads((tmp_path / "short/report.json").read_text())["leaderboard"]["rows"]) == 4
 
 
 def test_the_seed_aware_scheduler_state_survives_a_driver_sigkill(tmp_path):

@@ -113,7 +113,8 @@ def build(data, rows, cfg) -> Section:
     head = "".join(f"<th>{h}</th>" for h in ("#", "configuration", "runs", "seeds", "mean", "sd", "95% CI (t)", "step",
                                               "p vs best (Holm)", "vs best"))
     body = []
-    for row, r in zip(table, rows, strict=True):
+    shown = int(cfg.get("html_rows", 500))  # a page a browser opens at 10,000 trials; the rest: report.json
+    for row, r in zip(table[:shown], rows, strict=False):
         state = _state(r, best_rung)
         ci = f"{_f(row['ci_low'])} – {_f(row['ci_high'])}" if row["ci_low"] is not None else "–"
         cls = ' class="tie"' if state == "indistinguishable" else ""
@@ -124,7 +125,11 @@ def build(data, rows, cfg) -> Section:
                     f"<td>{row['n_seeds']}</td><td>{_f(row['mean'])}</td><td>{_f(row['sd'])}</td><td>{ci}</td>"
                     f"<td>{row['rung']}</td><td>{_p(row['p_holm_vs_best'])}</td>"
                     f"<td>{html.escape(_mark(state, r.stats.n, WORDS))}</td></tr>")
-    page = (f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    full = html.escape(links.report(base, data.experiment_id, data.parent_id, "report.json"))
+    more = (f"<p>… {len(table) - shown} more configuration(s), ranked, in report.json (leaderboard.rows), beside this "
+            f"page: <a target='_top' href='{full}'>in MLflow</a>, <a href='report.json'>here</a>.</p>"
+            if len(table) > shown else "")
+    page = (f"<table><tr>{head}</tr>{''.join(body)}</table>{more}"
             f"<p>{'<br>'.join(html.escape(w) for w in words)}</p><p class='method'>{html.escape(method)}</p>")
     sd, df = stats.pooled_sd({r.config.id: r.config.values for r in rows})
     best = table[0] if table else None

@@ -30,10 +30,10 @@ OURS = ("orchestrator/", "ray/tune/", "ray/train/", "mlflow/", "sqlalchemy/")
 
 def where(tb: tracemalloc.Traceback) -> str:
     """The innermost frame in danlu, Tune or MLflow (else the innermost)."""
-    for frame in tb:  # tracemalloc lists the most recent call first
+    for frame in reversed(tb):  # tracemalloc lists the oldest call first
         if any(k in frame.filename for k in OURS):
             return f"{frame.filename.split('site-packages/')[-1].split(str(ROOT) + '/')[-1]}:{frame.lineno}"
-    return f"{tb[0].filename}:{tb[0].lineno}"
+    return f"{tb[-1].filename}:{tb[-1].lineno}"
 
 
 def main() -> int:
@@ -42,6 +42,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--slots", type=int, default=8)
     ap.add_argument("--top", type=int, default=20)
+    ap.add_argument("--frames", type=int, default=3, help="show where the largest N groups were allocated")
     args = ap.parse_args()
     from orchestrator.compose import find_config_dir
     from orchestrator.sweep import run_sweep
@@ -79,15 +80,21 @@ def main() -> int:
     a, b = marks
     n = done_at[b] - done_at[a]
     grown: dict[str, int] = {}
+    example: dict[str, tuple[int, tracemalloc.Traceback]] = {}
     for stat in shots[b].compare_to(shots[a], "traceback"):
         key = where(stat.traceback)
         grown[key] = grown.get(key, 0) + stat.size_diff
+        if stat.size_diff > example.get(key, (0, None))[0]:
+            example[key] = (stat.size_diff, stat.traceback)
     total = sum(grown.values())
     print(f"{args.trials} trials x {args.epochs} reports on {args.slots} slots (exit {code}): the Python heap grew "
           f"{total / 2**20:.1f} MB over {n} finished trials ({done_at[a]} -> {done_at[b]}), "
           f"{total / max(1, n) / 1024:.1f} KB per trial; the largest, per trial:")
-    for key, size in sorted(grown.items(), key=lambda kv: -kv[1])[:args.top]:
+    for i, (key, size) in enumerate(sorted(grown.items(), key=lambda kv: -kv[1])[:args.top]):
         print(f"  {size / max(1, n) / 1024:7.2f} KB  {key}")
+        if i < args.frames and key in example:  # the largest allocation of the group, where it was made
+            for frame in reversed(example[key][1]):
+                print(f"              {frame.filename.split('site-packages/')[-1]}:{frame.lineno}")
     return 0
 
 

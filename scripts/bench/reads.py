@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Reading one sweep back from an MLflow store that holds many runs: how the reads grow with the store.
+
+    .venv/bin/python scripts/bench/reads.py                          # stores of 10,000 and 20,000 runs, sqlite
+    .venv/bin/python scripts/bench/reads.py --store server           # scripts/mlflow-server on PostgreSQL
+    .venv/bin/python scripts/bench/reads.py --sizes 2000,4000 --sweep 500   # a quick look
+
+The store is filled through MLflow's own client, as danlu's sweeps fill it: sweeps of `--sweep` trials, each a parent
+run and one child run per trial with danlu's tags (danlu.sweep, the parent's id), a trial's params and `--steps`
+steps of its metric. At each size it times, for the sweep filled last (the newest) and the first (the oldest):
+- `search_runs` of the sweep's children (MlflowStore.trial_runs: by the parent's tag, paged),
+- `find_sweep` (the parent, by its tags),
+- the curves of all its trials in bulk (MlflowStore.histories) against one `get_metric_history` per run,
+- `danlu report` of the sweep, end to end (its process: import, reads, statistics, figures, HTML),
+and prints how each grew from the smaller store to the larger, with the time at 50,000 runs extrapolated on a line
+through the two sizes (said as such: not measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+
+from scale import start_server, stop_server  # noqa: E402  (one server recipe for the benches)
+
+
+def fill(uri: str, sweeps: range, trials: int, steps: int) -> None:
+    """Sweeps of `trials` child runs each, logged through MLflow's client as danlu logs them."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("danlu")
+    exp_id = exp.experiment_id if exp else client.create_experiment("danlu")
+    for s in sweeps:
+        name = f"sweep-{s:03d}"
+        parent = client.create_run(exp_id, run_name=name, tags={"danlu.sweep": name, "danlu.kind": "sweep"})
+        pid = parent.info.run_id
+        client.log_batch(pid, params=[Param("sweep.metric", "score"), Param("sweep.mode", "max"),
+                                      Param("job.name", "sleep")])
+        for t in range(trials):
+            tid = f"t{t:05d}"
+            run = client.create_run(exp_id, run_name=f"{tid} lr=0.{t}", tags={
+                "mlflow.parentRunId": pid, "danlu.sweep": name, "danlu.trial": tid, "ray.trial_id": tid,
+                "danlu.config_id": f"c{t}", "danlu.seed": "0", "danlu.outcome": "completed"})
+            client.log_batch(run.info.run_id, metrics=[Metric("score", (t % 97) / 97 + i / 100, 1000 + i, i)
+                                                       for i in range(1, steps + 1)],
+                             params=[Param("lr", f"0.{t}"), Param("seed", "0")],
+                             tags=[RunTag("danlu.stopped_early", "false")])
+            client.set_terminated(run.info.run_id, "FINISHED")
+        client.set_terminated(pid, "FINISHED")
+
+
+def timed(fn) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def measure(uri: str, name: str, trials: int, tmp: Path) -> dict[str, float]:
+    from orchestrator.tracking.mlflow_store import MlflowStore
+
+    store = MlflowStore(uri, "danlu")
+    find_s, parent = timed(lambda: store.find_sweep(name))
+    search_s, runs = timed(lambda: store.trial_runs(parent.run_id, parent.experiment_id))
+    assert len(runs) == trials, (name, len(runs))
+    ids = [r.run_id for r in runs]
+    bulk_s, curves = timed(lambda: store.histories(ids, "score"))
+    one_s, _ = timed(lambda: [store.history(rid, "score") for rid in ids[:200]])
+    assert all(curves[rid] for rid in ids)
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "report", name, f"output_dir={tmp}/out",
+                        f"tracking.uri={uri}"], cwd=ROOT, capture_output=True, text=True)
+    report_s = time.perf_counter() - t
+    if r.returncode != 0:
+        raise SystemExit(f"danlu report {name} exited {r.returncode}:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+    return {"find_sweep": find_s, "search_runs": search_s, "histories": bulk_s,
+            "history x1 per run": one_s * trials / min(200, trials), "danlu report": report_s}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="10000,20000", help="runs in the store, comma-separated, ascending")
+    ap.add_argument("--sweep", type=int, default=1000, help="trials per sweep")
+    ap.add_argument("--steps", type=int, default=10, help="steps of the metric per trial")
+    ap.add_argument("--store", choices=("sqlite", "server"), default="sqlite")
+    args = ap.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")]
+    results: dict[int, dict[str, dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="danlu-reads-") as tmpdir:
+        tmp = Path(tmpdir)
+        server = start_server(tmp) if args.store == "server" else None
+        uri = server[1] if server else f"sqlite:///{tmp}/mlflow.db"
+        try:
+            filled = 0
+            for size in sizes:
+                per = args.sweep + 1
+                sweeps = range(filled // per, max(filled // per + 1, size // per))
+                t = time.perf_counter()
+                fill(uri, sweeps, args.sweep, args.steps)
+                filled = (sweeps.stop) * per
+                print(f"store of {filled} runs ({sweeps.stop} sweeps of {args.sweep} trials; filled in "
+                      f"{time.perf_counter() - t:.0f} s)", flush=True)
+                results[filled] = {}
+                for which, name in (("newest", f"sweep-{sweeps.stop - 1:03d}"), ("oldest", "sweep-000")):
+                    results[filled][which] = got = measure(uri, name, args.sweep, tmp)
+                    print(f"  the {which} sweep ({args.sweep} trials): " +
+                          ", ".join(f"{k} {v:.2f} s" for k, v in got.items()), flush=True)
+        finally:
+            if server:
+                stop_server(server[0], server[2])
+    if len(results) >= 2:
+        (a, ra), (b, rb) = sorted(results.items())[:2]
+        print(f"from {a} to {b} runs in the store ({args.store}), and on a line through them to 50,000 (extrapolated, "
+              "not measured):")
+        for which in ("newest", "oldest"):
+            for key in ra[which]:
+                x, y = ra[which][key], rb[which][key]
+                at = y + (y - x) / (b - a) * (50_000 - b)
+                print(f"  {which:6s} {key:20s} {x:6.2f} s -> {y:6.2f} s ({y / x if x else float('nan'):.2f}x); "
+                      f"at 50,000 ~{at:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
