@@ -65,3 +65,20 @@ def test_a_server_gives_them_in_requests_of_100_runs_and_halves_a_full_answer(se
     assert mlflow_internals.bulk_history(client, ids, "score") == want
     monkeypatch.setattr(mlflow_internals, "REST_VALUES", 13)  # 5 runs x 6 values: halved until 2 runs, 12 values
     assert mlflow_internals.bulk_history(client, ids, "score") == want
+
+
+def test_mlflows_telemetry_thread_does_not_run_in_a_driver(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import threading\n"
+            "from orchestrator.tracking.mlflow_store import MlflowStore\n"
+            f"s = MlflowStore('sqlite:///{tmp_path}/m.db', 'danlu')\n"
+            "from mlflow.tracking import MlflowClient\n"
+            "c = s.mlf; r = c.create_run(s.experiment_id()); c.log_metric(r.info.run_id, 'x', 1.0)\n"
+            "c.set_terminated(r.info.run_id)\n"
+            "print(sorted(t.name for t in threading.enumerate()))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_DISABLE_TELEMETRY"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Telemetry" not in r.stdout, r.stdout
