@@ -16,7 +16,8 @@ While a driver runs, this process samples every `--every` seconds, from /proc, t
 its CPU seconds (user + system, that process alone: not Ray's raylet, GCS or trial workers), and how many trials
 have finished and are running (plain Tune: a callback's file; danlu: its progress.json). It prints, per side and
 size: wall time and its ratio to the ideal (work / slots), the driver's CPU seconds, its peak RSS and the RSS
-slope in MB per 1,000 finished trials (least squares over the samples after the first quarter of the trials),
+slope in MB per 1,000 finished trials (least squares over the samples from a quarter of the trials finished to
+the last: not the report danlu makes after them, whose libraries raise the peak),
 the trials running on average against the slots, how busy the machine's CPUs were (all processes: on a machine
 with few cores, starting and feeding 32 workers takes them all), for danlu the MLflow rows stored against expected
 (runs; metric rows) and the time of `danlu report`. The samples go to OUT/scale.csv, the curves to
@@ -130,9 +131,10 @@ def run_side(side: str, cmd: list[str], state: Path, n: int, every: float, log: 
     wall, m1 = time.monotonic() - t0, machine_cpu()
     if proc.returncode != 0:
         raise SystemExit(f"{side} at {n} trials exited {proc.returncode}; its output: {log}")
-    late = [(s[3], s[1]) for s in samples if s[3] >= n / 4]
+    late = [(s[3], s[1]) for s in samples if n / 4 <= s[3] < n]  # not after the last trial (the report)
     busy = [s[4] for s in samples if 0 < s[3] < n]
     return {"wall": wall, "cpu": cpu, "peak": max((s[1] for s in samples), default=0.0),
+            "peak_trials": max((s[1] for s in samples if s[3] < n), default=0.0),
             "slope": slope(late) * 1000 if len(late) >= 3 else None,
             "running": sum(busy) / len(busy) if busy else None,
             "machine": (m1[0] - m0[0]) / max(1, m1[1] - m0[1])}
@@ -284,7 +286,8 @@ def main() -> int:
                     slope_txt = f"{res['slope']:+.1f} MB/1k trials" if res["slope"] is not None else "slope -"
                     busy = f"{res['running']:.1f}" if res["running"] is not None else "-"
                     lines.append(f"  {side:10s} wall {res['wall']:7.1f} s ({res['wall'] / ideal:4.2f}x ideal)  "
-                                 f"driver CPU {res['cpu']:7.1f} s  peak RSS {res['peak']:6.0f} MB  {slope_txt}  "
+                                 f"driver CPU {res['cpu']:7.1f} s  peak RSS {res['peak_trials']:4.0f} MB while trials ran, "
+                                 f"{res['peak']:4.0f} MB in all  {slope_txt}  "
                                  f"running {busy} of {args.slots}  machine CPU {res['machine']:.0%} busy of "
                                  f"{os.cpu_count()} cores")
                 if "plain Tune" in results:
