@@ -124,7 +124,7 @@ def main() -> int:
         for which in ("newest", "oldest"):
             for key in ra[which]:
                 x, y = ra[which][key], rb[which][key]
-                at = y + (y - x) / (b - a) * (50_000 - b)
+                at = max(y, y + (y - x) / (b - a) * (50_000 - b))  # a drop between two sizes is noise: flat
                 print(f"  {which:6s} {key:20s} {x:6.2f} s -> {y:6.2f} s ({y / x if x else float('nan'):.2f}x); "
                       f"at 50,000 ~{at:.1f} s")
     return 0
