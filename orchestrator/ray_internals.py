@@ -33,7 +33,8 @@ PRIVATE = (
     "Trial.storage",  # a trial's StorageContext: the driver's staging folder of Tune's snapshot files
     "StorageContext.experiment_driver_staging_path",
     "ray._private.worker.print_to_stdstream",  # Ray's "(raylet) A worker died..." lines: danlu says it itself
-    "Trial.run_metadata",  # a trial's results' running statistics, dropped once it ended (forget_statistics)
+    "Trial.run_metadata",  # a trial's last result (stored_result) and statistics (forget_statistics)
+    "_TrainingRunMetadata.last_result",
     "_TrainingRunMetadata.metric_analysis",
     "_TrainingRunMetadata.metric_n_steps",
     "_TrainingRunMetadata.invalidate_cache",
@@ -178,6 +179,13 @@ def forget_statistics(trial) -> None:
         meta.metric_analysis = {}
         meta.metric_n_steps = {}
         meta.invalidate_cache()
+
+
+def stored_result(trial) -> dict:
+    """The trial's last result as Tune holds it (for a restored trial: as the sweep's snapshot held it), or {}.
+    Not `trial.last_result`: for a trial with no result yet, that waits on its actor's first answer (a blocking
+    `ray.get` in Tune's loop: 4 % of the loop at 1,000 trials)."""
+    return trial.run_metadata.last_result or {}
 
 
 def staging_dir(trials: list) -> str | None:

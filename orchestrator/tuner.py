@@ -15,7 +15,13 @@ from collections.abc import Callable, Iterable
 from ray import tune
 
 from orchestrator import tags as T
-from orchestrator.ray_internals import forget_statistics, quiet_tune_races, set_restored_parts, staging_dir
+from orchestrator.ray_internals import (
+    forget_statistics,
+    quiet_tune_races,
+    set_restored_parts,
+    staging_dir,
+    stored_result,
+)
 from orchestrator.trial import TIME_KEY, meta_of
 
 
@@ -89,9 +95,7 @@ class TrialRuns(tune.Callback):
             self._begun[trial.trial_id] = time.time()
             self._keys[trial.trial_id] = []
             self.tracker.trial_start(trial.trial_id, *self._describe(trial), start_ms=int(time.time() * 1000))
-            # what the sweep's snapshot holds of it (not trial.last_result: for a trial with no result yet, that
-            # waits on its actor's first answer, in Tune's loop)
-            last = trial.run_metadata.last_result or {}
+            last = stored_result(trial)  # what the sweep's snapshot holds of it
             self._begun_at[trial.trial_id] = last.get("step", last.get("training_iteration"))
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -349,7 +353,7 @@ def trial_name(trial) -> str:
 
 def trial_dirname(trial) -> str:
     """A trial's folder in the sweep's storage: its name and Tune's id."""
-    return f"t{trial_index(trial):03d}_{trial.trial_id}"
+    return f"{trial_name(trial)}_{trial.trial_id}"
 
 
 def _tune_env() -> None:
