@@ -67,6 +67,8 @@ def test_help_imports_nothing_heavy(tmp_path):
         (["sweep", "job=sleep", "sweep=sleep", "search=optuna", "x=0.5"], ["sweep.space: empty", "search=optuna"]),
         (["run", "lr=0.1,0.2"], ["danlu run takes plain values", "danlu sweep"]),
         (["sweep", "report.sections=[leaderboard,nope]"], ["report.sections=['leaderboard', 'nope']", "curves"]),
+        (["sweep", "report.html_rows=abc"], ["report.html_rows", "an integer"]),
+        (["sweep", "report.top_curves=-1"], ["report.top_curves=-1", "integer >= 0"]),
         (["sweep", "scheduler.name=hyperband"], ["scheduler.name=hyperband", "no such scheduler; valid: asha, fifo, median"]),
         (["sweep", "search=arms", "lr=0.1,0.2", "batch_size=32,64,128"], ["search=arms zips", "lr has 2"]),
         (["compare", "batch_size=64"], ["arm B is missing"]),

@@ -73,11 +73,20 @@ def available() -> list[str]:
     return parts.names(__name__)
 
 
+# the report's counts (conf/report/default.yaml) and the least each may be
+COUNTS = {"importance_repeats": 1, "top_curves": 0, "ensemble_top_k": 1, "html_rows": 1, "night_rows": 0}
+
+
 def check(report_cfg) -> None:
-    """report.sections: a list of available sections (BadInput naming the key otherwise)."""
+    """report.sections: a list of available sections; the counts: integers (BadInput naming the key otherwise)."""
+    from orchestrator.checks import integer
+
     sections = report_cfg.get("sections")
     if not sections or any(str(s) not in available() for s in sections):
         raise BadInput(f"report.sections={list(sections or [])}: a list of sections from {', '.join(available())}.")
+    for key, low in COUNTS.items():
+        if key in report_cfg:
+            integer(f"report.{key}", report_cfg.get(key), low)
 
 
 def rank(data) -> list[Row]:
