@@ -38,6 +38,39 @@ def test_the_names_it_uses_are_there():
                for p in _rule_paths()), mlflow_internals.BULK_REST
 
 
+def test_the_artifact_writer_names_are_there():
+    import inspect
+
+    from mlflow.store.artifact.artifact_repo import ArtifactRepository
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    assert "tracking_uri" in inspect.signature(get_artifact_repository).parameters
+    assert list(inspect.signature(ArtifactRepository.log_artifact).parameters)[1:3] == ["local_file", "artifact_path"]
+
+
+def _texts_land_where_log_text_puts_them(client, uri: str) -> None:
+    import mlflow.artifacts
+
+    run = client.create_run(client.create_experiment("texts"))
+    mlflow_internals.log_text(run.info.artifact_uri, uri, "a: 1\n", "config.yaml")
+    mlflow_internals.log_text(run.info.artifact_uri, uri, "héllo\n", "logs/output.log")
+    client.log_text(run.info.run_id, "b: 2\n", "theirs.yaml")  # MLflow's own, beside them
+    listed = {a.path for a in client.list_artifacts(run.info.run_id)} | {
+        a.path for a in client.list_artifacts(run.info.run_id, "logs")}
+    assert {"config.yaml", "logs/output.log", "theirs.yaml"} <= listed
+    load = mlflow.artifacts.load_text
+    assert load(f"runs:/{run.info.run_id}/config.yaml") == "a: 1\n"
+    assert load(f"runs:/{run.info.run_id}/logs/output.log") == "héllo\n"
+
+
+def test_a_text_artifact_is_written_where_mlflow_would_write_it(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # for mlflow.artifacts' runs:/ look-ups
+    _texts_land_where_log_text_puts_them(MlflowClient(uri), uri)
+
+
 def _rule_paths() -> list[str]:
     from mlflow.server import app
 
@@ -65,6 +98,8 @@ def test_a_server_gives_them_in_requests_of_100_runs_and_halves_a_full_answer(se
     assert mlflow_internals.bulk_history(client, ids, "score") == want
     monkeypatch.setattr(mlflow_internals, "REST_VALUES", 13)  # 5 runs x 6 values: halved until 2 runs, 12 values
     assert mlflow_internals.bulk_history(client, ids, "score") == want
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    _texts_land_where_log_text_puts_them(client, server.uri)  # through the server's mlflow-artifacts proxy
 
 
 def test_mlflows_telemetry_thread_does_not_run_in_a_driver(tmp_path):

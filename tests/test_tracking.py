@@ -90,7 +90,8 @@ def test_unreachable_store_is_waited_out_and_nothing_is_lost(tmp_path, capsys, m
 
 
 def test_a_restarted_driver_continues_the_same_runs(tmp_path):
-    """The trial->run map outlives the driver: same parent, same child, no (key, step) logged twice."""
+    """A trial's run outlives the driver (found by the trial -> run cache, or by its tags where the cache, written at
+    most every few seconds, does not have it yet): same parent, same child, no (key, step) logged twice."""
     db = tmp_path / "mlflow.db"
     first = Tracker(f"sqlite:///{db}", "danlu", flush_s=0.2, storage=tmp_path)
     first.open_sweep("s4", {"a": 1}, {}, tmp_path, ["danlu", "sweep"])
@@ -110,7 +111,7 @@ def test_a_restarted_driver_continues_the_same_runs(tmp_path):
     assert second.errors == []
     client, (parent,), children = mlflow_runs(db, "s4")
     assert parent.info.run_id == first.parent_id == second.parent_id and parent.data.tags["danlu.resumes"] == "1"
-    assert parent.info.status == "FINISHED" and second.store.run_ids == first.store.run_ids
+    assert parent.info.status == "FINISHED" and second.store.run_ids["t1"] == first.store.run_ids["t1"]
     by_name = {c.info.run_name: c for c in children}
     assert len(children) == 2 and by_name["t001"].info.status == "FINISHED"
     assert by_name["t002"].info.status == "KILLED"
@@ -118,6 +119,32 @@ def test_a_restarted_driver_continues_the_same_runs(tmp_path):
     assert sorted(m.step for m in history) == [1, 2, 3, 4]
     assert [m.timestamp for m in history if m.step == 3] == [3]  # the first report of step 3 kept
     assert by_name["t001"].data.tags["danlu.steps_replayed"] == "1"
+
+
+def test_the_trial_run_cache_is_not_rewritten_at_every_start_and_is_whole_after_the_close(tmp_path, monkeypatch):
+    """The cache is written whole: at every trial's start that was quadratic in a sweep's trials."""
+    import json
+    import os
+    import time
+
+    from orchestrator.tracking.mlflow_store import MlflowStore
+
+    writes, real = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (writes.append(b) if str(b).endswith(MlflowStore.RUNS) else None,
+                                                     real(a, b))[1])
+    began = time.monotonic()
+    tr = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "danlu", flush_s=0.2, storage=tmp_path)
+    tr.open_sweep("s9", {"a": 1}, {}, tmp_path, ["danlu"])
+    for i in range(40):
+        tr.trial_start(f"t{i}", f"t{i:03d}", {"lr": str(i)}, {"danlu.sweep": "s9"})
+    tr.close_sweep({}, {}, "FINISHED")
+    assert tr.close()
+    took = time.monotonic() - began
+    assert json.loads((tmp_path / MlflowStore.RUNS).read_text())["runs"] == tr.store.run_ids
+    assert len(tr.store.run_ids) == 40
+    assert len(writes) <= 2 + took / MlflowStore.SAVE_S + 1, (len(writes), took)  # the open, the close, the clock
+    client, _, children = mlflow_runs(tmp_path / "mlflow.db", "s9")
+    assert sorted(c.data.params["lr"] for c in children) == sorted(str(i) for i in range(40))  # each one's, sent with its batch
 
 
 def test_a_trial_journaled_during_an_outage_is_replayed_into_the_sweep(tmp_path, monkeypatch):
