@@ -32,6 +32,55 @@ TIME_KEY = "_danlu_ms"  # when the job reported, in ms (Tune's own `timestamp` i
 RESTORE_NOTES: dict[str, str] = {}  # trial_id -> which checkpoint a restore fell back to (ray_internals)
 
 
+CKPT_PREFIX = "danlu-ckpt-"  # a checkpoint being written: danlu-ckpt-<pid of the trial's process>-<random>
+_cleared = False  # whether this process looked for stale ones yet
+STALE_S = 600.0  # a checkpoint folder written to more recently than this is never taken for a dead one's
+
+
+def clear_stale_checkpoints(root: str | None = None) -> list[str]:
+    """Remove the checkpoint folders, in the temp folder, of trial processes that no longer exist: a trial killed
+    while it saved (its node lost, the sweep stopped) never ran its TemporaryDirectory's cleanup, and a night of
+    them fills a node's /tmp. Those of a live process (this one's, another sweep's) are left alone; a pid taken
+    again by a new process keeps its folder until that one ends too; and so is one written to in the last
+    STALE_S seconds (a process in another pid namespace sharing this /tmp looks dead from here). Once per process;
+    what was removed."""
+    global _cleared
+    if _cleared and root is None:
+        return []
+    _cleared = True
+    removed = []
+    for path in Path(root or tempfile.gettempdir()).glob(CKPT_PREFIX + "*"):
+        pid = path.name[len(CKPT_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)) or _touched_within(path, STALE_S):
+            continue  # a folder of an earlier danlu (no pid in its name) may be in use: not ours to judge
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(str(path))
+    return removed
+
+
+def _touched_within(path: Path, seconds: float) -> bool:
+    newest = 0.0
+    for folder, _, files in os.walk(path):
+        for name in (folder, *(os.path.join(folder, f) for f in files)):
+            try:
+                newest = max(newest, os.stat(name).st_mtime)
+            except OSError:
+                pass
+    return time.time() - newest < seconds
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def meta_of(result: dict) -> dict | None:
     """The trial metadata a result carries (its first), or None."""
     meta = result.get(META_KEY)
@@ -145,7 +194,8 @@ class TuneContext:
             return
         from orchestrator.checkpoints import write_marker
 
-        with tempfile.TemporaryDirectory(prefix="danlu-ckpt-") as tmp:
+        clear_stale_checkpoints()
+        with tempfile.TemporaryDirectory(prefix=f"{CKPT_PREFIX}{os.getpid()}-") as tmp:
             save_state(checkpoint, tmp)
             write_marker(tmp, self._iteration, step)  # what a restore checks, and needs if Tune's record is lost
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))

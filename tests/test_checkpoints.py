@@ -64,3 +64,30 @@ def test_a_restored_trial_resumes_only_from_what_the_journal_holds(tmp_path, fs)
     path, _, why = checkpoints.choose(fs, str(trial / "checkpoint_000009"), "c")
     assert path == str(trial / "checkpoint_000004") and "was deleted" in why
     json.loads((tmp_path / "exp" / "danlu" / checkpoints.LIMITS).read_text())  # written whole
+
+
+def test_checkpoint_folders_of_trial_processes_that_are_gone_are_removed_and_no_others(tmp_path):
+    """A trial killed while it saved a checkpoint leaves its temp folder behind (its cleanup never ran); the next
+    trial process to checkpoint on that node removes those of processes that no longer exist."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from orchestrator.trial import CKPT_PREFIX, clear_stale_checkpoints
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead = tmp_path / f"{CKPT_PREFIX}{gone.stdout.strip()}-abc"
+    live = tmp_path / f"{CKPT_PREFIX}{os.getpid()}-def"
+    older = tmp_path / f"{CKPT_PREFIX}xyz"  # an earlier danlu's name: no pid to judge it by
+    fresh = tmp_path / f"{CKPT_PREFIX}{gone.stdout.strip()}-ghi"  # its process looks gone, but it is being written
+    for folder in (dead, live, older, fresh):
+        (folder / "state").mkdir(parents=True)
+        (folder / "state" / "state.pkl").write_bytes(b"x" * 100)
+    an_hour_ago = time.time() - 3600
+    for folder in (dead, live, older):
+        for path in (folder / "state" / "state.pkl", folder / "state", folder):
+            os.utime(path, (an_hour_ago, an_hour_ago))
+    assert clear_stale_checkpoints(str(tmp_path)) == [str(dead)]
+    assert not dead.exists() and live.exists() and older.exists() and fresh.exists()
