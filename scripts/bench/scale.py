@@ -109,12 +109,14 @@ def machine_cpu() -> tuple[int, int]:
     return sum(ticks) - idle, sum(ticks)
 
 
-def run_side(side: str, cmd: list[str], state: Path, n: int, every: float, log: Path, rows: list) -> dict:
-    """Run one driver, sampling it until it ends; its wall, CPU, memory and occupancy, and how busy the machine's
-    CPUs were meanwhile (driver, Ray's processes and the trials' workers together)."""
+def run_side(side: str, cmd: list[str], state: Path, n: int, every: float, log: Path, rows, deadline: float) -> dict:
+    """Run one driver, sampling it until it ends (each sample written to `rows`, a csv writer, at once); its wall,
+    CPU, memory and occupancy, and how busy the machine's CPUs were meanwhile (driver, Ray's processes and the
+    trials' workers together). Past `deadline` seconds the driver is interrupted (SIGINT: the sweep stops as on
+    Ctrl-C) and what it did so far is measured: `done` says how many trials finished."""
     t0, m0 = time.monotonic(), machine_cpu()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    samples, cpu = [], 0.0
+    samples, cpu, stopped = [], 0.0, None
     try:
         while proc.poll() is None:
             got, counts = proc_sample(proc.pid), read_state(state)
@@ -122,19 +124,24 @@ def run_side(side: str, cmd: list[str], state: Path, n: int, every: float, log: 
                 cpu = got[1]
                 done, running = counts or (0, 0)
                 samples.append((time.monotonic() - t0, got[0], got[1], done, running))
-                rows.append([side, n, *(round(v, 3) for v in samples[-1])])
+                rows.writerow([side, n, *(round(v, 3) for v in samples[-1])])
+            if stopped is None and time.monotonic() - t0 > deadline:
+                stopped = samples[-1][3] if samples else 0
+                os.kill(proc.pid, signal.SIGINT)
             time.sleep(every)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
     wall, m1 = time.monotonic() - t0, machine_cpu()
-    if proc.returncode != 0:
+    if proc.returncode != 0 and stopped is None:
         raise SystemExit(f"{side} at {n} trials exited {proc.returncode}; its output: {log}")
-    late = [(s[3], s[1]) for s in samples if n / 4 <= s[3] < n]  # not after the last trial (the report)
-    busy = [s[4] for s in samples if 0 < s[3] < n]
-    return {"wall": wall, "cpu": cpu, "peak": max((s[1] for s in samples), default=0.0),
-            "peak_trials": max((s[1] for s in samples if s[3] < n), default=0.0),
+    end = n if stopped is None else stopped  # the samples after it: the report, or the stop
+    late = [(s[3], s[1]) for s in samples if n / 4 <= s[3] < end]
+    busy = [s[4] for s in samples if 0 < s[3] < end]
+    return {"wall": wall, "cpu": cpu, "done": end, "stopped": stopped is not None,
+            "peak": max((s[1] for s in samples), default=0.0),
+            "peak_trials": max((s[1] for s in samples if s[3] < end), default=0.0),
             "slope": slope(late) * 1000 if len(late) >= 3 else None,
             "running": sum(busy) / len(busy) if busy else None,
             "machine": (m1[0] - m0[0]) / max(1, m1[1] - m0[1])}
@@ -241,6 +248,8 @@ def main() -> int:
     ap.add_argument("--store", choices=("sqlite", "server"), default="sqlite")
     ap.add_argument("--every", type=float, default=2.0, help="seconds between samples")
     ap.add_argument("--out", default="scale-out", help="folder for scale.csv and scale-rss.png")
+    ap.add_argument("--deadline-s", type=float, default=float("inf"),
+                    help="interrupt a driver after this many seconds and measure what it did (a partial run, said)")
     ap.add_argument("--plain-driver", nargs=3, metavar=("TRIALS", "STORAGE", "STATE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.plain_driver:
@@ -249,22 +258,24 @@ def main() -> int:
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows: list = []
     lines = []
-    with tempfile.TemporaryDirectory(prefix="danlu-scale-") as tmpdir:
+    sheet = open(out / "scale.csv", "w", newline="", buffering=1)
+    rows = csv.writer(sheet)
+    rows.writerow(["side", "trials", "t_s", "rss_mb", "cpu_s", "done", "running"])
+    with sheet, tempfile.TemporaryDirectory(prefix="danlu-scale-") as tmpdir:
         tmp = Path(tmpdir)
         server = start_server(tmp) if args.store == "server" else None
         try:
             for n in [int(x) for x in args.trials.split(",")]:
                 ideal = n * args.epochs * args.epoch_s / args.slots
-                results = {}
+                results, first = {}, len(lines)
                 if n <= args.plain_max:
                     state = tmp / f"plain-{n}.json"
                     results["plain Tune"] = run_side(
                         "plain Tune", [sys.executable, __file__, "--slots", str(args.slots), "--epochs",
                                        str(args.epochs), "--epoch-s", str(args.epoch_s), "--plain-driver", str(n),
                                        str(tmp / f"plain-{n}"), str(state)],
-                        state, n, args.every, out / f"plain-{n}.log", rows)
+                        state, n, args.every, out / f"plain-{n}.log", rows, args.deadline_s)
                 name = f"scale-{n}"
                 uri = server[1] if server else f"sqlite:///{tmp}/mlflow.db"
                 track = ["tracking=server"] if server else []
@@ -274,7 +285,7 @@ def main() -> int:
                               "sweep=sleep", "scheduler=fifo", f"sweep.num_samples={n}", f"epochs={args.epochs}",
                               f"epoch_s={args.epoch_s}", f"cluster.num_cpus={args.slots}", f"sweep.name={name}",
                               f"output_dir={tmp}/danlu-{n}", *track, f"tracking.uri={uri}", "progress.every_s=2"],
-                    state, n, args.every, out / f"danlu-{n}.log", rows)
+                    state, n, args.every, out / f"danlu-{n}.log", rows, args.deadline_s)
                 runs, metric_rows = stored(uri, name, server[2] if server else None)
                 t = time.monotonic()
                 r = subprocess.run([sys.executable, "-m", "orchestrator", "report", name, f"output_dir={tmp}/danlu-{n}",
@@ -285,6 +296,9 @@ def main() -> int:
                 for side, res in results.items():
                     slope_txt = f"{res['slope']:+.1f} MB/1k trials" if res["slope"] is not None else "slope -"
                     busy = f"{res['running']:.1f}" if res["running"] is not None else "-"
+                    if res["stopped"]:
+                        lines.append(f"  {side}: STOPPED after {args.deadline_s:.0f} s (--deadline-s) with {res['done']} "
+                                     f"of {n} trials done: the numbers below are of those, not of {n}")
                     lines.append(f"  {side:10s} wall {res['wall']:7.1f} s ({res['wall'] / ideal:4.2f}x ideal)  "
                                  f"driver CPU {res['cpu']:7.1f} s  peak RSS {res['peak_trials']:4.0f} MB while trials ran, "
                                  f"{res['peak']:4.0f} MB in all  {slope_txt}  "
@@ -296,17 +310,17 @@ def main() -> int:
                                  f"{d['cpu'] / p['cpu']:.2f}, peak RSS {d['peak'] / p['peak']:.2f}")
                 else:
                     lines.append(f"  plain Tune not run at {n} trials (--plain-max {args.plain_max})")
-                lines.append(f"  MLflow: {runs} of {n} child runs, {metric_rows} of {n * args.epochs} metric rows; "
+                done = results["danlu"]["done"]  # n, or those done when it was stopped
+                cut = " and those it stopped mid-way (KILLED)" if results["danlu"]["stopped"] else ""
+                lines.append(f"  MLflow: {runs} child runs, {metric_rows} metric rows, for {done} trials done "
+                             f"({done * args.epochs} steps){cut}; "
                              f"danlu report {report_s:.1f} s (exit {r.returncode})")
-                print("\n".join(lines[-4:]), flush=True)
+                print("\n".join(lines[first:]), flush=True)
         finally:
             if server:
                 stop_server(server[0], server[2])
-    with open(out / "scale.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["side", "trials", "t_s", "rss_mb", "cpu_s", "done", "running"])
-        w.writerows(rows)
-    plot(rows, out / "scale-rss.png")
+    with open(out / "scale.csv", newline="") as f:
+        plot([[r[0], int(r[1]), *map(float, r[2:])] for r in list(csv.reader(f))[1:]], out / "scale-rss.png")
     print(f"samples: {out / 'scale.csv'}; RSS curves: {out / 'scale-rss.png'}")
     return 0
 
