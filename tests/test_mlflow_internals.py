@@ -28,6 +28,14 @@ def test_the_names_it_uses_are_there():
     from mlflow.utils import rest_utils
 
     assert hasattr(MlflowClient("sqlite:///:memory:")._tracking_client, "store")
+    assert hasattr(SqlAlchemyStore, "ManagedSessionMaker") or "ManagedSessionMaker" in SqlAlchemyStore.__init__.__code__.co_names
+    from mlflow.store.tracking.dbmodels import models
+
+    for model, columns in ((models.SqlRun, ("run_uuid", "experiment_id", "name", "status", "start_time", "end_time",
+                                            "lifecycle_stage")), (models.SqlTag, ("run_uuid", "key", "value")),
+                           (models.SqlParam, ("run_uuid", "key", "value")),
+                           (models.SqlLatestMetric, ("run_uuid", "key", "value", "is_nan"))):
+        assert all(hasattr(model, c) for c in columns), model
     assert callable(SqlAlchemyStore.get_metric_history_bulk) and not hasattr(RestStore, "get_metric_history_bulk")
     assert "get_host_creds" in RestStore.__init__.__code__.co_varnames
     assert callable(rest_utils.http_request) and callable(rest_utils.verify_rest_response)
@@ -100,6 +108,45 @@ def test_a_server_gives_them_in_requests_of_100_runs_and_halves_a_full_answer(se
     assert mlflow_internals.bulk_history(client, ids, "score") == want
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
     _texts_land_where_log_text_puts_them(client, server.uri)  # through the server's mlflow-artifacts proxy
+
+
+def test_a_sweeps_children_read_by_columns_are_what_search_runs_gives(tmp_path):
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.tracking.mlflow_store import MlflowStore
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    exp = client.create_experiment("cols")
+    parent, other = (client.create_run(exp).info.run_id for _ in range(2))
+    ids = []
+    for i in range(7):
+        under = other if i == 5 else parent
+        run = client.create_run(exp, run_name=f"t{i}" if i != 3 else None, start_time=1000 + (i // 2),
+                                tags={"mlflow.parentRunId": under, "danlu.trial": f"t{i:03d}"})
+        rid = run.info.run_id
+        client.log_batch(rid, metrics=[Metric("score", float("nan") if i == 2 else i + s / 10, 5, s) for s in (1, 2)]
+                         + [Metric("loss", 1.0 / (i + 1), 5, 1)], params=[Param("x", str(i)), Param("seed", "0")],
+                         tags=[RunTag("danlu.outcome", "completed")])
+        if i == 4:
+            client.delete_run(rid)  # search_runs gives active runs only
+        elif i != 1:
+            client.set_terminated(rid, "FINISHED")
+        ids.append(rid)
+    client.log_metric(ids[0], "score", 9.0, step=0)  # an older step logged later: the latest value stays step 2's
+    store = MlflowStore(f"sqlite:///{tmp_path}/m.db", "cols")
+    got = mlflow_internals.child_runs(client, exp, "mlflow.parentRunId", parent)
+    want = [store._record(r) for r in client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent}'")]
+    assert len(want) == 5 and [r["run_id"] for r in got] == [r.run_id for r in want]
+    for mine, theirs in zip(got, want, strict=True):
+        nan = {k for k, v in theirs.metrics.items() if v != v}
+        assert {k for k, v in mine["metrics"].items() if v != v} == nan
+        assert {k: v for k, v in mine["metrics"].items() if k not in nan} == {
+            k: v for k, v in theirs.metrics.items() if k not in nan}
+        assert (mine["run_id"], mine["experiment_id"], mine["name"], mine["status"], mine["params"], mine["tags"],
+                mine["start_ms"], mine["end_ms"]) == (theirs.run_id, theirs.experiment_id, theirs.name, theirs.status,
+                                                      theirs.params, theirs.tags, theirs.start_ms, theirs.end_ms)
+    assert [r.run_id for r in store.trial_runs(parent, exp)] == [r.run_id for r in want]
 
 
 def test_mlflows_telemetry_thread_does_not_run_in_a_driver(tmp_path):

@@ -11,6 +11,14 @@ sweep would make 10,000 calls. MLflow's own UI reads many runs' histories at onc
   `get_host_creds()` (the same credentials and retries as MLflow's own calls).
 Where neither is there (another store), `bulk_history` says so (None) and the caller reads run by run.
 
+And `search_runs` of a sweep's children builds full Run objects through SQLAlchemy's ORM (every tag, param and latest
+metric an object of its own): 46 % of a 5,309-trial report's 31 s. `child_runs` reads the same columns with plain
+queries through the store's session and its table models:
+- `SqlAlchemyStore.ManagedSessionMaker()`: the store's own sessions (its engine, its retries);
+- `mlflow.store.tracking.dbmodels.models` SqlRun (run_uuid, experiment_id, name, status, start_time, end_time,
+  lifecycle_stage), SqlTag / SqlParam (run_uuid, key, value), SqlLatestMetric (run_uuid, key, value, is_nan):
+  what Run.to_mlflow_entity reads from them.
+
 And MlflowClient.log_text reads the run from the store (a query) to learn where its artifacts go, once per run
 per process: a third of a short trial's MLflow time on sqlite. The store's writer knows it from create_run, and
 writes through:
@@ -81,3 +89,37 @@ def log_text(artifact_uri: str, tracking_uri: str, text: str, name: str) -> None
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         repo.log_artifact(path, folder or None)
+
+
+def child_runs(client, experiment_id: str, parent_key: str, parent_id: str) -> list[dict] | None:
+    """The active runs of `experiment_id` tagged `parent_key` = `parent_id`, as search_runs would give them (newest
+    start first, then by id): dicts of run_id, experiment_id, name, status, params, tags, metrics (latest values,
+    NaN kept), start_ms, end_ms. Read in 1 + 4 x len/500 queries. None where the client's store is not a database."""
+    store = client._tracking_client.store
+    if not hasattr(store, "ManagedSessionMaker"):
+        return None
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
+
+    with store.ManagedSessionMaker() as session:
+        ids = [r for (r,) in session.query(SqlTag.run_uuid).filter(SqlTag.key == parent_key, SqlTag.value == parent_id)]
+        runs: dict[str, dict] = {}
+        for i in range(0, len(ids), DB_CHUNK):
+            chunk = ids[i:i + DB_CHUNK]
+            for rid, exp, name, status, start, end in session.query(
+                    SqlRun.run_uuid, SqlRun.experiment_id, SqlRun.name, SqlRun.status, SqlRun.start_time,
+                    SqlRun.end_time).filter(SqlRun.run_uuid.in_(chunk), SqlRun.lifecycle_stage == "active",
+                                            SqlRun.experiment_id == int(experiment_id)):
+                runs[rid] = {"run_id": rid, "experiment_id": str(exp), "name": name or "", "status": status,
+                             "params": {}, "tags": {}, "metrics": {}, "start_ms": start, "end_ms": end}
+            held = [rid for rid in chunk if rid in runs]
+            for model, field in ((SqlTag, "tags"), (SqlParam, "params")):
+                for rid, key, value in session.query(model.run_uuid, model.key, model.value).filter(
+                        model.run_uuid.in_(held)):
+                    runs[rid][field][key] = value
+            for rid, key, value, nan in session.query(SqlLatestMetric.run_uuid, SqlLatestMetric.key,
+                                                      SqlLatestMetric.value, SqlLatestMetric.is_nan).filter(
+                    SqlLatestMetric.run_uuid.in_(held)):
+                runs[rid]["metrics"][key] = float("nan") if nan else value
+    for run in runs.values():  # as Run.to_mlflow_entity names a run without a name column: by its tag
+        run["name"] = run["name"] or run["tags"].get("mlflow.runName", "")
+    return sorted(runs.values(), key=lambda r: (-(r["start_ms"] or 0), r["run_id"]))

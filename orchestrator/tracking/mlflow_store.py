@@ -622,7 +622,12 @@ class MlflowStore:
 
     def trial_runs(self, parent_id: str, experiment_id: str | None = None) -> list[RunRecord]:
         """The child runs of a parent, paged."""
+        from orchestrator.tracking.mlflow_internals import child_runs
+
         exp = experiment_id or self.mlf.get_run(parent_id).info.experiment_id
+        found = child_runs(self.mlf, exp, T.PARENT, parent_id)  # a database: only the columns it needs
+        if found is not None:
+            return [RunRecord(**run) for run in found]
         children, token = [], None
         while True:  # paged: a sweep may hold more runs than one page
             page = self.mlf.search_runs([exp], f"tags.`{T.PARENT}` = '{parent_id}'", max_results=5000,
