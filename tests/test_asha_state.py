@@ -101,3 +101,63 @@ def test_a_restored_seeded_search_draws_the_same_trials_again():
     again = [restored.next_trial() for _ in range(5)]
     assert [(t.trial_id, t.config) for t in again] == [(t.trial_id, t.config) for t in lost]
     assert len({t.config["hp"]["x"] for t in lost}) == 3  # really sampled (two seeds share one config)
+
+
+def test_each_schedulers_choice_of_the_next_trial_is_tunes_fifo_choice():
+    """danlu's schedulers choose the trial to run from the trials that may still run (Tune's FIFO scans all the
+    sweep ever had, at every step of its loop): over random adds, status changes and requeues the choice is the one
+    Tune's FIFOScheduler makes from the controller's list, and ended trials leave danlu's list."""
+    from omegaconf import OmegaConf
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import FIFOScheduler
+
+    from orchestrator import scheduler as schedulers
+
+    class Held:  # what FIFOScheduler reads of Tune's controller: its trials, in its order
+        def __init__(self):
+            self.trials: list = []
+
+        def get_trials(self):
+            return self.trials
+
+    for name, extra in (("fifo", {}), ("median", {"grace_period": 2, "min_samples_required": 3}),
+                        ("asha", {"max_t": 9, "grace_period": 1, "reduction_factor": 3})):
+        sch = schedulers.make(OmegaConf.create({"name": name, **extra}), [0], say=lambda _: None)
+        sch.set_search_properties("score", "max")
+        held, rng = Held(), random.Random(name)
+        for i in range(600):
+            op = rng.random()
+            if op < 0.3 or not held.trials:
+                trial = Trial("__fake", config={}, trial_id=f"{name}{i}", stub=True)
+                held.trials.append(trial)
+                sch.on_trial_add(held, trial)
+            elif op < 0.9:
+                trial = rng.choice(held.trials)
+                was, now = trial.status, rng.choice(["RUNNING", "PAUSED", "TERMINATED", "ERROR", "RUNNING"])
+                if was in ("TERMINATED", "ERROR"):
+                    continue
+                trial.set_status(now)
+                if now == "ERROR":
+                    sch.on_trial_error(held, trial)
+                elif now == "TERMINATED" and was == "RUNNING":
+                    sch.on_trial_complete(held, trial, {})
+                elif now == "TERMINATED":
+                    sch.on_trial_remove(held, trial)
+                elif rng.random() < 0.1:  # Tune's clean-up at the end marks trials TERMINATED, no hook called
+                    trial.set_status("TERMINATED")
+            else:  # Tune's requeue of a failed trial: back to PENDING at the end of its list
+                trial = rng.choice(held.trials)
+                if trial.status in ("RUNNING", "PENDING"):
+                    sch.on_trial_error(held, trial)
+                trial.set_status("PENDING")
+                held.trials.remove(trial)
+                held.trials.append(trial)
+                sch.on_trial_add(held, trial)
+            assert sch.choose_trial_to_run(held) is FIFOScheduler.choose_trial_to_run(sch, held), (name, i)
+        live = [t for t in held.trials if t.status not in ("TERMINATED", "ERROR")]
+        assert live and set(live) <= set(sch._waiting) and len(sch._waiting) < len(live) + 40  # the ended left it
+        state = sch.__getstate__()  # what Tune pickles of it (into tuner.pkl, at the start): no trials of ours
+        assert "_waiting" not in state
+        copy = type(sch).__new__(type(sch))
+        copy.__setstate__(state)
+        assert copy._waiting == {}

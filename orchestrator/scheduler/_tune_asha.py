@@ -31,10 +31,10 @@ class ASHA(Recording, ASHAScheduler):
         self._labels: dict[str, str] = {}  # config_id -> its values, for the terminal
 
     def __getstate__(self):  # Tune pickles the scheduler into tuner.pkl; the terminal stays here
-        return {k: v for k, v in self.__dict__.items() if k != "say"}
+        return {k: v for k, v in super().__getstate__().items() if k != "say"}
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
+        super().__setstate__(state)
         self.say = print
 
     @property
