@@ -108,6 +108,7 @@ class Progress(Callback):
         self._intervals: list[float] = []  # seconds between two reports of a trial (a step's time)
         self._overheads: list[float] = []  # an ended trial's wall time beyond its steps (start-up, end)
         self._slots = 1  # the most trials seen running at once
+        self._counted: dict | None = None  # the counts of the line just drawn (line(), then _save())
 
     def __getstate__(self):  # Tune pickles callbacks; a stream does not pickle
         return {k: v for k, v in self.__dict__.items() if k != "stream"}
@@ -225,7 +226,7 @@ class Progress(Callback):
     def line(self, trials) -> str:
         """The progress line: elapsed time, running trials with their steps, pending, done of total, the ETA, the
         best trial so far."""
-        c = self.counts(trials)
+        c = self._counted = self.counts(trials)  # O(trials): _save, right after, writes the same counts
         done = c["completed"] + c["stopped early"] + c["failed"]
         running = sorted((self._label(t), self._step.get(t.trial_id)) for t in trials if t.status == "RUNNING")
         at = " ".join(f"{name}@{int(s)}" if s else name for name, s in running[:6]) + (
@@ -274,7 +275,7 @@ class Progress(Callback):
         leaves the previous one."""
         if not self.state_file:
             return
-        c = self.counts(trials)
+        c, self._counted = self._counted or self.counts(trials), None
         state = {"done": c["completed"] + c["stopped early"] + c["failed"], "total": self.total or len(trials),
                  "running": c["running"], "failed": c["failed"],
                  "best": f"{self.metric}={self.best[0]:.4g} ({self.best[1]})" if self.best else None,
