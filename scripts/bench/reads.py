@@ -14,6 +14,12 @@ steps of its metric. At each size it times, for the sweep filled last (the newes
 - `danlu report` of the sweep, end to end (its process: import, reads, statistics, figures, HTML),
 and prints how each grew from the smaller store to the larger, with the time at 50,000 runs extrapolated on a line
 through the two sizes (said as such: not measured).
+
+    .venv/bin/python scripts/bench/reads.py --widen STORE.db SWEEP --times 4 --output-dir DIR
+
+widens a real sweep instead (one `scale.py --keep` ran): its child runs copied `--times` times inside the sqlite store
+(new run ids, trial ids and configuration ids, a new value of each swept key: the shape of a sweep that many times as
+large, every tag, param and step as danlu wrote them), then times `danlu report` of it twice.
 """
 
 from __future__ import annotations
@@ -86,13 +92,77 @@ def measure(uri: str, name: str, trials: int, tmp: Path) -> dict[str, float]:
             "history x1 per run": one_s * trials / min(200, trials), "danlu report": report_s}
 
 
+def widen(db: Path, parent_id: str, times: int, swept: list[str]) -> int:
+    """Copy the child runs of `parent_id` `times` times in a sqlite MLflow store (see the module's doc)."""
+    import random
+    import sqlite3
+    import uuid
+
+    con = sqlite3.connect(db)
+    kids = [r for (r,) in con.execute("select run_uuid from tags where key = 'mlflow.parentRunId' and value = ?",
+                                      (parent_id,))]
+    tables = ("runs", "tags", "params", "metrics", "latest_metrics")
+    cols = {t: [r[1] for r in con.execute(f"pragma table_info({t})")] for t in tables}
+    renamed = ("danlu.config_id", "danlu.trial_id", "danlu.trial", "mlflow.runName")
+    rnd = random.Random(0)
+    for k in range(1, times + 1):
+        for kid in kids:
+            new = uuid.uuid4().hex
+            drawn = {key: repr(rnd.random()) for key in swept}
+            for t, names in cols.items():
+                out = []
+                for row in con.execute(f"select {','.join(names)} from {t} where run_uuid = ?", (kid,)):
+                    d = dict(zip(names, row, strict=True), run_uuid=new)
+                    if t == "runs":
+                        d["name"] = f"{d['name']}c{k}"
+                    elif t == "tags" and d["key"] in renamed:
+                        d["value"] = f"{d['value']}c{k}"
+                    elif t == "params" and d["key"] in drawn:
+                        d["value"] = drawn[d["key"]]
+                    out.append(tuple(d[n] for n in names))
+                con.executemany(f"insert into {t} ({','.join(names)}) values ({','.join('?' * len(names))})", out)
+        con.commit()
+    con.close()
+    return len(kids) * (times + 1)
+
+
+def widened(args) -> int:
+    from orchestrator.tracking.mlflow_store import MlflowStore
+
+    db, name = Path(args.widen[0]).resolve(), args.widen[1]
+    uri = f"sqlite:///{db}"
+    store = MlflowStore(uri, "danlu")
+    if store.find_sweep(name) is None:
+        raise SystemExit(f"no sweep {name} in {db}")
+    record = store.read_sweep(name)
+    parent, space = record.parent, sorted(((record.space or {}).get("space") or {}))
+    t = time.perf_counter()
+    total = widen(db, parent.run_id, args.times, space)
+    print(f"sweep {name}: {total} trial runs after copying ({args.times} copies, swept {space}; "
+          f"{time.perf_counter() - t:.0f} s)", flush=True)
+    for attempt in (1, 2):
+        t = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "orchestrator", "report", name, f"output_dir={args.output_dir}",
+                            f"tracking.uri={uri}"], cwd=ROOT, capture_output=True, text=True)
+        print(f"  danlu report ({attempt}): {time.perf_counter() - t:.1f} s, exit {r.returncode}", flush=True)
+        if r.returncode != 0:
+            print(r.stdout[-2000:] + r.stderr[-2000:])
+            return 1
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,20000", help="runs in the store, comma-separated, ascending")
     ap.add_argument("--sweep", type=int, default=1000, help="trials per sweep")
     ap.add_argument("--steps", type=int, default=10, help="steps of the metric per trial")
     ap.add_argument("--store", choices=("sqlite", "server"), default="sqlite")
+    ap.add_argument("--widen", nargs=2, metavar=("STORE_DB", "SWEEP"), help="widen a real sweep (see above)")
+    ap.add_argument("--times", type=int, default=4, help="copies of the sweep's runs (--widen)")
+    ap.add_argument("--output-dir", default="outputs", help="the sweep's output_dir (--widen: where its report goes)")
     args = ap.parse_args()
+    if args.widen:
+        return widened(args)
     sizes = [int(x) for x in args.sizes.split(",")]
     results: dict[int, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="danlu-reads-") as tmpdir:

@@ -248,6 +248,7 @@ def main() -> int:
     ap.add_argument("--store", choices=("sqlite", "server"), default="sqlite")
     ap.add_argument("--every", type=float, default=2.0, help="seconds between samples")
     ap.add_argument("--out", default="scale-out", help="folder for scale.csv and scale-rss.png")
+    ap.add_argument("--keep", action="store_true", help="keep the sweeps' folders and store (say where)")
     ap.add_argument("--deadline-s", type=float, default=float("inf"),
                     help="interrupt a driver after this many seconds and measure what it did (a partial run, said)")
     ap.add_argument("--plain-driver", nargs=3, metavar=("TRIALS", "STORAGE", "STATE"), help=argparse.SUPPRESS)
@@ -264,6 +265,9 @@ def main() -> int:
     rows.writerow(["side", "trials", "t_s", "rss_mb", "cpu_s", "done", "running"])
     with sheet, tempfile.TemporaryDirectory(prefix="danlu-scale-") as tmpdir:
         tmp = Path(tmpdir)
+        if args.keep:  # the sweeps' storage and MLflow store stay, for a look or another measure (reads.py --widen)
+            tmp = Path(tempfile.mkdtemp(prefix="danlu-scale-kept-"))
+            print(f"kept: {tmp} (sqlite store {tmp / 'mlflow.db'})", flush=True)
         server = start_server(tmp) if args.store == "server" else None
         try:
             for n in [int(x) for x in args.trials.split(",")]:
