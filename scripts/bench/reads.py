@@ -126,16 +126,25 @@ def widen(db: Path, parent_id: str, times: int, swept: list[str]) -> int:
     return len(kids) * (times + 1)
 
 
+def _bad(message: str) -> int:
+    print(f"reads.py: error: {message}", file=sys.stderr)
+    return 2
+
+
 def widened(args) -> int:
     from orchestrator.tracking.mlflow_store import MlflowStore
 
     db, name = Path(args.widen[0]).resolve(), args.widen[1]
+    if not db.is_file():  # MLflow would make a new, empty store there
+        return _bad(f"--widen {args.widen[0]}: no such sqlite file (give the store a `scale.py --keep` kept)")
+    if args.times < 1:
+        return _bad(f"--times {args.times}: an integer >= 1 (copies of the sweep's runs)")
     uri = f"sqlite:///{db}"
     store = MlflowStore(uri, "danlu")
     if store.find_sweep(name) is None:
-        raise SystemExit(f"no sweep {name} in {db}")
+        return _bad(f"--widen {args.widen[0]} {name}: no sweep of that name in that store")
     record = store.read_sweep(name)
-    parent, space = record.parent, sorted(((record.space or {}).get("space") or {}))
+    parent, space = record.parent, sorted((record.space or {}).get("space") or {})
     t = time.perf_counter()
     total = widen(db, parent.run_id, args.times, space)
     print(f"sweep {name}: {total} trial runs after copying ({args.times} copies, swept {space}; "
