@@ -5,9 +5,12 @@
     .venv/bin/python scripts/bench/reads.py --store server           # scripts/mlflow-server on PostgreSQL
     .venv/bin/python scripts/bench/reads.py --sizes 2000,4000 --sweep 500   # a quick look
 
-The store is filled through MLflow's own client, as danlu's sweeps fill it: sweeps of `--sweep` trials, each a parent
-run and one child run per trial with danlu's tags (danlu.sweep, the parent's id), a trial's params and `--steps`
-steps of its metric. At each size it times, for the sweep filled last (the newest) and the first (the oldest):
+The store holds sweeps of `--sweep` trials, each a parent run and one child run per trial with danlu's tags
+(danlu.sweep, the parent's id), a trial's params and `--steps` steps of its metric. One such sweep is logged through
+MLflow's own client into a scratch sqlite store (the rows MLflow writes, as danlu's sweeps write them); the store
+measured is filled by copying those rows, once per sweep, with new run ids and the sweep's name, into its database
+(the sqlite file, or the server's PostgreSQL database: through the server's REST API a run took ~1 s here, ~3 h for
+10,000). At each size it times, for the sweep filled last (the newest) and the first (the oldest):
 - `search_runs` of the sweep's children (MlflowStore.trial_runs: by the parent's tag, paged),
 - `find_sweep` (the parent, by its tags),
 - the curves of all its trials in bulk (MlflowStore.histories) against one `get_metric_history` per run,
@@ -39,7 +42,7 @@ from scale import start_server, stop_server  # noqa: E402  (one server recipe fo
 
 
 def fill(uri: str, sweeps: range, trials: int, steps: int) -> None:
-    """Sweeps of `trials` child runs each, logged through MLflow's client as danlu logs them."""
+    """Sweeps of `trials` child runs each, logged through MLflow's client as danlu logs them (the template)."""
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
@@ -63,6 +66,70 @@ def fill(uri: str, sweeps: range, trials: int, steps: int) -> None:
                              tags=[RunTag("danlu.stopped_early", "false")])
             client.set_terminated(run.info.run_id, "FINISHED")
         client.set_terminated(pid, "FINISHED")
+
+
+TABLES = ("runs", "tags", "params", "metrics", "latest_metrics")  # a run's rows; the experiment is the store's own
+
+
+def copy_sweeps(template: Path, db, exp_id: int, sweeps: range) -> None:
+    """Copy the template's sweep-000 (parent and children) into `db` (a DB-API connection to an MLflow database of the
+    same schema: sqlite or psycopg2) once per sweep in `sweeps`: new run ids, the sweep's name in its tags and the
+    parent's name, the children pointing at the new parent, the store's experiment."""
+    import sqlite3
+    import uuid
+
+    src = sqlite3.connect(template)
+    ids = [r for (r,) in src.execute("select run_uuid from tags where key = 'danlu.sweep' and value = 'sweep-000'")]
+    rows = {}
+    for t in TABLES:
+        cur = src.execute(f"select * from {t} where run_uuid in ({','.join('?' * len(ids))})", ids)
+        rows[t] = ([d[0] for d in cur.description], cur.fetchall())
+    src.close()
+    pg = not isinstance(db, sqlite3.Connection)
+    if pg:  # sqlite keeps booleans as 0/1
+        from psycopg2.extras import execute_values
+
+        with db.cursor() as cur:
+            cur.execute("select table_name, column_name from information_schema.columns where data_type = 'boolean'")
+            booleans = set(cur.fetchall())
+    for s in sweeps:
+        name, new = f"sweep-{s:03d}", {old: uuid.uuid4().hex for old in ids}
+        cur = db.cursor()
+        for t, (names, got) in rows.items():
+            out = []
+            for row in got:
+                d = dict(zip(names, row, strict=True))
+                d["run_uuid"] = new[d["run_uuid"]]
+                if t == "runs":
+                    d["experiment_id"], d["name"] = exp_id, d["name"].replace("sweep-000", name)
+                    d["artifact_uri"] = d["artifact_uri"].replace(row[names.index("run_uuid")], d["run_uuid"])
+                elif t == "tags" and d["key"] == "mlflow.parentRunId":
+                    d["value"] = new[d["value"]]
+                elif t == "tags":
+                    d["value"] = d["value"].replace("sweep-000", name)
+                out.append(tuple(bool(d[n]) if pg and (t, n) in booleans else d[n] for n in names))
+            cols = ",".join(names)
+            if pg:
+                execute_values(cur, f"insert into {t} ({cols}) values %s", out, page_size=2000)
+            else:
+                cur.executemany(f"insert into {t} ({cols}) values ({','.join('?' * len(names))})", out)
+        db.commit()
+
+
+def open_database(uri: str, pg: str | None):
+    """(a connection to the store's database, the id of its `danlu` experiment, made through MLflow's client)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("danlu")
+    exp_id = int(exp.experiment_id if exp else client.create_experiment("danlu"))
+    if pg:
+        import psycopg2
+
+        return psycopg2.connect(pg), exp_id
+    import sqlite3
+
+    return sqlite3.connect(uri.removeprefix("sqlite:///")), exp_id
 
 
 def timed(fn) -> tuple[float, object]:
@@ -179,14 +246,19 @@ def main() -> int:
         server = start_server(tmp) if args.store == "server" else None
         uri = server[1] if server else f"sqlite:///{tmp}/mlflow.db"
         try:
+            t = time.perf_counter()
+            fill(f"sqlite:///{tmp}/template.db", range(1), args.sweep, args.steps)
+            print(f"one sweep of {args.sweep} trials logged through MLflow's client (sqlite): "
+                  f"{time.perf_counter() - t:.0f} s", flush=True)
+            db, exp_id = open_database(uri, server[2] if server else None)
             filled = 0
             for size in sizes:
                 per = args.sweep + 1
                 sweeps = range(filled // per, max(filled // per + 1, size // per))
                 t = time.perf_counter()
-                fill(uri, sweeps, args.sweep, args.steps)
+                copy_sweeps(tmp / "template.db", db, exp_id, sweeps)
                 filled = (sweeps.stop) * per
-                print(f"store of {filled} runs ({sweeps.stop} sweeps of {args.sweep} trials; filled in "
+                print(f"store of {filled} runs ({sweeps.stop} sweeps of {args.sweep} trials; copied in "
                       f"{time.perf_counter() - t:.0f} s)", flush=True)
                 results[filled] = {}
                 for which, name in (("newest", f"sweep-{sweeps.stop - 1:03d}"), ("oldest", "sweep-000")):
@@ -194,6 +266,8 @@ def main() -> int:
                     print(f"  the {which} sweep ({args.sweep} trials): " +
                           ", ".join(f"{k} {v:.2f} s" for k, v in got.items()), flush=True)
         finally:
+            if "db" in locals():
+                db.close()
             if server:
                 stop_server(server[0], server[2])
     if len(results) >= 2:
