@@ -102,6 +102,54 @@ def proc_sample(pid: int) -> tuple[float, float] | None:
     return rss, (int(stat[11]) + int(stat[12])) / TICK  # utime, stime (fields 14, 15 of stat)
 
 
+KINDS = ("driver", "raylet", "GCS", "trial workers", "Ray's other processes")
+
+
+class TreeCpu:
+    """CPU seconds (user + system) of the driver's process tree (the driver, the Ray it started, Ray's workers) by
+    kind, summed over every process seen in it at a sample: each one's own CPU when last seen (Ray's raylet does not
+    wait for the workers it ends, so their CPU never reaches its cutime). A process that ended between two samples
+    is counted up to the last sample that saw it; one that lived less than a sampling interval may be missed."""
+
+    def __init__(self, root: int):
+        self.root, self.seen = root, {}  # pid -> (kind, CPU seconds when last seen)
+
+    def sample(self) -> None:
+        parent, info = {}, {}
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                raw = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            f = raw.rsplit(")", 1)[1].split()  # state, ppid, ..., utime [11], stime [12]
+            parent[int(d)] = int(f[1])
+            info[int(d)] = (raw[raw.index("(") + 1:raw.rindex(")")], (int(f[11]) + int(f[12])) / TICK)
+        kids: dict[int, list[int]] = {}
+        for pid, ppid in parent.items():
+            kids.setdefault(ppid, []).append(pid)
+        stack = [self.root]
+        while stack:
+            pid = stack.pop()
+            if pid not in info:
+                continue
+            comm, own = info[pid]
+            kind = self.seen.get(pid, ("",))[0]
+            if kind in ("", "Ray's other processes"):  # a new worker is "python" until Ray names it ray::...
+                kind = ("driver" if pid == self.root else "raylet" if comm == "raylet" else "GCS"
+                        if comm == "gcs_server" else "trial workers" if comm.startswith("ray::")
+                        and not comm.startswith(("ray::Dashboard", "ray::RuntimeEnv")) else "Ray's other processes")
+            self.seen[pid] = (kind, own)
+            stack.extend(kids.get(pid, []))
+
+    def by_kind(self) -> dict[str, float]:
+        out = dict.fromkeys(KINDS, 0.0)
+        for kind, own in self.seen.values():
+            out[kind] += own
+        return out
+
+
 def machine_cpu() -> tuple[int, int]:
     """(busy, total) clock ticks of all of the machine's CPUs so far, from /proc/stat."""
     ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -116,10 +164,11 @@ def run_side(side: str, cmd: list[str], state: Path, n: int, every: float, log: 
     Ctrl-C) and what it did so far is measured: `done` says how many trials finished."""
     t0, m0 = time.monotonic(), machine_cpu()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    samples, cpu, stopped = [], 0.0, None
+    samples, cpu, stopped, tree = [], 0.0, None, TreeCpu(proc.pid)
     try:
         while proc.poll() is None:
             got, counts = proc_sample(proc.pid), read_state(state)
+            tree.sample()
             if got is not None:
                 cpu = got[1]
                 done, running = counts or (0, 0)
@@ -144,7 +193,7 @@ def run_side(side: str, cmd: list[str], state: Path, n: int, every: float, log: 
             "peak_trials": max((s[1] for s in samples if s[3] < end), default=0.0),
             "slope": slope(late) * 1000 if len(late) >= 3 else None,
             "running": sum(busy) / len(busy) if busy else None,
-            "machine": (m1[0] - m0[0]) / max(1, m1[1] - m0[1])}
+            "machine": (m1[0] - m0[0]) / max(1, m1[1] - m0[1]), "tree": tree.by_kind()}
 
 
 def slope(points: list[tuple[float, float]]) -> float:
@@ -194,7 +243,7 @@ def start_server(tmp: Path) -> tuple[subprocess.Popen, str, str]:
                             env={**os.environ, "PYTHON": sys.executable}, stdout=open(tmp / "server.log", "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
-    for _ in range(240):
+    for _ in range(600):  # ~2 min on a machine a sweep keeps busy (MLflow's four workers import it)
         try:
             if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
                 return proc, uri, pg
@@ -211,9 +260,12 @@ def stop_server(proc: subprocess.Popen, pg: str) -> None:
 
     try:
         os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
     except ProcessLookupError:
         pass
-    proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # the server's own stop is slow on a busy machine
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     conn = psycopg2.connect(pg.rsplit("/", 1)[0] + "/postgres")
     conn.autocommit = True
     with conn.cursor() as cur:
@@ -251,6 +303,9 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the sweeps' folders and store (say where)")
     ap.add_argument("--deadline-s", type=float, default=float("inf"),
                     help="interrupt a driver after this many seconds and measure what it did (a partial run, said)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override for the danlu side only (repeatable), e.g. --set checkpoint_state=true: "
+                         "the sleep job passes a checkpoint with each report (plain Tune's side does not)")
     ap.add_argument("--plain-driver", nargs=3, metavar=("TRIALS", "STORAGE", "STATE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.plain_driver:
@@ -288,7 +343,8 @@ def main() -> int:
                     "danlu", [sys.executable, "-m", "orchestrator", "sweep", "--no-preflight", "job=sleep",
                               "sweep=sleep", "scheduler=fifo", f"sweep.num_samples={n}", f"epochs={args.epochs}",
                               f"epoch_s={args.epoch_s}", f"cluster.num_cpus={args.slots}", f"sweep.name={name}",
-                              f"output_dir={tmp}/danlu-{n}", *track, f"tracking.uri={uri}", "progress.every_s=2"],
+                              f"output_dir={tmp}/danlu-{n}", *track, f"tracking.uri={uri}", "progress.every_s=2",
+                              *args.set],
                     state, n, args.every, out / f"danlu-{n}.log", rows, args.deadline_s)
                 runs, metric_rows = stored(uri, name, server[2] if server else None)
                 t = time.monotonic()
@@ -296,7 +352,7 @@ def main() -> int:
                                     *track, f"tracking.uri={uri}"], cwd=ROOT, capture_output=True, text=True)
                 report_s = time.monotonic() - t
                 lines.append(f"{n} trials x {args.epochs * args.epoch_s:g} s on {args.slots} slots ({args.store}): "
-                             f"ideal {ideal:.0f} s")
+                             f"ideal {ideal:.0f} s" + (f"; danlu with {' '.join(args.set)}" if args.set else ""))
                 for side, res in results.items():
                     slope_txt = f"{res['slope']:+.1f} MB/1k trials" if res["slope"] is not None else "slope -"
                     busy = f"{res['running']:.1f}" if res["running"] is not None else "-"
@@ -308,6 +364,11 @@ def main() -> int:
                                  f"{res['peak']:4.0f} MB in all  {slope_txt}  "
                                  f"running {busy} of {args.slots}  machine CPU {res['machine']:.0%} busy of "
                                  f"{os.cpu_count()} cores")
+                for side, res in results.items():
+                    done_n = max(1, res["done"])
+                    lines.append(f"  {side:10s} CPU of its process tree, per trial done: " + ", ".join(
+                        f"{k} {v * 1000 / done_n:.0f} ms" for k, v in res["tree"].items()) +
+                        f"; in all {sum(res['tree'].values()) * 1000 / done_n:.0f} ms")
                 if "plain Tune" in results:
                     p, d = results["plain Tune"], results["danlu"]
                     lines.append(f"  danlu / plain Tune: wall {d['wall'] / p['wall']:.2f}, driver CPU "
