@@ -99,6 +99,8 @@ class Progress(Callback):
         self.total: int | None = None
         self._latest: dict[str, tuple[float, str]] = {}  # trial_id -> (last reported metric, label)
         self._ended: set[str] = set()  # trials that ended: their last value is final
+        self._best: tuple[float, str] | None = None  # the best final value so far (kept as trials end: the line is
+        # drawn every 0.5 s on a terminal, and finding it among all ended trials each time was O(trials))
         self._step: dict[str, float] = {}  # trial_id -> its training iteration so far (what the work counts)
         self._first_step: dict[str, float] = {}  # trial_id -> its first iteration reported in this driver
         self._completed_at: list[float] = []  # last steps of trials that ran to their end (FIFO's max_t)
@@ -115,6 +117,7 @@ class Progress(Callback):
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self.__dict__.setdefault("_best", None)  # pickled by an earlier danlu
         self.stream = sys.stdout
 
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
@@ -145,17 +148,20 @@ class Progress(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         """Tune's hook: the trial ended; a trial that ran to its end tells how long trials run."""
-        self._ended.add(trial.trial_id)
         if not self._stopped_early(trial.trial_id) and trial.trial_id in self._step:
             self._completed_at.append(self._step[trial.trial_id])
         self._end(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         """Tune's hook: the trial failed (counted, and no longer running)."""
-        self._ended.add(trial.trial_id)
         self._end(trial)
 
     def _end(self, trial) -> None:
+        self._ended.add(trial.trial_id)
+        value = self._latest.get(trial.trial_id)  # its last value is final now
+        if value is not None and (self._best is None or
+                                  (value[0] > self._best[0] if self.mode == "max" else value[0] < self._best[0])):
+            self._best = value
         start, step_s = self._started.get(trial.trial_id), self._step_s()
         if start is not None and step_s is not None and trial.trial_id in self._step:
             ran = self._step[trial.trial_id] - (self._first_step.get(trial.trial_id, 1.0) - 1.0)
@@ -173,31 +179,29 @@ class Progress(Callback):
         """The best trial so far: the best last reported value of the trials that have ended (as the final
         summary ranks them). A running trial's value can still fall, so it does not count yet: the best never
         goes down."""
-        done = [v for tid, v in self._latest.items() if tid in self._ended]
-        if not done:
-            return None
-        pick = max if self.mode == "max" else min
-        return pick(done, key=lambda v: v[0])
+        return self._best
 
     def counts(self, trials) -> dict[str, int]:
         """Trials running, pending, completed, stopped early and failed, as Tune holds them now."""
         c = {"running": 0, "pending": 0, "completed": 0, "stopped early": 0, "failed": 0}
-        self._live.update(t.trial_id for t in trials if t.status in ("RUNNING", "PENDING", "PAUSED"))
-        for t in trials:
-            if t.status == "RUNNING":
+        live, started, ended = self._live, self._started, self._ended
+        for t in trials:  # one pass: drawn every 0.5 s on a terminal, over all the sweep's trials
+            status, tid = t.status, t.trial_id
+            if status == "RUNNING":
                 c["running"] += 1
-            elif t.status in ("PENDING", "PAUSED"):
+                live.add(tid)
+            elif status in ("PENDING", "PAUSED"):
                 c["pending"] += 1
-            elif t.status == "ERROR":
+                live.add(tid)
+            elif status == "ERROR":
                 c["failed"] += 1
-            elif t.status == "TERMINATED" and (t.trial_id in self._live or t.trial_id in self._started) \
-                    and t.trial_id not in self._ended:
+            elif status == "TERMINATED" and (tid in live or tid in started) and tid not in ended:
                 # stopped with the sweep (a stop, a time limit: Tune's clean-up marks running and pending trials
                 # TERMINATED alike): it resumes with it, not done. A trial that ended in an earlier driver was
                 # never live in this one.
                 c["pending"] += 1
-            elif t.status == "TERMINATED":
-                c["stopped early" if self._stopped_early(t.trial_id) else "completed"] += 1
+            elif status == "TERMINATED":
+                c["stopped early" if self._stopped_early(tid) else "completed"] += 1
         self._slots = max(self._slots, c["running"])  # counted here, at each line: not at each result (O(trials))
         return c
 

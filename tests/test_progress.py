@@ -67,6 +67,38 @@ def test_the_line_says_starting_then_counts_the_eta_and_the_best():
     assert duration(59) == "59s" and duration(61) == "1m01s" and duration(3700) == "1h01m"
 
 
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_the_best_so_far_is_the_best_final_value_of_the_ended_trials(mode):
+    """Kept as trials end (the line is drawn every 0.5 s on a terminal: no pass over all trials for it): the same
+    as the best last value among the trials that ended, completed or failed, never a running trial's."""
+    import random
+
+    rnd = random.Random(1)
+    p = Progress("score", mode, lambda t: f"t{t.trial_id}", lambda tid: False, stream=open(os.devnull, "w"))
+    trials = [_Trial(trial_id=str(i), status="RUNNING") for i in range(60)]
+    last: dict[str, float] = {}
+    pick = max if mode == "max" else min
+    for _ in range(400):
+        t = rnd.choice(trials)
+        if t.status != "RUNNING":
+            continue
+        if rnd.random() < 0.2:
+            t.status = rnd.choice(["TERMINATED", "ERROR"])
+            (p.on_trial_complete if t.status == "TERMINATED" else p.on_trial_error)(0, trials, t)
+        else:
+            last[t.trial_id] = rnd.choice([rnd.random(), 0.5])  # ties too
+            p.on_trial_result(0, trials, t, {"score": last[t.trial_id], "training_iteration": 1})
+        ended = [last[x.trial_id] for x in trials if x.status != "RUNNING" and x.trial_id in last]
+        assert (p.best[0] if p.best else None) == (pick(ended) if ended else None)
+    before = p.best
+    running = next(x for x in trials if x.status == "RUNNING")
+    p.on_trial_result(0, trials, running, {"score": 2.0 if mode == "max" else -1.0, "training_iteration": 2})
+    assert before is not None and p.best == before  # a better running trial does not count yet
+    running.status = "TERMINATED"
+    p.on_trial_complete(0, trials, running)
+    assert p.best == (2.0 if mode == "max" else -1.0, f"t{running.trial_id}")
+
+
 def test_trials_a_stop_ended_are_not_counted_done():
     """A graceful stop (Ctrl-C, `danlu stop`, a Slurm time limit) ends the running trials and the pending ones
     TERMINATED alike in Tune's memory (its clean-up, as Ray 2.60 does it); they resume with the sweep, so the last
