@@ -20,7 +20,8 @@ slope in MB per 1,000 finished trials (least squares over the samples from a qua
 the last: not the report danlu makes after them, whose libraries raise the peak),
 the trials running on average against the slots, how busy the machine's CPUs were (all processes: on a machine
 with few cores, starting and feeding 32 workers takes them all), for danlu the MLflow rows stored against expected
-(runs; metric rows) and the time of `danlu report`. The samples go to OUT/scale.csv, the curves to
+(runs; metric rows) and the time of `danlu report`; and, per trial done, the CPU of each side's whole process
+tree by kind (TreeCpu: the driver, Ray's raylet and GCS, the trial workers, Ray's other processes). The samples go to OUT/scale.csv, the curves to
 OUT/scale-rss.png, each driver's output to OUT/<side>-<trials>.log.
 """
 
