@@ -4,12 +4,15 @@
     .venv/bin/python scripts/bench/overhead.py                 # 32 trials x 1 s, 2 CPU slots, 3 rounds
     .venv/bin/python scripts/bench/overhead.py --trials 16 --repeat 1
 
-All three run the same work on the same embedded Ray (started once, not timed): N trials, each 10 reports
+All four run the same work on the same embedded Ray (started once, not timed): N trials, each 10 reports
 after 0.1 s of sleep (jobs/sleep.py), FIFO so that every trial does all of its work.
 - plain Tune:       Tuner(reuse_actors=True) with Tune's defaults otherwise (its CSV, JSON and TensorBoard
                     result loggers on), and no MLflow: what a user running Tune by hand gets.
 - plain Tune, lean: the same with those loggers off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1), as danlu runs
                     Tune: the fastest Tune there is, and the stricter comparison.
+- plain Tune + Ray's MLflowLoggerCallback: the lean run with Ray's own MLflow integration logging to a sqlite
+                    store (a run per trial, no parent; each result logged synchronously on Tune's loop): plain Ray
+                    Tune doing the same work with every step in MLflow.
 - danlu:            `danlu sweep job=sleep sweep=sleep scheduler=fifo` through the library, timed from the
                     command line's overrides to the summary, with MLflow logging on (a sqlite store in a
                     temp dir): compose, parent + child runs, every metric, the artifacts. Its preflight (the
@@ -18,7 +21,7 @@ It prints each wall time, the ideal (total work / slots), the driver process's C
 threads: Tune's loop, danlu's callbacks and MLflow writer) and the ratios of the best of each side. danlu's wall
 includes the report it writes at a sweep's end; the report is then made again on its own (the same work) to say
 how much of the wall it is.
-danlu's first round also pays for importing mlflow (~2.5 s) and creating the sqlite store's tables;
+The first round that logs to MLflow also pays for importing mlflow (~2.5 s) and creating the sqlite store's tables;
 in `danlu sweep` both overlap with Ray's start-up, which this benchmark does not time.
 """
 
@@ -60,8 +63,15 @@ def cpu_s() -> float:
     return t.user + t.system
 
 
-def plain_tune(trials: int, epochs: int, epoch_s: float, storage: str, loggers: bool) -> tuple[float, float]:
+def plain_tune(trials: int, epochs: int, epoch_s: float, storage: str, loggers: bool,
+               mlflow_uri: str | None = None) -> tuple[float, float]:
     from ray import tune
+
+    callbacks = []
+    if mlflow_uri:  # Ray's own MLflow integration: a run per trial, its config as params, every result's metrics
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        callbacks.append(MLflowLoggerCallback(tracking_uri=mlflow_uri, experiment_name="plain-tune"))
 
     def work(config):
         for epoch in range(1, epochs + 1):
@@ -72,7 +82,7 @@ def plain_tune(trials: int, epochs: int, epoch_s: float, storage: str, loggers: 
         work,
         param_space={"x": tune.uniform(0, 1)},
         tune_config=tune.TuneConfig(num_samples=trials, metric="score", mode="max", reuse_actors=True),
-        run_config=tune.RunConfig(name="plain", storage_path=storage, verbose=0),
+        run_config=tune.RunConfig(name="plain", storage_path=storage, verbose=0, callbacks=callbacks),
     )
     with env(LOGGERS_OFF, "0" if loggers else "1"):
         t, c = time.perf_counter(), cpu_s()
@@ -122,6 +132,17 @@ def report_again(workdir: str, name: str) -> tuple[float, float]:
     return time.perf_counter() - t, cpu_s() - c
 
 
+def check_plain_mlflow(workdir: str, trials: int, epochs: int) -> None:
+    """Ray's callback really logged: every step of every trial of the last round (its runs are the newest)."""
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{workdir}/plain-mlflow.db")
+    exp = c.get_experiment_by_name("plain-tune")
+    runs = c.search_runs([exp.experiment_id], max_results=trials, order_by=["attributes.start_time DESC"])
+    steps = sum(len(c.get_metric_history(r.info.run_id, "score")) for r in runs)
+    assert len(runs) == trials and steps == trials * epochs, (len(runs), steps)
+
+
 def check_mlflow(workdir: str, name: str, trials: int, epochs: int) -> None:
     """The danlu side really logged: one child run per trial, every step of every trial."""
     from mlflow.tracking import MlflowClient
@@ -140,7 +161,7 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--epoch-s", type=float, default=0.1)
-    ap.add_argument("--repeat", type=int, default=3, help="alternate the two this many times; best of each is compared")
+    ap.add_argument("--repeat", type=int, default=3, help="alternate the four this many times; best of each is compared")
     args = ap.parse_args()
 
     import logging
@@ -152,22 +173,26 @@ def main() -> None:
     for name in ("ray.tune", "ray.tune.analysis.experiment_analysis"):
         logging.getLogger(name).setLevel(logging.ERROR)
     ideal = args.trials * args.epochs * args.epoch_s / args.cpus
-    plain, lean, ours = "plain Tune (reuse_actors)", "plain Tune, loggers off", "danlu + MLflow"
-    walls: dict[str, list[float]] = {plain: [], lean: [], ours: []}
-    cpus: dict[str, list[float]] = {plain: [], lean: [], ours: []}
+    plain, lean, ray_mlflow, ours = ("plain Tune (reuse_actors)", "plain Tune, loggers off",
+                                     "plain Tune + MLflowLoggerCallback", "danlu + MLflow")
+    walls: dict[str, list[float]] = {plain: [], lean: [], ray_mlflow: [], ours: []}
+    cpus: dict[str, list[float]] = {plain: [], lean: [], ray_mlflow: [], ours: []}
     reports: list[tuple[float, float]] = []
     checks: list[float] = []
     try:
         with tempfile.TemporaryDirectory(prefix="danlu-bench-") as tmp:
-            for i in range(args.repeat):  # alternated, so that drifts in the machine's load hit all three
+            for i in range(args.repeat):  # alternated, so that drifts in the machine's load hit all four
                 name = f"bench-{i}"
                 for label, run in ((plain, lambda: plain_tune(args.trials, args.epochs, args.epoch_s, tmp, True)),
                                    (lean, lambda: plain_tune(args.trials, args.epochs, args.epoch_s, tmp, False)),
+                                   (ray_mlflow, lambda: plain_tune(args.trials, args.epochs, args.epoch_s, tmp,
+                                                                   False, f"sqlite:///{tmp}/plain-mlflow.db")),
                                    (ours, lambda n=name: danlu(args.trials, args.epochs, args.epoch_s, tmp, n))):
                     wall, cpu = run()
                     walls[label].append(wall)
                     cpus[label].append(cpu)
                 check_mlflow(tmp, name, args.trials, args.epochs)
+                check_plain_mlflow(tmp, args.trials, args.epochs)
                 reports.append(report_again(tmp, name))
                 checks.append(preflight_s(args.epochs, args.epoch_s, tmp))
     finally:
@@ -182,6 +207,8 @@ def main() -> None:
     cpu = {label: min(cs) for label, cs in cpus.items()}
     print(f"  danlu / plain Tune: wall {best[ours] / best[plain]:.2f}, CPU {cpu[ours] / cpu[plain]:.2f}   "
           f"danlu / plain Tune with loggers off: wall {best[ours] / best[lean]:.2f}, CPU {cpu[ours] / cpu[lean]:.2f}")
+    print(f"  danlu / plain Tune + MLflowLoggerCallback (both with every step in MLflow): "
+          f"wall {best[ours] / best[ray_mlflow]:.2f}, CPU {cpu[ours] / cpu[ray_mlflow]:.2f}")
     report_wall = sorted(w for w, _ in reports)[len(reports) // 2]
     report_cpu = sorted(c for _, c in reports)[len(reports) // 2]
     print(f"  of danlu's wall, its end-of-sweep report: {report_wall:.2f} s, {report_cpu:.2f} s CPU (median of "
