@@ -18,6 +18,26 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_checkpoint_folders_left():
+    """Tests kill trials, some while they save: a killed trial's checkpoint folder in the temp folder is removed by
+    a later trial process once it is stale (orchestrator/trial.py). The ones this session's dead trials left are
+    removed at its end, so that a test run leaves nothing in /tmp."""
+    import tempfile
+
+    from orchestrator.trial import CKPT_PREFIX, _alive
+
+    tmp = Path(tempfile.gettempdir())
+    before = set(tmp.glob(CKPT_PREFIX + "*"))
+    yield
+    import shutil
+
+    for path in set(tmp.glob(CKPT_PREFIX + "*")) - before:
+        pid = path.name[len(CKPT_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def conf_dir() -> Path:
     return CONF

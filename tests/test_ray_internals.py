@@ -4,10 +4,13 @@ Ray: an upgrade that removes one fails here, naming it, instead of in a user's r
 from __future__ import annotations
 
 import importlib
+import tempfile
 
 import pytest
 
 from orchestrator import ray_internals
+
+_STORAGE = tempfile.TemporaryDirectory(prefix="danlu-internals-")  # a Tuner's experiment folder; gone at exit
 
 
 def _owner(name: str):
@@ -21,7 +24,7 @@ def _owner(name: str):
     from ray.tune.trainable.metadata import _TrainingRunMetadata
 
     def tuner():
-        return tune.Tuner(lambda config: None, run_config=tune.RunConfig(storage_path="/tmp/danlu-internals"))
+        return tune.Tuner(lambda config: None, run_config=tune.RunConfig(storage_path=_STORAGE.name))
 
     asha = AsyncHyperBandScheduler(time_attr="training_iteration", max_t=9, grace_period=1)
 
