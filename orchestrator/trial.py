@@ -50,9 +50,8 @@ def clear_stale_checkpoints(root: str | None = None) -> list[str]:
     _cleared = True
     removed = []
     for path in Path(root or tempfile.gettempdir()).glob(CKPT_PREFIX + "*"):
-        pid = path.name[len(CKPT_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)) or _touched_within(path, STALE_S):
-            continue  # a folder of an earlier danlu (no pid in its name) may be in use: not ours to judge
+        if not writer_gone(path) or _touched_within(path, STALE_S):
+            continue
         import shutil
 
         shutil.rmtree(path, ignore_errors=True)
@@ -69,6 +68,13 @@ def _touched_within(path: Path, seconds: float) -> bool:
             except OSError:
                 pass
     return time.time() - newest < seconds
+
+
+def writer_gone(path: Path) -> bool:
+    """Whether the trial process that named this checkpoint folder (CKPT_PREFIX<pid>-...) no longer exists. False
+    for a name without a pid: an earlier danlu's folder may be in use, not ours to judge."""
+    pid = path.name[len(CKPT_PREFIX):].split("-", 1)[0]
+    return pid.isdigit() and not _alive(int(pid))
 
 
 def _alive(pid: int) -> bool:

@@ -25,7 +25,7 @@ def no_checkpoint_folders_left():
     removed at its end, so that a test run leaves nothing in /tmp."""
     import tempfile
 
-    from orchestrator.trial import CKPT_PREFIX, _alive
+    from orchestrator.trial import CKPT_PREFIX, writer_gone
 
     tmp = Path(tempfile.gettempdir())
     before = set(tmp.glob(CKPT_PREFIX + "*"))
@@ -33,8 +33,7 @@ def no_checkpoint_folders_left():
     import shutil
 
     for path in set(tmp.glob(CKPT_PREFIX + "*")) - before:
-        pid = path.name[len(CKPT_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if writer_gone(path):
             shutil.rmtree(path, ignore_errors=True)
 
 
