@@ -64,14 +64,14 @@ def cpu_s() -> float:
 
 
 def plain_tune(trials: int, epochs: int, epoch_s: float, storage: str, loggers: bool,
-               mlflow_uri: str | None = None) -> tuple[float, float]:
+               mlflow_uri: str | None = None, experiment: str = "plain-tune") -> tuple[float, float]:
     from ray import tune
 
     callbacks = []
     if mlflow_uri:  # Ray's own MLflow integration: a run per trial, its config as params, every result's metrics
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-        callbacks.append(MLflowLoggerCallback(tracking_uri=mlflow_uri, experiment_name="plain-tune"))
+        callbacks.append(MLflowLoggerCallback(tracking_uri=mlflow_uri, experiment_name=experiment))
 
     def work(config):
         for epoch in range(1, epochs + 1):
@@ -132,27 +132,15 @@ def report_again(workdir: str, name: str) -> tuple[float, float]:
     return time.perf_counter() - t, cpu_s() - c
 
 
-def check_plain_mlflow(workdir: str, trials: int, epochs: int) -> None:
-    """Ray's callback really logged: every step of every trial of the last round (its runs are the newest)."""
+def check_steps(uri: str, experiment: str, query: str, trials: int, epochs: int) -> None:
+    """A side really logged: exactly `trials` runs in `experiment` matching `query`, every step of each."""
     from mlflow.tracking import MlflowClient
 
-    c = MlflowClient(f"sqlite:///{workdir}/plain-mlflow.db")
-    exp = c.get_experiment_by_name("plain-tune")
-    runs = c.search_runs([exp.experiment_id], max_results=trials, order_by=["attributes.start_time DESC"])
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name(experiment)
+    runs = c.search_runs([exp.experiment_id], query, max_results=trials + 1)
     steps = sum(len(c.get_metric_history(r.info.run_id, "score")) for r in runs)
-    assert len(runs) == trials and steps == trials * epochs, (len(runs), steps)
-
-
-def check_mlflow(workdir: str, name: str, trials: int, epochs: int) -> None:
-    """The danlu side really logged: one child run per trial, every step of every trial."""
-    from mlflow.tracking import MlflowClient
-
-    c = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    exp = c.get_experiment_by_name("danlu")
-    runs = c.search_runs([exp.experiment_id], f"tags.`danlu.sweep` = '{name}' and tags.`mlflow.parentRunId` != ''",
-                         max_results=1000)
-    steps = sum(len(c.get_metric_history(r.info.run_id, "score")) for r in runs)
-    assert len(runs) == trials and steps == trials * epochs, (len(runs), steps)
+    assert len(runs) == trials and steps == trials * epochs, (experiment, len(runs), steps)
 
 
 def main() -> None:
@@ -185,14 +173,16 @@ def main() -> None:
                 name = f"bench-{i}"
                 for label, run in ((plain, lambda: plain_tune(args.trials, args.epochs, args.epoch_s, tmp, True)),
                                    (lean, lambda: plain_tune(args.trials, args.epochs, args.epoch_s, tmp, False)),
-                                   (ray_mlflow, lambda: plain_tune(args.trials, args.epochs, args.epoch_s, tmp,
-                                                                   False, f"sqlite:///{tmp}/plain-mlflow.db")),
+                                   (ray_mlflow, lambda n=name: plain_tune(args.trials, args.epochs, args.epoch_s, tmp,
+                                                                          False, f"sqlite:///{tmp}/plain-mlflow.db", n)),
                                    (ours, lambda n=name: danlu(args.trials, args.epochs, args.epoch_s, tmp, n))):
                     wall, cpu = run()
                     walls[label].append(wall)
                     cpus[label].append(cpu)
-                check_mlflow(tmp, name, args.trials, args.epochs)
-                check_plain_mlflow(tmp, args.trials, args.epochs)
+                # danlu's side: one child run per trial of this sweep; Ray's callback: this round's experiment
+                check_steps(f"sqlite:///{tmp}/mlflow.db", "danlu",
+                            f"tags.`danlu.sweep` = '{name}' and tags.`mlflow.parentRunId` != ''", args.trials, args.epochs)
+                check_steps(f"sqlite:///{tmp}/plain-mlflow.db", name, "", args.trials, args.epochs)
                 reports.append(report_again(tmp, name))
                 checks.append(preflight_s(args.epochs, args.epoch_s, tmp))
     finally:
