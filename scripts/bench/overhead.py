@@ -151,6 +151,11 @@ def main() -> None:
     ap.add_argument("--epoch-s", type=float, default=0.1)
     ap.add_argument("--repeat", type=int, default=3, help="alternate the four this many times; best of each is compared")
     args = ap.parse_args()
+    for key in ("trials", "cpus", "epochs", "repeat"):
+        if getattr(args, key) < 1:
+            ap.error(f"--{key} must be a whole number of at least 1, not {getattr(args, key)}")
+    if args.epoch_s < 0:
+        ap.error(f"--epoch-s must be 0 or more seconds, not {args.epoch_s}")
 
     import logging
 
