@@ -15,19 +15,49 @@ from pathlib import Path
 
 from orchestrator.errors import BadInput
 
-CONFIG_NAME = "config"
+CONFIG_NAME = "danlu"  # the primary config: orchestrator/conf/danlu.yaml, which includes the project's config.yaml
+PACKAGE_CONF = "pkg://orchestrator.conf"  # danlu's own config tree, on Hydra's search path behind the project's
 
 
 def find_config_dir(explicit: str | None = None) -> Path:
-    """The conf/ to compose from: --config-dir, else $DANLU_CONFIG_DIR, ./conf, or the repository's own."""
+    """The project's conf/ to compose from: --config-dir, else $DANLU_CONFIG_DIR, else ./conf. It needs no
+    config.yaml (job and sweep then come from the command line); danlu's own groups come from the package."""
     if explicit:
-        if not (Path(explicit) / f"{CONFIG_NAME}.yaml").is_file():
-            raise BadInput(f"--config-dir {explicit}: no {CONFIG_NAME}.yaml there.")
+        if not Path(explicit).is_dir():
+            raise BadInput(f"--config-dir {explicit}: no such directory.")
         return Path(explicit).resolve()
-    for cand in (os.environ.get("DANLU_CONFIG_DIR"), "conf", Path(__file__).resolve().parents[1] / "conf"):
-        if cand and (Path(cand) / f"{CONFIG_NAME}.yaml").is_file():
+    for cand in (os.environ.get("DANLU_CONFIG_DIR"), "conf"):
+        if cand and Path(cand).is_dir():
             return Path(cand).resolve()
-    raise BadInput("No conf/config.yaml found: run danlu in a project directory, or pass --config-dir.")
+    raise BadInput(f"No conf/ directory in {Path.cwd()}: run `danlu init` to make a project here, run danlu "
+                   "in your project's directory, or pass --config-dir.")
+
+
+def use_package_conf() -> None:
+    """Put danlu's own config tree on Hydra's search path, behind the project's conf/, for every Hydra
+    initialisation in this process (the driver, and each Ray worker that composes a trial).
+
+    Why a registered SearchPathPlugin and not one Hydra discovers in hydra_plugins/: a discovered one would add
+    danlu's groups (scheduler, search, ...) to every Hydra app in the environment, where they would clash with the
+    app's own; and why not `hydra.searchpath=[...]` as an override: Hydra looks the primary config up before it
+    reads that override (and caches the miss), so the primary could not live in the package.
+    Plugins.instance().register is Hydra's documented way to register a plugin class by hand."""
+    global _registered
+    if _registered:
+        return
+    from hydra.core.config_search_path import ConfigSearchPath
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+    class DanluSearchPath(SearchPathPlugin):
+        def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+            search_path.append(provider="danlu", path=PACKAGE_CONF)
+
+    Plugins.instance().register(DanluSearchPath)
+    _registered = True
+
+
+_registered = False
 
 
 def project_root(config_dir: Path) -> Path:
@@ -41,6 +71,7 @@ def hydra_context(config_dir: Path) -> Iterator[None]:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    use_package_conf()
     GlobalHydra.instance().clear()  # a worker-style init (orchestrator.trial.compose_trial) may be in place
     with initialize_config_dir(str(config_dir), version_base="1.3", job_name="danlu"):
         yield
@@ -56,6 +87,22 @@ def compose(overrides: list[str]):
         return hydra_compose(CONFIG_NAME, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         raise BadInput(_explain(exc, overrides)) from None
+
+
+def require_job(cfg, config_dir: Path) -> None:
+    """BadInput unless the composed config names a job with a job.fn (the one thing danlu cannot default). Inside
+    hydra_context (the job options are listed from the search path)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    options = GlobalHydra.instance().config_loader().get_group_options("job")
+    job = cfg.get("job") if "job" in cfg else None
+    have = f"the jobs in {config_dir}/job/: {', '.join(options)}" if options else f"{config_dir}/job/ holds none yet"
+    if job is None:
+        raise BadInput(f"job: no job chosen. Name one in {config_dir}/config.yaml's defaults list (`- job: NAME`, "
+                       f"for job/NAME.yaml) or on the command line (job=NAME); {have}. `danlu init` makes one.")
+    if not hasattr(job, "get") or not job.get("fn"):
+        raise BadInput(f"job.fn: the job's config names no function; set `job: {{name: NAME, fn: module:function}}` in "
+                       f"its {config_dir}/job/NAME.yaml (# @package _global_).")
 
 
 def apply_overrides(cfg, overrides: list[str]):
@@ -98,6 +145,15 @@ def set_values(cfg, values: dict):
 def _explain(exc: Exception, overrides: list[str]) -> str:
     text = str(exc).strip()
     first = text.splitlines()[0] if text else type(exc).__name__
+    if first.startswith("Could not override '") and "No match in the defaults list" in text:
+        key = first.split("'")[1]
+        return (f"{_find(overrides, key)}: your conf/config.yaml's defaults list has no `{key}` entry to choose. Add "
+                f"`- {key}: null` to it (then {key}=NAME chooses one on the command line), or `- {key}: NAME`.")
+    if "appears more than once in the final defaults list" in first or first.startswith("Multiple values for "):
+        group = first.split()[0] if "appears" in first else first.split()[3].rstrip(".")
+        return (f"config group '{group}' is chosen twice: danlu's own defaults (orchestrator/conf/danlu.yaml) choose "
+                f"it already. In your conf/config.yaml write `- override {group}: NAME` to change danlu's choice, or "
+                f"leave it out; there, list only what is yours (`- job: NAME`, `- sweep: NAME`).")
     if first.startswith("Could not override '"):
         key = first.split("'")[1]
         hint = _close_keys(key)

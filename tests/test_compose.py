@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -10,15 +12,19 @@ from orchestrator.compose import compose, hydra_context, split_overrides
 from orchestrator.errors import BadInput
 from orchestrator.plan import plan
 
+PACKAGE_CONF = Path(__file__).resolve().parents[1] / "orchestrator" / "conf"
+
 
 def group_options(conf_dir):
-    """Every (group, option) under conf/, nested groups (job/model) included."""
-    out = []
-    for path in sorted(conf_dir.rglob("*.yaml")):
-        rel = path.relative_to(conf_dir)
-        if rel.parent != rel.parent.__class__("."):
-            out.append((rel.parent.as_posix(), rel.stem))
-    return out
+    """Every (group, option) under the project's conf/ and danlu's own (orchestrator/conf/), nested groups
+    (job/model) included."""
+    out = set()
+    for root in (conf_dir, PACKAGE_CONF):
+        for path in sorted(root.rglob("*.yaml")):
+            rel = path.relative_to(root)
+            if rel.parent != rel.parent.__class__("."):
+                out.add((rel.parent.as_posix(), rel.stem))
+    return sorted(out)
 
 
 def test_every_config_group_option_composes(conf_dir):

@@ -114,7 +114,7 @@ def test_a_small_digits_sweep_with_three_seeds_produces_the_report_plots_and_jso
     from orchestrator.report import make
     from orchestrator.tracking import open_store
 
-    cfg = OmegaConf.merge(OmegaConf.load(ROOT / "conf/report/default.yaml"), {"html_rows": 3})
+    cfg = OmegaConf.merge(OmegaConf.load(ROOT / "orchestrator/conf/report/default.yaml"), {"html_rows": 3})
     make(open_store(f"sqlite:///{tmp_path}/mlflow.db", "danlu"), "digits", cfg, tmp_path / "short")
     page = (tmp_path / "short/report.html").read_text()
     board = page.split("<h2 id='leaderboard'>", 1)[1].split("<h2", 1)[0]

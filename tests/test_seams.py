@@ -50,8 +50,8 @@ def test_helpers_are_not_parts_and_every_part_has_its_config_file():
     for pkg, group in ((search, "search"), (scheduler, "scheduler")):
         names = pkg.available()
         assert names and not any(n.startswith("_") for n in names)
-        options = {p.stem for p in (ROOT / "conf" / group).glob("*.yaml")}
-        assert set(names) == options, f"conf/{group}/ and orchestrator/{group}/ name the same parts"
+        options = {p.stem for p in (ROOT / "orchestrator" / "conf" / group).glob("*.yaml")}
+        assert set(names) == options, f"orchestrator/conf/{group}/ and orchestrator/{group}/ name the same parts"
     assert "night" in report.available() and "_publish" not in report.available()
 
 

@@ -126,7 +126,7 @@ def report_again(workdir: str, name: str) -> tuple[float, float]:
     from orchestrator.report import make
     from orchestrator.tracking import open_store
 
-    cfg = OmegaConf.load(ROOT / "conf" / "report" / "default.yaml")
+    cfg = OmegaConf.load(ROOT / "orchestrator" / "conf" / "report" / "default.yaml")
     t, c = time.perf_counter(), cpu_s()
     make(open_store(f"sqlite:///{workdir}/mlflow.db", "danlu"), name, cfg, Path(workdir, "outputs", name, "report"))
     return time.perf_counter() - t, cpu_s() - c

@@ -1,0 +1,1 @@
+"""danlu's own config tree (danlu.yaml and its groups), composed behind a project's conf/: see danlu.yaml."""
