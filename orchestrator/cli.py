@@ -1,5 +1,6 @@
 """danlu: Hydra-composed sweeps on Ray Tune with ASHA, tracked in MLflow.
 
+    danlu init [DIR] [--job NAME] [--from module:function]  a project of your own: conf/ and a job to fill in
     danlu plan [--probe]                                    what the default sweep would run and cost; launches nothing
     danlu preflight                                         overfit a tiny batch, NaN at the lr's bounds, the stores
     danlu sweep                                             the default sweep (conf/sweep/default.yaml)
@@ -53,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"danlu {__version__}")
     parser.add_argument("--config-dir", help="directory holding config.yaml (default: ./conf)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("init", help="make the smallest working project here (conf/config.yaml, conf/job/NAME.yaml, "
+                       "conf/sweep/NAME.yaml, jobs/NAME.py); never overwrites a file")
+    p.add_argument("dir", nargs="?", default=".", help="the project's directory (default: here)")
+    p.add_argument("--job", default="train", help="the job's name (default: train)")
+    p.add_argument("--from", dest="source", metavar="MODULE:FUNCTION",
+                   help="wrap an existing function: its keyword arguments become the job's hyperparameters and its "
+                   "return value the trial's result")
+    p.add_argument("--metric", help="the metric the sweep ranks on (default: loss; with --from: result)")
+    p.add_argument("--mode", choices=("max", "min"), help="max or min (default: min; with --from: max)")
 
     p = sub.add_parser("sweep", help="run a sweep on Ray Tune (ASHA), logged to MLflow",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SEARCH_HELP)
@@ -141,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from orchestrator.compose import find_config_dir
 
+        if args.command == "init":
+            from orchestrator.scaffold import init
+
+            return init(args.dir, args.job, args.source, args.metric, args.mode)
         if args.command in CLUSTER_COMMANDS and (args.address or os.environ.get("RAY_ADDRESS")):
             return _cluster(args, None)  # no config needed (a login node may have none at hand)
         if args.command == "list" and not _configured_address(args.config_dir):  # no cluster: this machine's sweeps
@@ -303,7 +318,7 @@ def _cluster(args, config_dir: Path | None) -> int:
 
 
 def _run(args, config_dir: Path) -> int:
-    from orchestrator.compose import compose, hydra_context, split_overrides
+    from orchestrator.compose import compose, hydra_context, require_job, split_overrides
     from orchestrator.trial import run_local
 
     cl = split_overrides(args.overrides)
@@ -311,6 +326,7 @@ def _run(args, config_dir: Path) -> int:
         raise BadInput(f"danlu run takes plain values; {', '.join(cl.sweep)} is a sweep. Use danlu sweep for that.")
     with hydra_context(config_dir):
         cfg = compose(cl.fixed)
+        require_job(cfg, config_dir)
     if args.cfg:
         from omegaconf import OmegaConf
 

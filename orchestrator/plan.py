@@ -11,8 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import checks
-from orchestrator.compose import apply_overrides, compose, hydra_context, split_fixed, split_overrides
+from orchestrator.compose import (
+    apply_overrides,
+    compose,
+    hydra_context,
+    require_job,
+    split_fixed,
+    split_overrides,
+)
 from orchestrator.errors import BadInput
+
+NAME_MAX = 200  # bytes of a sweep's name: a directory name (255 on Linux's filesystems) with room for suffixes
 
 
 @dataclass
@@ -27,12 +36,20 @@ class Plan:
     storage_dir: Path  # <output_dir>/<sweep.name>, Ray's experiment directory
     tracking_uri: str
     store_kind: str = "mlflow"  # tracking.store: which RunStore (orchestrator.tracking.store_class)
+    app: object = None  # orchestrator.hydra_app.App: the trials are a Hydra app's (the sweeper plugin), else None
+
+    @property
+    def project_root(self) -> Path:
+        """The folder of the user's code (its git state is the sweep's): a Hydra app's, or above conf/."""
+        return Path(self.app.root) if self.app is not None else self.config_dir.parent
 
 
-def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan:
+def plan(overrides: list[str], config_dir: Path, cwd: str | None = None, app=None, app_space: dict | None = None) -> Plan:
     """The validated sweep of `overrides`: composed once, its space parsed, every key and first value checked,
     every plug-in's settings checked (BadInput naming the key otherwise). Nothing is launched or written. `cwd`:
-    where relative paths (output_dir, a sqlite store) are taken from."""
+    where relative paths (output_dir, a sqlite store) are taken from. `app` (orchestrator.hydra_app.App): the
+    trials are a Hydra app's, swept over `app_space` (key -> expression) composed in the app's own config tree;
+    `overrides` are then danlu's settings alone."""
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -54,19 +71,30 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
         groups, values, rest = split_fixed(cl.fixed, loader)
         chosen = compose(groups)
         cfg = apply_overrides(copy.deepcopy(chosen), rest)
+        require_job(cfg, config_dir)
+        written = cfg.sweep.get("space")
+        if written is not None and not OmegaConf.is_dict(written):
+            raise BadInput(f"sweep.space={written}: a mapping of keys to sweep expressions, e.g. "
+                           "sweep.space={lr: 'tag(log, interval(1e-4, 1e-1))'} (in conf/sweep/NAME.yaml: `space:` "
+                           "with one `key: expression` a line), or {} for none.")
         fixed_keys = {o.lstrip("+~").split("=", 1)[0] for o in cl.fixed}
         entries = {k: v for k, v in (cfg.sweep.get("space") or {}).items() if k not in fixed_keys}
         entries.update(cl.sweep)  # command line wins
+        if app is not None:
+            entries = dict(app_space or {})
         seeds = cfg.sweep.seeds
         if not OmegaConf.is_list(seeds):
             raise BadInput(f"sweep.seeds={seeds}: a list of integers, e.g. sweep.seeds=[0,1,2].")
-        space = parse_space(entries, list(seeds), lambda g: loader.get_group_options(g))
-        # every swept key exists and every first value composes (a trial chooses options in the worker)
-        probe = list(zip(space.probe_overrides(), space.params, strict=True))
-        probe_groups = [o for o, prm in probe if prm.is_group]
-        probed = apply_overrides(compose(groups + probe_groups), rest) if probe_groups else copy.deepcopy(cfg)
-        apply_overrides(probed, [o for o, prm in probe if not prm.is_group])
-        check_overrides(OmegaConf.to_container(chosen, resolve=False), values, space.params)
+        if app is not None:  # a Hydra app's trials compose from the app's own tree, not danlu's
+            space = _app_space(app, entries, list(seeds))
+        else:
+            space = parse_space(entries, list(seeds), lambda g: loader.get_group_options(g))
+            # every swept key exists and every first value composes (a trial chooses options in the worker)
+            probe = list(zip(space.probe_overrides(), space.params, strict=True))
+            probe_groups = [o for o, prm in probe if prm.is_group]
+            probed = apply_overrides(compose(groups + probe_groups), rest) if probe_groups else copy.deepcopy(cfg)
+            apply_overrides(probed, [o for o, prm in probe if not prm.is_group])
+            check_overrides(OmegaConf.to_container(chosen, resolve=False), values, space.params)
         try:
             OmegaConf.resolve(cfg)  # once, here: sweep.name's ${now:...} is fixed for every trial
         except OmegaConfBaseException as exc:
@@ -75,16 +103,35 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None) -> Plan
         cfg.sweep.name = name  # `sweep.name=nan` or `=2024` read as numbers; a name is a string
         trial_base = apply_overrides(apply_overrides(copy.deepcopy(chosen), rest), [override("sweep.name", name)])
     _check_sweep(cfg.sweep, name)
+    if "epochs" in cfg:  # before the scheduler's check: its max_t follows epochs, which is what the user typed
+        checks.integer("epochs", cfg.epochs, 1, note="(reports a trial makes; ASHA's max_t follows it)")
     schedulers.check(cfg.scheduler)
     search.check(space, cfg.search)
     report.check(cfg.report)
     trial_resources(cfg.resources)
     check_address(cfg.cluster)
-    check_job(cfg.job.fn, config_dir.parent)
+    check_job(cfg.job.fn, Path(app.root) if app is not None else config_dir.parent)
     _check_settings(cfg)
     storage = Path(cwd, cfg.output_dir).resolve() / name
     return Plan(cfg, space, cl.fixed + [override("sweep.name", name)], trial_base, config_dir, storage,
-                resolve_uri(str(cfg.tracking.uri), cwd), str(cfg.tracking.get("store") or "mlflow"))
+                resolve_uri(str(cfg.tracking.uri), cwd), str(cfg.tracking.get("store") or "mlflow"), app)
+
+
+def _app_space(app, entries: dict, seeds: list[int]):
+    """A Hydra app's space, parsed against the app's own config groups; every swept key and first value composes
+    in the app's config, and every value fits its default's type (as for a danlu job)."""
+    from omegaconf import OmegaConf
+
+    from orchestrator.space import parse_space
+    from orchestrator.types import check_overrides
+
+    space = parse_space(entries, seeds, app.group_options)
+    base = app.compose(app.fixed)
+    app.compose(app.fixed + space.probe_overrides())
+    _, values, _ = split_fixed(app.fixed, app.hydra_context.config_loader)
+    shown = {k: v for k, v in OmegaConf.to_container(base, resolve=False).items() if k != "hydra"}
+    check_overrides(shown, values, space.params)
+    return space
 
 
 def sweep_settings(cfg: dict, space) -> dict[str, str]:
@@ -112,6 +159,9 @@ def _check_sweep(sweep, name: str) -> None:
         raise BadInput("sweep.metric: the name of a metric the job reports, e.g. val_acc.")
     if not name or "/" in name or name.startswith("."):
         raise BadInput(f"sweep.name={name!r}: a plain directory name (letters, digits, - and _).")
+    if len(name.encode()) > NAME_MAX:
+        raise BadInput(f"sweep.name={name[:40]}... ({len(name.encode())} bytes): at most {NAME_MAX} bytes (it names "
+                       "the sweep's directory, whose files add to it, and its MLflow runs).")
     checks.integer("sweep.search_seed", sweep.get("search_seed"), 0, optional=True, note="(null: a fresh seed)")
     checks.integer("sweep.max_concurrent_trials", sweep.get("max_concurrent_trials"), 1, optional=True)
     from orchestrator.budget import Limits

@@ -113,7 +113,9 @@ def run(job: Callable, cfg, reports: int | None, enough: Callable[[dict], bool] 
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             if threads and "torch" in sys.modules:
                 sys.modules["torch"].set_num_threads(max(1, int(threads)))
-            job(cfg, ProbeContext(probe, reports, enough))
+            from orchestrator.trial import call_job
+
+            call_job(job, cfg, ProbeContext(probe, reports, enough))
     except Enough:
         pass
     except Exception as exc:  # the job's own failure is the finding

@@ -99,28 +99,98 @@ def meta_of(result: dict) -> dict | None:
 
 
 def check_job(fn_path: str, root: Path) -> None:
-    """Fail early, in the driver, on a job.fn that cannot be found (without importing the job)."""
+    """Fail early, in the driver, on a job.fn that is not a function: no module, no such name, or a name bound to a
+    module or a class. Read from the module's source, not imported: importing a job imports torch and whatever
+    else it needs (seconds, and heavy for a command that may only be refusing bad input); a name the source binds
+    in a way it cannot judge (an assignment, an import of a name) passes here and is checked where it is loaded."""
+    import ast
+
     module, _, func = str(fn_path).partition(":")
-    if not module or not func:
+    if not module or not func or not all(part.isidentifier() for part in (*module.split("."), func)):
         raise BadInput(f"job.fn={fn_path}: expected 'module:function', e.g. jobs.digits:train.")
     _on_path(root)
     try:
-        found = importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        found = False
-    if not found:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
         raise BadInput(f"job.fn={fn_path}: no module '{module}' under {root} or on the Python path.")
+    if not spec.origin or not spec.origin.endswith(".py"):
+        return  # compiled or namespace: only an import can tell
+    try:
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8", errors="replace"))
+    except (OSError, SyntaxError) as exc:
+        raise BadInput(f"job.fn={fn_path}: {spec.origin} cannot be read as Python: {exc}") from None
+    kind = None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == func:
+            kind = "function"
+        elif isinstance(node, ast.ClassDef) and node.name in (func, "__getattr__"):
+            kind = "class" if node.name == func else "unknown"
+        elif isinstance(node, ast.Import) and any((a.asname or a.name.split(".")[0]) == func for a in node.names):
+            kind = "module"
+        elif isinstance(node, ast.ImportFrom) and any(a.name == "*" or (a.asname or a.name) == func
+                                                      for a in node.names):
+            kind = "unknown"
+        elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom,
+                                   ast.Expr)):
+            if func in {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} or any(
+                    isinstance(n, ast.FunctionDef) and n.name in (func, "__getattr__") for n in ast.walk(node)):
+                kind = "unknown"  # bound by an assignment, a loop, an if: an import will tell
+    if kind is None:
+        raise BadInput(f"job.fn={fn_path}: module '{module}' ({spec.origin}) has no '{func}'.")
+    if kind in ("module", "class"):
+        raise BadInput(f"job.fn={fn_path}: '{func}' in module '{module}' ({spec.origin}) is a {kind}, not a "
+                       "function.")
 
 
 def load_job(fn_path: str, root: Path) -> Callable:
     """The job function `module:function` (jobs/ importable from `root`); bad input naming job.fn if there is
     none."""
     module, _, func = str(fn_path).partition(":")
+    if not module or not func:
+        raise BadInput(f"job.fn={fn_path}: expected 'module:function', e.g. jobs.digits:train.")
     _on_path(root)
-    fn = getattr(importlib.import_module(module), func, None)
-    if not callable(fn):
-        raise BadInput(f"job.fn={fn_path}: module '{module}' has no function '{func}'.")
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ModuleNotFoundError, ValueError):
+        found = False
+    if not found:
+        raise BadInput(f"job.fn={fn_path}: no module '{module}' under {root} or on the Python path.")
+    try:
+        mod = importlib.import_module(module)
+    except Exception as exc:  # the user's module fails as it loads: say how, in one line
+        raise BadInput(f"job.fn={fn_path}: importing '{module}' failed: {type(exc).__name__}: "
+                       f"{' '.join(str(exc).split())[:300]}") from None
+    fn = getattr(mod, func, None)
+    if fn is None:
+        raise BadInput(f"job.fn={fn_path}: module '{module}' ({getattr(mod, '__file__', '?')}) has no '{func}'.")
+    if not callable(fn) or isinstance(fn, type):
+        raise BadInput(f"job.fn={fn_path}: '{func}' in module '{module}' is a {type(fn).__name__}, not a function.")
     return fn
+
+
+def set_threads(cpus: float) -> None:
+    """torch's CPU threads for a trial: the CPUs it was given (torch's default takes every core of the node)."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(max(1, int(cpus)))
+
+
+def call_job(fn: Callable, cfg, ctx, metric: str | None = None) -> None:
+    """Run a job: train(cfg, ctx), the job contract; or a task function, fn(cfg) (a @hydra.main app's, or any
+    function of one config), which reports through orchestrator.api and whose return value, when it reported
+    nothing, is its one result (a number: the sweep's metric; a mapping: metrics by name)."""
+    from orchestrator import api
+
+    if not api.takes_config_only(fn):
+        fn(cfg, ctx)
+        return
+    with api.active(ctx) as seen:
+        value = fn(cfg)
+    if not seen.reports:
+        if metric is None and "sweep" in cfg:
+            metric = cfg.sweep.get("metric")
+        api.report_return(ctx, value, metric)
 
 
 def _on_path(root: Path) -> None:
@@ -250,15 +320,18 @@ def compose_trial(config_dir: str, overrides: list[str]):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from orchestrator.compose import CONFIG_NAME, use_package_conf
+
     key = (config_dir, tuple(overrides))
     with _hydra_lock:
         if key not in _composed:
             gh = GlobalHydra.instance()
             if not gh.is_initialized() or getattr(compose_trial, "_dir", None) != config_dir:
                 gh.clear()
+                use_package_conf()
                 initialize_config_dir(config_dir, version_base="1.3", job_name="danlu")
                 compose_trial._dir = config_dir
-            _composed[key] = compose("config", overrides=list(overrides))
+            _composed[key] = compose(CONFIG_NAME, overrides=list(overrides))
         return copy.deepcopy(_composed[key])
 
 
@@ -279,10 +352,11 @@ def trial_config(base_cfg, config_dir: str, base_overrides: list[str], group_key
 
 
 def make_trainable(config_dir: str, base_cfg, base_overrides: list[str], group_keys: set[str], log_dir: str,
-                   checkpoint_every: int, cpus: float, stop_on_nan: bool = True):
+                   checkpoint_every: int, cpus: float, stop_on_nan: bool = True, app=None):
     """The Tune trainable for this sweep (a function trainable that restores from the newest checkpoint that
     exists; see ray_internals.fallback_trainable). Its config is {"hp": {...}, "seed": int}. base_cfg is the
-    sweep's composed config before any trial's values (unresolved), shipped with the trainable."""
+    sweep's composed config before any trial's values (unresolved), shipped with the trainable. `app`
+    (orchestrator.hydra_app.App): the trials are a Hydra app's task function, each composed in the app's tree."""
 
     def danlu_trial(config: dict) -> None:
         import ray
@@ -295,9 +369,13 @@ def make_trainable(config_dir: str, base_cfg, base_overrides: list[str], group_k
         root = str(Path(here).parent)
 
         trial_id = tune.get_context().get_trial_id()
-        cfg = trial_config(base_cfg, here, base_overrides, group_keys, config["hp"], config["seed"])
+        if app is not None:
+            cfg = app.trial_config(config["hp"], config["seed"], trial_id)
+        else:
+            cfg = trial_config(base_cfg, here, base_overrides, group_keys, config["hp"], config["seed"])
         meta = {
-            "config": OmegaConf.to_container(cfg, resolve=True),  # YAML is made by the driver's MLflow writer
+            # YAML is made by the driver's MLflow writer
+            "config": app.shown(cfg) if app is not None else OmegaConf.to_container(cfg, resolve=True),
             "hostname": socket.gethostname(),
             "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
             "resources": ",".join(f"{k}={v:g}" for k, v in sorted(ray.get_runtime_context().get_assigned_resources().items())),
@@ -314,10 +392,12 @@ def make_trainable(config_dir: str, base_cfg, base_overrides: list[str], group_k
             if note:
                 print(f"danlu: restored from {note}", flush=True)
             try:
+                if app is not None:
+                    app.run(cfg, TuneContext(checkpoint_every, meta, stop_on_nan), cpus)
+                    return
                 job = load_job(cfg.job.fn, Path(root))
-                if "torch" in sys.modules:
-                    sys.modules["torch"].set_num_threads(max(1, int(cpus)))
-                job(cfg, TuneContext(checkpoint_every, meta, stop_on_nan))
+                set_threads(cpus)
+                call_job(job, cfg, TuneContext(checkpoint_every, meta, stop_on_nan))
             except Exception:  # not SystemExit: that is how Tune stops a trial (ASHA), not a failure
                 import traceback
 
@@ -340,7 +420,7 @@ def run_local(cfg, config_dir: Path, stream=None) -> int:
 
     job = load_job(cfg.job.fn, config_dir.parent)
     ctx = LocalContext(metric=cfg.sweep.metric, stream=stream, checkpoint_every=cfg.checkpoint.every)
-    job(cfg, ctx)
+    call_job(job, cfg, ctx)
     if not ctx.history:
         raise BadInput(f"job.fn={cfg.job.fn}: the job returned without calling ctx.report().")
     step, last = ctx.history[-1]

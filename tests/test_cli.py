@@ -116,9 +116,14 @@ def test_a_cluster_address_that_never_answers_fails_within_seconds(tmp_path):
 
 
 def test_missing_config_dir(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "--config-dir", str(tmp_path / "nope"), "run"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 2 and "no such directory" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "run"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 2 and "No conf/ directory" in r.stderr and "danlu init" in r.stderr, r.stderr
     r = subprocess.run([sys.executable, "-m", "orchestrator", "--config-dir", str(tmp_path), "run"], cwd=tmp_path,
-                       capture_output=True, text=True)
-    assert r.returncode == 2 and "no config.yaml there" in r.stderr
+                       capture_output=True, text=True)  # a conf/ with nothing of the user's: no job to run
+    assert r.returncode == 2 and "job: no job chosen" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_run_prints_config(tmp_path):
