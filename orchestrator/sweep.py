@@ -133,7 +133,7 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
                 sweep_forecast(p).as_tags() | (checked.as_tags() if checked is not None else {})
             if checked is None and not known:
                 tags[T.PREFLIGHT] = "skipped (--no-preflight)" if not preflight else "skipped"
-            tracker.open_sweep(str(p.cfg.sweep.name), config, p.space.describe(), p.config_dir.parent,
+            tracker.open_sweep(str(p.cfg.sweep.name), config, p.space.describe(), p.project_root,
                                command or ["danlu", *sys.argv[1:]], tags, sweep_settings(config, p.space))
             code = _launch(p, tracker, verbose, out, known, interrupts, saved.get("search_seed"), prep, lead, meter,
                            keep_failed=checked is None, cut=slurm.cut_tag(allocation, allocations))
@@ -326,7 +326,7 @@ def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Int
         callbacks.append(budget)
     on_storage_fault(lambda exc, what: interrupts.fault(Fault(what, str(p.storage_dir), " ".join(str(exc).split())[:300])))
     trainable = make_trainable(str(p.config_dir), p.trial_base, p.base_overrides, p.space.group_keys, log_dir,
-                               cfg.checkpoint.every, float(cfg.resources.cpu), bool(cfg.failure.stop_on_nan))
+                               cfg.checkpoint.every, float(cfg.resources.cpu), bool(cfg.failure.stop_on_nan), p.app)
     if resuming:
         if prep.rebuild_tuner:  # tuner.pkl was damaged and set aside: a Tuner of this sweep's settings writes it
             build_tuner(trainable, search, cfg, scheduler, callbacks, guard, str(p.storage_dir.parent), verbose)
@@ -522,7 +522,7 @@ def _report(p: Plan, store, scheduler, out, status: str, lead=None, summary: lis
     try:
         made = make(store, str(p.cfg.sweep.name), p.cfg.report,
                     p.storage_dir / "report", [asdict(d) for d in scheduler.decisions],
-                    p.storage_dir, p.config_dir.parent, finish=status, lead=lead, summary=summary)
+                    p.storage_dir, p.project_root, finish=status, lead=lead, summary=summary)
     except Exception as exc:  # the sweep's runs are all in MLflow; only the report is missing
         print(f"danlu: the report could not be made ({type(exc).__name__}: {exc}); "
               f"`danlu report {p.cfg.sweep.name}` tries again", file=out, flush=True)

@@ -1,0 +1,147 @@
+"""The danlu sweeper: an existing @hydra.main app's task function as the trials of a danlu sweep.
+
+    python train.py -m hydra/sweeper=danlu hydra.sweeper.metric=val_acc hydra.sweeper.seeds=[0,1,2] \\
+        'optimizer.lr=tag(log, interval(1e-4, 1e-1))' model=small,large
+
+Ray Tune runs the trials with (seed-aware) ASHA, MLflow gets one parent run and one child run per trial, and the
+morning report is attached to the parent, as for `danlu sweep`. Swept keys on the command line (Hydra's sweep
+grammar) and in hydra.sweeper.space are the app's own keys and config groups; plain ones apply to every trial.
+The task function reports per epoch through orchestrator.api.report (a no-op outside danlu); a function that does
+not report gives its return value as its one result. The same command with the same hydra.sweeper.name resumes a
+sweep whose driver was killed. Hydra's own plugin discovery finds this module (the hydra_plugins namespace); Hydra
+requires a plugin's class to live there, so the class is here and the work is in orchestrator.hydra_app.
+
+No `from __future__ import annotations` and typing's Optional/List/Dict here: Hydra's plugin scan runs this module
+before it is in sys.modules (where dataclasses looks string annotations up), and OmegaConf reads these types.
+"""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.plugins.sweeper import Sweeper
+
+
+@dataclass
+class DanluSweeperConf:
+    """hydra.sweeper.* of `hydra/sweeper=danlu`: danlu's settings for a Hydra app's sweep."""
+
+    _target_: str = "hydra_plugins.danlu_sweeper.danlu_sweeper.DanluSweeper"
+    metric: Optional[str] = None  # what the task function reports (or returns) and the sweep ranks on: required
+    mode: str = "max"  # max | min
+    num_samples: int = 8  # configurations sampled from the space (search=random, optuna, hyperopt)
+    seeds: List[int] = field(default_factory=lambda: [0])  # every configuration runs once per seed: replicates
+    seed_key: Optional[str] = "seed"  # the app's config key set to the trial's seed (++key: added if absent); null: none
+    space: Dict[str, Any] = field(default_factory=dict)  # app key -> sweep expression (Hydra's grammar), with the
+    #                                                      command line's swept keys
+    epochs: Optional[int] = None  # reports a trial makes (ASHA's max_t); null: the app's own `epochs` key, else 1
+    name: Optional[str] = None  # the sweep's name (null: <task>-<time>); a fixed one lets the same command resume it
+    output_dir: str = "outputs"  # the sweeps' storage: <output_dir>/<name>/ (Ray's experiment, danlu's state)
+    max_concurrent_trials: Optional[int] = None  # null: as many as the resources allow
+    search_seed: Optional[int] = None  # seeds the sampling of configurations (null: a fresh one, kept)
+    budget: Dict[str, Any] = field(default_factory=dict)  # gpu_hours, cpu_hours, wall_time: stop gracefully at one
+    # danlu's config groups: `option` chooses the group's file (danlu's, in orchestrator/conf/), the other keys change
+    # its settings, e.g. hydra.sweeper.scheduler.option=fifo, hydra.sweeper.scheduler.grace_period=1
+    scheduler: Dict[str, Any] = field(default_factory=lambda: {"option": "asha"})  # asha | median | fifo
+    search: Dict[str, Any] = field(default_factory=lambda: {"option": "random"})  # random | grid | optuna | hyperopt
+    resources: Dict[str, Any] = field(default_factory=lambda: {"option": "cpu"})  # cpu | gpu | quarter_gpu; cpu=, gpu=
+    cluster: Dict[str, Any] = field(default_factory=lambda: {"option": "local"})  # local | remote; address=
+    tracking: Dict[str, Any] = field(default_factory=lambda: {"option": "local"})  # local (sqlite) | server; uri=
+    report: Dict[str, Any] = field(default_factory=lambda: {"option": "default"})  # sections=[...]
+    # danlu's root settings, key by key (orchestrator/conf/danlu.yaml): every=, keep=; max_failures=, stop_on_nan=
+    checkpoint: Dict[str, Any] = field(default_factory=dict)
+    failure: Dict[str, Any] = field(default_factory=dict)
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="danlu", node=DanluSweeperConf, provider="danlu")
+
+
+class DanluSweeper(Sweeper):
+    """Hydra's Sweeper interface: setup() is given the app; sweep() runs the danlu sweep of the command line."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
+        self.config = None
+        self.hydra_context = None
+        self.task_function = None
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from orchestrator.errors import BadInput, SweepFailed
+
+        try:
+            code = self._sweep(arguments)
+        except BadInput as exc:
+            print(f"danlu: error: {exc}", file=sys.stderr)
+            code = 2
+        except SweepFailed as exc:
+            print(f"danlu: error: {exc}", file=sys.stderr)
+            code = 1
+        except KeyboardInterrupt:
+            print("\ndanlu: interrupted", file=sys.stderr)
+            code = 130
+        if code:
+            raise SystemExit(code)  # danlu's exit codes (2 bad input, 1 failed), past Hydra's own reporting
+        return []
+
+    def _sweep(self, arguments: list[str]) -> int:
+        import copy
+        import logging
+
+        from omegaconf import OmegaConf, open_dict
+
+        from orchestrator.compose import split_overrides
+        from orchestrator.hydra_app import App, settings_overrides, task_path
+        from orchestrator.plan import plan
+        from orchestrator.sweep import run_sweep
+
+        settings = OmegaConf.to_container(self.config.hydra.sweeper, resolve=True)
+        fn, root = task_path(self.task_function)
+        cl = split_overrides(list(arguments))
+        space = {str(k): str(v) for k, v in (settings.get("space") or {}).items()} | cl.sweep
+        # the multirun folder, fixed here as an absolute path: a trial runs in a Ray worker, at another time (its
+        # ${now:...}) and in another working directory
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
+        master = copy.deepcopy(self.config)
+        OmegaConf.set_readonly(master, False)
+        with open_dict(master):
+            master.hydra.sweep.dir = str(sweep_dir)
+        app = App(self.hydra_context, master, fn, root, cl.fixed, settings.get("seed_key"),
+                  str(settings.get("metric") or ""), str(sweep_dir))
+        overrides = settings_overrides(settings, self.config.hydra.job.name, fn)
+        epochs, said = _epochs(settings, app)
+        overrides.append(f"+epochs={epochs}")
+        if said:  # no length known: each trial is one result
+            overrides += ["scheduler.grace_period=1"] if (settings.get("scheduler") or {}).get("option", "asha") \
+                == "asha" else []
+        import orchestrator.conf
+
+        conf = Path(orchestrator.conf.__file__).parent
+        p = plan(overrides, conf, app=app, app_space=space)
+        # Hydra's multirun folder, as its basic sweeper makes it: the trials' output folders go under it
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(master, sweep_dir / "multirun.yaml")
+        if said:
+            print(f"danlu: {said}", flush=True)
+        # the report's plots log through matplotlib, whose INFO lines Hydra's logging would print
+        logging.getLogger("matplotlib").setLevel(logging.WARNING)
+        identity = overrides + [f"app:{o}" for o in cl.fixed] + [f"app.space:{k}={v}" for k, v in sorted(space.items())]
+        return run_sweep(identity, conf, planned=p, preflight=False, command=[sys.executable, *sys.argv])
+
+
+def _epochs(settings: dict, app) -> tuple[int, str]:
+    """A trial's length in reports (ASHA's max_t): hydra.sweeper.epochs, else the app's own `epochs`; else 1, with
+    what that means said."""
+    if settings.get("epochs") is not None:
+        return int(settings["epochs"]), ""
+    base = app.compose(app.fixed)
+    value = base.get("epochs") if "epochs" in base else None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value, ""
+    return 1, ("the app has no `epochs` and hydra.sweeper.epochs is null: each trial's first report (or the task "
+               "function's return value) is its one result, and ASHA has nothing to stop early. Set "
+               "hydra.sweeper.epochs to the reports a trial makes to stop trials early.")
