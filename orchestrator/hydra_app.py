@@ -61,6 +61,7 @@ class App:
             raise BadInput(f"the app's config with {' '.join(overrides) or 'no overrides'}: {first}") from None
 
     def group_options(self, group: str) -> list[str]:
+        """The options of one of the app's config groups (for `model=glob(*)` and validation)."""
         from hydra.core.object_type import ObjectType
 
         return self.hydra_context.config_loader.get_group_options(group, results_filter=ObjectType.CONFIG)

@@ -42,14 +42,15 @@ class DanluSweeperConf:
     max_concurrent_trials: Optional[int] = None  # null: as many as the resources allow
     search_seed: Optional[int] = None  # seeds the sampling of configurations (null: a fresh one, kept)
     budget: Dict[str, Any] = field(default_factory=dict)  # gpu_hours, cpu_hours, wall_time: stop gracefully at one
-    # danlu's config groups: `option` chooses the group's file (danlu's, in orchestrator/conf/), the other keys change
-    # its settings, e.g. hydra.sweeper.scheduler.option=fifo, hydra.sweeper.scheduler.grace_period=1
-    scheduler: Dict[str, Any] = field(default_factory=lambda: {"option": "asha"})  # asha | median | fifo
-    search: Dict[str, Any] = field(default_factory=lambda: {"option": "random"})  # random | grid | optuna | hyperopt
-    resources: Dict[str, Any] = field(default_factory=lambda: {"option": "cpu"})  # cpu | gpu | quarter_gpu; cpu=, gpu=
-    cluster: Dict[str, Any] = field(default_factory=lambda: {"option": "local"})  # local | remote; address=
-    tracking: Dict[str, Any] = field(default_factory=lambda: {"option": "local"})  # local (sqlite) | server; uri=
-    report: Dict[str, Any] = field(default_factory=lambda: {"option": "default"})  # sections=[...]
+    # danlu's config groups: `option` chooses the group's file (danlu's, in orchestrator/conf/; {}: danlu's default,
+    # as orchestrator/conf/danlu.yaml chooses it), the other keys change its settings, e.g.
+    # hydra.sweeper.scheduler.option=fifo, hydra.sweeper.scheduler.grace_period=1
+    scheduler: Dict[str, Any] = field(default_factory=dict)  # asha | median | fifo
+    search: Dict[str, Any] = field(default_factory=dict)  # random | grid | optuna | hyperopt
+    resources: Dict[str, Any] = field(default_factory=dict)  # cpu | gpu | quarter_gpu; cpu=, gpu=
+    cluster: Dict[str, Any] = field(default_factory=dict)  # local | remote; address=
+    tracking: Dict[str, Any] = field(default_factory=dict)  # local (sqlite) | server; uri=
+    report: Dict[str, Any] = field(default_factory=dict)  # sections=[...]
     # danlu's root settings, key by key (orchestrator/conf/danlu.yaml): every=, keep=; max_failures=, stop_on_nan=
     checkpoint: Dict[str, Any] = field(default_factory=dict)
     failure: Dict[str, Any] = field(default_factory=dict)
@@ -68,9 +69,12 @@ class DanluSweeper(Sweeper):
         self.task_function = None
 
     def setup(self, *, hydra_context, task_function, config) -> None:
+        """Hydra hands over the app: its context (config loader), task function and composed config."""
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def sweep(self, arguments: list[str]) -> Any:
+        """Run the danlu sweep of the command line's overrides (`arguments`); exit with danlu's codes when it did
+        not end well (2: bad input, 1: failed)."""
         from orchestrator.errors import BadInput, SweepFailed
 
         try:
@@ -115,12 +119,11 @@ class DanluSweeper(Sweeper):
         overrides = settings_overrides(settings, self.config.hydra.job.name, fn)
         epochs, said = _epochs(settings, app)
         overrides.append(f"+epochs={epochs}")
-        if said:  # no length known: each trial is one result
-            overrides += ["scheduler.grace_period=1"] if (settings.get("scheduler") or {}).get("option", "asha") \
-                == "asha" else []
         import orchestrator.conf
 
         conf = Path(orchestrator.conf.__file__).parent
+        if said:  # one report a trial: a scheduler's grace period (2 by default) would exceed it
+            overrides += _one_report(conf, overrides)
         p = plan(overrides, conf, app=app, app_space=space)
         # Hydra's multirun folder, as its basic sweeper makes it: the trials' output folders go under it
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -131,6 +134,15 @@ class DanluSweeper(Sweeper):
         logging.getLogger("matplotlib").setLevel(logging.WARNING)
         identity = overrides + [f"app:{o}" for o in cl.fixed] + [f"app.space:{k}={v}" for k, v in sorted(space.items())]
         return run_sweep(identity, conf, planned=p, preflight=False, command=[sys.executable, *sys.argv])
+
+
+def _one_report(conf: Path, overrides: list[str]) -> list[str]:
+    """grace_period=1 for a scheduler that has one, so that a sweep of one report a trial is valid."""
+    from orchestrator.compose import compose, hydra_context
+
+    with hydra_context(conf):
+        cfg = compose([o for o in overrides if o.split("=", 1)[0].split(".")[0] in ("scheduler", "+epochs")])
+    return ["scheduler.grace_period=1"] if "grace_period" in cfg.scheduler else []
 
 
 def _epochs(settings: dict, app) -> tuple[int, str]:

@@ -33,7 +33,7 @@ def build(data, rows, cfg) -> Section | None:
     text = [("Survivors per rung: " + ", ".join(f"step {m}: {n}" for m, n in zip(ms, counts, strict=True)) + "; "
              if ms else f"No rungs ({data.scheduler.get('name', '?')}): ") + f"{done} of {len(data.configs)} "
             f"configurations reached step {last}"]
-    if last <= 1 and (ms or data.scheduler.get("name") not in (None, "fifo")):
+    if last <= 1 and ms:
         text.append(f"Every trial made one report (a task function's return value is one): {data.scheduler.get('name')} "
                     "had nothing to stop early. Report every epoch (orchestrator.api.report, or ctx.report) to let it")
     items = "".join(f"<li>{html.escape(d['config'])} stopped at rung {d['rung']:g}: mean {data.metric} "
