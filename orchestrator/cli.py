@@ -162,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
             from orchestrator.catalog import show
 
             return show(Path(args.output_dir), sys.stdout)
-        config_dir = find_config_dir(args.config_dir)
+        try:
+            config_dir = find_config_dir(args.config_dir)
+        except BadInput:
+            if args.command != "report":
+                raise
+            config_dir = None  # a Hydra app's sweep needs no conf/ of danlu's: _report looks at the sweep
         if args.command == "sweep":
             from orchestrator.sweep import run_sweep
 
@@ -271,14 +276,17 @@ def _report(args, config_dir: Path) -> int:
     """Builds the report again from what MLflow holds (the tracking settings the sweep started with, where its
     storage is here; the command line's win)."""
     from orchestrator import report
-    from orchestrator.compose import compose, hydra_context
+    from orchestrator.compose import compose, hydra_context, package_conf_dir
     from orchestrator.scheduler import saved_decisions
     from orchestrator.state import saved_overrides
     from orchestrator.tracking import check_held, resolve_uri
 
     where = [o for o in args.overrides if o.startswith("output_dir=")]
     storage = Path(where[-1].split("=", 1)[1] if where else "outputs", args.name)
-    kept = [o for o in (saved_overrides(storage) or []) if o.lstrip("+").startswith("tracking")]
+    saved = saved_overrides(storage) or []
+    if config_dir is None or any(o.startswith("app:") for o in saved):  # a Hydra app's (hydra/sweeper=danlu)
+        config_dir = package_conf_dir()
+    kept = [o for o in saved if o.lstrip("+").startswith("tracking")]
     with hydra_context(config_dir):
         cfg = compose(kept + list(args.overrides))
     report.check(cfg.report)

@@ -33,6 +33,14 @@ def find_config_dir(explicit: str | None = None) -> Path:
                    "in your project's directory, or pass --config-dir.")
 
 
+def package_conf_dir() -> Path:
+    """danlu's own config tree as a folder (orchestrator/conf/): the config dir of a sweep with no project conf/ of
+    its own (a Hydra app's, swept by the sweeper plugin)."""
+    import orchestrator.conf
+
+    return Path(orchestrator.conf.__file__).resolve().parent
+
+
 def use_package_conf() -> None:
     """Put danlu's own config tree on Hydra's search path, behind the project's conf/, for every Hydra
     initialisation in this process (the driver, and each Ray worker that composes a trial).

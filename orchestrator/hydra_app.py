@@ -155,18 +155,18 @@ def settings_overrides(sweeper: dict, name: str, fn: str) -> list[str]:
 
     out = [override("+job.name", name), override("+job.fn", fn)]
     for group in GROUPS:
-        chosen = dict(sweeper.get(group) or {})
+        chosen = {k: v for k, v in (sweeper.get(group) or {}).items() if v is not None}  # null: danlu's value
         option = chosen.pop("option", None)
         if option:
             out.append(override(group, option))
         out += [override(f"{group}.{k}", v) for k, v in chosen.items()]
     for section in SETTINGS:
-        out += [override(f"{section}.{k}", v) for k, v in (sweeper.get(section) or {}).items()]
+        out += [override(f"{section}.{k}", v) for k, v in (sweeper.get(section) or {}).items() if v is not None]
     if sweeper.get("metric") in (None, "", "???"):
         raise BadInput("hydra.sweeper.metric: the metric the task function reports (or returns) that the sweep ranks "
                        "on, e.g. hydra.sweeper.metric=val_acc.")
     out += [override(f"sweep.{k}", sweeper[k]) for k in SWEEP_KEYS if k in sweeper]
-    out += [override(f"sweep.budget.{k}", v) for k, v in (sweeper.get("budget") or {}).items()]
+    out += [override(f"sweep.budget.{k}", v) for k, v in (sweeper.get("budget") or {}).items() if v is not None]
     if sweeper.get("name"):
         out.append(override("sweep.name", sweeper["name"]))
     if sweeper.get("output_dir"):

@@ -41,19 +41,42 @@ class DanluSweeperConf:
     output_dir: str = "outputs"  # the sweeps' storage: <output_dir>/<name>/ (Ray's experiment, danlu's state)
     max_concurrent_trials: Optional[int] = None  # null: as many as the resources allow
     search_seed: Optional[int] = None  # seeds the sampling of configurations (null: a fresh one, kept)
-    budget: Dict[str, Any] = field(default_factory=dict)  # gpu_hours, cpu_hours, wall_time: stop gracefully at one
+    budget: Dict[str, Any] = field(default_factory=lambda: _blank("sweep.budget"))  # gpu_hours, cpu_hours, wall_time: stop gracefully at one
     # danlu's config groups: `option` chooses the group's file (danlu's, in orchestrator/conf/; {}: danlu's default,
     # as orchestrator/conf/danlu.yaml chooses it), the other keys change its settings, e.g.
     # hydra.sweeper.scheduler.option=fifo, hydra.sweeper.scheduler.grace_period=1
-    scheduler: Dict[str, Any] = field(default_factory=dict)  # asha | median | fifo
-    search: Dict[str, Any] = field(default_factory=dict)  # random | grid | optuna | hyperopt
-    resources: Dict[str, Any] = field(default_factory=dict)  # cpu | gpu | quarter_gpu; cpu=, gpu=
-    cluster: Dict[str, Any] = field(default_factory=dict)  # local | remote; address=
-    tracking: Dict[str, Any] = field(default_factory=dict)  # local (sqlite) | server; uri=
-    report: Dict[str, Any] = field(default_factory=dict)  # sections=[...]
+    scheduler: Dict[str, Any] = field(default_factory=lambda: _blank("scheduler"))  # asha | median | fifo
+    search: Dict[str, Any] = field(default_factory=lambda: _blank("search"))  # random | grid | optuna | hyperopt
+    resources: Dict[str, Any] = field(default_factory=lambda: _blank("resources"))  # cpu | gpu | quarter_gpu; cpu=, gpu=
+    cluster: Dict[str, Any] = field(default_factory=lambda: _blank("cluster"))  # local | remote; address=
+    tracking: Dict[str, Any] = field(default_factory=lambda: _blank("tracking"))  # local (sqlite) | server; uri=
+    report: Dict[str, Any] = field(default_factory=lambda: _blank("report"))  # sections=[...]
     # danlu's root settings, key by key (orchestrator/conf/danlu.yaml): every=, keep=; max_failures=, stop_on_nan=
-    checkpoint: Dict[str, Any] = field(default_factory=dict)
-    failure: Dict[str, Any] = field(default_factory=dict)
+    checkpoint: Dict[str, Any] = field(default_factory=lambda: _blank("checkpoint"))
+    failure: Dict[str, Any] = field(default_factory=lambda: _blank("failure"))
+
+
+def _blank(section: str) -> Dict[str, Any]:
+    """Every key that danlu's own config has in `section` (a group: the union over its options' files; else that
+    section of danlu.yaml), each null (null: danlu's value), and `option` for a group. Hydra's configs are closed to
+    new keys, so the keys must be there for hydra.sweeper.scheduler.grace_period=1 to be settable without a `+`;
+    they are read from danlu's files, never listed twice."""
+    from pathlib import Path
+
+    import yaml
+
+    import orchestrator.conf
+
+    conf = Path(orchestrator.conf.__file__).parent
+    if (conf / section).is_dir():
+        keys = {"option": None}
+        for path in sorted((conf / section).glob("*.yaml")):
+            keys |= {k: None for k in yaml.safe_load(path.read_text()) or {} if k != "name"}
+        return keys
+    node = yaml.safe_load((conf / "danlu.yaml").read_text())
+    for part in section.split("."):
+        node = node[part]
+    return {k: None for k in node}
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="danlu", node=DanluSweeperConf, provider="danlu")
@@ -119,9 +142,9 @@ class DanluSweeper(Sweeper):
         overrides = settings_overrides(settings, self.config.hydra.job.name, fn)
         epochs, said = _epochs(settings, app)
         overrides.append(f"+epochs={epochs}")
-        import orchestrator.conf
+        from orchestrator.compose import package_conf_dir
 
-        conf = Path(orchestrator.conf.__file__).parent
+        conf = package_conf_dir()
         if said:  # one report a trial: a scheduler's grace period (2 by default) would exceed it
             overrides += _one_report(conf, overrides)
         p = plan(overrides, conf, app=app, app_space=space)
@@ -132,7 +155,9 @@ class DanluSweeper(Sweeper):
             print(f"danlu: {said}", flush=True)
         # the report's plots log through matplotlib, whose INFO lines Hydra's logging would print
         logging.getLogger("matplotlib").setLevel(logging.WARNING)
-        identity = overrides + [f"app:{o}" for o in cl.fixed] + [f"app.space:{k}={v}" for k, v in sorted(space.items())]
+        # what a later command must match to resume it; `app:` also tells danlu report that this is an app's sweep
+        identity = overrides + [f"app:{fn}"] + [f"app:{o}" for o in cl.fixed] + \
+            [f"app:space.{k}={v}" for k, v in sorted(space.items())]
         return run_sweep(identity, conf, planned=p, preflight=False, command=[sys.executable, *sys.argv])
 
 

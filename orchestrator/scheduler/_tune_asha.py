@@ -44,7 +44,8 @@ class ASHA(Recording, ASHAScheduler):
 
     def on_trial_result(self, tune_controller, trial, result):
         """Tune's hook: ASHA's decision on this result (with several seeds, the seed group's), recording a trial
-        stopped before max_t."""
+        stopped before max_t. At max_t itself the trial goes on to end by itself; past it (a job longer than
+        max_t), it is stopped."""
         time_attr, max_t = asha_limits(self)
         metric, sign = asha_metric(self)
         if self.groups is None:
@@ -56,7 +57,11 @@ class ASHA(Recording, ASHAScheduler):
             self._label(config, trial)
             stop, made = self.groups.result(config, seed, result[time_attr], sign * result[metric])
             self._say(made)
-            decision = TrialScheduler.STOP if stop or result[time_attr] >= max_t else TrialScheduler.CONTINUE
+            decision = TrialScheduler.STOP if stop or result[time_attr] > max_t else TrialScheduler.CONTINUE
+        if decision == TrialScheduler.STOP and result.get(time_attr, 0) == max_t:
+            # the job's last report (max_t follows its length): its function ends by itself, and runs what follows
+            # its loop (a task function's return, a final save), which Tune's stop here would cut off
+            decision = TrialScheduler.CONTINUE
         if decision == TrialScheduler.STOP and result.get(time_attr, 0) < max_t:
             self.stopped_early.add(trial.trial_id)
         return decision
