@@ -29,13 +29,18 @@ pytestmark = pytest.mark.slow
 
 
 def section(title: str) -> str:
-    """The README's text under a heading (up to the next heading of the same or a higher level)."""
-    text = (ROOT / "README.md").read_text()
-    level = title.split(" ", 1)[0]
-    start = text.index(f"\n{title}\n")
-    rest = text[start + len(title) + 2:]
-    ends = [m.start() for m in re.finditer(rf"^#{{1,{len(level)}}} ", rest, re.M)]
-    return rest[:ends[0]] if ends else rest
+    """The README's text under a heading, up to the next heading of the same or a higher level (outside code
+    blocks, where a `# comment` is no heading)."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    level = len(title.split(" ", 1)[0])
+    start = lines.index(title) + 1
+    fenced = False
+    for i in range(start, len(lines)):
+        if lines[i].startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(rf"#{{1,{level}}} ", lines[i]):
+            return "\n".join(lines[start:i]) + "\n"
+    return "\n".join(lines[start:]) + "\n"
 
 
 def blocks(text: str, lang: str) -> list[str]:
