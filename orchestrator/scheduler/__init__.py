@@ -1,9 +1,9 @@
 """Schedulers: when a sweep stops trials early. One module per scheduler, chosen by the `scheduler` config group.
 
-`danlu sweep scheduler=fifo` composes conf/scheduler/fifo.yaml, whose `name` is the module here that builds it.
+`danlu sweep scheduler=fifo` composes orchestrator/conf/scheduler/fifo.yaml, whose `name` is the module here that builds it.
 A scheduler module provides what `SchedulerModule` states (check, make, schedule); the Tune scheduler that its
 make() returns also provides what `Recording` states (the early-stopped trials, the decisions, the state to carry
-over a resume). A new scheduler is one module here plus one conf/scheduler/<name>.yaml; nothing outside this
+over a resume). A new scheduler is one module here plus one orchestrator/conf/scheduler/<name>.yaml; nothing outside this
 package names a scheduler. Modules named _<name> are helpers (_tune_asha, _group_rungs: seed-aware ASHA).
 """
 

@@ -1,8 +1,8 @@
 """Searchers: which configurations a sweep tries. One module per searcher, chosen by the `search` config group.
 
-`danlu sweep search=optuna` composes conf/search/optuna.yaml, whose `name` is the module here that builds it.
+`danlu sweep search=optuna` composes orchestrator/conf/search/optuna.yaml, whose `name` is the module here that builds it.
 A searcher module provides what `Searcher` below states (check and build); a new searcher is one module here
-plus one conf/search/<name>.yaml. Modules named _<name> are helpers (_replicates: seeds as replicates).
+plus one orchestrator/conf/search/<name>.yaml. Modules named _<name> are helpers (_replicates: seeds as replicates).
 
 Seeds are replicates under every searcher: each configuration runs once per seed of `sweep.seeds`, the same
 seeds for every configuration, and a searcher that learns sees one observation per configuration (the mean
