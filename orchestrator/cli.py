@@ -244,6 +244,9 @@ def _resume(args, config_dir: Path) -> int:
         raise BadInput(f"danlu resume {args.name}: no sweep of that name under {output_dir}/ (looked for "
                        f"{Path(output_dir, args.name, STATE_DIR, SAVED)}); "
                        + (f"the sweeps there: {', '.join(known)}." if known else "there are no sweeps there."))
+    if any(o.startswith("app:") for o in saved):
+        raise BadInput(f"danlu resume {args.name}: a Hydra app's sweep (hydra/sweeper=danlu); resume it with the app's "
+                       f"own command and hydra.sweeper.name={args.name}.")
     kept = [o for o in saved if not o.startswith(("sweep.name=", "output_dir="))]
     return run_sweep([*kept, *budget, f"sweep.name={args.name}", *where], config_dir, verbose=False,
                      command=["danlu", *sys.argv[1:]])

@@ -7,6 +7,11 @@ or `checkpoint` keys never meet danlu's. Each trial's config is the app's, compo
 with the trial's values as overrides (as Hydra's launchers compose a multirun job), and the task function runs
 through Hydra's run_job: its output folder under the multirun folder, HydraConfig, logging, .hydra/ as usual.
 It reports through orchestrator.api; what it returns is its one result when it reported nothing.
+
+What of Hydra this uses is its plugin API, as Hydra's own launcher plugins (joblib, Ray) use it: the context's
+config loader (load_sweep_config, get_group_options), hydra.core.utils (run_job, setup_globals) and
+hydra.core.singleton.Singleton's get_state/set_state. None of it is under hydra._internal (those names live in
+orchestrator/hydra_internals.py).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class App:
     seed_key: str | None = "seed"  # the app's config key that takes the trial's seed
     metric: str = ""
     sweep_dir: str = ""  # Hydra's multirun folder, absolute: a trial's output folder is under it, wherever it runs
+    command: list[str] = field(default_factory=list)  # the app's command line (python train.py -m ...): its resume
     singletons: Any = None  # Hydra's process state (its JobRuntime: the job's name; its ConfigStore), as Hydra's own
     #                         remote launchers ship it to their workers (Singleton.get_state / set_state)
 

@@ -186,7 +186,11 @@ def _check_settings(cfg) -> None:
 
 
 def resume_command(p: Plan) -> str:
-    """The command that resumes this sweep, as the user would type it from here."""
+    """The command that resumes this sweep, as the user would type it from here: a Hydra app's sweep resumes with
+    the app's own command and the sweep's name."""
+    if p.app is not None and p.app.command:
+        kept = [a for a in p.app.command if not a.startswith("hydra.sweeper.name=")]
+        return " ".join(shlex.quote(x) for x in [*kept, f"hydra.sweeper.name={p.cfg.sweep.name}"])
     parts = ["danlu"]
     if p.config_dir != Path.cwd() / "conf":
         parts += ["--config-dir", str(p.config_dir)]

@@ -153,6 +153,9 @@ def test_a_killed_driver_resumes_with_the_same_command(app):
             pass
         proc.wait(timeout=60)
         log.close()
+    wrong = subprocess.run([sys.executable, "-m", "orchestrator", "resume", "killed"], cwd=app, capture_output=True,
+                           text=True, timeout=300)  # danlu resume cannot: it is the app's sweep, and says how
+    assert wrong.returncode == 2 and "hydra.sweeper.name=killed" in wrong.stderr, wrong.stderr
     r = run(app, "train.py", *args)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "danlu: resuming killed" in r.stdout
@@ -170,6 +173,7 @@ def test_a_task_function_that_never_reports_gives_its_return_value(app):
             "hydra.sweeper.num_samples=4", "optim.lr=interval(0.01, 0.3)")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "ASHA has nothing to stop early" in r.stdout  # said, not silent
+    assert "resume it with: " not in r.stdout  # a sweep with a name of its own resumes with the same command
     assert ended(r.stdout) == (4, 4, 0, 0)
     client, _, children = runs_of(app, "ret")
     values = sorted(c.data.metrics["score"] for c in children)

@@ -123,7 +123,7 @@ class DanluSweeper(Sweeper):
 
         from orchestrator.compose import split_overrides
         from orchestrator.hydra_app import App, settings_overrides, task_path
-        from orchestrator.plan import plan
+        from orchestrator.plan import plan, resume_command
         from orchestrator.sweep import run_sweep
 
         settings = OmegaConf.to_container(self.config.hydra.sweeper, resolve=True)
@@ -137,8 +137,9 @@ class DanluSweeper(Sweeper):
         OmegaConf.set_readonly(master, False)
         with open_dict(master):
             master.hydra.sweep.dir = str(sweep_dir)
+        command = [Path(sys.executable).name, *sys.argv]
         app = App(self.hydra_context, master, fn, root, cl.fixed, settings.get("seed_key"),
-                  str(settings.get("metric") or ""), str(sweep_dir))
+                  str(settings.get("metric") or ""), str(sweep_dir), command)
         overrides = settings_overrides(settings, self.config.hydra.job.name, fn)
         epochs, said = _epochs(settings, app)
         overrides.append(f"+epochs={epochs}")
@@ -158,7 +159,10 @@ class DanluSweeper(Sweeper):
         # what a later command must match to resume it; `app:` also tells danlu report that this is an app's sweep
         identity = overrides + [f"app:{fn}"] + [f"app:{o}" for o in cl.fixed] + \
             [f"app:space.{k}={v}" for k, v in sorted(space.items())]
-        return run_sweep(identity, conf, planned=p, preflight=False, command=[sys.executable, *sys.argv])
+        if not settings.get("name"):  # a name of its own is what lets the same command resume it
+            print(f"danlu: sweep {p.cfg.sweep.name}; after an interruption, resume it with: {resume_command(p)}",
+                  flush=True)
+        return run_sweep(identity, conf, planned=p, preflight=False, command=command)
 
 
 def _one_report(conf: Path, overrides: list[str]) -> list[str]:
