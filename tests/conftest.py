@@ -79,6 +79,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_group(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 60) -> None:
+    """Stop a process started with start_new_session=True and everything it started (its process group), by its
+    pid, and wait for it."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=timeout)
+
+
 def wait_for(cond, timeout=180, what="condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -116,11 +126,7 @@ def server(tmp_path_factory):
         assert proc.poll() is None, log.read_text()
         yield SimpleNamespace(uri=uri, log=log, db=db)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=60)
+        stop_group(proc)
         conn = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
         conn.autocommit = True
         with conn.cursor() as cur:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import stop_group, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -147,11 +147,7 @@ def test_a_killed_driver_resumes_with_the_same_command(app):
                  what="a trial's first checkpoint")
         assert proc.poll() is None, (app / "first.log").read_text()[-3000:]
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, by process group
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=60)
+        stop_group(proc, signal.SIGKILL)  # the driver and the Ray it started: a kill, by its process group
         log.close()
     wrong = subprocess.run([sys.executable, "-m", "orchestrator", "resume", "killed"], cwd=app, capture_output=True,
                            text=True, timeout=300)  # danlu resume cannot: it is the app's sweep, and says how

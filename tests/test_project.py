@@ -186,6 +186,7 @@ def test_the_readme_documents_every_sweeper_setting_and_names_what_exists():
     import re
 
     from hydra_plugins.danlu_sweeper.danlu_sweeper import DanluSweeperConf
+
     from tests.conftest import ROOT
     from tests.test_wheel import section
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT, free_port, stop_group, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -102,11 +101,7 @@ def ui(cmd: str, cwd: Path, env: dict) -> str:
         assert proc.poll() is None, log.read_text()
         wait_for(lambda: "runs:" in log.read_text() or proc.poll() is not None, timeout=60, what="the sweep's pages")
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=60)
+        stop_group(proc)
     return log.read_text()
 
 
