@@ -103,6 +103,12 @@ def train(cfg):
     return target(**{{k: cfg[k] for k in PARAMS}})
 '''
 
+ONE_RESULT = """epochs: 1                   # reports a trial makes: one, the function's return value. Report each epoch from
+                            # inside it (orchestrator.api.report) and set their number here to let ASHA stop early
+scheduler:
+  grace_period: 1           # ASHA's first rung at the one report: a trial is never stopped before it ends
+"""
+
 SWEEP = """# The sweep of {name}: what is tried, and what decides. The space uses Hydra's override grammar:
 #   choice(a,b) | a,b | range(lo,hi[,step]) | interval(lo,hi) | tag(log, interval(lo,hi)) | int(interval(lo,hi))
 metric: {metric}            # what the job reports
@@ -197,6 +203,8 @@ def _wrapper(root: Path, job: str, source: str, metric: str | None, mode: str | 
     import yaml
 
     lines = yaml.safe_dump(params, sort_keys=False, default_flow_style=False) if params else ""
+    if "epochs" not in params:  # one report a trial (its return value): ASHA's max_t and first rung are that one
+        lines += ONE_RESULT
     space = "".join(f"  {k}: tag(log, interval({v / 10:g}, {v * 10:g}))\n" for k, v in params.items()
                     if isinstance(v, float) and v > 0)
     metric = metric or "result"

@@ -138,6 +138,7 @@ def test_init_from_an_existing_function_wraps_it(tmp_path):
     assert "wrote jobs/fit.py" in said
     job = (tmp_path / "conf/job/fit.yaml").read_text()
     assert "fn: jobs.fit:train" in job and "lr: 0.1" in job and "width: 4" in job and "name: mlp" in job
+    assert "epochs: 1" in job and "grace_period: 1" in job  # one result a trial: a valid ASHA of one report
     assert "lr: tag(log, interval(0.01, 1))" in (tmp_path / "conf/sweep/fit.yaml").read_text()
     r = subprocess.run([sys.executable, "-m", "orchestrator", "run", "lr=0.5"], cwd=tmp_path, capture_output=True,
                        text=True, timeout=300)
