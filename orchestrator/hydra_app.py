@@ -10,8 +10,8 @@ It reports through orchestrator.api; what it returns is its one result when it r
 
 What of Hydra this uses is its plugin API, as Hydra's own launcher plugins (joblib, Ray) use it: the context's
 config loader (load_sweep_config, get_group_options), hydra.core.utils (run_job, setup_globals) and
-hydra.core.singleton.Singleton's get_state/set_state. None of it is under hydra._internal (those names live in
-orchestrator/hydra_internals.py).
+hydra.core.singleton.Singleton's get_state/set_state. None of it is Hydra's internal package (what danlu uses of
+that lives in orchestrator/hydra_internals.py).
 """
 
 from __future__ import annotations

@@ -144,10 +144,9 @@ def test_init_from_an_existing_function_wraps_it(tmp_path):
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "done: 1 reports" in r.stdout and "result=2" in r.stdout  # its return value, lr * width, is the result
-    from orchestrator.plan import plan
-
-    p = plan([], tmp_path / "conf", cwd=str(tmp_path))  # what danlu sweep would launch: valid as written
-    assert p.cfg.sweep.metric == "result" and p.cfg.scheduler.max_t == 1 and p.cfg.scheduler.grace_period == 1
+    r = cli(["plan"], tmp_path)  # what danlu sweep would launch: valid as written (in a process of its own: this
+    assert r.returncode == 0, r.stderr  # one has imported another project's `jobs` package)
+    assert "metric: result" in r.stdout and "schedule: asha (max_t=1, grace_period=1," in r.stdout
     with pytest.raises(BadInput, match="'required' has no plain default"):
         (tmp_path / "other.py").write_text("def go(required, lr=0.1):\n    return lr\n")
         init(str(tmp_path), "other", "other:go", None, None, out=io.StringIO())
