@@ -108,19 +108,24 @@ def check_job(fn_path: str, root: Path) -> None:
     module, _, func = str(fn_path).partition(":")
     if not module or not func or not all(part.isidentifier() for part in (*module.split("."), func)):
         raise BadInput(f"job.fn={fn_path}: expected 'module:function', e.g. jobs.digits:train.")
-    _on_path(root)
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None:
-        raise BadInput(f"job.fn={fn_path}: no module '{module}' under {root} or on the Python path.")
-    if not spec.origin or not spec.origin.endswith(".py"):
+    # the project's own file first (a `jobs` package imported from elsewhere in this process must not hide it)
+    here = Path(root, *module.split("."))
+    origin = next((str(f) for f in (here.with_suffix(".py"), here / "__init__.py") if f.is_file()), None)
+    if origin is None:
+        _on_path(root)
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            raise BadInput(f"job.fn={fn_path}: no module '{module}' under {root} or on the Python path.")
+        origin = spec.origin
+    if not origin or not origin.endswith(".py"):
         return  # compiled or namespace: only an import can tell
     try:
-        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8", errors="replace"))
+        tree = ast.parse(Path(origin).read_text(encoding="utf-8", errors="replace"))
     except (OSError, SyntaxError) as exc:
-        raise BadInput(f"job.fn={fn_path}: {spec.origin} cannot be read as Python: {exc}") from None
+        raise BadInput(f"job.fn={fn_path}: {origin} cannot be read as Python: {exc}") from None
     kind = None
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == func:
@@ -138,9 +143,9 @@ def check_job(fn_path: str, root: Path) -> None:
                     isinstance(n, ast.FunctionDef) and n.name in (func, "__getattr__") for n in ast.walk(node)):
                 kind = "unknown"  # bound by an assignment, a loop, an if: an import will tell
     if kind is None:
-        raise BadInput(f"job.fn={fn_path}: module '{module}' ({spec.origin}) has no '{func}'.")
+        raise BadInput(f"job.fn={fn_path}: module '{module}' ({origin}) has no '{func}'.")
     if kind in ("module", "class"):
-        raise BadInput(f"job.fn={fn_path}: '{func}' in module '{module}' ({spec.origin}) is a {kind}, not a "
+        raise BadInput(f"job.fn={fn_path}: '{func}' in module '{module}' ({origin}) is a {kind}, not a "
                        "function.")
 
 
