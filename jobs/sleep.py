@@ -3,7 +3,8 @@
     danlu run job=sleep epochs=5 epoch_s=0.2
 
 Each of `epochs` reports comes after `epoch_s` seconds of "work"; the score is a smooth function of
-`x` so that ASHA has something to rank. `fail_at` makes it raise at that epoch, `nan_at` report NaN.
+`x` so that ASHA has something to rank. `fail_at` makes it raise at that epoch, `nan_at` report NaN; `repeat_at`
+reports that epoch's step twice, `back_at` reports the step before it again after it (jobs that misbehave).
 """
 
 from __future__ import annotations
@@ -22,3 +23,7 @@ def train(cfg, ctx) -> None:
         if cfg.nan_at and epoch >= cfg.nan_at:
             score = float("nan")
         ctx.report(epoch, {"score": score}, checkpoint={"epoch": epoch} if cfg.checkpoint_state else None)
+        if cfg.get("repeat_at") and epoch == cfg.repeat_at:
+            ctx.report(epoch, {"score": score + 0.01})
+        if cfg.get("back_at") and epoch == cfg.back_at:
+            ctx.report(epoch - 1, {"score": score})

@@ -42,6 +42,20 @@ def check_metrics(step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+class StepOrderError(ValueError):
+    """A job reported a step that is not after its last one, within one attempt of a trial."""
+
+
+def check_step(last: int | None, step: int) -> int:
+    """`step`, if it comes after `last` (the attempt's last reported step; None: none yet). A repeated or backward
+    step is the job's error, raised where it reports: MLflow keeps one value a step, so the later value would be
+    lost. Replays after a restore are a new attempt (a new ctx), and the writer de-duplicates those."""
+    if last is not None and step <= last:
+        raise StepOrderError(f"ctx.report: step {step} after step {last}: steps must increase "
+                             f"({'a repeated' if step == last else 'a backward'} step would overwrite or lose a value)")
+    return step
+
+
 def missing_metric_message(metric: str, reported: list[str]) -> str:
     """The bad-input message for a sweep.metric the job never reports, naming what it does report."""
     return (
@@ -64,6 +78,7 @@ class LocalContext:
     def report(self, step, metrics, checkpoint=None):
         """Keep the report (and the last checkpoint), checking the metric is there from the first report on."""
         values = check_metrics(step, metrics)
+        check_step(self.history[-1][0] if self.history else None, step)
         if self.metric and not self.history and self.metric not in values:
             raise BadInput(missing_metric_message(self.metric, list(values)))
         self.history.append((step, values))

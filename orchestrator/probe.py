@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from orchestrator.context import check_metrics
+from orchestrator.context import check_metrics, check_step
 
 
 class Enough(BaseException):  # noqa: N818 - a stop, not an error: a job's `except Exception` must not catch it
@@ -88,6 +88,7 @@ class ProbeContext:
     def report(self, step, metrics, checkpoint=None):
         """Keep the report; stop the job once the probe has what it needs."""
         values = check_metrics(step, metrics)
+        check_step(self.probe.history[-1][0] if self.probe.history else None, step)
         self.probe.history.append((step, values))
         self.probe.times.append(time.monotonic() - self._t0)
         if (self.reports is not None and len(self.probe.history) >= self.reports) or \

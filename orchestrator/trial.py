@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrator.context import check_metrics
+from orchestrator.context import check_metrics, check_step
 from orchestrator.errors import BadInput
 
 STATE_FILES = ("state.pt", "state.pkl")  # torch.save when the job uses torch, else pickle
@@ -234,6 +234,7 @@ class TuneContext:
         self._meta = meta
         self._reports = 0
         self._iteration = self._restored_iteration()  # Tune's training_iteration of the last report
+        self._last_step: int | None = None  # this attempt's last step: steps only go forward within an attempt
 
     @staticmethod
     def _restored_iteration() -> int:
@@ -257,6 +258,7 @@ class TuneContext:
         from ray import tune
 
         result: dict[str, Any] = check_metrics(step, metrics)
+        self._last_step = check_step(self._last_step, step)
         bad = {k: v for k, v in result.items() if not math.isfinite(v)}
         if bad and self.stop_on_nan:
             raise FloatingPointError(f"non-finite metric at step {step}: {bad} (failure.stop_on_nan=true)")
