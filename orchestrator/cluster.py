@@ -16,9 +16,18 @@ from contextlib import contextmanager
 from orchestrator import checks
 from orchestrator.errors import BadInput
 
+RESOURCE_KEYS = ("cpu", "gpu", "custom")  # what a trial's `resources` may say
+
 
 def trial_resources(res) -> dict[str, float]:
-    """Per-trial resources from the `resources` config, validated the way Ray will read them."""
+    """Per-trial resources from the `resources` config, validated the way Ray will read them; a key it does not
+    know is refused (`+resources.memory=...` would otherwise be logged and do nothing)."""
+    unknown = sorted(str(k) for k in res if k not in RESOURCE_KEYS)
+    if unknown:
+        raise BadInput(f"resources.{unknown[0]}: not a setting of resources; valid: {', '.join(RESOURCE_KEYS)} "
+                       "(resources.custom.NAME=N asks for a custom Ray resource that nodes declare). danlu holds no "
+                       "per-trial memory limit yet: the preflight's memory check (preflight.memory_mb) warns before "
+                       "the launch.")
     cpu, gpu = res.get("cpu", 1), res.get("gpu", 0)
     for key, v in (("cpu", cpu), ("gpu", gpu)):
         checks.number(f"resources.{key}", v, 0, note="(e.g. cpu=1, gpu=0.25 or gpu=2)")

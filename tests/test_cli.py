@@ -66,6 +66,7 @@ def test_help_imports_nothing_heavy(tmp_path):
         (["sweep", "search=optuna", "search.sampler=hyperopt"], ["search.sampler=hyperopt", "tpe, gp, cmaes"]),
         (["sweep", "job=sleep", "sweep=sleep", "search=optuna", "x=0.5"], ["sweep.space: empty", "search=optuna"]),
         (["run", "lr=0.1,0.2"], ["danlu run takes plain values", "danlu sweep"]),
+        (["sweep", "+resources.memory=268435456"], ["resources.memory", "not a setting of resources", "cpu, gpu, custom"]),
         (["sweep", "report.sections=[leaderboard,nope]"], ["report.sections=['leaderboard', 'nope']", "curves"]),
         (["sweep", "report.html_rows=abc"], ["report.html_rows", "an integer"]),
         (["sweep", "report.top_curves=-1"], ["report.top_curves=-1", "integer >= 0"]),
