@@ -180,7 +180,8 @@ class Preflight:
             except reach.Unreachable as exc:
                 outage = what == "tracking" and exc.outage and self.outage_ok
                 (waits if outage else problems).append(f"{what}: {exc}")
-                bad_input = bad_input or exc.bad_input
+                # a server that never answered is a wrong address until it has: bad input, before the launch
+                bad_input = bad_input or exc.bad_input or (what == "tracking" and exc.outage and not outage)
         if problems:
             return Check("reach", FAIL, problems[0], problems[1:], bad_input=bad_input)
         if waits:

@@ -79,6 +79,8 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
 
     limits = Limits.of(p.cfg.sweep)
     checked = _preflight(p, out) if preflight and not begun(p.storage_dir) else None
+    if not preflight and not begun(p.storage_dir):
+        _tracking_answers(p)
     interrupts = Interrupts(out)
     lock = SweepLock(state_dir_path(p.storage_dir), float(p.cfg.storage.lock_ttl_s), say=interrupts.say,
                      on_lost=interrupts.stop_for)
@@ -167,12 +169,13 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
 
 def _preflight(p: Plan, out):
     """The fast checks of a new sweep (orchestrator/preflight.py), before anything is created: a metric the job
-    never reports is bad input (exit 2); any other FAIL stops the sweep (exit 1). A tracking server that does not
-    answer yet is a WARN here: the sweep's journal keeps every result until it does."""
+    never reports, or a tracking server that has never answered, is bad input (exit 2); any other FAIL stops the
+    sweep (exit 1). An outage that begins once the sweep has begun is waited out (its journal keeps every
+    result)."""
     from orchestrator import preflight
 
     print("danlu: preflight (the fast checks; --no-preflight skips them):", file=out, flush=True)
-    res = preflight.Preflight(p, say=lambda line: print(line, file=out, flush=True), outage_ok=True).run(preflight.FAST, first_fail=True)
+    res = preflight.Preflight(p, say=lambda line: print(line, file=out, flush=True)).run(preflight.FAST, first_fail=True)
     bad = res.failed
     for c in bad:
         if c.bad_input:
@@ -181,6 +184,18 @@ def _preflight(p: Plan, out):
         raise SweepFailed(f"preflight: {', '.join(c.name for c in bad)} failed ({bad[0].reason}). Nothing was "
                           "launched; `danlu preflight` runs the checks alone, --no-preflight launches anyway.")
     return res
+
+
+def _tracking_answers(p: Plan) -> None:
+    """A new sweep launched without the preflight still starts only against a tracking store that answers: one
+    that never has is a wrong address (bad input), not an outage to wait out for the night."""
+    from orchestrator import reach
+
+    try:
+        reach.tracking(p.tracking_uri, str(p.cfg.tracking.experiment), kind=p.store_kind)
+    except reach.Unreachable as exc:
+        raise BadInput(f"tracking.uri={p.tracking_uri}: {exc}. A new sweep starts only against a store that answers: "
+                       "check the address, or use tracking=local.") from None
 
 
 def _budget_meter(p: Plan, limits, need: dict):

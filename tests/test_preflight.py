@@ -49,8 +49,13 @@ def test_an_lr_that_produces_nan_fails(tmp_path):
 def test_an_unreachable_tracking_uri_fails(tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"
     r = danlu_cli(["preflight", ONLY, "reach", f"tracking.uri={uri}"], tmp_path)
-    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.returncode == 2, r.stdout + r.stderr  # a server that never answered: a wrong address, bad input
     assert f"FAIL  reach    tracking: the MLflow server {uri} does not answer" in r.stdout
+    for extra in ([], ["--no-preflight"]):  # a new sweep refuses it before anything starts, preflight or not
+        r = danlu_cli(["sweep", *extra, "job=sleep", "sweep=sleep", f"tracking.uri={uri}"], tmp_path, timeout=300)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert f"the MLflow server {uri} does not answer" in r.stderr and "Traceback" not in r.stderr
+        assert "starting Ray" not in r.stdout and not (tmp_path / "outputs").exists()
 
 
 def test_a_job_that_declares_nothing_skips_the_overfit_check(tmp_path):
