@@ -4,11 +4,13 @@
 
 Each of `epochs` reports comes after `epoch_s` seconds of "work"; the score is a smooth function of
 `x` so that ASHA has something to rank. `fail_at` makes it raise at that epoch, `nan_at` report NaN; `repeat_at`
-reports that epoch's step twice, `back_at` reports the step before it again after it (jobs that misbehave).
+reports that epoch's step twice, `back_at` reports the step before it again after it, `exit_at` calls
+sys.exit(exit_code) after that epoch's report (jobs that misbehave).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 
 
@@ -27,3 +29,5 @@ def train(cfg, ctx) -> None:
             ctx.report(epoch, {"score": score + 0.01})
         if cfg.get("back_at") and epoch == cfg.back_at:
             ctx.report(epoch - 1, {"score": score})
+        if cfg.get("exit_at") and epoch == cfg.exit_at:
+            sys.exit(cfg.get("exit_code", 0))

@@ -119,6 +119,10 @@ def run(job: Callable, cfg, reports: int | None, enough: Callable[[dict], bool] 
             call_job(job, cfg, ProbeContext(probe, reports, enough))
     except Enough:
         pass
+    except SystemExit as exc:  # the job's own sys.exit: a finding, not the probe's end
+        probe.error = (f"the job called sys.exit({exc.code if exc.code is not None else ''}) after "
+                       f"{len(probe.history)} report(s)")
+        probe.trace = traceback.format_exc()
     except Exception as exc:  # the job's own failure is the finding
         probe.error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
         probe.trace = traceback.format_exc()

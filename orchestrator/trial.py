@@ -235,6 +235,7 @@ class TuneContext:
         self._reports = 0
         self._iteration = self._restored_iteration()  # Tune's training_iteration of the last report
         self._last_step: int | None = None  # this attempt's last step: steps only go forward within an attempt
+        self.stopped = False  # Tune stopped the trial inside a report (not the job's own sys.exit)
 
     @staticmethod
     def _restored_iteration() -> int:
@@ -273,7 +274,7 @@ class TuneContext:
         self._reports += 1
         self._iteration += 1
         if checkpoint is None or self._reports % self.checkpoint_every:
-            tune.report(result)
+            self._send(result)
             return
         from orchestrator.checkpoints import write_marker
 
@@ -281,7 +282,18 @@ class TuneContext:
         with tempfile.TemporaryDirectory(prefix=f"{CKPT_PREFIX}{os.getpid()}-") as tmp:
             save_state(checkpoint, tmp)
             write_marker(tmp, self._iteration, step)  # what a restore checks, and needs if Tune's record is lost
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
+            self._send(result, tune.Checkpoint.from_directory(tmp))
+
+    def _send(self, result: dict, checkpoint=None) -> None:
+        """tune.report; a SystemExit from inside it is Tune stopping the trial (Ray's session exits the training
+        thread so), remembered so that the job's own sys.exit is told apart from it."""
+        from ray import tune
+
+        try:
+            tune.report(result, checkpoint=checkpoint)
+        except SystemExit:
+            self.stopped = True
+            raise
 
     def restore(self):
         """The state of the trial's last whole checkpoint (Tune's, or the one a restore fell back to), or None."""
@@ -398,14 +410,20 @@ def make_trainable(config_dir: str, base_cfg, base_overrides: list[str], group_k
             sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
             if note:
                 print(f"danlu: restored from {note}", flush=True)
+            ctx = TuneContext(checkpoint_every, meta, stop_on_nan)
             try:
-                if app is not None:
-                    app.run(cfg, TuneContext(checkpoint_every, meta, stop_on_nan), cpus)
-                    return
-                job = load_job(cfg.job.fn, Path(root))
-                set_threads(cpus)
-                call_job(job, cfg, TuneContext(checkpoint_every, meta, stop_on_nan))
-            except Exception:  # not SystemExit: that is how Tune stops a trial (ASHA), not a failure
+                try:
+                    if app is not None:
+                        app.run(cfg, ctx, cpus)
+                        return
+                    job = load_job(cfg.job.fn, Path(root))
+                    set_threads(cpus)
+                    call_job(job, cfg, ctx)
+                except SystemExit as exc:
+                    if ctx.stopped:  # Tune's own way to stop a trial (ASHA): not a failure
+                        raise
+                    job_exited(exc, ctx._last_step, _length(cfg, app))
+            except Exception:
                 import traceback
 
                 traceback.print_exc()
@@ -419,6 +437,28 @@ def make_trainable(config_dir: str, base_cfg, base_overrides: list[str], group_k
     from orchestrator.ray_internals import fallback_trainable
 
     return fallback_trainable(danlu_trial, RESTORE_NOTES)
+
+
+class JobExited(RuntimeError):
+    """The job ended its own process's work with sys.exit before it had made its reports."""
+
+
+def job_exited(exc: SystemExit, last_step: int | None, epochs: int | None) -> None:
+    """A job's own sys.exit (not Tune's stop): fine where it came after the job's last epoch with code 0 (a script's
+    habit), else a failure that says so (Ray's own words for it were "Should not have reached here")."""
+    code = exc.code
+    if code in (0, None) and epochs is not None and last_step is not None and last_step >= epochs:
+        return
+    where = f"at step {last_step}" if last_step is not None else "before its first report"
+    of = f" ({epochs})" if epochs is not None else ""
+    raise JobExited(f"the job called sys.exit({code if code is not None else ''}) {where} without finishing its "
+                    f"epochs{of}") from None
+
+
+def _length(cfg, app) -> int | None:
+    """The trial's length in reports, where the config says it: epochs (a Hydra app's is its own key, if any)."""
+    value = cfg.get("epochs") if "epochs" in cfg else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def run_local(cfg, config_dir: Path, stream=None) -> int:

@@ -48,3 +48,41 @@ def test_a_trial_that_repeats_a_step_fails_with_the_reason(ray_gpus, conf_dir, t
     assert history(client, bad, "score") == [1, 2]
     values = [m.value for m in client.get_metric_history(bad.info.run_id, "score") if m.step == 2]
     assert len(values) == 1  # the value the job sent first; the repeat never reached MLflow
+
+
+def test_a_jobs_own_exit_is_a_finding_of_the_preflights_probe():
+    from jobs.sleep import train
+    from orchestrator import probe
+
+    found = probe.run(train, OmegaConf.create({**SLEEP, "exit_at": 2, "exit_code": 3}), reports=None)
+    assert found.error == "the job called sys.exit(3) after 2 report(s)"
+
+
+def test_a_jobs_exit_is_told_from_its_end():
+    from orchestrator.trial import JobExited, job_exited
+
+    job_exited(SystemExit(0), 4, 4)  # after its last epoch, exit 0: a script's habit, not a failure
+    job_exited(SystemExit(None), 4, 4)
+    with pytest.raises(JobExited, match=r"the job called sys.exit\(0\) at step 3 without finishing its epochs \(4\)"):
+        job_exited(SystemExit(0), 3, 4)
+    with pytest.raises(JobExited, match=r"sys.exit\(3\) at step 4"):
+        job_exited(SystemExit(3), 4, 4)  # a non-zero code fails even at the end
+    with pytest.raises(JobExited, match="before its first report"):
+        job_exited(SystemExit(1), None, 4)
+
+
+@pytest.mark.slow
+def test_a_trial_that_calls_sys_exit_is_named_and_the_rest_goes_on(ray_gpus, conf_dir, tmp_path):
+    from tests.test_sweep import sweep
+
+    code, out = sweep(conf_dir, tmp_path, "exits", "job=sleep", "sweep=sleep", "scheduler=fifo", "epochs=4",
+                      "epoch_s=0.01", "sweep.num_samples=1", "exit_at=tag(grid, choice(0,2,4))",
+                      "exit_code=tag(grid, choice(0,3))", "failure.max_failures=0", preflight=False)
+    # exit_at 0 (never) x 2 codes and exit_at 4 with code 0 end well; exit_at 2 (both codes) and 4 with code 3 fail
+    assert "3 completed, 0 stopped early, 3 failed" in out, out
+    client, _, children = mlflow_runs(tmp_path / "mlflow.db", "exits")
+    errors = sorted(r.data.tags.get("danlu.error", "") for r in children if r.info.status == "FAILED")
+    assert len(errors) == 3 and all("JobExited" in e or "sys.exit" in e for e in errors), errors
+    assert any("sys.exit(0) at step 2 without finishing its epochs (4)" in e for e in errors)
+    assert any("sys.exit(3) at step 4" in e for e in errors)
+    assert not any("Should not have reached here" in e for e in errors)
