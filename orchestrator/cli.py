@@ -295,12 +295,19 @@ def _report(args, config_dir: Path) -> int:
     report.check(cfg.report)
     uri = resolve_uri(str(cfg.tracking.uri))
     check_held(uri, str(cfg.tracking.get("store") or "mlflow"))
+    from orchestrator.lock import holder
+    from orchestrator.state import state_dir_path
     from orchestrator.tracking import open_store
 
     store = open_store(uri, str(cfg.tracking.experiment), str(cfg.tracking.get("store") or "mlflow"))
-    made = report.make(store, args.name, cfg.report, storage.resolve() / "report",
-                saved_decisions(storage), storage.resolve(), config_dir.parent)
+    lease = holder(state_dir_path(storage), float(cfg.storage.lock_ttl_s)) if storage.is_dir() else None
+    running = f"its driver is pid {lease.get('pid')} on {lease.get('host')}" if lease else None
+    made = report.make(store, args.name, cfg.report, storage.resolve() / ("report-partial" if running else "report"),
+                       saved_decisions(storage), storage.resolve(), config_dir.parent, running=running)
     print("\n".join(made["text"]))
+    if running:
+        print(f"danlu: partial report: {made['dir'] / 'report.html'} (not attached to the parent run)")
+        return 0
     print(f"danlu: report: {made['dir'] / 'report.html'} (and the parent run's artifacts, report/)")
     return 0
 

@@ -86,3 +86,36 @@ def test_a_trial_that_calls_sys_exit_is_named_and_the_rest_goes_on(ray_gpus, con
     assert any("sys.exit(0) at step 2 without finishing its epochs (4)" in e for e in errors)
     assert any("sys.exit(3) at step 4" in e for e in errors)
     assert not any("Should not have reached here" in e for e in errors)
+
+
+@pytest.mark.slow
+def test_a_report_of_a_running_sweep_says_it_is_partial_and_leaves_the_parent_alone(tmp_path):
+    from tests.conftest import danlu_cli, stop_group, wait_for
+    from tests.test_recovery import start_danlu
+
+    args = ["sweep", "job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.name=busy", "sweep.num_samples=4",
+            "epochs=40", "epoch_s=0.25", "sweep.search_seed=1", "resources.cpu=1", "--no-preflight"]
+    proc = start_danlu(args, tmp_path, tmp_path / "busy.log")
+    try:
+        def some_ended_some_running() -> bool:
+            if proc.poll() is not None or not (tmp_path / "mlflow.db").exists():
+                return proc.poll() is not None
+            runs = mlflow_runs(tmp_path / "mlflow.db", "busy")[2]
+            return any(r.info.status == "RUNNING" for r in runs)
+
+        wait_for(some_ended_some_running, timeout=300, what="a trial running")
+        assert proc.poll() is None, (tmp_path / "busy.log").read_text()[-3000:]
+        r = danlu_cli(["report", "busy"], tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        first = r.stdout.splitlines()[0]
+        assert first.startswith("PARTIAL: sweep busy is still running (its driver is pid ") and "not the verdict" in first
+        assert "of 4 trials ended" in first
+        assert "danlu: partial report:" in r.stdout and "report-partial" in r.stdout
+        client, (parent,), children = mlflow_runs(tmp_path / "mlflow.db", "busy")
+        assert "danlu.report" not in parent.data.tags and "mlflow.note.content" not in parent.data.tags
+        assert client.list_artifacts(parent.info.run_id, "report") == []  # nothing attached to the parent
+        assert not (tmp_path / "outputs" / "busy" / "report").exists()
+    finally:
+        import signal
+
+        stop_group(proc, signal.SIGINT, timeout=120)  # Ctrl-C: the sweep stops gracefully, resumable

@@ -20,6 +20,7 @@ class Config:
     trials: dict[int, str] = field(default_factory=dict)  # seed -> trial label (t003)
     runs: dict[int, tuple[str, str]] = field(default_factory=dict)  # seed -> (MLflow run id, Ray trial id)
     repeats: dict[int, int] = field(default_factory=dict)  # seed -> trials of it (a searcher drew this config twice)
+    running: list[int] = field(default_factory=list)  # seeds whose run is still RUNNING (a report of a running sweep)
 
     @property
     def rung(self) -> int:
@@ -109,6 +110,8 @@ def load(store, name: str, decisions: list[dict] | None = None) -> SweepData:
         if tg.get(T.OUTCOME) == "failed" or run.status == "FAILED":
             c.failed.append(seed)
             continue
+        if run.status == "RUNNING":
+            c.running.append(seed)
         history = sorted(curves.get(run.run_id, ()))
         history = [(s, v) for s, v in history if not math.isnan(v)]
         if history and seed in c.values:  # the same hyperparameters drawn twice: another replicate of this seed

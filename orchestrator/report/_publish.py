@@ -14,7 +14,7 @@ from orchestrator.report import _forms as forms
 
 def make(store, name: str, report_cfg, out_dir: Path, decisions=None,
          storage_dir: Path | None = None, root: Path | None = None, finish: str | None = None, lead=None,
-         summary: list[str] | None = None) -> dict:
+         summary: list[str] | None = None, running: str | None = None) -> dict:
     """Build the report of sweep `name`, write it to out_dir, log it to the parent run. Returns its JSON data.
     `store`: the sweep's RunStore (orchestrator.tracking.open_store).
     storage_dir (the sweep's Ray storage) and root (the folder holding jobs/) serve sections that read checkpoints.
@@ -23,12 +23,14 @@ def make(store, name: str, report_cfg, out_dir: Path, decisions=None,
     The verdict that leads the report is also the parent run's description (mlflow.note.content, shown on its run
     page); `lead(data, rows)` gives it in place of the leaderboard's (danlu compare's own). With `summary` (the
     sweep's counts and failures, at its end) the description is the morning summary: verdict, counts, failures,
-    and where the report is."""
+    and where the report is. `running` (who runs the sweep now): a partial report, said as such at its top, that
+    never touches the parent run (no artifacts, tags or description; its files go to out_dir all the same)."""
     import json
 
     data = report_data.load(store, name, decisions)
     data.storage_dir, data.root = storage_dir, root
     sections = report.build(data, report_cfg, lead)
+    partial = _partial(data, running) if running else []
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"report.html": forms.as_html(data, sections).encode(), "report.json": forms.as_json(data, sections).encode()}
     for s in sections:
@@ -39,6 +41,10 @@ def make(store, name: str, report_cfg, out_dir: Path, decisions=None,
         os.replace(tmp, out_dir / fname)
     from orchestrator import tags as T
 
+    if partial:
+        return {"text": partial + forms.as_text(data, sections), "json": json.loads(files["report.json"]),
+                "dir": out_dir, "parent_id": data.parent_id, "experiment_id": data.experiment_id, "trial_runs": {},
+                "shared_view": None}
     verdict = next(s for s in sections if s.key == "verdict")
     note = ("### danlu: the morning summary\n\n" + "\n".join(f"{line}\n" for line in verdict.text)
             + "".join(f"\n{line}\n" for line in summary or [])
@@ -53,6 +59,16 @@ def make(store, name: str, report_cfg, out_dir: Path, decisions=None,
     return {"text": forms.as_text(data, sections), "json": json.loads(files["report.json"]), "dir": out_dir,
             "parent_id": data.parent_id, "experiment_id": data.experiment_id, "trial_runs": trial_runs,
             "shared_view": shared}
+
+
+def _partial(data, running: str) -> list[str]:
+    """The lines that lead a report of a running sweep: it is not the verdict."""
+    from orchestrator import tags as T
+
+    ended = sum(1 for r in data.runs if r.status in ("FINISHED", "FAILED", "KILLED"))
+    total = data.tags.get(T.FORECAST.format("trials")) or str(len(data.runs))
+    return [f"PARTIAL: sweep {data.name} is still running ({running}): {ended} of {total} trials ended; this is not "
+            "the verdict, and the sweep's parent run is left as it is. Its report comes at its end."]
 
 
 def _metrics(data, sections) -> dict[str, float]:

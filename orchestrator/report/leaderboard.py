@@ -20,16 +20,18 @@ def _p(x) -> str:
     return "-" if x is None else ("<0.001" if x < 0.001 else f"{x:.3f}")
 
 
-# a row's standing against the best (stats.versus_best's state; None: it stopped at an earlier step)
+# a row's standing against the best (stats.versus_best's state; None: it stopped at an earlier step; running: a
+# seed of it is still running, in a report of a running sweep)
 MARKS = {"best": "BEST", "worse": "worse", "indistinguishable": "~ best", "undecided": "undecided",
-         "untested": "untested", None: "stopped"}
+         "untested": "untested", "running": "running", None: "stopped"}
 WORDS = {"best": "best", "worse": "worse than the best", "indistinguishable": "cannot be told from the best",
-         "undecided": "cannot be decided with these seeds", "untested": "untested", None: "stopped earlier"}
+         "undecided": "cannot be decided with these seeds", "untested": "untested", "running": "still running",
+         None: "stopped earlier"}
 
 
 def _state(row, best_rung: int) -> str | None:
     if row.config.rung != best_rung:
-        return None
+        return "running" if row.config.running else None
     return row.vs_best.get("state") or "untested"
 
 
@@ -90,8 +92,8 @@ def build(data, rows, cfg) -> Section:
                       "rung": r.config.rung, "values": {str(s): v for s, v in sorted(r.config.values.items())},
                       "failed_seeds": r.config.failed, "trials": r.config.trials,
                       "runs": {str(s): rid for s, (rid, _) in sorted(r.config.runs.items())},
-                      "p_vs_best": r.vs_best.get("p") if state else None,
-                      "p_holm_vs_best": r.vs_best.get("p_holm") if state else None,
+                      "p_vs_best": r.vs_best.get("p") if state not in (None, "running") else None,
+                      "p_holm_vs_best": r.vs_best.get("p_holm") if state not in (None, "running") else None,
                       "state": state if state != "untested" or r.stats.n > 1 else "untested (1 seed)"})
     words = verdict(data, rows)
     method = ("mean over seeds with a 95% Student-t interval, never narrower than the metric's resolution; each "
