@@ -179,6 +179,7 @@ def _check_settings(cfg) -> None:
     checks.integer("storage.min_free_mb", cfg.storage.min_free_mb, 0)
     checks.number("storage.lock_ttl_s", cfg.storage.lock_ttl_s, 1)
     checks.number("tracking.flush_s", cfg.tracking.flush_s, 0.05)
+    checks.number("tracking.max_output_mb", cfg.tracking.get("max_output_mb"), 0.01, optional=True, note="(null: no cap)")
     pre = cfg.get("preflight") or {}
     checks.integer("preflight.reports", pre.get("reports", 3), 1)
     checks.integer("preflight.nan_reports", pre.get("nan_reports", 5), 1)

@@ -326,7 +326,7 @@ def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Int
     log_dir = str(p.storage_dir / "logs")
     runs = TrialRuns(tracker, names.describe, lambda tid: tid in early, log_dir, say=say,
                      max_failures=int(cfg.failure.max_failures), on_fault=interrupts.fault, cut=cut,
-                     started=prep.limits)
+                     started=prep.limits, max_output_mb=cfg.tracking.get("max_output_mb"))
     progress = Progress(sweep.metric, sweep.mode, names.label, lambda tid: tid in early, stream=out,
                         every_s=float(cfg.progress.every_s), work=Work.of(cfg.scheduler, cfg.get("epochs")),
                         state_file=str(state_dir(p.storage_dir) / PROGRESS))

@@ -57,8 +57,9 @@ class TrialRuns(tune.Callback):
 
     def __init__(self, tracker, describe: Callable, stopped_early: Callable, log_dir: str, say: Callable = print,
                  max_failures: int = 0, on_fault: Callable | None = None, cut: str | None = None,
-                 started: Iterable[str] = ()):
+                 started: Iterable[str] = (), max_output_mb: float | None = None):
         self.tracker = tracker
+        self._max_output_mb = max_output_mb  # what of a trial's output goes to MLflow (orchestrator/tracking/output.py)
         self._cut = cut  # the tag for a trial the previous Slurm allocation's end cut short (orchestrator/slurm.py)
         self._started_before = set(started)  # trials the journal shows started by an earlier driver
         self._begun_at: dict[str, int | None] = {}  # trial_id -> its step in the snapshot it was restored from
@@ -243,7 +244,10 @@ class TrialRuns(tune.Callback):
         return out
 
     def _log(self, trial) -> str:
-        return os.path.join(self._log_dir, f"{trial.trial_id}.log")
+        """The trial's output as its run gets it: whole, or capped at tracking.max_output_mb (the whole in logs/)."""
+        from orchestrator.tracking.output import for_store
+
+        return for_store(os.path.join(self._log_dir, f"{trial.trial_id}.log"), self._max_output_mb)
 
 
 def _last_line(text: str) -> str:

@@ -119,3 +119,32 @@ def test_a_report_of_a_running_sweep_says_it_is_partial_and_leaves_the_parent_al
         import signal
 
         stop_group(proc, signal.SIGINT, timeout=120)  # Ctrl-C: the sweep stops gracefully, resumable
+
+
+def test_a_trials_output_goes_to_the_store_whole_or_capped_with_the_cut_said(tmp_path):
+    from orchestrator.tracking.output import for_store
+
+    small, big = tmp_path / "small.log", tmp_path / "big.log"
+    small.write_text("a few lines\n")
+    big.write_bytes(b"HEAD" + b"m" * (3 * 2**20) + b"TAIL")
+    assert for_store(str(small), 1) == str(small) and for_store(str(big), None) == str(big)
+    capped = for_store(str(big), 1)
+    data = open(capped, "rb").read()
+    assert capped != str(big) and len(data) < 2**20 + 500
+    assert data.startswith(b"HEAD") and data.endswith(b"TAIL")
+    assert b"bytes of this trial's output cut here (tracking.max_output_mb=1)" in data and str(big).encode() in data
+    assert big.stat().st_size == 3 * 2**20 + 8  # the whole stays where it was
+
+
+@pytest.mark.slow
+def test_a_trial_that_prints_megabytes_is_capped_in_mlflow_and_whole_in_its_storage(ray_gpus, conf_dir, tmp_path):
+    from tests.test_sweep import sweep
+
+    code, out = sweep(conf_dir, tmp_path, "loud", "job=sleep", "sweep=sleep", "scheduler=fifo", "epochs=2",
+                      "epoch_s=0.01", "sweep.num_samples=1", "print_mb=3", "tracking.max_output_mb=1", preflight=False)
+    assert code == 0, out
+    client, _, (run,) = mlflow_runs(tmp_path / "mlflow.db", "loud")
+    text = open(client.download_artifacts(run.info.run_id, "output.log", str(tmp_path)), "rb").read()
+    assert len(text) < 2**20 + 1000 and b"cut here (tracking.max_output_mb=1)" in text
+    (full,) = (tmp_path / "outputs" / "loud" / "logs").glob("*.log")
+    assert full.stat().st_size >= 3 * 2**20  # the whole output, once, in the sweep's storage
