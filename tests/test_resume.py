@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import os
 import signal
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.checkpoints import MARKER
 from tests.conftest import ROOT, danlu_cli, mlflow_runs, wait_for
 from tests.test_recovery import descendants, end_group, newest_checkpoints, start_danlu
 
@@ -86,13 +88,41 @@ def test_a_restored_trial_whose_checkpoint_is_gone_falls_back_and_says_so(tmp_pa
         return [d for d in storage.glob("t*_*") if d.is_dir() and 4 <= max(
             (int(c.name.rsplit("_", 1)[1]) for c in d.glob("checkpoint_*")), default=-1) < 15]
 
+    def usable(trial: Path) -> list[Path]:
+        """Its whole checkpoints within the restore limit (the journal's steps): what a fallback may resume from.
+        A checkpoint newer than the journal is never resumed from (its steps would be lost), so the trial that
+        keeps one must keep such a one: which are depends on when the kill lands."""
+        limit, trial_id = None, trial.name.split("_", 1)[1]
+        try:  # the journal's highest step of the trial: what the resume takes as its restore limit
+            lines = (storage / "danlu" / "mlflow_journal.jsonl").read_text().splitlines()
+        except OSError:
+            return []
+        for line in lines:
+            try:
+                op = json.loads(line.split("\t", 1)[0])  # a line is its JSON, a tab, its CRC
+            except ValueError:
+                continue  # a line being written
+            if op.get("op") == "metrics" and op.get("trial_id") == trial_id:
+                limit = max(limit or 0, op["step"])
+        out = []
+        for c in trial.glob("checkpoint_*"):
+            try:
+                step = json.loads((c / MARKER).read_text())["step"]
+            except (OSError, ValueError, KeyError):
+                continue
+            if limit is not None and step <= limit:
+                out.append(c)
+        return out
+
     try:
-        wait_for(lambda: len(midway()) >= 2, what="two trials past 2 x keep checkpoints")
+        wait_for(lambda: len(midway()) >= 2 and any(usable(d) for d in midway()),
+                 what="two trials past 2 x keep checkpoints, one with a checkpoint within the journal")
         kill_driver(proc)
     finally:
         end_group(proc)
-    one, two = sorted(midway())[:2]
-    newest = max(one.glob("checkpoint_*"), key=lambda c: int(c.name.rsplit("_", 1)[1]))
+    one = next(d for d in sorted(midway()) if usable(d))
+    two = next(d for d in sorted(midway()) if d != one)
+    newest = max(usable(one), key=lambda c: int(c.name.rsplit("_", 1)[1]))
     newest.rename(one / "checkpoint_000900")
     for c in [*one.glob("checkpoint_0000*"), *two.glob("checkpoint_*")]:
         __import__("shutil").rmtree(c)
