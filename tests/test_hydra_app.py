@@ -169,7 +169,6 @@ def test_a_task_function_that_never_reports_gives_its_return_value(app):
             "hydra.sweeper.num_samples=4", "optim.lr=interval(0.01, 0.3)")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "ASHA has nothing to stop early" in r.stdout  # said, not silent
-    assert "resume it with: " not in r.stdout  # a sweep with a name of its own resumes with the same command
     assert ended(r.stdout) == (4, 4, 0, 0)
     client, _, children = runs_of(app, "ret")
     values = sorted(c.data.metrics["score"] for c in children)
@@ -186,11 +185,13 @@ def test_cfg_and_bad_input_launch_nothing(app):
         (["hydra.sweeper.metric=val_acc", "optim.lrr=interval(0,1)"], "optim.lrr"),
         (["hydra.sweeper.metric=val_acc", "hydra.sweeper.scheduler.option=nope"], "Unknown option 'nope'"),
         (["hydra.sweeper.metric=val_acc", "hydra.sweeper.mode=up"], "sweep.mode=up"),
+        (["hydra.sweeper.metric=val_acc", "hydra.sweeper.output_dir=/proc/nope"], "output_dir=/proc/nope"),
+        (["hydra.sweeper.metric=val_acc", "hydra.sweeper.tracking.uri=http://127.0.0.1:1"], "does not answer"),
     ]:
         r = run(app, "train.py", "-m", "hydra/sweeper=danlu", *args)
         assert r.returncode == 2, (args, r.stdout[-2000:], r.stderr[-2000:])
         assert words in r.stderr and "Traceback" not in r.stderr, r.stderr
-    assert not (app / "outputs").exists() and not (app / "mlflow.db").exists()
+    assert not (app / "outputs").exists() and not (app / "mlflow.db").exists() and not (app / "multirun").exists()
 
 
 def test_task_path_of_a_script_and_of_a_module(tmp_path):

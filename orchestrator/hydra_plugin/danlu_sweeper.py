@@ -122,8 +122,9 @@ class DanluSweeper(Sweeper):
         from omegaconf import OmegaConf, open_dict
 
         from orchestrator.compose import split_overrides
+        from orchestrator.errors import BadInput
         from orchestrator.hydra_app import App, settings_overrides, task_path
-        from orchestrator.plan import plan, resume_command
+        from orchestrator.plan import plan
         from orchestrator.sweep import run_sweep
 
         settings = OmegaConf.to_container(self.config.hydra.sweeper, resolve=True)
@@ -150,6 +151,7 @@ class DanluSweeper(Sweeper):
             overrides += _one_report(conf, overrides)
         p = plan(overrides, conf, app=app, app_space=space)
         # Hydra's multirun folder, as its basic sweeper makes it: the trials' output folders go under it
+        made = next((d for d in reversed([sweep_dir, *sweep_dir.parents]) if not d.exists()), None)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(master, sweep_dir / "multirun.yaml")
         if said:
@@ -159,10 +161,14 @@ class DanluSweeper(Sweeper):
         # what a later command must match to resume it; `app:` also tells danlu report that this is an app's sweep
         identity = overrides + [f"app:{fn}"] + [f"app:{o}" for o in cl.fixed] + \
             [f"app:space.{k}={v}" for k, v in sorted(space.items())]
-        if not settings.get("name"):  # a name of its own is what lets the same command resume it
-            print(f"danlu: sweep {p.cfg.sweep.name}; after an interruption, resume it with: {resume_command(p)}",
-                  flush=True)
-        return run_sweep(identity, conf, planned=p, preflight=False, command=command)
+        try:  # an interrupted sweep says how to resume it (the app's command with its name: resume_command)
+            return run_sweep(identity, conf, planned=p, preflight=False, command=command)
+        except BadInput:  # refused before anything ran (storage, tracking, a lock): leave no multirun folder either
+            if made is not None and [f.name for f in sweep_dir.iterdir()] == ["multirun.yaml"]:
+                import shutil
+
+                shutil.rmtree(made)  # the folders this command made, holding nothing but multirun.yaml
+            raise
 
 
 def _one_report(conf: Path, overrides: list[str]) -> list[str]:
