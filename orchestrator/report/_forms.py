@@ -32,12 +32,15 @@ def as_json(data, sections) -> str:
                               **{s.key: s.data for s in sections}}), indent=1)
 
 
-def as_html(data, sections) -> str:
-    """One page: the verdict first (report.build puts it first), then what the sweep was, then each section."""
+def as_html(data, sections, banner: list[str] | None = None) -> str:
+    """One page: the verdict first (report.build puts it first), then what the sweep was, then each section;
+    `banner` (a partial report's lines) above them all."""
     about = (f"<p>{len(data.configs)} configurations × seeds {data.seeds}; metric {html.escape(data.metric)} "
              f"({data.mode}). Built from the sweep's MLflow runs.</p>")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>danlu report: {html.escape(data.name)}</title>"
              f"<style>{STYLE}</style></head><body><h1>danlu report: {html.escape(data.name)}</h1>"]
+    parts += [f"<p style='background:#fde2e1;border:1px solid #c0392b;padding:8px'><b>{html.escape(line)}</b></p>"
+              for line in banner or []]
     for s in sections:
         body = s.html
         for name, content in s.plots.items():

@@ -32,7 +32,10 @@ def make(store, name: str, report_cfg, out_dir: Path, decisions=None,
     sections = report.build(data, report_cfg, lead)
     partial = _partial(data, running) if running else []
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = {"report.html": forms.as_html(data, sections).encode(), "report.json": forms.as_json(data, sections).encode()}
+    as_json = forms.as_json(data, sections)
+    if partial:  # said in every form of it, not only on the terminal
+        as_json = json.dumps({"partial": partial[0], **json.loads(as_json)}, indent=1)
+    files = {"report.html": forms.as_html(data, sections, partial).encode(), "report.json": as_json.encode()}
     for s in sections:
         files.update(s.plots)
     for fname, content in files.items():
