@@ -115,6 +115,8 @@ def test_a_report_of_a_running_sweep_says_it_is_partial_and_leaves_the_parent_al
         assert "danlu.report" not in parent.data.tags and "mlflow.note.content" not in parent.data.tags
         assert client.list_artifacts(parent.info.run_id, "report") == []  # nothing attached to the parent
         assert not (tmp_path / "outputs" / "busy" / "report").exists()
+        page = (tmp_path / "outputs" / "busy" / "report-partial" / "report.html").read_text()
+        assert "PARTIAL: sweep busy is still running" in page  # what a person opening it sees first
     finally:
         import signal
 
