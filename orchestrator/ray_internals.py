@@ -38,6 +38,7 @@ PRIVATE = (
     "_TrainingRunMetadata.metric_analysis",
     "_TrainingRunMetadata.metric_n_steps",
     "_TrainingRunMetadata.invalidate_cache",
+    "ray.tune.execution.tune_controller.TuneController",  # add_trial's order (hold_added): a test checks it
 )
 
 
@@ -179,6 +180,15 @@ def forget_statistics(trial) -> None:
         meta.metric_analysis = {}
         meta.metric_n_steps = {}
         meta.invalidate_cache()
+
+
+def hold_added(trial) -> None:
+    """Give a trial that a resumed sweep is adding the status PAUSED instead of PENDING, from the scheduler's
+    on_trial_add: Tune files a trial under its status only after that hook (TuneController.add_trial), so it never
+    starts it, and Tune runs a PAUSED trial only when the scheduler's choose_trial_to_run names it. Tune has no
+    public way to add a trial paused; its own _set_trial_status cannot be called there (the trial is in none of its
+    sets yet)."""
+    trial.set_status("PAUSED")
 
 
 def stored_result(trial) -> dict:

@@ -79,6 +79,18 @@ def test_every_private_name_danlu_uses_exists_in_this_ray(name):
     assert hasattr(obj, attr), f"Ray no longer has {name}"
 
 
+def test_tune_files_an_added_trial_by_the_status_its_schedulers_hook_leaves():
+    """hold_added (a resumed sweep's seed held at a rung) relies on TuneController.add_trial calling the scheduler's
+    on_trial_add before it files the trial under its status."""
+    import inspect
+
+    from ray.tune.execution.tune_controller import TuneController
+
+    source = inspect.getsource(TuneController.add_trial)
+    hook, filed = source.find("self._scheduler_alg.on_trial_add("), source.find("status_str_map[trial.status].add(")
+    assert 0 < hook < filed, "Ray's TuneController.add_trial changed: ray_internals.hold_added no longer holds"
+
+
 def test_only_tunes_two_races_are_dropped_from_its_error_logs():
     import inspect
     import logging

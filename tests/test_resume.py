@@ -207,3 +207,61 @@ def test_a_writer_that_dies_stops_the_sweep_and_says_so(ray_gpus, conf_dir, tmp_
     assert code == 1, out.getvalue()
     assert "the sweep stopped because its MLflow writer did" in out.getvalue()
     assert "Resume with: danlu" in out.getvalue()
+
+
+SEEDED = ["sweep", "--no-preflight", "job=sleep", "sweep=sleep", "scheduler=asha", "sweep.num_samples=12", "sweep.seeds=[0,1]",
+          "epochs=9", "epoch_s=0.05", "scheduler.grace_period=1", "scheduler.reduction_factor=3",
+          "sweep.search_seed=11", "checkpoint_state=true", "cluster.num_cpus=2"]
+
+
+def seed_groups(cwd: Path, name: str) -> dict[str, dict[int, tuple[str, int]]]:
+    """configuration -> seed -> (outcome, last step), from the sweep's MLflow runs."""
+    client, _, children = mlflow_runs(cwd / "mlflow.db", name)
+    out: dict[str, dict[int, tuple[str, int]]] = {}
+    for c in children:
+        out.setdefault(c.data.tags["danlu.config_id"], {})[int(c.data.tags["danlu.seed"])] = (
+            c.data.tags["danlu.outcome"], max(steps(client, c)))
+    return out
+
+
+def assert_seeds_together(groups: dict) -> int:
+    """Each configuration's seeds ended alike: both completed, or both stopped early at the same step. Returns the
+    trial-steps run (each trial's last step)."""
+    for config, seeds in groups.items():
+        assert len(seeds) == 2 and len(set(seeds.values())) == 1, (config, seeds)
+    return sum(step for seeds in groups.values() for _, step in seeds.values())
+
+
+@pytest.mark.parametrize("sig, seed", [(signal.SIGINT, 3), (signal.SIGKILL, 5)], ids=["SIGINT", "SIGKILL"])
+def test_seed_aware_asha_keeps_seeds_together_across_an_interrupt(tmp_path, sig, seed):
+    """12 configurations x 2 seeds on 2 slots, ASHA (rungs 1 and 3 of 9), the same search seed: a sweep run
+    straight, and the same sweep interrupted (Ctrl-C, or its driver killed) once a seeded number of trials has
+    ended, then resumed. In both, every configuration's seeds end alike (a seed ahead of its group waits at the
+    rung), and the interrupted sweep's trial-steps stay within 1.25x the straight one's."""
+    import random
+
+    (tmp_path / "a").mkdir()
+    r = danlu_cli([*SEEDED, "sweep.name=a"], tmp_path / "a")
+    assert r.returncode == 0, r.stdout + r.stderr
+    straight = assert_seeds_together(seed_groups(tmp_path / "a", "a"))
+    assert any(o == "stopped_early" for seeds in seed_groups(tmp_path / "a", "a").values() for o, _ in seeds.values())
+
+    (tmp_path / "b").mkdir()
+    storage = tmp_path / "b" / "outputs" / "b"
+    ended = random.Random(seed).randint(2, 10)  # the seeded moment: after this many trials ended
+    proc = start_danlu([*SEEDED, "sweep.name=b"], tmp_path / "b", tmp_path / "b.log")
+    try:
+        wait_for(lambda: journal_ops(storage, "end") >= ended, what=f"{ended} trials ended")
+        if sig == signal.SIGKILL:
+            kill_driver(proc)
+        else:
+            os.kill(proc.pid, signal.SIGINT)  # Ctrl-C: the driver saves Tune's state and exits
+            proc.wait(timeout=120)
+    finally:
+        end_group(proc)
+    assert journal_ops(storage, "end") < 24, "the sweep ended before the interrupt: nothing was tested"
+    r = danlu_cli([*SEEDED, "sweep.name=b"], tmp_path / "b")
+    assert r.returncode == 0, r.stdout + r.stderr
+    interrupted = assert_seeds_together(seed_groups(tmp_path / "b", "b"))
+    print(f"trial-steps: straight {straight}, interrupted after {ended} ended {interrupted}")
+    assert interrupted <= 1.25 * straight, (interrupted, straight)

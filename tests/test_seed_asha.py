@@ -148,6 +148,16 @@ class Trial:  # what the scheduler reads of a Tune trial: its id, danlu's config
     trial_id: str = ""
     config: dict = field(default_factory=dict)
     last_result: dict = field(default_factory=dict)
+    status: str = "RUNNING"
+
+    @property
+    def run_metadata(self):  # where ray_internals.stored_result reads the last result Tune holds
+        from types import SimpleNamespace
+
+        return SimpleNamespace(last_result=self.last_result)
+
+    def set_status(self, status):
+        self.status = status
 
     def __post_init__(self):
         self.trial_id = f"{self.hp_name}_{self.seed}"
@@ -175,7 +185,9 @@ def test_the_tune_scheduler_stops_a_group_and_says_so_with_its_mean():
     for c, vs in losses.items():
         for k, v in zip(SEEDS, vs, strict=True):
             decisions[c, k] = s.on_trial_result(None, trials[c, k], {"training_iteration": 1, "loss": v})
-    assert decisions[("b", 2)] == "STOP" and decisions[("b", 0)] == "CONTINUE"
+    # the group's last seed gets its decision; those before it wait at the rung (PAUSE) for it
+    assert [decisions["a", k] for k in SEEDS] == ["PAUSE", "PAUSE", "CONTINUE"]
+    assert [decisions["b", k] for k in SEEDS] == ["PAUSE", "PAUSE", "STOP"]
     assert s.on_trial_result(None, trials["b", 0], {"training_iteration": 2, "loss": 0.05}) == "STOP"
     assert {"b_2", "b_0"} <= s.stopped_early
     (line,) = said
@@ -258,3 +270,74 @@ def test_the_saved_decisions_survive_a_snapshot_cut_at_any_byte(tmp_path):
     for cut in range(len(whole)):
         path.write_bytes(whole[:cut])
         assert saved_decisions(tmp_path) == older[0]["scheduler"]["decisions"], cut
+
+
+class Controller:  # what the scheduler calls on Tune's controller: stop_trial (Tune calls on_trial_remove)
+    def __init__(self, scheduler):
+        self.scheduler, self.stopped = scheduler, []
+
+    def stop_trial(self, trial):
+        self.stopped.append(trial.trial_id)
+        self.scheduler.on_trial_remove(self, trial)
+        trial.status = "TERMINATED"
+
+
+def report(s, trial, step, loss):
+    """A report, with Tune's PAUSE and STOP carried out on the fake trial."""
+    trial.last_result = {"training_iteration": step, "loss": loss}
+    d = s.on_trial_result(None, trial, trial.last_result)
+    trial.status = {"PAUSE": "PAUSED", "STOP": "TERMINATED"}.get(d, "RUNNING")
+    return d
+
+
+def test_seeds_wait_at_a_rung_for_their_group_and_go_on_or_stop_together():
+    """Rung 1, two slots: a seed ahead of its group waits (PAUSED), the group's pending seeds are chosen before a new
+    configuration, a waiting seed whose group goes on runs before anything else, and one whose group is stopped is
+    stopped where it waits."""
+    s = scheduler([0, 1])
+    tune = Controller(s)
+    trials = {(c, k): Trial(c, k, status="PENDING") for c in ("a", "b", "c") for k in (0, 1)}
+    for t in trials.values():
+        s.on_trial_add(tune, t)
+    assert s.choose_trial_to_run(tune) is trials["a", 0]  # Tune's first pending trial
+    trials["a", 0].status = "RUNNING"
+    trials["b", 0].status = "RUNNING"  # two slots: Tune started the next pending trial too
+    assert report(s, trials["a", 0], 1, 0.2) == "PAUSE"  # a's seed 1 has not reached rung 1
+    # a's seed 1 comes before b's and c's seeds that Tune holds before it... and c's new configuration
+    assert s.choose_trial_to_run(tune) is trials["a", 1]
+    trials["a", 1].status = "RUNNING"
+    assert report(s, trials["a", 1], 1, 0.3) == "CONTINUE"  # the group is judged: it goes on
+    assert s.choose_trial_to_run(tune) is trials["a", 0]  # the seed that waited runs again first
+    trials["a", 0].status = "RUNNING"
+    assert report(s, trials["b", 0], 1, 0.9) == "PAUSE"
+    assert s.choose_trial_to_run(tune) is trials["b", 1]
+    trials["b", 1].status = "RUNNING"
+    assert report(s, trials["b", 1], 1, 0.8) == "STOP"  # b's mean 0.85 > a's 0.25 (mode=min): stopped
+    assert s.choose_trial_to_run(tune) is trials["c", 0]  # b's waiting seed is stopped, not run
+    assert tune.stopped == ["b_0"] and {"b_0", "b_1"} <= s.stopped_early
+    assert s.groups.stopped == {config_id({"x": "b"})}
+
+
+def test_a_resumed_sweep_holds_a_seed_whose_group_has_not_decided_its_rung():
+    """Restored trials come back PENDING; a seed that reached a rung its group has not decided is held (PAUSED)
+    instead, one whose group was stopped is stopped, and one below every pending rung may run."""
+    s = scheduler([0, 1])
+    a0, a1, b0, b1 = Trial("a", 0), Trial("a", 1), Trial("b", 0), Trial("b", 1)
+    for t in (a0, a1, b0, b1):
+        s.on_trial_add(None, t)
+    report(s, a0, 1, 0.2), report(s, a1, 1, 0.3)  # a goes on at rung 1
+    report(s, b0, 1, 0.9), report(s, b1, 1, 0.8)  # b stopped at rung 1
+    report(s, a0, 2, 0.2), report(s, a0, 3, 0.2)  # a's seed 0 at rung 3 waits for seed 1 (at step 1)
+    assert a0.status == "PAUSED"
+    again = scheduler([0, 1])
+    SchedulerState(again).set_state(json.loads(json.dumps(SchedulerState(s).get_state())))
+    tune = Controller(again)
+    for t in (a0, a1, b0):  # restored: as the snapshot held them, then PENDING
+        t.status = "PENDING"
+        again.on_trial_add(tune, t)
+    assert (a0.status, a1.status, b0.status) == ("PAUSED", "PENDING", "PAUSED")
+    assert again.choose_trial_to_run(tune) is a1  # b's seed is stopped where it waits; a's seed 1 catches up
+    assert tune.stopped == ["b_0"]
+    a1.status = "RUNNING"
+    assert report(again, a1, 2, 0.3) == "CONTINUE" and report(again, a1, 3, 0.3) == "CONTINUE"
+    assert again.choose_trial_to_run(tune) is a0

@@ -53,22 +53,41 @@ class GroupRungs:
         return float(np.nanpercentile(recorded, (1 - 1 / self.rf) * 100)) if recorded else None
 
     def result(self, config: str, seed: int, iteration: float, value: float) -> tuple[bool, list[Decision]]:
-        """A seed's report. Returns (stop this trial, the decisions this report completed)."""
-        made: list[Decision] = []
-        if config not in self.stopped:
-            for rung in reversed(self.rungs):  # the highest rung reached and not yet recorded, as ASHA does
-                seen = self.values[rung].setdefault(config, {})
-                if iteration < rung or seed in seen:
-                    continue
+        """A seed's report. Returns (stop this trial, the decisions this report completed). The value is recorded
+        at every rung up to `iteration` that the seed has not recorded yet: one rung a report where reports come
+        one step at a time, and never a rung left waiting forever for a seed that passed it unseen (a trial whose
+        reports before a restore were not in the snapshot)."""
+        if config in self.stopped:
+            return True, []
+        for rung in self.rungs:
+            seen = self.values[rung].setdefault(config, {})
+            if rung <= iteration and seed not in seen:
                 seen[seed] = value
-                made += self._decide(config)
-                break
+        made = self._decide(config)
         return config in self.stopped, made
+
+    def waiting(self, config: str, iteration: float) -> float | None:
+        """The lowest rung at or below `iteration`, below the last, whose decision for `config` is not made yet
+        (None: none). A seed there waits (Tune's PAUSE) until the group's other seeds get there; the last rung is
+        the trials' end and decides nothing that waiting could change."""
+        if config in self.stopped:
+            return None
+        for rung in self.rungs[:-1]:
+            if rung > iteration:
+                break
+            if config not in self.means[rung]:
+                return rung
+        return None
 
     def end(self, config: str, seed: int, iteration: float) -> list[Decision]:
         """A seed ended (finished, failed, or was stopped): rungs above `iteration` no longer wait for it."""
         self.ended.setdefault(config, {})[seed] = iteration
         return self._decide(config)
+
+    def back(self, config: str, seed: int) -> None:
+        """A seed that ended comes back (retried after a failure, or restored by a resumed sweep): rungs it has not
+        reached wait for it again."""
+        self.ended.get(config, {}).pop(seed, None)
 
     def _alive_at(self, config: str, rung: float) -> list[int]:
         ended = self.ended.get(config, {})

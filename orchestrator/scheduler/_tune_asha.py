@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from orchestrator.ray_internals import asha_limits, asha_load, asha_metric, asha_state
+from orchestrator.ray_internals import asha_limits, asha_load, asha_metric, asha_state, hold_added, stored_result
 from orchestrator.scheduler import Recording
 from orchestrator.scheduler._group_rungs import Decision, GroupRungs, milestones
 
@@ -19,23 +19,34 @@ def group_of(trial) -> tuple[str, int]:
 class ASHA(Recording, ASHAScheduler):
     """Tune's ASHA, recording which trials it stopped before max_t (for MLflow tags and the counts), able to
     hand its rung records over to a resumed sweep (see orchestrator.tuner.SchedulerState), and judging seed
-    groups when there are several seeds."""
+    groups when there are several seeds.
+
+    With several seeds a configuration's seeds go on or stop together: a seed that reaches a rung before the
+    group's decision there waits (Tune's PAUSE, with its checkpoint) and runs again only once the group goes on;
+    stopped, it is stopped where it waits. Trials that may run are chosen in this order: a waiting seed whose
+    group went on, a seed of a configuration already started, then a new configuration (choose_trial_to_run).
+    A resumed sweep holds its restored trials the same way (on_trial_add), so none runs past a rung whose
+    decision is pending or "stop"."""
 
     def __init__(self, seeds=(0,), say=print, **kwargs):
         super().__init__(**kwargs)
         self.say = say
         self.groups = None
+        self._held: dict = {}  # trials waiting at a rung for their group's decision (PAUSED), in the order held
+        self._begun: set[str] = set()  # configurations with a seed that has reported
+        self._groups_of: dict[str, tuple[str, int]] = {}  # trial_id -> (config, seed)
         if len(seeds) > 1:
             rf, grace, max_t = kwargs["reduction_factor"], kwargs.get("grace_period", 1), kwargs["max_t"]
             self.groups = GroupRungs(milestones(grace, max_t, rf), rf, list(seeds))
         self._labels: dict[str, str] = {}  # config_id -> its values, for the terminal
 
-    def __getstate__(self):  # Tune pickles the scheduler into tuner.pkl; the terminal stays here
-        return {k: v for k, v in super().__getstate__().items() if k != "say"}
+    def __getstate__(self):  # Tune pickles the scheduler into tuner.pkl; the terminal and the trials stay here
+        return {k: v for k, v in super().__getstate__().items() if k not in ("say", "_held")}
 
     def __setstate__(self, state):
         super().__setstate__(state)
         self.say = print
+        self._held = {}
 
     @property
     def decisions(self) -> list[Decision]:
@@ -53,11 +64,18 @@ class ASHA(Recording, ASHAScheduler):
         elif time_attr not in result or metric not in result:
             return TrialScheduler.CONTINUE
         else:
-            config, seed = group_of(trial)
+            config, seed = self._group(trial)
             self._label(config, trial)
+            self._begun.add(config)
             stop, made = self.groups.result(config, seed, result[time_attr], sign * result[metric])
             self._say(made)
-            decision = TrialScheduler.STOP if stop or result[time_attr] > max_t else TrialScheduler.CONTINUE
+            if stop or result[time_attr] > max_t:
+                decision = TrialScheduler.STOP
+            elif self.groups.waiting(config, result[time_attr]) is not None:
+                decision = TrialScheduler.PAUSE  # ahead of its group: it waits at the rung, with its checkpoint
+                self._held[trial] = None
+            else:
+                decision = TrialScheduler.CONTINUE
         if decision == TrialScheduler.STOP and result.get(time_attr, 0) == max_t:
             # the job's last report (max_t follows its length): its function ends by itself, and runs what follows
             # its loop (a task function's return, a final save), which Tune's stop here would cut off
@@ -66,10 +84,70 @@ class ASHA(Recording, ASHAScheduler):
             self.stopped_early.add(trial.trial_id)
         return decision
 
+    def _group(self, trial) -> tuple[str, int]:
+        found = self._groups_of.get(trial.trial_id)
+        if found is None:
+            found = self._groups_of[trial.trial_id] = group_of(trial)
+        return found
+
+    def _iteration(self, trial) -> float:
+        return stored_result(trial).get(asha_limits(self)[0]) or 0
+
     def _ended(self, trial) -> None:
+        self._held.pop(trial, None)
         if self.groups is not None:
-            config, seed = group_of(trial)
-            self._say(self.groups.end(config, seed, (trial.last_result or {}).get(asha_limits(self)[0], 0)))
+            config, seed = self._group(trial)
+            self._say(self.groups.end(config, seed, self._iteration(trial)))
+
+    def on_trial_add(self, tune_controller, trial):
+        """Tune's hook: a trial added, put back to be retried, or restored by a resumed sweep. A seed that comes
+        back is waited for again; a restored one whose group's decision at a rung it reached is pending or "stop"
+        is held (PAUSED) instead of starting: choose_trial_to_run runs or stops it once the group is decided."""
+        super().on_trial_add(tune_controller, trial)
+        if self.groups is None:
+            return
+        config, seed = self._group(trial)
+        if trial.status != "TERMINATED":
+            self.groups.back(config, seed)
+        iteration = self._iteration(trial)
+        if not iteration or trial.status != "PENDING" or tune_controller is None:
+            return
+        self._begun.add(config)
+        if config in self.groups.stopped or self.groups.waiting(config, iteration) is not None:
+            hold_added(trial)
+            self._held[trial] = None
+
+    def choose_trial_to_run(self, tune_controller):
+        """With several seeds: a held seed whose group went on (a held one whose group stopped is stopped here),
+        else the first pending seed of a configuration already started, else Tune's first pending trial. A held
+        seed whose group is still undecided is never chosen."""
+        if self.groups is None:
+            return super().choose_trial_to_run(tune_controller)
+        for trial in list(self._held):
+            if trial.status != "PAUSED":  # still RUNNING (Tune pauses it after this result), or already restarted
+                if trial.status in ("TERMINATED", "ERROR"):
+                    del self._held[trial]
+                continue
+            config, _ = self._group(trial)
+            if config in self.groups.stopped:
+                self.stopped_early.add(trial.trial_id)
+                del self._held[trial]
+                tune_controller.stop_trial(trial)
+            elif self.groups.waiting(config, self._iteration(trial)) is None:
+                del self._held[trial]
+                return trial
+        first = None
+        for n, trial in enumerate(list(self._waiting)):
+            status = trial.status
+            if status in ("TERMINATED", "ERROR"):
+                del self._waiting[trial]
+            elif status == "PENDING":
+                if self._group(trial)[0] in self._begun:
+                    return trial
+                first = first or trial
+                if n > 1000:  # a scan per step of Tune's loop: bounded where thousands of trials wait
+                    break
+        return first
 
     def on_trial_complete(self, tune_controller, trial, result):
         """Tune's hook: the trial ended; its seed group learns it will report no more."""

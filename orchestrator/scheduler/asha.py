@@ -5,7 +5,7 @@ With one seed per configuration this is Tune's ASHA, unchanged. With several (sw
 decision is made on a configuration's seed group: when every live seed of the configuration has reached the
 rung, the group's mean is compared with the quantile of the group means recorded there before, and all its
 seeds continue or stop together (orchestrator/scheduler/_group_rungs.py). A seed that is ahead of its group
-runs on until the group's decision, and stops at its next report if the group is stopped.
+waits at the rung (Tune's PAUSE) until the group's decision, and is stopped there if the group is stopped.
 The Tune scheduler is in _tune_asha.py (this module is imported by plan(), before Ray).
 """
 
