@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from orchestrator import checks
 from orchestrator.errors import BadInput
 
-RESOURCE_KEYS = ("cpu", "gpu", "custom")  # what a trial's `resources` may say
+RESOURCE_KEYS = ("cpu", "gpu", "memory_mb", "custom")  # what a trial's `resources` may say
 
 
 def trial_resources(res) -> dict[str, float]:
@@ -25,9 +25,8 @@ def trial_resources(res) -> dict[str, float]:
     unknown = sorted(str(k) for k in res if k not in RESOURCE_KEYS)
     if unknown:
         raise BadInput(f"resources.{unknown[0]}: not a setting of resources; valid: {', '.join(RESOURCE_KEYS)} "
-                       "(resources.custom.NAME=N asks for a custom Ray resource that nodes declare). danlu holds no "
-                       "per-trial memory limit yet: the preflight's memory check (preflight.memory_mb) warns before "
-                       "the launch.")
+                       "(resources.custom.NAME=N asks for a custom Ray resource that nodes declare; "
+                       "resources.memory_mb=N reserves and holds a trial's memory).")
     cpu, gpu = res.get("cpu", 1), res.get("gpu", 0)
     for key, v in (("cpu", cpu), ("gpu", gpu)):
         checks.number(f"resources.{key}", v, 0, note="(e.g. cpu=1, gpu=0.25 or gpu=2)")
@@ -36,6 +35,10 @@ def trial_resources(res) -> dict[str, float]:
     if cpu == 0 and gpu == 0:
         raise BadInput("resources: a trial needs some cpu or gpu (e.g. resources.cpu=1).")
     out = {"CPU": float(cpu), "GPU": float(gpu)}
+    memory = checks.number("resources.memory_mb", res.get("memory_mb"), 1, optional=True,
+                           note="(a trial's memory: reserved with Ray and held while it runs; null: no limit)")
+    if memory is not None:
+        out["memory"] = float(memory) * 2**20  # Ray's memory resource, in bytes
     for name, amount in (res.get("custom") or {}).items():
         checks.number(f"resources.custom.{name}", amount, 0, note=f"of the custom Ray resource {name} (nodes declare "
                       f"it with ray start --resources='{{\"{name}\": 4}}')")
@@ -64,8 +67,17 @@ def local_capacity(cluster) -> dict[str, float]:
     return {
         "CPU": float(cpus if cpus is not None else len(os.sched_getaffinity(0))),
         "GPU": float(gpus if gpus is not None else detected_gpus()),
+        "memory": _ray_memory(),
         **{str(k): float(v) for k, v in (cluster.get("resources") or {}).items()},
     }
+
+
+def _ray_memory() -> float:
+    """The `memory` resource a local Ray declares, in bytes: the memory available at its start less its object
+    store (30 % of it by default), so about 70 % of what is available now."""
+    import psutil
+
+    return 0.7 * psutil.virtual_memory().available
 
 
 def check_fit(need: dict[str, float], nodes: dict[str, dict[str, float]]) -> None:

@@ -174,6 +174,12 @@ def _check_settings(cfg) -> None:
     checks.integer("checkpoint.every", cfg.checkpoint.every, 1)
     checks.integer("checkpoint.keep", cfg.checkpoint.keep, 1)
     checks.integer("failure.max_failures", cfg.failure.max_failures, -1, note="(-1: retry without end)")
+    checks.integer("failure.retry_job_errors", cfg.failure.get("retry_job_errors", 0), -1,
+                   note="(0: the job's own errors are not retried; -1: without end)")
+    stall = cfg.failure.get("stall_s", "auto")
+    if stall != "auto":
+        checks.number("failure.stall_s", stall, 1, optional=True,
+                      note="(auto: 10 x the trial's slowest step, at least 10 min; null: no limit)")
     checks.fraction("failure.max_failed_fraction", cfg.failure.get("max_failed_fraction"), optional=True)
     checks.number("progress.every_s", cfg.progress.every_s, 0.1)
     checks.integer("storage.min_free_mb", cfg.storage.min_free_mb, 0)

@@ -333,9 +333,11 @@ class Preflight:
                      f"{'>' if verdict == FAIL else 'within'} {cap_text} per trial")
 
     def cpu_cap_mb(self) -> float | None:
-        """A trial's memory on CPU: preflight.memory_mb, else this machine's available memory over the trials that
-        run at once."""
-        set_mb = self.settings.get("memory_mb")
+        """A trial's memory on CPU: its limit (resources.memory_mb, held while trials run), else preflight.memory_mb,
+        else this machine's available memory over the trials that run at once."""
+        set_mb = self.cfg.resources.get("memory_mb")
+        if set_mb is None:
+            set_mb = self.settings.get("memory_mb")
         if set_mb is not None:
             return float(set_mb)
         from orchestrator.cluster import local_capacity, trial_resources, trials_at_once

@@ -107,6 +107,7 @@ class Progress(Callback):
         self._started: dict[str, float] = {}  # trial_id -> when it started in this driver
         self._live: set[str] = set()  # trials seen pending, paused or running in this driver
         self._last_report: dict[str, float] = {}  # trial_id -> when it last reported
+        self._running_since: dict[str, float] = {}  # trial_id -> when it last began running (a start, a resume)
         self._intervals: list[float] = []  # seconds between two reports of a trial (a step's time)
         self._overheads: list[float] = []  # an ended trial's wall time beyond its steps (start-up, end)
         self._slots = 1  # the most trials seen running at once
@@ -118,6 +119,7 @@ class Progress(Callback):
     def __setstate__(self, state):
         self.__dict__.update(state)
         self.__dict__.setdefault("_best", None)  # pickled by an earlier danlu
+        self.__dict__.setdefault("_running_since", {})
         self.stream = sys.stdout
 
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
@@ -125,8 +127,22 @@ class Progress(Callback):
         self.total = total_num_samples
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        """Tune's hook: note when the trial started (for its start-up time)."""
+        """Tune's hook: note when the trial started (for its start-up time), and when it began running again."""
         self._started.setdefault(trial.trial_id, time.monotonic())
+        self._running_since[trial.trial_id] = time.monotonic()
+
+    def quiet(self, trials) -> list[tuple[str, float]]:
+        """Running trials that have not reported for much longer than a step takes (60 s, or 5 steps, whichever is
+        longer): (name, seconds quiet), the quietest first. A hung job shows here before failure.stall_s ends it."""
+        now, step_s = time.monotonic(), self._step_s()
+        floor = max(60.0, 5 * step_s) if step_s else 60.0
+        out = []
+        for t in trials:
+            if t.status == "RUNNING":
+                since = max(self._last_report.get(t.trial_id, 0.0), self._running_since.get(t.trial_id, 0.0))
+                if since and now - since > floor:
+                    out.append((self._label(t), now - since))
+        return sorted(out, key=lambda q: -q[1])
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         """Tune's hook: the trial's step and value (the best so far, the seconds a step takes)."""
@@ -239,8 +255,13 @@ class Progress(Callback):
         parts = [f"running {c['running']}" + (f" ({at})" if at else ""), f"pending {c['pending']}",
                  f"done {done}{total} ({c['completed']} completed, {c['stopped early']} stopped early, "
                  f"{c['failed']} failed)"]
+        quiet = self.quiet(trials) if c["running"] else []
+        if quiet:
+            parts[0] += " · " + ", ".join(f"{name} no report for {duration(q)}" for name, q in quiet[:3])
         if self._first_result is None and done == 0:
             parts.append("starting the first trials (Ray starts its workers)")
+        elif quiet:
+            parts.append(f"ETA: unknown while {quiet[0][0]} reports nothing")
         elif done < len(trials) or (self.total and done < self.total):
             left = self.eta(trials)
             parts.append(f"ETA ~{duration(left)} (estimate)" if left is not None else "ETA: estimating")

@@ -38,7 +38,11 @@ PRIVATE = (
     "_TrainingRunMetadata.metric_analysis",
     "_TrainingRunMetadata.metric_n_steps",
     "_TrainingRunMetadata.invalidate_cache",
+    "_TrainingRunMetadata.error_filename",  # a trial put back after a failure (put_back_after_failure)
     "ray.tune.execution.tune_controller.TuneController",  # add_trial's order (hold_added): a test checks it
+    "TrialRunnerWrapper._tune_controller",  # the controller behind the scheduler's wrapper (fail_requeued)
+    "TuneController._schedule_trial_stop",
+    "Trial.temporary_state",  # a running trial's Ray actor (trial_actor: a stalled trial's process is ended)
 )
 
 
@@ -180,6 +184,32 @@ def forget_statistics(trial) -> None:
         meta.metric_analysis = {}
         meta.metric_n_steps = {}
         meta.invalidate_cache()
+
+
+def fail_requeued(controller, trial, why: str) -> None:
+    """Fail a trial that Tune has just put back to retry it (from the scheduler's on_trial_add), as Tune fails one it
+    does not retry: the searcher told it ended in an error, the trial ERROR (Tune then calls the callbacks'
+    on_trial_recover, where orchestrator.tuner.TrialRuns finds it ERROR). Tune decides retries by count alone
+    (Trial.should_recover) with no hook between a failure and its retry; the scheduler is handed a wrapper of
+    Tune's controller that warns on _schedule_trial_stop, so the controller itself is used."""
+    from ray.tune.error import TuneError
+
+    tune = getattr(controller, "_tune_controller", controller)
+    tune.search_alg.on_trial_complete(trial.trial_id, error=True)
+    tune._schedule_trial_stop(trial, exception=TuneError(why))
+
+
+def put_back_after_failure(trial) -> bool:
+    """Whether Tune is adding this trial back after a failure, to retry it: it has an error file (a new trial has
+    none, and Tune clears a restored one's). Read from its metadata: Trial.error_file raises for a trial whose
+    folder is not named yet."""
+    return bool(trial.run_metadata.error_filename)
+
+
+def trial_actor(trial):
+    """The Ray actor a running trial's function runs in (None: not running): a stalled trial's process is ended by
+    killing it (orchestrator/stalls.py). Tune keeps it in the trial's temporary state, with no public accessor."""
+    return trial.temporary_state.ray_actor
 
 
 def hold_added(trial) -> None:

@@ -217,9 +217,16 @@ def _budget_end(p: Plan, tracker, parts, out, lead) -> int:
     are parked)."""
     why = parts.budget.reached
     trials = parts.ledger.trials
-    ended = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
-    line = (f"stopped by its budget: {why}; {len(ended)} of {len(trials)} trial(s) ended, {len(trials) - len(ended)} "
-            "parked (they resume from their last checkpoint)")
+    from orchestrator.tuner import trial_name
+
+    cut = parts.budget.cut  # running when the limit was reached: Tune's clean-up marks them TERMINATED too
+    names = {name for name, _ in cut}
+    ended = [t for t in trials if t.status in ("TERMINATED", "ERROR") and trial_name(t) not in names]
+    killed = ", ".join(f"{name} at step {step}" if step is not None else f"{name} before its first report"
+                       for name, step in cut)
+    line = (f"stopped by its budget: {why}; {len(ended)} of {len(trials)} trial(s) ended, "
+            + (f"{len(cut)} killed mid-run ({killed}), " if cut else "")
+            + f"{len(trials) - len(ended)} parked (they resume from their last checkpoint)")
     tracker.close_sweep(parts.budget.meter.used.as_metrics(), {T.OUTCOME: "budget", T.BUDGET: why}, "KILLED",
                         report_pending=True)
     complete = tracker.close()
@@ -297,7 +304,9 @@ def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Int
     from orchestrator.disk import Fault
     from orchestrator.progress import Progress, Work
     from orchestrator.ray_internals import on_storage_fault
+    from orchestrator.retries import RetryPolicy
     from orchestrator.snapshots import Keeper
+    from orchestrator.stalls import StallWatch
     from orchestrator.trial import make_trainable
     from orchestrator.tuner import (
         BudgetMeter,
@@ -321,12 +330,13 @@ def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Int
     print(f"danlu: MLflow {p.tracking_uri} · experiment '{cfg.tracking.experiment}' · run '{sweep.name}'",
           file=out, flush=True)
     scheduler = schedulers.make(cfg.scheduler, p.space.seeds, say)
+    scheduler.retries = retries = RetryPolicy(int(cfg.failure.max_failures), int(cfg.failure.get("retry_job_errors", 0)))
     early = scheduler.stopped_early
     names = TrialNames(str(sweep.name), list(p.space.seeds))
     log_dir = str(p.storage_dir / "logs")
     runs = TrialRuns(tracker, names.describe, lambda tid: tid in early, log_dir, say=say,
                      max_failures=int(cfg.failure.max_failures), on_fault=interrupts.fault, cut=cut,
-                     started=prep.limits, max_output_mb=cfg.tracking.get("max_output_mb"))
+                     started=prep.limits, max_output_mb=cfg.tracking.get("max_output_mb"), retries=retries)
     progress = Progress(sweep.metric, sweep.mode, names.label, lambda tid: tid in early, stream=out,
                         every_s=float(cfg.progress.every_s), work=Work.of(cfg.scheduler, cfg.get("epochs")),
                         state_file=str(state_dir(p.storage_dir) / PROGRESS))
@@ -335,13 +345,15 @@ def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Int
         Fault("danlu's copy of Tune's state", path, exc.strerror or " ".join(str(exc).split())[:300])))
     # the order is part of Tune's saved callback state (by index): SchedulerState stays first
     callbacks = [SchedulerState(scheduler), runs, ledger, KeepSnapshots(keeper),
-                 RestoreLimits(prep.limits, state_dir(p.storage_dir))] + ([] if verbose else [progress])
+                 RestoreLimits(prep.limits, state_dir(p.storage_dir)),
+                 StallWatch(cfg.failure.get("stall_s", "auto"), retries, names.label, say)] + ([] if verbose else [progress])
     budget = BudgetMeter(meter, tracker, interrupts.stop_for) if meter is not None else None
     if budget is not None:  # last: the callbacks' saved states are Tune's by index
         callbacks.append(budget)
     on_storage_fault(lambda exc, what: interrupts.fault(Fault(what, str(p.storage_dir), " ".join(str(exc).split())[:300])))
     trainable = make_trainable(str(p.config_dir), p.trial_base, p.base_overrides, p.space.group_keys, log_dir,
-                               cfg.checkpoint.every, float(cfg.resources.cpu), bool(cfg.failure.stop_on_nan), p.app)
+                               cfg.checkpoint.every, float(cfg.resources.cpu), bool(cfg.failure.stop_on_nan), p.app,
+                               cfg.resources.get("memory_mb"))
     if resuming:
         if prep.rebuild_tuner:  # tuner.pkl was damaged and set aside: a Tuner of this sweep's settings writes it
             build_tuner(trainable, search, cfg, scheduler, callbacks, guard, str(p.storage_dir.parent), verbose)

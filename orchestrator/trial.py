@@ -20,11 +20,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from orchestrator.context import check_metrics, check_step
 from orchestrator.errors import BadInput
+from orchestrator.memory_limit import MemoryWatch
 
 STATE_FILES = ("state.pt", "state.pkl")  # torch.save when the job uses torch, else pickle
 META_KEY = "_danlu"  # trial metadata in the first result (resolved config, node, GPUs); never a metric
@@ -371,7 +373,8 @@ def trial_config(base_cfg, config_dir: str, base_overrides: list[str], group_key
 
 
 def make_trainable(config_dir: str, base_cfg, base_overrides: list[str], group_keys: set[str], log_dir: str,
-                   checkpoint_every: int, cpus: float, stop_on_nan: bool = True, app=None):
+                   checkpoint_every: int, cpus: float, stop_on_nan: bool = True, app=None,
+                   memory_mb: float | None = None):
     """The Tune trainable for this sweep (a function trainable that restores from the newest checkpoint that
     exists; see ray_internals.fallback_trainable). Its config is {"hp": {...}, "seed": int}. base_cfg is the
     sweep's composed config before any trial's values (unresolved), shipped with the trainable. `app`
@@ -413,12 +416,13 @@ def make_trainable(config_dir: str, base_cfg, base_overrides: list[str], group_k
             ctx = TuneContext(checkpoint_every, meta, stop_on_nan)
             try:
                 try:
-                    if app is not None:
-                        app.run(cfg, ctx, cpus)
-                        return
-                    job = load_job(cfg.job.fn, Path(root))
-                    set_threads(cpus)
-                    call_job(job, cfg, ctx)
+                    with MemoryWatch(memory_mb, lambda: ctx._last_step), hard_exits_named(ctx, _length(cfg, app)):
+                        if app is not None:
+                            app.run(cfg, ctx, cpus)
+                            return
+                        job = load_job(cfg.job.fn, Path(root))
+                        set_threads(cpus)
+                        call_job(job, cfg, ctx)
                 except SystemExit as exc:
                     if ctx.stopped:  # Tune's own way to stop a trial (ASHA): not a failure
                         raise
@@ -443,6 +447,10 @@ class JobExited(RuntimeError):
     """The job ended its own process's work with sys.exit before it had made its reports."""
 
 
+class HardExit(SystemExit):
+    """The job's os._exit, raised in its stead while it runs in a trial (hard_exits_named)."""
+
+
 def job_exited(exc: SystemExit, last_step: int | None, epochs: int | None) -> None:
     """A job's own sys.exit (not Tune's stop): fine where it came after the job's last epoch with code 0 (a script's
     habit), else a failure that says so (Ray's own words for it were "Should not have reached here")."""
@@ -451,8 +459,28 @@ def job_exited(exc: SystemExit, last_step: int | None, epochs: int | None) -> No
         return
     where = f"at step {last_step}" if last_step is not None else "before its first report"
     of = f" ({epochs})" if epochs is not None else ""
-    raise JobExited(f"the job called sys.exit({code if code is not None else ''}) {where} without finishing its "
+    call = "os._exit" if isinstance(exc, HardExit) else "sys.exit"
+    raise JobExited(f"the job called {call}({code if code is not None else ''}) {where} without finishing its "
                     f"epochs{of}") from None
+
+
+@contextmanager
+def hard_exits_named(ctx, epochs: int | None):
+    """While the job runs, its os._exit in this process and thread is judged like its sys.exit (job_exited: "the job
+    called os._exit(1) at step 3 ..."), instead of the worker dying with nothing said and the trial retried as if
+    its node had gone. A child process (a forked data loader) and another thread of the job exit as they asked."""
+    real, pid, thread = os._exit, os.getpid(), threading.get_ident()
+
+    def _exit(code=0):
+        if os.getpid() != pid or threading.get_ident() != thread:
+            real(code)
+        raise HardExit(code)  # judged as its sys.exit is (job_exited)
+
+    os._exit = _exit
+    try:
+        yield
+    finally:
+        os._exit = real
 
 
 def _length(cfg, app) -> int | None:

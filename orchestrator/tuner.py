@@ -22,6 +22,7 @@ from orchestrator.ray_internals import (
     staging_dir,
     stored_result,
 )
+from orchestrator.retries import tune_limit
 from orchestrator.trial import TIME_KEY, meta_of
 
 
@@ -57,8 +58,9 @@ class TrialRuns(tune.Callback):
 
     def __init__(self, tracker, describe: Callable, stopped_early: Callable, log_dir: str, say: Callable = print,
                  max_failures: int = 0, on_fault: Callable | None = None, cut: str | None = None,
-                 started: Iterable[str] = (), max_output_mb: float | None = None):
+                 started: Iterable[str] = (), max_output_mb: float | None = None, retries=None):
         self.tracker = tracker
+        self._retries = retries  # orchestrator.retries.RetryPolicy: which failures were not retried, and why
         self._max_output_mb = max_output_mb  # what of a trial's output goes to MLflow (orchestrator/tracking/output.py)
         self._cut = cut  # the tag for a trial the previous Slurm allocation's end cut short (orchestrator/slurm.py)
         self._started_before = set(started)  # trials the journal shows started by an earlier driver
@@ -72,6 +74,7 @@ class TrialRuns(tune.Callback):
         self._keys: dict[str, list[str]] = {}  # trial_id -> the metric names its job reports
         self.restores: list[str] = []  # restored trials that fell back to another checkpoint than Tune's
         self.disk_full: set[str] = set()  # trials that failed because a disk was full (not their fault: resumed)
+        self._failed: dict[str, str] = {}  # trial_id -> how it failed, in one line (the summary's list)
         self._first: dict[str, tuple[int, int]] = {}  # trial_id -> (ms, step) of its first report in this driver
         self._last: dict[str, tuple[int, int]] = {}  # ... and of its latest
         self._step_s: list[float] = []  # seconds per step of trials that ended (the newest 1,000)
@@ -79,7 +82,7 @@ class TrialRuns(tune.Callback):
         self._startup_s: list[float] = []  # seconds from a trial's start to its first report (the newest 1,000)
 
     def __getstate__(self):  # Tune pickles callbacks into tuner.pkl; the live tracker stays here
-        return {k: v for k, v in self.__dict__.items() if k not in ("tracker", "_say", "_on_fault")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("tracker", "_say", "_on_fault", "_retries")}
 
     def get_state(self):  # nothing of it belongs in Tune's experiment checkpoint: each driver starts anew
         """Nothing of it belongs in Tune's snapshot: each driver starts anew from the journal."""
@@ -150,16 +153,24 @@ class TrialRuns(tune.Callback):
         return sum(self._startup_s) / len(self._startup_s) if self._startup_s else None
 
     def on_trial_recover(self, iteration, trials, trial, **info):  # it failed, and is retried
-        """Tune's hook: the trial failed and is retried; its retries are tagged and the failure said."""
+        """Tune's hook: the trial failed and is retried; its retries are tagged and the failure said. One the retry
+        policy stopped (it is ERROR already: orchestrator/retries.py) ends as a failure instead."""
+        if trial.status == "ERROR":
+            self.on_trial_error(iteration, trials, trial, **info)
+            return
         self._started(trial)
         self.tracker.trial_tags(trial.trial_id, {T.RETRIES: trial.num_failures})
         text = self._error_text(trial)
         if self._full(trial, text):
             return
-        died = any(w in text.lower() for w in ("actordiederror", "rayactorerror", "worker died", "node died",
-                                               "worker process has died", "actor is dead", "nodedied",
-                                               "actorunavailableerror", "outofmemoryerror"))
-        why = "after its worker died" if died else f"after it failed ({_last_line(text)[:200]})"
+        from orchestrator.retries import INFRA, STALLED, kind_of
+
+        failures = (self._retries.failures.get(trial.trial_id) or [None]) if self._retries else [None]
+        kind = failures[-1].kind if failures[-1] else kind_of(text)
+        why = {INFRA: "after its worker died",
+               STALLED: f"after it stalled ({failures[-1] and failures[-1].error.split(': ', 1)[-1]})"
+               }.get(kind, f"after it failed ({_last_line(text)[:200]})")
+        n, limit = self._retries.retry_of(trial.trial_id) if self._retries else (trial.num_failures, self._max_failures)
         where = "from its start"
         ckpt = getattr(trial, "checkpoint", None)
         if ckpt is not None:
@@ -172,8 +183,7 @@ class TrialRuns(tune.Callback):
             step = (marker or {}).get("step")
             where = f"from its checkpoint at step {step}" if step is not None else \
                 f"from {ckpt.path.rsplit('/', 1)[-1]}"
-        self._say(f"danlu: {self._name(trial)} restarted {why} (retry {trial.num_failures} of "
-                  f"{self._max_failures}), {where}")
+        self._say(f"danlu: {self._name(trial)} restarted {why} (retry {n} of {limit}), {where}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         """Tune's hook: the trial's run ends FINISHED, tagged completed or stopped early."""
@@ -196,11 +206,22 @@ class TrialRuns(tune.Callback):
             tags = {T.ERROR: last[:5000], T.OUTCOME: "disk_full"}
             self.tracker.trial_end(trial.trial_id, "KILLED", tags, self._log(trial), text)
             return
-        tags = {T.ERROR: last[:5000], T.OUTCOME: "failed"}
+        outcome, why = "failed", ""
+        if self._retries is not None:
+            stall = self._retries.killed.pop(trial.trial_id, None)  # ended by danlu, and Tune retries nothing
+            if stall is not None:
+                outcome, last = "stalled", stall.error
+            elif trial.trial_id in self._retries.ended:  # a retry the policy refused
+                outcome, why = self._retries.ended.pop(trial.trial_id)
+                if outcome == "stalled":
+                    last = self._retries.failures[trial.trial_id][-1].error
+        tags = {T.ERROR: last[:5000], T.OUTCOME: outcome}
+        self._failed[trial.trial_id] = f"{last}{f'; {why}' if why else ''}"
         self.tracker.trial_end(trial.trial_id, "FAILED", tags, self._log(trial), text)
         log = os.path.relpath(self._log(trial)) if self._log(trial).startswith(os.getcwd()) else self._log(trial)
-        self._say(f"danlu: {self._name(trial)} failed: {last[:300]} (full traceback: {log}, and error.txt of its "
-                  "MLflow run)")
+        shown = last.split(": ", 1)[-1] if outcome == "stalled" else last
+        self._say(f"danlu: {self._name(trial)} {'stalled' if outcome == 'stalled' else 'failed'}: {shown[:300]}"
+                  f"{f'; {why}' if why else ''} (full traceback: {log}, and error.txt of its MLflow run)")
 
     def _full(self, trial, text: str) -> bool:
         """A trial that failed because a disk or quota is full: the sweep stops (it is said once, by the sweep)."""
@@ -215,8 +236,8 @@ class TrialRuns(tune.Callback):
         return True
 
     def failure(self, trial) -> str:
-        """A failed trial's error, in one line (its exception's last line)."""
-        return _last_line(self._error_text(trial))
+        """A failed trial's error, in one line (its exception's last line; a stall's, and a retry not made, said)."""
+        return self._failed.get(trial.trial_id) or _last_line(self._error_text(trial))
 
     @staticmethod
     def _error_text(trial) -> str:
@@ -375,7 +396,8 @@ def with_resources(trainable, cfg):
     from orchestrator.cluster import trial_resources
 
     res = trial_resources(cfg.resources)
-    resources = {"cpu": res.pop("CPU"), "gpu": res.pop("GPU"), **({"custom_resources": res} if res else {})}
+    resources = {"cpu": res.pop("CPU"), "gpu": res.pop("GPU"), **({"memory": res.pop("memory")} if "memory" in res else {}),
+                 **({"custom_resources": res} if res else {})}
     return tune.with_resources(trainable, resources)
 
 
@@ -421,7 +443,8 @@ def build_tuner(trainable, search, cfg, scheduler, callbacks, stopper, storage_p
             stop=stopper,
             verbose=2 if verbose else 0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
-            failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
+            failure_config=tune.FailureConfig(max_failures=tune_limit(cfg.failure.max_failures,
+                                                                      cfg.failure.get("retry_job_errors") or 0)),
         ),
     )
 
@@ -437,6 +460,7 @@ class BudgetMeter(tune.Callback):
         # O(trials) per step (6% of the driver's loop at 1,000 trials): the count is taken every sample_s
         self._last = self._logged = None
         self.reached: str | None = None
+        self.cut: list[tuple[str, int | None]] = []  # the trials running when the limit was reached: (name, step)
 
     def __getstate__(self):
         return {}
@@ -457,6 +481,7 @@ class BudgetMeter(tune.Callback):
         if self.reached is None:
             self.reached = self.meter.reached()
             if self.reached is not None:
+                self.cut = [(trial_name(t), stored_result(t).get("step")) for t in trials if t.status == "RUNNING"]
                 self.flush()
                 self.stop(self.reached)
 

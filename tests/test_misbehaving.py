@@ -150,3 +150,74 @@ def test_a_trial_that_prints_megabytes_is_capped_in_mlflow_and_whole_in_its_stor
     assert len(text) < 2**20 + 1000 and b"cut here (tracking.max_output_mb=1)" in text
     (full,) = (tmp_path / "outputs" / "loud" / "logs").glob("*.log")
     assert full.stat().st_size >= 3 * 2**20  # the whole output, once, in the sweep's storage
+
+
+def test_retries_go_to_failures_a_retry_can_help():
+    """The retry policy (orchestrator/retries.py): failures that are not the job's up to failure.max_failures; the
+    job's own errors only with failure.retry_job_errors; never the same error at the same step twice in a row."""
+    from orchestrator.retries import INFRA, JOB, STALLED, Failure, RetryPolicy, kind_of, tune_limit
+
+    p = RetryPolicy(max_failures=2, retry_job_errors=0)
+    assert "the job's own error" in p.judge("a", Failure(JOB, 3, "ValueError: boom"))
+    assert p.ended["a"][0] == "failed"
+    assert p.judge("b", Failure(INFRA, 3, "ActorDiedError: the actor died")) is None
+    assert p.judge("b", Failure(INFRA, 5, "ActorDiedError: the actor died")) is None
+    assert "max_failures=2 used" in p.judge("b", Failure(INFRA, 7, "ActorDiedError: the actor died"))
+    assert p.judge("c", Failure(STALLED, 2, "TrialStalled: no report for 11s after step 2")) is None
+    assert "failed again at step 2 with the same error" in p.judge(
+        "c", Failure(STALLED, 2, "TrialStalled: no report for 12s after step 2"))  # a stall's duration differs
+    assert p.ended["c"][0] == "stalled"
+
+    q = RetryPolicy(max_failures=0, retry_job_errors=1)
+    assert q.judge("d", Failure(JOB, 3, "ValueError: flaky at step 3")) is None  # asked for: one retry
+    assert "same error" in q.judge("d", Failure(JOB, 3, "ValueError: flaky at step 3"))
+    assert q.judge("e", Failure(JOB, 3, "OSError: read timed out")) is None
+    assert "retry_job_errors=1" in q.judge("e", Failure(JOB, 6, "OSError: read timed out"))
+    assert "max_failures=0" in q.judge("f", Failure(INFRA, 1, "node died"))
+    assert tune_limit(2, 0) == 2 and tune_limit(2, 3) == 5 and tune_limit(-1, 0) == -1
+
+    from ray.exceptions import ActorDiedError, RayTaskError
+
+    assert kind_of(ActorDiedError()) == INFRA
+    assert kind_of(RayTaskError("train", "Traceback...", ValueError("boom"))) == JOB
+    assert kind_of("ray.exceptions.ActorDiedError: The actor died unexpectedly") == INFRA
+    assert kind_of("ValueError: boom") == JOB
+
+
+@pytest.mark.slow
+def test_jobs_that_misbehave_are_named_bounded_and_cost_no_other_trial(ray_gpus, conf_dir, tmp_path):
+    """One sweep, one trial per way to misbehave (jobs/sleep.py CASES), on 2 slots: an exception, a NaN, a hang, a
+    memory hog, sys.exit(0) and sys.exit(3) mid-run, os._exit(1). Each fails named, at its step, once (only the hang
+    is retried: a stall may pass; it stalls again at the same step and is not retried again); the well-behaved
+    trial completes; the memory limit holds."""
+    from tests.test_sweep import history, sweep
+
+    cases = ["none", "raise", "nan_metric", "hang", "hog", "exit0", "exit3", "os_exit1"]
+    code, out = sweep(conf_dir, tmp_path, "bad", "job=sleep", "sweep=sleep", "scheduler=fifo", "epochs=4",
+                      "epoch_s=0.05", "sweep.num_samples=1", f"misbehave=tag(grid, choice({','.join(cases)}))",
+                      "failure.stall_s=4", "resources.memory_mb=1000", "checkpoint_state=true", preflight=False)
+    assert "8 trials: 1 completed, 0 stopped early, 7 failed" in out, out
+    client, _, children = mlflow_runs(tmp_path / "mlflow.db", "bad")
+    runs = {r.data.params["misbehave"]: r for r in children}
+    assert runs["none"].info.status == "FINISHED" and runs["none"].data.tags["danlu.outcome"] == "completed"
+    error = {case: runs[case].data.tags.get("danlu.error", "") for case in cases}
+    assert "sleep job: failing at epoch 2" in error["raise"]
+    assert "non-finite metric at step 2" in error["nan_metric"]
+    assert error["hang"] == "TrialStalled: no report for 4s after step 2" or \
+        error["hang"].startswith("TrialStalled: no report for") and error["hang"].endswith("after step 2")
+    assert runs["hang"].data.tags["danlu.outcome"] == "stalled"
+    assert "exceeded its memory limit of 1000 MB at step 2 (peak " in error["hog"]
+    assert "sys.exit(0) at step 2 without finishing its epochs (4)" in error["exit0"]
+    assert "sys.exit(3) at step 2" in error["exit3"]
+    assert "os._exit(1) at step 2 without finishing its epochs (4)" in error["os_exit1"]
+    for case in cases[1:]:
+        assert runs[case].info.status == "FAILED", case
+        # what it reported before it failed, once each (a NaN and an exception at epoch 2 leave step 1)
+        assert history(client, runs[case], "score") == ([1] if case in ("raise", "nan_metric") else [1, 2]), case
+    # said on the terminal, each with why it was not retried; only the hang was retried, once
+    assert out.count("restarted after") == 1 and "restarted after it stalled (no report for" in out
+    assert out.count("not retried: the job's own error") == 6, out
+    assert "not retried: it failed again at step 2 with the same error" in out
+    assert "stalled: no report for" in out and "its process is ended" in out
+    peak = float(error["hog"].split("(peak ", 1)[1].split(" MB")[0])
+    assert 1000 < peak < 1500  # stopped at the limit, not after the whole 1500 MB

@@ -16,6 +16,7 @@ _STORAGE = tempfile.TemporaryDirectory(prefix="danlu-internals-")  # a Tuner's e
 def _owner(name: str):
     from ray import tune
     from ray.train._internal.storage import StorageContext
+    from ray.tune.execution.tune_controller import TrialRunnerWrapper, TuneController
     from ray.tune.experiment.trial import Trial
     from ray.tune.impl.tuner_internal import TunerInternal
     from ray.tune.schedulers import AsyncHyperBandScheduler
@@ -57,6 +58,8 @@ def _owner(name: str):
         "Trial": lambda: Trial,
         "StorageContext": lambda: StorageContext,
         "_TrainingRunMetadata": _TrainingRunMetadata,
+        "TuneController": lambda: TuneController,
+        "TrialRunnerWrapper": lambda: TrialRunnerWrapper,
     }[name], {"TunerInternal": TunerInternal, "_Bracket": _Bracket}
 
 
@@ -71,7 +74,7 @@ def test_every_private_name_danlu_uses_exists_in_this_ray(name):
         return
     make, _ = _owner(owner)
     obj = make()
-    if owner in ("Trainable", "Trial"):  # instance attributes, set in __init__ / restore
+    if owner in ("Trainable", "Trial", "TrialRunnerWrapper"):  # instance attributes, set in __init__ / restore
         import inspect
 
         assert f"self.{attr} =" in inspect.getsource(obj), f"Ray's Trainable no longer sets {name}"

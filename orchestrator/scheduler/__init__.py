@@ -32,7 +32,11 @@ class Recording:
     Attributes:
         stopped_early: the trial ids this scheduler stopped before their end (their runs are tagged
             danlu.outcome=stopped_early, and the counts say so).
+        retries: the sweep's orchestrator.retries.RetryPolicy (set by the sweep), asked whenever Tune puts a
+            failed trial back to retry it: only the scheduler's hooks are given Tune's controller.
     """
+
+    retries = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -47,10 +51,28 @@ class Recording:
         self._waiting = {}
 
     def on_trial_add(self, tune_controller, trial):
-        """Tune's hook: a trial added (or put back at the end of its list, to be retried): it may run."""
+        """Tune's hook: a trial added (or put back at the end of its list, to be retried): it may run, unless the
+        retry policy says a retry cannot help; then it fails here, as if Tune had not retried it."""
         super().on_trial_add(tune_controller, trial)
         self._waiting.pop(trial, None)
         self._waiting[trial] = None
+        if self.retries is not None and tune_controller is not None and trial.status == "PENDING":
+            from orchestrator.ray_internals import put_back_after_failure
+
+            if put_back_after_failure(trial):
+                self._judge_retry(tune_controller, trial)
+
+    def _judge_retry(self, tune_controller, trial) -> None:
+        from orchestrator.ray_internals import fail_requeued, stored_result
+        from orchestrator.retries import Failure, kind_of, last_line
+
+        failure = self.retries.killed.pop(trial.trial_id, None)
+        if failure is None:
+            error = trial_error(trial)
+            failure = Failure(kind_of(error), stored_result(trial).get("step"), last_line(str(error)))
+        why = self.retries.judge(trial.trial_id, failure)
+        if why is not None:
+            fail_requeued(tune_controller, trial, why)
 
     def on_trial_complete(self, tune_controller, trial, result):
         """Tune's hook: the trial ended; it runs no more (unless added again)."""
@@ -100,6 +122,24 @@ class Recording:
     def load_state(self, state: dict) -> None:
         """Take back what state() saved (after Tuner.restore)."""
         self.stopped_early.update(state.get("stopped_early") or [])
+
+
+def trial_error(trial):
+    """A failed Tune trial's newest error: Ray's exception as Tune pickled it, else the text of its error file."""
+    try:
+        from ray import cloudpickle
+
+        with open(trial.pickled_error_file, "rb") as f:
+            return cloudpickle.load(f)
+    except Exception:  # noqa: BLE001 - none pickled (a TuneError), or unreadable: its text says enough
+        pass
+    try:
+        with open(trial.error_file, errors="replace") as f:
+            text = f.read()
+    except (OSError, TypeError):
+        return "trial failed"
+    _, header, newest = text.rpartition("Failure # ")  # Tune appends "Failure # N (occurred at ...)" and the error
+    return newest.split("\n", 1)[-1] if header else text
 
 
 class SchedulerModule(Protocol):

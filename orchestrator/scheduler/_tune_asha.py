@@ -104,7 +104,7 @@ class ASHA(Recording, ASHAScheduler):
         back is waited for again; a restored one whose group's decision at a rung it reached is pending or "stop"
         is held (PAUSED) instead of starting: choose_trial_to_run runs or stops it once the group is decided."""
         super().on_trial_add(tune_controller, trial)
-        if self.groups is None:
+        if self.groups is None or trial.status == "ERROR":  # ERROR: a retry that cannot help (orchestrator/retries.py)
             return
         config, seed = self._group(trial)
         if trial.status != "TERMINATED":
