@@ -16,7 +16,6 @@ import os
 import sys
 import time
 
-
 # `misbehave=NAME`: one knob for each way a job misbehaves, so that one sweep can grid over them
 CASES = {
     "raise": {"fail_at": 2}, "nan_metric": {"nan_at": 2}, "repeat": {"repeat_at": 2}, "back": {"back_at": 2},

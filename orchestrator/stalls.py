@@ -94,9 +94,7 @@ class StallWatch(tune.Callback):
 
     def _end(self, trial, quiet: float, limit: float) -> None:
         from orchestrator.progress import duration
-        from orchestrator.ray_internals import trial_actor
-
-        from orchestrator.ray_internals import stored_result
+        from orchestrator.ray_internals import stored_result, trial_actor
 
         step = self._step.get(trial.trial_id)
         if step is None:  # quiet since it (re)started: its last step is where its checkpoint left it
