@@ -86,8 +86,11 @@ def check_fit(need: dict[str, float], nodes: dict[str, dict[str, float]]) -> Non
         if all(total.get(k, 0.0) >= v for k, v in need.items() if v > 0):
             return
     name, largest = max(nodes.items(), key=lambda kv: (kv[1].get("GPU", 0), kv[1].get("CPU", 0)))
-    asked = ", ".join(f"{k}={v:g}" for k, v in need.items() if v > 0)
-    offers = ", ".join(f"{k}={largest.get(k, 0):g}" for k in need if need[k] > 0)
+    def amount(k: str, v: float) -> str:  # Ray counts memory in bytes; a user sets resources.memory_mb
+        return f"memory_mb={v / 2**20:.0f}" if k == "memory" else f"{k}={v:g}"
+
+    asked = ", ".join(amount(k, v) for k, v in need.items() if v > 0)
+    offers = ", ".join(amount(k, largest.get(k, 0)) for k in need if need[k] > 0)
     hint = (" Set cluster.num_gpus to declare logical GPUs, or resources=cpu."
             if need.get("GPU") and list(nodes) == ["local machine"] else "")
     raise BadInput(f"resources: a trial asks for {asked}, but the largest node ({name}) offers {offers}.{hint}")

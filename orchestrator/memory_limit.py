@@ -58,6 +58,7 @@ class MemoryWatch:
         return False
 
     def error(self) -> MemoryLimitError:
+        """The trial's error: the limit, the step where its process passed it, and the peak seen."""
         at = f"at step {self.exceeded_at}" if self.exceeded_at is not None else "before its first report"
         return MemoryLimitError(f"the trial exceeded its memory limit of {self.limit_mb:g} MB {at} (peak "
                                 f"{self.peak_mb:.0f} MB, its process's resident memory; resources.memory_mb)")

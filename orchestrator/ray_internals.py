@@ -42,6 +42,7 @@ PRIVATE = (
     "ray.tune.execution.tune_controller.TuneController",  # add_trial's order (hold_added): a test checks it
     "TrialRunnerWrapper._tune_controller",  # the controller behind the scheduler's wrapper (fail_requeued)
     "TuneController._schedule_trial_stop",
+    "TuneController._try_recover",  # stops the trial before _requeue_trial tells the scheduler (being_retried)
     "Trial.temporary_state",  # a running trial's Ray actor (trial_actor: a stalled trial's process is ended)
 )
 
@@ -204,6 +205,13 @@ def put_back_after_failure(trial) -> bool:
     none, and Tune clears a restored one's). Read from its metadata: Trial.error_file raises for a trial whose
     folder is not named yet."""
     return bool(trial.run_metadata.error_filename)
+
+
+def being_retried(trial) -> bool:
+    """In the scheduler's on_trial_error: whether Tune is retrying the trial. Tune stops a trial it retries (status
+    ERROR) before it tells the scheduler (TuneController._try_recover, then _requeue_trial), and tells the scheduler
+    of one it does not retry while it is still RUNNING (or PENDING); Tune says it no other way."""
+    return trial.status == "ERROR"
 
 
 def trial_actor(trial):

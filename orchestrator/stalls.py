@@ -46,6 +46,7 @@ class StallWatch(tune.Callback):
         self.__init__(state["limit"], None, str, print, state["check_s"])
 
     def get_state(self):
+        """Nothing for Tune's snapshot: each driver watches anew."""
         return None
 
     def on_trial_result(self, iteration, trials, trial, result, **info):

@@ -9,17 +9,25 @@ from orchestrator import tags as T
 def counts_line(summary: dict) -> str:
     """The counts: trials completed, stopped early, failed."""
     c = summary["counts"]
+    stalled = summary.get("stalled") or []
     return (f"{sum(c.values())} trials: {c['completed']} completed, {c['stopped_early']} stopped early, "
-            f"{c['failed']} failed")
+            f"{c['failed']} failed" + (f" ({len(stalled)} of them stalled and killed mid-run: "
+                                       f"{', '.join(stalled[:10])})" if stalled else ""))
 
 
-def summarize(trials, sweep, early: set[str], label, max_failed_fraction=None) -> tuple[dict, int]:
-    """Counts and the best trial, ranked by each trial's last reported metric (Tune's scope="last")."""
+def summarize(trials, sweep, early: set[str], label, max_failed_fraction=None,
+              stalled: dict[str, int | None] | None = None) -> tuple[dict, int]:
+    """Counts and the best trial, ranked by each trial's last reported metric (Tune's scope="last"). `stalled`:
+    trial_id -> the step of the failed trials that stalled (their processes were ended)."""
     counts = {"completed": 0, "stopped_early": 0, "failed": 0}
     best = None
+    hung = []
     for t in trials:
         if t.status == "ERROR":
             counts["failed"] += 1
+            if t.trial_id in (stalled or {}):
+                step = stalled[t.trial_id]
+                hung.append(f"{label(t)} at step {step}" if step is not None else f"{label(t)} before its first report")
             continue
         counts["stopped_early" if t.trial_id in early else "completed"] += 1
         v = (t.last_result or {}).get(sweep.metric)
@@ -32,6 +40,7 @@ def summarize(trials, sweep, early: set[str], label, max_failed_fraction=None) -
         "metrics": {f"trials_{k}": v for k, v in counts.items()} | {"trials_total": total, "steps_run": float(steps)},
         "tags": {},
         "counts": counts,
+        "stalled": hung,
     }
     if best is not None:
         summary["metrics"][f"best_{sweep.metric}"] = best[0]

@@ -417,7 +417,7 @@ def _finish(p: Plan, tracker, interrupts: Interrupts, parts: _Parts, out, lead) 
     holds every result), the summary; and, for a whole sweep, the record its command prints again without Ray."""
     cfg, sweep, runs, trials = p.cfg, p.cfg.sweep, parts.runs, parts.ledger.trials
     summary, code = summarize(trials, sweep, parts.scheduler.stopped_early, parts.names.label,
-                              cfg.failure.max_failed_fraction)
+                              cfg.failure.max_failed_fraction, stalled=runs.stalled)
     status = "FINISHED" if code == 0 else "FAILED"
     step_s, startup_s = runs.step_s(), runs.startup_s()
     if step_s is not None:  # what `danlu plan` costs this job's next sweep at (orchestrator/preview.py)

@@ -75,6 +75,7 @@ class TrialRuns(tune.Callback):
         self.restores: list[str] = []  # restored trials that fell back to another checkpoint than Tune's
         self.disk_full: set[str] = set()  # trials that failed because a disk was full (not their fault: resumed)
         self._failed: dict[str, str] = {}  # trial_id -> how it failed, in one line (the summary's list)
+        self.stalled: dict[str, int | None] = {}  # trial_id -> its last step, for trials that failed stalled
         self._first: dict[str, tuple[int, int]] = {}  # trial_id -> (ms, step) of its first report in this driver
         self._last: dict[str, tuple[int, int]] = {}  # ... and of its latest
         self._step_s: list[float] = []  # seconds per step of trials that ended (the newest 1,000)
@@ -215,6 +216,8 @@ class TrialRuns(tune.Callback):
                 outcome, why = self._retries.ended.pop(trial.trial_id)
                 if outcome == "stalled":
                     last = self._retries.failures[trial.trial_id][-1].error
+        if outcome == "stalled":
+            self.stalled[trial.trial_id] = stored_result(trial).get("step")
         tags = {T.ERROR: last[:5000], T.OUTCOME: outcome}
         self._failed[trial.trial_id] = f"{last}{f'; {why}' if why else ''}"
         self.tracker.trial_end(trial.trial_id, "FAILED", tags, self._log(trial), text)

@@ -4,6 +4,7 @@ a trial's cost is its wall time times what it holds."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import danlu_cli, mlflow_runs
@@ -42,6 +43,10 @@ def test_a_budget_stops_a_real_sweep_which_resumes_with_a_larger_one(tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert "stopped by its budget: sweep.budget.cpu_hours=0.002 reached" in out
+    line = next(ln for ln in out.splitlines() if ln.startswith("danlu: stopped by its budget"))
+    # the trials that were running when it stopped are named, killed mid-run, not counted among those that ended
+    assert re.search(r"; (\d) of 4 trial\(s\) ended, (\d) killed mid-run \((t00\d at step \d+(, )?)+\), (\d) parked",
+                     line), line
     assert "Resume with a larger budget: danlu " in out and \
         " resume budgeted sweep.budget.<gpu_hours|cpu_hours|wall_time>=<more>" in out
     client, parents, children = mlflow_runs(tmp_path / "mlflow.db", "budgeted")

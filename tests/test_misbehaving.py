@@ -196,7 +196,8 @@ def test_jobs_that_misbehave_are_named_bounded_and_cost_no_other_trial(ray_gpus,
     code, out = sweep(conf_dir, tmp_path, "bad", "job=sleep", "sweep=sleep", "scheduler=fifo", "epochs=4",
                       "epoch_s=0.05", "sweep.num_samples=1", f"misbehave=tag(grid, choice({','.join(cases)}))",
                       "failure.stall_s=4", "resources.memory_mb=1000", "checkpoint_state=true", preflight=False)
-    assert "8 trials: 1 completed, 0 stopped early, 7 failed" in out, out
+    assert "8 trials: 1 completed, 0 stopped early, 7 failed (1 of them stalled and killed mid-run: t003 at step 2)" \
+        in out, out
     client, _, children = mlflow_runs(tmp_path / "mlflow.db", "bad")
     runs = {r.data.params["misbehave"]: r for r in children}
     assert runs["none"].info.status == "FINISHED" and runs["none"].data.tags["danlu.outcome"] == "completed"
@@ -221,3 +222,31 @@ def test_jobs_that_misbehave_are_named_bounded_and_cost_no_other_trial(ray_gpus,
     assert "stalled: no report for" in out and "its process is ended" in out
     peak = float(error["hog"].split("(peak ", 1)[1].split(" MB")[0])
     assert 1000 < peak < 1500  # stopped at the limit, not after the whole 1500 MB
+
+
+def test_the_automatic_stall_limit_follows_the_trials_own_steps(monkeypatch):
+    """failure.stall_s=auto: 10 x the trial's slowest step, at least 10 min; before a first report, 10 x the
+    sweep's slowest start-up, and no limit while no trial has reported at all; explicit seconds as given."""
+    import time
+    from types import SimpleNamespace
+
+    from orchestrator.retries import RetryPolicy
+    from orchestrator.stalls import StallWatch
+
+    clock = [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    w = StallWatch("auto", RetryPolicy(2), str, check_s=0)
+    a, b = SimpleNamespace(trial_id="a", status="RUNNING"), SimpleNamespace(trial_id="b", status="RUNNING")
+    w.on_step_end(0, [a, b])  # both begin running
+    assert w.limit_of("a") is None  # nothing reported yet: nothing to judge a start-up by
+    clock[0] = 90.0
+    w.on_trial_result(0, [a, b], a, {"step": 1})  # a's start-up: 90 s
+    assert w.limit_of("a") == 900.0 and w.limit_of("b") == 900.0  # 10 x the slowest start-up
+    for step, t in ((2, 100.0), (3, 220.0)):  # steps of 10 s and 120 s
+        clock[0] = t
+        w.on_trial_result(0, [a, b], a, {"step": step})
+    assert w.limit_of("a") == 1200.0  # 10 x its slowest step (120 s)
+    assert StallWatch(30, None, str).limit_of("a") == 30.0 and StallWatch(None, None, str).limit_of("a") is None
+    clock[0] = 600.0
+    w.on_step_end(0, [a, b])  # b: 600 s quiet before its first report, under its 900 s
+    assert "b" in w._since

@@ -67,6 +67,33 @@ def test_the_line_says_starting_then_counts_the_eta_and_the_best():
     assert duration(59) == "59s" and duration(61) == "1m01s" and duration(3700) == "1h01m"
 
 
+def test_a_trial_that_stops_reporting_shows_on_the_line_and_the_eta_stops_promising(monkeypatch):
+    """A running trial quiet for much longer than a step (60 s at least) is named with how long it has been quiet,
+    and the line no longer gives an ETA (issue 33: "ETA ~1s" for 280 s of a hung trial)."""
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    p = Progress("score", "max", lambda t: f"t{t.trial_id}", lambda tid: False, stream=open(os.devnull, "w"),
+                 work=Work(6.0))
+    p.setup(total_num_samples=2)
+    trials = [_Trial(trial_id=str(i), status="RUNNING") for i in range(2)]
+    for t in trials:
+        p.on_trial_start(0, trials, t)
+    for step in (1, 2):
+        for t in trials:
+            clock[0] += 0.5
+            p.on_trial_result(0, trials, t, {"score": 0.1 * step, "training_iteration": step})
+    assert "no report" not in p.line(trials) and "ETA ~" in p.line(trials)
+    for _ in range(3, 7):  # t1 goes on to its end; t0 reports nothing more
+        clock[0] += 1.0
+        p.on_trial_result(0, trials, trials[1], {"score": 0.5, "training_iteration": _})
+    trials[1].status = "TERMINATED"
+    p.on_trial_complete(0, trials, trials[1])
+    clock[0] += 252
+    line = p.line(trials)
+    assert "running 1 (t0@2) · t0 no report for 4m" in line and "ETA: unknown while t0 reports nothing" in line, line
+    assert "ETA ~" not in line
+
+
 @pytest.mark.parametrize("mode", ["max", "min"])
 def test_the_best_so_far_is_the_best_final_value_of_the_ended_trials(mode):
     """Kept as trials end (the line is drawn every 0.5 s on a terminal: no pass over all trials for it): the same

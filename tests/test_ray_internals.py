@@ -94,6 +94,23 @@ def test_tune_files_an_added_trial_by_the_status_its_schedulers_hook_leaves():
     assert 0 < hook < filed, "Ray's TuneController.add_trial changed: ray_internals.hold_added no longer holds"
 
 
+def test_tune_stops_a_trial_it_retries_before_it_tells_the_scheduler():
+    """being_retried (seed-aware ASHA waits for a seed that Tune retries) relies on this order in Tune's controller:
+    a retried trial is ERROR when the scheduler hears of its error; one not retried is told while still live."""
+    import inspect
+
+    from ray.tune.execution.tune_controller import TuneController
+
+    recover = inspect.getsource(TuneController._try_recover)
+    assert 0 < recover.find("self._schedule_trial_stop(trial, exception=exc)") < recover.find("self._requeue_trial(")
+    requeue = inspect.getsource(TuneController._requeue_trial)
+    assert "self._scheduler_alg.on_trial_error(self, trial)" in requeue
+    failure = inspect.getsource(TuneController._process_trial_failure)
+    told, stopped = failure.find("self._scheduler_alg.on_trial_error(self, trial)"), failure.find(
+        "self._schedule_trial_stop(trial, exception=exception)")
+    assert 0 < told < stopped, "Ray's TuneController changed: ray_internals.being_retried no longer holds"
+
+
 def test_only_tunes_two_races_are_dropped_from_its_error_logs():
     import inspect
     import logging

@@ -104,7 +104,10 @@ class ASHA(Recording, ASHAScheduler):
         back is waited for again; a restored one whose group's decision at a rung it reached is pending or "stop"
         is held (PAUSED) instead of starting: choose_trial_to_run runs or stops it once the group is decided."""
         super().on_trial_add(tune_controller, trial)
-        if self.groups is None or trial.status == "ERROR":  # ERROR: a retry that cannot help (orchestrator/retries.py)
+        if self.groups is None:
+            return
+        if trial.status == "ERROR":  # a retry the policy refused (orchestrator/retries.py): the seed has ended
+            self._ended(trial)
             return
         config, seed = self._group(trial)
         if trial.status != "TERMINATED":
@@ -155,9 +158,13 @@ class ASHA(Recording, ASHAScheduler):
         self._ended(trial)
 
     def on_trial_error(self, tune_controller, trial):
-        """Tune's hook: the trial failed; its seed group is not kept waiting for it."""
+        """Tune's hook: the trial failed; its seed group is not kept waiting for it, unless Tune is retrying it (its
+        group waits for it to come back, rather than judge a rung on the other seeds alone)."""
+        from orchestrator.ray_internals import being_retried
+
         super().on_trial_error(tune_controller, trial)
-        self._ended(trial)
+        if not being_retried(trial):
+            self._ended(trial)
 
     def on_trial_remove(self, tune_controller, trial):
         """Tune's hook: the trial was removed; its seed group is not kept waiting for it."""
