@@ -68,6 +68,8 @@ def test_help_imports_nothing_heavy(tmp_path):
         (["run", "lr=0.1,0.2"], ["danlu run takes plain values", "danlu sweep"]),
         (["sweep", "+resources.memory=268435456"], ["resources.memory", "not a setting of resources", "cpu, gpu, memory_mb, custom"]),
         (["sweep", "resources.memory_mb=0"], ["resources.memory_mb=0", "a number >= 1"]),
+        (["sweep", "sweep.seeds=[0,1,2]", "sweep.max_concurrent_trials=2"],
+         ["sweep.max_concurrent_trials=2 is fewer than the 3 seeds", "at least 3"]),
         (["sweep", "resources.memory_mb=100000000"], ["memory_mb=100000000, but the largest node (local machine)"]),
         (["sweep", "failure.stall_s=soon"], ["failure.stall_s=soon", "auto: 10 x the trial's slowest step"]),
         (["sweep", "failure.retry_job_errors=-5"], ["failure.retry_job_errors=-5", "integer >= -1"]),
