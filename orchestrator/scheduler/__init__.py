@@ -136,7 +136,7 @@ def trial_error(trial):
     try:
         with open(trial.error_file, errors="replace") as f:
             text = f.read()
-    except (OSError, TypeError):
+    except Exception:  # noqa: BLE001 - no file, or no folder named yet (Tune raises RuntimeError): nothing to read
         return "trial failed"
     _, header, newest = text.rpartition("Failure # ")  # Tune appends "Failure # N (occurred at ...)" and the error
     return newest.split("\n", 1)[-1] if header else text
