@@ -106,12 +106,7 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None, app=Non
     if "epochs" in cfg:  # before the scheduler's check: its max_t follows epochs, which is what the user typed
         checks.integer("epochs", cfg.epochs, 1, note="(reports a trial makes; ASHA's max_t follows it)")
     schedulers.check(cfg.scheduler)
-    limit = cfg.sweep.get("max_concurrent_trials")
-    if cfg.scheduler.get("name") == "asha" and len(space.seeds) > 1 and limit and limit < len(space.seeds):
-        raise BadInput(f"sweep.max_concurrent_trials={limit} is fewer than the {len(space.seeds)} seeds of a "
-                       "configuration: seed-aware ASHA holds a seed at each rung until its configuration's other "
-                       "seeds get there, so they must be able to run at once. Set it to at least "
-                       f"{len(space.seeds)}, or leave it null.")
+    schedulers.check_slots(cfg.scheduler, len(space.seeds), cfg.sweep.get("max_concurrent_trials"))
     search.check(space, cfg.search)
     report.check(cfg.report)
     trial_resources(cfg.resources)

@@ -118,7 +118,7 @@ class Preflight:
         from orchestrator import probe
 
         if self._worker is None:
-            self._worker = probe.Worker(self.root)
+            self._worker = probe.Worker(self.root, self.stall_s())
         return self._worker.run(OmegaConf.to_container(cfg, resolve=True), str(cfg.job.fn), reports, rule,
                                 threads=int(max(1, float(self.cfg.resources.cpu))))
 
@@ -313,7 +313,7 @@ class Preflight:
             return Check("memory", SKIP, f"none of job.preflight.memory ({', '.join(self.spec['memory'])}) is swept: "
                          "every trial uses the base config's memory")
         cfg = self.config(corner)
-        with probe.Worker(self.root) as fresh:  # a process of its own: the peak it measures is the corner's
+        with probe.Worker(self.root, self.stall_s()) as fresh:  # a process of its own: the peak it measures is the corner's
             b = fresh.run(OmegaConf.to_container(cfg, resolve=True), str(cfg.job.fn), 1,
                           threads=int(max(1, float(self.cfg.resources.cpu))))
         at = ", ".join(said)
@@ -331,6 +331,11 @@ class Preflight:
         cap_text = f"{cap:.0f} MB" if cap is not None else "no known limit"
         return Check("memory", verdict, f"at the corner ({at}): peak {what} {peak:.0f} MB "
                      f"{'>' if verdict == FAIL else 'within'} {cap_text} per trial")
+
+    def stall_s(self) -> float:
+        """How long a probe's job may go without a report: failure.stall_s where it is seconds, else 15 minutes."""
+        limit = (self.cfg.get("failure") or {}).get("stall_s")
+        return float(limit) if isinstance(limit, (int, float)) and not isinstance(limit, bool) else 900.0
 
     def cpu_cap_mb(self) -> float | None:
         """A trial's memory on CPU: its limit (resources.memory_mb, held while trials run), else preflight.memory_mb,

@@ -81,8 +81,10 @@ class ProbeContext:
     once `enough(values)` says so. restore() gives the state of `start`, for a rerun from a checkpoint (None: a
     fresh start)."""
 
-    def __init__(self, probe: Probe, reports: int | None, enough: Callable[[dict], bool] | None = None, start=None):
+    def __init__(self, probe: Probe, reports: int | None, enough: Callable[[dict], bool] | None = None, start=None,
+                 beat: Callable[[], None] | None = None):
         self.probe, self.reports, self.enough, self.start = probe, reports, enough, start
+        self._beat = beat  # told of each report (the Worker's child: its parent then knows the job is alive)
         self._t0 = time.monotonic()
 
     def report(self, step, metrics, checkpoint=None):
@@ -91,6 +93,8 @@ class ProbeContext:
         check_step(self.probe.history[-1][0] if self.probe.history else None, step)
         self.probe.history.append((step, values))
         self.probe.times.append(time.monotonic() - self._t0)
+        if self._beat is not None:
+            self._beat()
         if (self.reports is not None and len(self.probe.history) >= self.reports) or \
                 (self.enough is not None and self.enough(values)):
             raise Enough
@@ -101,7 +105,7 @@ class ProbeContext:
 
 
 def run(job: Callable, cfg, reports: int | None, enough: Callable[[dict], bool] | None = None,
-        threads: int | None = None) -> Probe:
+        threads: int | None = None, beat: Callable[[], None] | None = None) -> Probe:
     """Run `job(cfg, ctx)` here for at most `reports` reports (None: to its end). The job's exceptions are kept in
     the Probe (a preflight judges them), not raised; what it prints is kept. `threads`: torch's CPU threads for the
     run, as a trial gets them (put back after)."""
@@ -116,7 +120,7 @@ def run(job: Callable, cfg, reports: int | None, enough: Callable[[dict], bool] 
                 sys.modules["torch"].set_num_threads(max(1, int(threads)))
             from orchestrator.trial import call_job
 
-            call_job(job, cfg, ProbeContext(probe, reports, enough))
+            call_job(job, cfg, ProbeContext(probe, reports, enough, beat=beat))
     except Enough:
         pass
     except SystemExit as exc:  # the job's own sys.exit: a finding, not the probe's end
@@ -161,10 +165,13 @@ class Worker:
     """A child process (`python -m orchestrator.probe`) that runs a job's probes one after another: the job, torch
     and a GPU's CUDA context are loaded there, never in the sweep's driver (a driver holding a CUDA context would
     keep memory on a GPU its trials need). One JSON line per probe each way; a child that dies (killed for memory,
-    a crash in native code) is the probe's error, and the next probe starts a new one."""
+    a crash in native code) is the probe's error, and the next probe starts a new one. A job that makes no report
+    for `timeout_s` (it hangs: a dead data loader) is the probe's error too, and its child is killed: the child says
+    "beat" at each report, and the parent waits that long for the next word."""
 
     def __init__(self, root: Path, timeout_s: float = 900.0):
         self.root, self.timeout_s, self._proc = Path(root), timeout_s, None
+        self._buf = b""  # what the child said past the last line read
 
     def _start(self):
         import os
@@ -172,6 +179,7 @@ class Worker:
 
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             x for x in (str(self.root), os.environ.get("PYTHONPATH", "")) if x))
+        self._buf = b""
         self._proc = subprocess.Popen([sys.executable, "-m", "orchestrator.probe"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -182,10 +190,22 @@ class Worker:
             self._start()
         spec = {"config": config, "fn": fn, "root": str(self.root), "reports": reports, "threads": threads,
                 "rule": None if rule is None else {"key": rule.key, "below": rule.below, "diverge": rule.diverge}}
+        beats = 0
         try:
             self._proc.stdin.write(json.dumps(spec) + "\n")
             self._proc.stdin.flush()
-            line = self._proc.stdout.readline()
+            while True:
+                line = self._next_line()
+                if line is None:  # silent for timeout_s: the job hangs
+                    self._proc.kill()
+                    self._proc.wait()
+                    self._proc = None
+                    return Probe(error=f"the job made no report for {self.timeout_s:g} s after {beats} report(s): it "
+                                       "hangs (failure.stall_s bounds the wait)")
+                if line.startswith('{"beat"'):  # a report; or the job loaded ("ready"): the wait starts anew
+                    beats += line.startswith('{"beat": 1}')
+                    continue
+                break
         except (BrokenPipeError, OSError):
             line = ""
         if not line:
@@ -199,6 +219,25 @@ class Worker:
         probe = Probe(**{k: v for k, v in result.items() if k != "history"})
         probe.history = [(int(st), dict(v)) for st, v in result["history"]]
         return probe
+
+    def _next_line(self) -> str | None:
+        """The child's next line ("" when it died), or None after timeout_s of silence. Read from the pipe's fd with
+        a buffer of its own: a file object's readline may buffer a second line where select cannot see it."""
+        import os
+        import select
+
+        fd, deadline = self._proc.stdout.fileno(), time.monotonic() + self.timeout_s
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:  # the child is gone
+                rest, self._buf = self._buf, b""
+                return rest.decode(errors="replace")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode(errors="replace") + "\n"
 
     def close(self) -> None:
         """End the child (its stdin closed: it exits), killing it if it does not."""
@@ -242,7 +281,13 @@ def _serve() -> None:
             torch.cuda.reset_peak_memory_stats()
         rule = Rule(**spec["rule"]) if spec.get("rule") else None
         job = load_job(spec["fn"], Path(spec["root"]))
-        probe = run(job, OmegaConf.create(spec["config"]), spec["reports"], rule, spec.get("threads"))
+        answers.write('{"beat": 0}\n')  # loaded (imports can take long): the parent's wait is for the job's reports
+        answers.flush()
+        def beat():
+            answers.write('{"beat": 1}\n')
+            answers.flush()
+
+        probe = run(job, OmegaConf.create(spec["config"]), spec["reports"], rule, spec.get("threads"), beat)
         probe.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():

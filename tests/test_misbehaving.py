@@ -250,3 +250,20 @@ def test_the_automatic_stall_limit_follows_the_trials_own_steps(monkeypatch):
     clock[0] = 600.0
     w.on_step_end(0, [a, b])  # b: 600 s quiet before its first report, under its 900 s
     assert "b" in w._since
+
+
+@pytest.mark.slow
+def test_a_job_that_hangs_in_the_preflights_probe_is_named_not_waited_on(tmp_path):
+    """The preflight runs the job in a child process (orchestrator.probe.Worker): a job that stops reporting is the
+    probe's error after failure.stall_s of silence (15 min under auto), its child killed; a job that reports goes
+    on however long it runs, one report at a time."""
+    from orchestrator import probe
+    from tests.conftest import ROOT
+
+    base = {**SLEEP, "epochs": 4, "epoch_s": 0.5, "job": {"fn": "jobs.sleep:train"}}
+    with probe.Worker(ROOT, timeout_s=2.0) as w:
+        found = w.run({**base, "hang_at": 1}, "jobs.sleep:train", reports=None)
+        assert found.error == ("the job made no report for 2 s after 1 report(s): it hangs (failure.stall_s bounds "
+                               "the wait)")
+        fine = w.run(base, "jobs.sleep:train", reports=None)  # a new child; 2 s in all, 0.5 s between reports
+        assert fine.error is None and [s for s, _ in fine.history] == [1, 2, 3, 4]

@@ -143,7 +143,8 @@ def trial_error(trial):
 
 
 class SchedulerModule(Protocol):
-    """What a scheduler module provides (its functions; a module, not a class)."""
+    """What a scheduler module provides (its functions; a module, not a class). Optionally HOLDS_SEEDS = True: it
+    holds a seed at a rung until its configuration's other seeds get there (check_slots refuses too few slots)."""
 
     def check(self, sch) -> None:
         """Refuse, as BadInput naming the key (scheduler.max_t=...), settings this scheduler cannot take.
@@ -202,6 +203,20 @@ def module(sch):
 def check(sch) -> None:
     """The chosen scheduler's checks of its settings (see SchedulerModule.check)."""
     module(sch).check(sch)
+
+
+def check_slots(sch, seeds: int, max_concurrent_trials: int | None) -> None:
+    """A scheduler that holds a seed at a rung until its configuration's other seeds get there (its module says
+    HOLDS_SEEDS = True) needs those seeds able to run at once: sweep.max_concurrent_trials below the number of seeds
+    would leave a held seed waiting for a sibling Tune never creates. BadInput naming the key."""
+    from orchestrator.errors import BadInput
+
+    limit = max_concurrent_trials
+    if getattr(module(sch), "HOLDS_SEEDS", False) and seeds > 1 and limit and limit < seeds:
+        raise BadInput(f"sweep.max_concurrent_trials={limit} is fewer than the {seeds} seeds of a configuration: "
+                       f"scheduler {sch.get('name')} holds a seed at each rung until its configuration's other seeds "
+                       f"get there, so they must be able to run at once. Set it to at least {seeds}, or leave it "
+                       "null.")
 
 
 def make(sch, seeds: list[int], say: Callable[[str], None] = print):

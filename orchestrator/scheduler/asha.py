@@ -16,6 +16,7 @@ from orchestrator.errors import BadInput
 from orchestrator.scheduler import Schedule
 
 TIME_ATTR = "training_iteration"
+HOLDS_SEEDS = True  # with several seeds, a seed waits at a rung for its configuration's others (check_slots)
 
 
 def check(sch) -> None:
