@@ -135,7 +135,7 @@ def ray_session(cluster, need: dict[str, float], verbose: bool = False) -> Itera
     import ray
 
     if not verbose:
-        # Ray's start-up notice (token auth is on: good, and said in the README) and Tune's complaint that
+        # Ray's start-up notice (token auth is on: good, and said in docs/clusters.md) and Tune's complaint that
         # result.json is absent (danlu logs results to MLflow instead) are noise in danlu's own view.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)

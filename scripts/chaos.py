@@ -17,7 +17,7 @@ the same command once more and lets it finish. Each kill lands in a phase drawn 
 - trials: 0-9 s after 2-5 more trials have ended than at this start;
 - rung: 0-1 s after ASHA stopped a trial early (a rung decision);
 - end: 0-2 s after every trial has ended (closing the runs, the report).
-The MLflow store must then hold what the README promises:
+The MLflow store must then hold what docs/failures.md promises:
 
 - one parent run, FINISHED, whose trials_total counts every trial
 - exactly one child run per trial (as many as the sweep has trials), named as usual (t007 x=0.41),

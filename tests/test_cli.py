@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import CONF, ROOT, danlu_cli
+from tests.conftest import CONF, danlu_cli
 
 PROBE = """
 import sys
@@ -143,13 +143,6 @@ def test_run_one_trial_in_process(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "step    2" in r.stdout and "done: 2 reports" in r.stdout
     assert not (tmp_path / "mlflow.db").exists()
-
-
-def test_readme_commands_exist():
-    readme = (ROOT / "README.md").read_text()
-    assert "scripts/demo" in readme and "scripts/test" in readme
-    for script in ("demo", "test", "setup-env"):
-        assert (ROOT / "scripts" / script).exists()
 
 
 def test_resume_of_an_unknown_sweep(tmp_path):

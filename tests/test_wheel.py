@@ -1,6 +1,6 @@
 """What a user installs: a wheel of this checkout in a fresh virtual environment, used from an empty folder, running
-the README's "Your own project" section line for line (its shell blocks; its Python and YAML blocks are the app's
-files, each named by its first line).
+the README's "Your own project" and docs/quickstart.md's "Your Hydra app" line for line (their shell blocks; the
+Python and YAML blocks are the app's files, each named by its first line).
 
 The fresh venv gets the wheel by `pip install "$DANLU"`, as the README says. Its dependencies (Ray, torch, MLflow:
 gigabytes) are those of this test's own environment, seen through a .pth file: pip then finds them installed and
@@ -23,37 +23,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, free_port, stop_group, wait_for
+from tests.docs_text import blocks, commands, section
 
 pytestmark = pytest.mark.slow
-
-
-def section(title: str) -> str:
-    """The README's text under a heading, up to the next heading of the same or a higher level (outside code
-    blocks, where a `# comment` is no heading)."""
-    lines = (ROOT / "README.md").read_text().splitlines()
-    level = len(title.split(" ", 1)[0])
-    start = lines.index(title) + 1
-    fenced = False
-    for i in range(start, len(lines)):
-        if lines[i].startswith("```"):
-            fenced = not fenced
-        elif not fenced and re.match(rf"#{{1,{level}}} ", lines[i]):
-            return "\n".join(lines[start:i]) + "\n"
-    return "\n".join(lines[start:]) + "\n"
-
-
-def blocks(text: str, lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
-
-
-def commands(block: str) -> list[str]:
-    """A shell block's commands, one a line, without their trailing comments."""
-    out = []
-    for line in block.splitlines():
-        cmd = re.sub(r"\s+#.*$", "", line).strip()
-        if cmd and not cmd.startswith("#"):
-            out.append(cmd)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +100,7 @@ def test_the_wheel_runs_your_own_project_from_an_empty_folder(fresh, tmp_path):
 
 def test_the_wheel_sweeps_the_readmes_hydra_app(fresh, tmp_path):
     env, _, _ = fresh
-    text = section("### Your Hydra app: `hydra/sweeper=danlu`")
+    text = section("## Your Hydra app: `hydra/sweeper=danlu`", "docs/quickstart.md")
     files = blocks(text, "python") + blocks(text, "yaml")
     for body in files:
         first = body.splitlines()[0]
