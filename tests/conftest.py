@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import secrets
 import signal
 import socket
@@ -15,7 +16,41 @@ from types import SimpleNamespace
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# platform.processor() runs `uname -p` once and keeps it: importing MLflow asks for it. Asked here, before any test,
+# so that a unit test's import of MLflow starts no process (unit_tests_start_no_process).
+_ = platform.uname().processor
 CONF = ROOT / "conf"
+
+
+LAYERS = ("unit", "contract", "integration", "chaos")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test with no layer marker is a unit test; integration and chaos tests are also `slow`."""
+    for item in items:
+        layers = {m.name for m in item.iter_markers() if m.name in LAYERS}
+        assert len(layers) <= 1, f"{item.nodeid}: one layer, not {sorted(layers)}"
+        if not layers:
+            item.add_marker(pytest.mark.unit)
+        elif layers & {"integration", "chaos"}:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_start_no_process(request, monkeypatch):
+    """A unit test starts no process, Ray's included (Ray starts its own through subprocess.Popen): the quick loop
+    stays quick and in this process. One that needs to is marked integration."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    assert "ray_gpus" not in request.fixturenames, "a unit test uses no Ray: mark it integration"
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a unit test starts no process: mark it integration (tests/conftest.py)")
+
+    import multiprocessing.process
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refused)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refused)
 
 
 @pytest.fixture(scope="session", autouse=True)

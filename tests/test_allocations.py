@@ -70,6 +70,7 @@ def test_the_record_counts_each_allocation_once_and_survives_a_cut_file(monkeypa
     assert json.loads((tmp_path / slurm.RECORD).read_text())[0]["job"] == "7"
 
 
+@pytest.mark.integration
 def test_a_restored_trial_s_redo_is_measured_once_per_restore(tmp_path):
     """Driver 1 logs steps 1..5 and dies; driver 2 restores from the checkpoint at step 2 and reports 3, 4, 5 again
     (the work lost), then 6: the run gets danlu.redone.3 = '3 steps, their seconds'; each step once in MLflow."""
@@ -95,6 +96,7 @@ def test_a_restored_trial_s_redo_is_measured_once_per_restore(tmp_path):
     assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "score")) == list(range(1, 8))
 
 
+@pytest.mark.integration
 def test_a_trial_cut_before_its_first_checkpoint_and_snapshot_is_tagged_as_cut(tmp_path):
     """Allocation 2 started t2, which reported steps 1 and 2 and was preempted before its first checkpoint and
     before Tune's next snapshot: in allocation 3, Tune starts it again from step 1 with nothing of it in its

@@ -35,7 +35,7 @@ def test_the_meter_counts_resource_seconds_and_keeps_them(tmp_path):
     assert Meter(Limits(), tmp_path, 1, 1).used.gpu_s == 0
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_budget_stops_a_real_sweep_which_resumes_with_a_larger_one(tmp_path):
     common = ["job=sleep", "sweep=sleep", "epoch_s=0.4", "epochs=10", "sweep.num_samples=4", "scheduler=fifo",
               "checkpoint_state=true", "sweep.name=budgeted"]

@@ -7,6 +7,8 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from orchestrator.catalog import show, sweeps
 from orchestrator.lock import SweepLock
 from tests.conftest import danlu_cli
@@ -58,6 +60,7 @@ def test_a_damaged_progress_file_shows_unknown_counts(tmp_path):
     assert "?/?" in out.getvalue()
 
 
+@pytest.mark.integration
 def test_list_and_resume_of_an_unknown_name_from_the_command_line(tmp_path):
     r = danlu_cli(["list"], tmp_path, timeout=120)
     assert r.returncode == 0 and "no sweeps under outputs/" in r.stdout, r.stdout + r.stderr

@@ -66,6 +66,7 @@ def test_a_restored_trial_resumes_only_from_what_the_journal_holds(tmp_path, fs)
     json.loads((tmp_path / "exp" / "danlu" / checkpoints.LIMITS).read_text())  # written whole
 
 
+@pytest.mark.integration
 def test_checkpoint_folders_of_trial_processes_that_are_gone_are_removed_and_no_others(tmp_path):
     """A trial killed while it saved a checkpoint leaves its temp folder behind (its cleanup never ran); the next
     trial process to checkpoint on that node removes those of processes that no longer exist."""

@@ -27,6 +27,7 @@ def probe(args, cwd):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.integration
 def test_help_imports_nothing_heavy(tmp_path):
     r = probe(["--help"], tmp_path)
     assert r.returncode == 0 and "danlu sweep" in r.stdout
@@ -35,6 +36,7 @@ def test_help_imports_nothing_heavy(tmp_path):
     assert r.returncode == 0 and "--verbose" in r.stdout and "search=optuna" in r.stdout
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "args, words",
     [
@@ -107,6 +109,7 @@ def test_bad_input_exits_2_with_one_message_and_nothing_launched(tmp_path, args,
     assert list(tmp_path.iterdir()) == []  # no outputs/, no mlflow.db
 
 
+@pytest.mark.integration
 def test_a_cluster_address_that_never_answers_fails_within_seconds(tmp_path):
     import socket
     import time
@@ -122,6 +125,7 @@ def test_a_cluster_address_that_never_answers_fails_within_seconds(tmp_path):
     assert took < 30, took  # a clear error, not a hang
 
 
+@pytest.mark.integration
 def test_missing_config_dir(tmp_path):
     r = subprocess.run([sys.executable, "-m", "orchestrator", "--config-dir", str(tmp_path / "nope"), "run"],
                        cwd=tmp_path, capture_output=True, text=True)
@@ -133,11 +137,13 @@ def test_missing_config_dir(tmp_path):
     assert r.returncode == 2 and "job: no job chosen" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+@pytest.mark.integration
 def test_run_prints_config(tmp_path):
     r = danlu_cli(["run", "--cfg", "job/model=cnn", "lr=0.3"], tmp_path)
     assert r.returncode == 0 and "name: cnn" in r.stdout and "lr: 0.3" in r.stdout
 
 
+@pytest.mark.integration
 def test_run_one_trial_in_process(tmp_path):
     r = danlu_cli(["run", "epochs=2"], tmp_path)
     assert r.returncode == 0, r.stderr
@@ -145,6 +151,7 @@ def test_run_one_trial_in_process(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.integration
 def test_resume_of_an_unknown_sweep(tmp_path):
     r = probe(["resume", "nosuch"], tmp_path)
     assert r.returncode == 2 and "no sweep of that name under outputs/" in r.stderr

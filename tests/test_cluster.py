@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import ROOT, danlu_cli, free_port, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 SLEEPY = ["job=sleep", "sweep=sleep", "scheduler=fifo", "checkpoint_state=true"]
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import stop_group, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 APP = '''
 import time

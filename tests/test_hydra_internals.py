@@ -10,6 +10,8 @@ from omegaconf import OmegaConf
 
 from orchestrator import hydra_internals
 
+pytestmark = pytest.mark.contract
+
 
 @pytest.mark.parametrize("name", hydra_internals.PRIVATE)
 def test_each_private_hydra_api_danlu_uses_exists(name):

@@ -98,6 +98,7 @@ def test_a_damaged_offset_file_means_everything_is_sent_again(tmp_path):
     assert Journal(tmp_path).unapplied() == []
 
 
+@pytest.mark.integration
 def test_a_disk_that_cannot_take_a_whole_line_leaves_none_of_it(tmp_path):
     """A file size limit makes write(2) short, then fail, as a full disk does: the journal raises and keeps no
     half line, so the next driver finds it whole."""

@@ -32,6 +32,7 @@ def holder(tmp_path, seconds: float = 60) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.integration
 def test_a_second_driver_is_refused_and_told_who_holds_the_sweep(tmp_path):
     proc = holder(tmp_path)
     try:
@@ -96,6 +97,7 @@ def test_a_driver_whose_lease_is_taken_learns_it_and_stops(tmp_path):
     assert (tmp_path / L.LEASE).exists()  # the new holder's lease is left alone
 
 
+@pytest.mark.integration
 def test_a_resubmitted_driver_waits_for_its_predecessors_lock(tmp_path):
     """The supervisor's resubmission sets DANLU_LOCK_WAIT_S: the new driver waits for the lock to be given up
     (here the holder ends after 2 s) instead of exiting 2 at once."""

@@ -33,7 +33,7 @@ def test_a_repeated_or_backward_step_is_the_jobs_error(knob, said):
     assert "StepOrderError" in found.error and said in found.error
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_trial_that_repeats_a_step_fails_with_the_reason(ray_gpus, conf_dir, tmp_path):
     from tests.test_sweep import history, sweep
 
@@ -71,7 +71,7 @@ def test_a_jobs_exit_is_told_from_its_end():
         job_exited(SystemExit(1), None, 4)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_trial_that_calls_sys_exit_is_named_and_the_rest_goes_on(ray_gpus, conf_dir, tmp_path):
     from tests.test_sweep import sweep
 
@@ -88,7 +88,7 @@ def test_a_trial_that_calls_sys_exit_is_named_and_the_rest_goes_on(ray_gpus, con
     assert not any("Should not have reached here" in e for e in errors)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_report_of_a_running_sweep_says_it_is_partial_and_leaves_the_parent_alone(tmp_path):
     from tests.conftest import danlu_cli, stop_group, wait_for
     from tests.test_recovery import start_danlu
@@ -138,7 +138,7 @@ def test_a_trials_output_goes_to_the_store_whole_or_capped_with_the_cut_said(tmp
     assert big.stat().st_size == 3 * 2**20 + 8  # the whole stays where it was
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_trial_that_prints_megabytes_is_capped_in_mlflow_and_whole_in_its_storage(ray_gpus, conf_dir, tmp_path):
     from tests.test_sweep import sweep
 
@@ -184,7 +184,7 @@ def test_retries_go_to_failures_a_retry_can_help():
     assert kind_of("ValueError: boom") == JOB
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_jobs_that_misbehave_are_named_bounded_and_cost_no_other_trial(ray_gpus, conf_dir, tmp_path):
     """One sweep, one trial per way to misbehave (jobs/sleep.py CASES), on 2 slots: an exception, a NaN, a hang, a
     memory hog, sys.exit(0) and sys.exit(3) mid-run, os._exit(1). Each fails named, at its step, once (only the hang
@@ -252,7 +252,7 @@ def test_the_automatic_stall_limit_follows_the_trials_own_steps(monkeypatch):
     assert "b" in w._since
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_job_that_hangs_in_the_preflights_probe_is_named_not_waited_on(tmp_path):
     """The preflight runs the job in a child process (orchestrator.probe.Worker): a job that stops reporting is the
     probe's error after failure.stall_s of silence (15 min under auto), its child killed; a job that reports goes

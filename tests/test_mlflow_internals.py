@@ -8,6 +8,8 @@ import pytest
 
 from orchestrator.tracking import mlflow_internals
 
+pytestmark = pytest.mark.contract
+
 
 def _runs(client, n: int, steps: int) -> list[str]:
     from mlflow.entities import Metric
@@ -96,7 +98,6 @@ def test_a_database_gives_every_runs_history_in_one_read(tmp_path):
     assert got[ids[0][::-1]] == [] and mlflow_internals.bulk_history(client, ids, "nope") == {r: [] for r in ids}
 
 
-@pytest.mark.slow
 def test_a_server_gives_them_in_requests_of_100_runs_and_halves_a_full_answer(server, monkeypatch):
     from mlflow.tracking import MlflowClient
 

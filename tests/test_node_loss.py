@@ -10,7 +10,7 @@ import pytest
 from orchestrator.sweep import run_sweep
 from tests.conftest import mlflow_runs, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.chaos
 EVERY = 3  # checkpoint.every: the most work a failure may cost
 
 

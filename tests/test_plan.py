@@ -44,6 +44,7 @@ def test_fifo_forecast_and_cost():
     assert forecast(5, 1, Schedule(None)).steps is None  # the job decides its length: nothing to forecast
 
 
+@pytest.mark.integration
 def test_plan_prints_the_trials_rungs_cost_and_warnings(tmp_path):
     r = danlu_cli(["plan", "sweep.seeds=[0,1,2]", "sweep.num_samples=4", "lr=interval(0.001,0.1)",
                    "split_seed=0,1", "epochs=20"], tmp_path)
@@ -68,6 +69,7 @@ def test_plan_prints_the_trials_rungs_cost_and_warnings(tmp_path):
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "mlflow.db").exists()  # nothing launched
 
 
+@pytest.mark.integration
 def test_plan_probe_measures_the_step_time_and_finds_a_missing_metric(tmp_path):
     r = danlu_cli(["plan", "--probe", "job=sleep", "sweep=sleep", "epoch_s=0.05", "scheduler=fifo"], tmp_path)
     assert r.returncode == 0, r.stderr
@@ -77,6 +79,7 @@ def test_plan_probe_measures_the_step_time_and_finds_a_missing_metric(tmp_path):
     assert r.returncode == 2 and "sweep.metric=loss: the job never reports 'loss'" in r.stderr, r.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("args, words", [
     (["sweep.budget.gpu_hours=-1"], ["sweep.budget.gpu_hours=-1", "a number >= 0"]),
     (["sweep.budget.wall_time=soon"], ["sweep.budget.wall_time=soon", "30m, 8h"]),

@@ -12,6 +12,7 @@ from conftest import danlu_cli, free_port, mlflow_runs
 ONLY = "--only"
 
 
+@pytest.mark.integration
 def test_digits_passes_the_fast_checks(tmp_path):
     r = danlu_cli(["preflight", ONLY, "reach,metric,nan,overfit"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -22,6 +23,7 @@ def test_digits_passes_the_fast_checks(tmp_path):
     assert "< 0.05 in" in r.stdout  # the training loss of 32 examples fell below the job's threshold
 
 
+@pytest.mark.integration
 def test_a_job_that_cannot_overfit_fails_with_its_curve_and_causes(tmp_path):
     r = danlu_cli(["preflight", ONLY, "overfit", "job.fn=tests.preflight_jobs:zero_grad_after_backward"], tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
@@ -30,6 +32,7 @@ def test_a_job_that_cannot_overfit_fails_with_its_curve_and_causes(tmp_path):
     assert "the loss barely moved" in r.stdout and "zero_grad after backward" in r.stdout
 
 
+@pytest.mark.integration
 def test_the_memory_corner_over_a_cap_fails(tmp_path):
     r = danlu_cli(["preflight", ONLY, "memory", "preflight.memory_mb=64"], tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
@@ -40,12 +43,14 @@ def test_the_memory_corner_over_a_cap_fails(tmp_path):
     assert r.returncode == 0 and "PASS  memory" in r.stdout and "within 100000 MB" in r.stdout, r.stdout
 
 
+@pytest.mark.integration
 def test_an_lr_that_produces_nan_fails(tmp_path):
     r = danlu_cli(["preflight", ONLY, "nan", "lr=tag(log, interval(1e-3, 1e6))"], tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "FAIL  nan      at lr=1e+06:" in r.stdout and " is nan at step " in r.stdout
 
 
+@pytest.mark.integration
 def test_an_unreachable_tracking_uri_fails(tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"
     r = danlu_cli(["preflight", ONLY, "reach", f"tracking.uri={uri}"], tmp_path)
@@ -58,6 +63,7 @@ def test_an_unreachable_tracking_uri_fails(tmp_path):
         assert "starting Ray" not in r.stdout and not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.integration
 def test_a_job_that_declares_nothing_skips_the_overfit_check(tmp_path):
     r = danlu_cli(["preflight", ONLY, "metric,nan,overfit", "job=sleep", "sweep=sleep", "epoch_s=0.01"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -66,12 +72,14 @@ def test_a_job_that_declares_nothing_skips_the_overfit_check(tmp_path):
     assert "SKIP  overfit  job sleep declares no job.preflight" in r.stdout
 
 
+@pytest.mark.integration
 def test_a_job_that_crashes_at_its_first_step(tmp_path):
     r = danlu_cli(["preflight", ONLY, "metric", "job.fn=tests.preflight_jobs:crash_at_first_step"], tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "FAIL  metric   the base config ended before its first report: RuntimeError: mat1 and mat2" in r.stdout
 
 
+@pytest.mark.integration
 def test_a_sweep_of_a_metric_never_reported_leaves_nothing_and_starts_no_ray(tmp_path):
     start = time.monotonic()
     r = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "epoch_s=0.01", "sweep.metric=no_such_metric"], tmp_path)
@@ -84,6 +92,7 @@ def test_a_sweep_of_a_metric_never_reported_leaves_nothing_and_starts_no_ray(tmp
     assert took < 30, took  # was 38 s, with a parent and two child runs left in MLflow
 
 
+@pytest.mark.integration
 def test_a_sweep_whose_job_cannot_overfit_is_not_launched(tmp_path):
     r = danlu_cli(["sweep", "job.fn=tests.preflight_jobs:zero_grad_after_backward", "sweep.num_samples=2"], tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
@@ -92,7 +101,7 @@ def test_a_sweep_whose_job_cannot_overfit_is_not_launched(tmp_path):
     assert "starting Ray" not in r.stdout and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_without_preflight_a_missing_metric_fails_the_parent_run(tmp_path):
     r = danlu_cli(["sweep", "--no-preflight", "job=sleep", "sweep=sleep", "epoch_s=0.01", "sweep.num_samples=2",
                    "sweep.metric=no_such_metric", "sweep.name=nopre"], tmp_path)
@@ -103,6 +112,7 @@ def test_without_preflight_a_missing_metric_fails_the_parent_run(tmp_path):
     assert parents[0].data.tags["danlu.preflight"] == "skipped (--no-preflight)"
 
 
+@pytest.mark.integration
 def test_the_job_runs_in_a_child_process_never_in_the_driver(tmp_path):
     """torch (and, on a GPU, a CUDA context) load in the preflight's child process, not in the sweep's driver."""
     import subprocess
@@ -133,6 +143,7 @@ def test_lr_range_bounds_on_a_known_curve():
     assert len(smooth) == 200
 
 
+@pytest.mark.integration
 def test_lr_find_suggests_bounds_and_draws_the_curve(tmp_path):
     r = danlu_cli(["preflight", ONLY, "reach", "--lr-find"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -171,7 +171,7 @@ def _eta_at_half_way(tmp_path, *overrides: str) -> tuple[float, float, list[str]
     raise AssertionError("no progress line at half-way:\n" + "\n".join(text for _, text in lines))
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("scheduler", [
     ["scheduler=fifo", "sweep.num_samples=12", "epochs=6"],
     ["scheduler=asha", "sweep.num_samples=30", "epochs=9", "scheduler.grace_period=1", "sweep.search_seed=1"],

@@ -46,6 +46,7 @@ def test_init_writes_the_smallest_project_and_never_overwrites(tmp_path):
         init(str(tmp_path), "2x", None, None, None, out=io.StringIO())
 
 
+@pytest.mark.integration
 def test_an_initialised_project_composes_with_danlus_groups_and_runs_a_trial(tmp_path):
     make(tmp_path)
     from orchestrator.plan import plan
@@ -85,6 +86,7 @@ def test_job_and_sweep_on_the_command_line_without_a_config_yaml(tmp_path):
     assert cfg.job.name == "train" and cfg.sweep.metric == "loss"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("args, setup, words", [
     # a conf without the job group
     (["plan"], "nojob", ["job: no job chosen", "config.yaml", "jobs in", "train"]),
@@ -126,6 +128,7 @@ def test_bad_input_in_the_users_files_is_one_line_and_exit_2(tmp_path, args, set
     assert "scheduler.max_t" not in err  # named as the user typed it, not as ASHA reads it
 
 
+@pytest.mark.integration
 def test_init_from_an_existing_function_wraps_it(tmp_path):
     (tmp_path / "mylib.py").write_text(textwrap.dedent('''
         import random

@@ -10,6 +10,8 @@ import pytest
 
 from orchestrator import ray_internals
 
+pytestmark = pytest.mark.contract
+
 _STORAGE = tempfile.TemporaryDirectory(prefix="danlu-internals-")  # a Tuner's experiment folder; gone at exit
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import CONF, free_port, mlflow_runs, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.chaos
 
 SLEEPY = ["job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=4", "epochs=16", "epoch_s=0.25",
           "checkpoint_state=true", "cluster.num_cpus=2"]

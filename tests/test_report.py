@@ -11,7 +11,7 @@ import pytest
 from orchestrator.scheduler import saved_decisions
 from tests.conftest import ROOT, danlu_cli, mlflow_runs, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 # all twelve trials at once (logical CPUs), so that the seeds of a configuration run side by side
 LUCKY = ["sweep", "experiment=noisy", "cluster.num_cpus=12", "epoch_s=0.3", "profiles.lucky.epoch_s=1.0"]

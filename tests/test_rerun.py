@@ -20,7 +20,7 @@ def test_compare_finds_the_first_difference():
     assert "did not report it" in compare(original, same[:1])[1]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_rerun_reproduces_a_trial_exactly(tmp_path):
     r = danlu_cli(["sweep", "sweep.num_samples=2", "epochs=3", "scheduler=fifo", "sweep.name=again",
                    "lr=tag(log, interval(0.01, 0.2))"], tmp_path)

@@ -18,7 +18,7 @@ from orchestrator.checkpoints import MARKER
 from tests.conftest import ROOT, danlu_cli, mlflow_runs, wait_for
 from tests.test_recovery import descendants, end_group, newest_checkpoints, start_danlu
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.chaos
 
 
 def kill_driver(proc) -> float:

@@ -23,6 +23,7 @@ def _modules():
     return [(pkg, proto, name) for pkg, proto in PLUGINS for name in parts.names(pkg)]
 
 
+@pytest.mark.contract
 @pytest.mark.parametrize("package, protocol, name", _modules(), ids=[f"{p.rsplit('.', 1)[1]}.{n}" for p, _, n in
                                                                       _modules()])
 def test_every_plugin_meets_its_packages_protocol(package, protocol, name):
@@ -34,6 +35,7 @@ def test_every_plugin_meets_its_packages_protocol(package, protocol, name):
     assert module.__doc__ and module.__doc__.strip(), f"{package}.{name} says what it does"
 
 
+@pytest.mark.contract
 def test_a_module_lacking_its_protocol_is_named_with_what_it_lacks():
     import types
 
@@ -96,7 +98,7 @@ def _memory_sweep(tmp_path, name, *extra):
     return r, dump
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_whole_sweep_runs_on_a_second_run_store_with_no_mlflow_in_the_process(tmp_path):
     r, dump = _memory_sweep(tmp_path, "mem", "scheduler=fifo", "sweep.seeds=[0,1]")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -134,7 +136,7 @@ def test_a_whole_sweep_runs_on_a_second_run_store_with_no_mlflow_in_the_process(
     assert again.returncode == 2 and "tracking.store=nope:Nothing: no such store" in again.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_hyperopt_median_stopping_and_the_night_section_end_to_end(tmp_path):
     """search=hyperopt suggests, scheduler=median stops, and the report's night section lists the trials that
     failed, each as MLflow holds it."""

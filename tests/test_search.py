@@ -154,7 +154,7 @@ def run(conf_dir, tmp_path, name, *overrides):
     return out.getvalue()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_optuna_runs_each_configuration_under_every_seed_and_learns_their_mean(ray_gpus, conf_dir, tmp_path):
     from tests.conftest import mlflow_runs
 
@@ -177,7 +177,7 @@ def test_optuna_runs_each_configuration_under_every_seed_and_learns_their_mean(r
         assert math.isclose(t.value, mean, rel_tol=1e-9)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("searcher", ["random", "optuna"])
 def test_the_same_search_seed_gives_the_same_configurations_in_the_same_order(ray_gpus, conf_dir, tmp_path, searcher):
     from tests.conftest import mlflow_runs
@@ -195,7 +195,7 @@ def test_the_same_search_seed_gives_the_same_configurations_in_the_same_order(ra
     assert by_trial(mlflow_runs(tmp_path / "mlflow.db", "other")[2]) != runs[0]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_killed_optuna_sweep_resumes_with_its_searcher(tmp_path):
     """A driver SIGKILL mid-sweep, then the same command: the configurations total num_samples, none twice,
     one MLflow run per trial, and Optuna's history after the resume holds what it had learned before."""

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import ROOT, mlflow_runs, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.chaos
 RECIPE = ROOT / "scripts" / "slurm" / "ray-cluster.sbatch"
 LOCAL_SLURM = ROOT / "scripts" / "slurm" / "local-slurm"
 ONE_NODE = ["--nodes=1", "--cpus-per-task=2", "--gpus-per-task=0"]

@@ -140,7 +140,7 @@ def margin(rate: float, reps: int = BINOMIAL_REPS) -> float:
     return 1.645 * math.sqrt(rate * (1 - rate) / reps)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("n", [3, 5, 10])
 def test_two_equal_configurations_on_a_discrete_metric_are_declared_different_at_most_5_percent_of_the_time(n):
     claims, worse = 0, 0
@@ -154,7 +154,7 @@ def test_two_equal_configurations_on_a_discrete_metric_are_declared_different_at
     assert claims / BINOMIAL_REPS <= 0.05 + margin(0.05) and worse / BINOMIAL_REPS <= 0.05 + margin(0.05)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("n", [5, 10])
 def test_the_95_percent_interval_of_an_effect_on_a_discrete_metric_covers_the_true_effect(n):
     covered, bounded = 0, 0
@@ -168,7 +168,7 @@ def test_the_95_percent_interval_of_an_effect_on_a_discrete_metric_covers_the_tr
     assert bounded == (BINOMIAL_REPS if n >= stats.seeds_to_decide() else 0)  # unbounded where no test can reject
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_real_effect_of_3_sd_is_declared_at_10_seeds_at_least_80_percent_of_the_time():
     sd = math.sqrt(0.9 * 0.1 / 450)  # one accuracy's seed-to-seed spread
     declared = 0

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import ROOT, danlu_cli, mlflow_runs, wait_for
 from tests.test_recovery import descendants, end_group, start_danlu
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.chaos
 
 SWEEP = ["sweep", "job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=6", "epochs=12", "epoch_s=0.2",
          "checkpoint_state=true", "cluster.num_cpus=2"]

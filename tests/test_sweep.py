@@ -14,7 +14,7 @@ from orchestrator.errors import BadInput, SweepFailed
 from orchestrator.sweep import run_sweep
 from tests.conftest import danlu_cli, mlflow_runs
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 def sweep(conf_dir, tmp_path, name, *overrides, preflight=True):

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from orchestrator.tracking import resolve_uri
 from orchestrator.tracking.journal import Journal
 from orchestrator.tracking.writer import Tracker
 from tests.conftest import mlflow_runs
+
+pytestmark = pytest.mark.contract
 
 
 def test_resolve_uri_makes_sqlite_paths_absolute(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import CONF, free_port, mlflow_runs, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

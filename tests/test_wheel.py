@@ -25,7 +25,7 @@ import pytest
 from tests.conftest import ROOT, free_port, stop_group, wait_for
 from tests.docs_text import blocks, commands, section
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
