@@ -329,7 +329,7 @@ def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Int
           f"metric {sweep.metric} ({sweep.mode}), scheduler {cfg.scheduler.name}", file=out)
     print(f"danlu: MLflow {p.tracking_uri} · experiment '{cfg.tracking.experiment}' · run '{sweep.name}'",
           file=out, flush=True)
-    scheduler = schedulers.make(cfg.scheduler, p.space.seeds, say)
+    scheduler = schedulers.make(schedulers.SchedulerContext.of(cfg, p.space, say))
     scheduler.retries = retries = RetryPolicy(int(cfg.failure.max_failures), int(cfg.failure.get("retry_job_errors", 0)))
     early = scheduler.stopped_early
     names = TrialNames(str(sweep.name), list(p.space.seeds))

@@ -122,7 +122,7 @@ def test_each_schedulers_choice_of_the_next_trial_is_tunes_fifo_choice():
 
     for name, extra in (("fifo", {}), ("median", {"grace_period": 2, "min_samples_required": 3}),
                         ("asha", {"max_t": 9, "grace_period": 1, "reduction_factor": 3})):
-        sch = schedulers.make(OmegaConf.create({"name": name, **extra}), [0], say=lambda _: None)
+        sch = schedulers.make(schedulers.SchedulerContext(OmegaConf.create({"name": name, **extra}), [0], say=lambda _: None))
         sch.set_search_properties("score", "max")
         held, rng = Held(), random.Random(name)
         for i in range(600):

@@ -41,8 +41,8 @@ def test_a_module_lacking_its_protocol_is_named_with_what_it_lacks():
 
     from orchestrator.scheduler import SchedulerModule
 
-    half = types.SimpleNamespace(check=lambda sch: None, make=lambda cfg, seeds, say: None)
-    assert parts.unmet(half, SchedulerModule) == ["make(cfg, seeds, say): expected make(sch, seeds, say)",
+    half = types.SimpleNamespace(check=lambda sch: None, make=lambda sch, seeds, say: None)
+    assert parts.unmet(half, SchedulerModule) == ["make(sch, seeds, say): expected make(ctx)",
                                                   "schedule: missing"]
 
 

@@ -238,11 +238,11 @@ def test_schedulers_are_chosen_by_their_module_and_record_what_they_stop(name):
     sch = OmegaConf.create({"name": name, "max_t": 9, "grace_period": 1, "reduction_factor": 3,
                             "min_samples_required": 3})
     schedulers.check(sch)
-    made = schedulers.make(sch, SEEDS)
+    made = schedulers.make(schedulers.SchedulerContext(sch, SEEDS))
     tune_class = {"asha": ASHAScheduler, "fifo": FIFOScheduler, "median": MedianStoppingRule}[name]
     assert isinstance(made, schedulers.Recording) and isinstance(made, tune_class)
     made.stopped_early.add("t1")
-    again = schedulers.make(sch, SEEDS)
+    again = schedulers.make(schedulers.SchedulerContext(sch, SEEDS))
     again.load_state(pickle.loads(pickle.dumps(made.state())))  # the state a resumed sweep gets back
     assert again.stopped_early == {"t1"} and again.decisions == []
     from ray import cloudpickle

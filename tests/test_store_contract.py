@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 

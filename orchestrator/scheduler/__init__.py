@@ -1,8 +1,8 @@
 """Schedulers: when a sweep stops trials early. One module per scheduler, chosen by the `scheduler` config group.
 
 `danlu sweep scheduler=fifo` composes orchestrator/conf/scheduler/fifo.yaml, whose `name` is the module here that builds it.
-A scheduler module provides what `SchedulerModule` states (check, make, schedule); the Tune scheduler that its
-make() returns also provides what `Recording` states (the early-stopped trials, the decisions, the state to carry
+A scheduler module provides what `SchedulerModule` states (check, make, schedule); make() gets a `SchedulerContext`
+(the settings, seeds, metric and mode, space and checkpoint settings); the Tune scheduler that it returns also provides what `Recording` states (the early-stopped trials, the decisions, the state to carry
 over a resume). A new scheduler is one module here plus one orchestrator/conf/scheduler/<name>.yaml; nothing outside this
 package names a scheduler. Modules named _<name> are helpers (_tune_asha, _group_rungs: seed-aware ASHA).
 """
@@ -10,8 +10,11 @@ package names a scheduler. Modules named _<name> are helpers (_tune_asha, _group
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from orchestrator.space import Space
 
 from orchestrator import parts
 
@@ -24,6 +27,26 @@ class Schedule:
     max_t: float | None  # a trial's last step (None: the job decides; learnt from trials that complete)
     rungs: tuple[float, ...] = ()  # the steps below max_t where the scheduler decides to stop trials or not
     reduction_factor: float = 1.0  # at each rung, about 1 in this many trials goes on (1: all do)
+
+
+@dataclass(frozen=True)
+class SchedulerContext:
+    """What a scheduler is made with: its own settings and the facts of the sweep a scheduler may need (a
+    population-based one mutates the space's values and copies checkpoints between trials)."""
+
+    sch: Any  # the `scheduler` config group, checked (scheduler.name and this scheduler's own settings)
+    seeds: list[int] = field(default_factory=lambda: [0])  # sweep.seeds: replicates, judged together
+    metric: str = ""  # sweep.metric, what the trials report and the sweep ranks on
+    mode: str = "max"  # sweep.mode: max | min
+    space: Space | None = None  # the sweep's space: its params, each with key, kind, values and expr
+    checkpoint_every: int = 1  # checkpoint.every: a trial keeps a checkpoint every this many reports
+    say: Callable[[str], None] = print  # prints a line on the sweep's terminal (a decision worth hearing of at once)
+
+    @classmethod
+    def of(cls, cfg, space: Space, say: Callable[[str], None] = print) -> SchedulerContext:
+        """The context of a composed sweep config and its space."""
+        return cls(cfg.scheduler, list(space.seeds), str(cfg.sweep.metric), str(cfg.sweep.mode), space,
+                   int(cfg.checkpoint.every), say)
 
 
 class Recording:
@@ -155,13 +178,13 @@ class SchedulerModule(Protocol):
             sch: the `scheduler` config group (scheduler.name and this scheduler's own settings).
         """
 
-    def make(self, sch, seeds: list[int], say: Callable[[str], None]):
+    def make(self, ctx: SchedulerContext):
         """The Tune TrialScheduler for the sweep: a `Recording` subclass of one of Tune's.
 
         Args:
-            sch: the `scheduler` config group, checked.
-            seeds: sweep.seeds; a scheduler may judge a configuration's seeds together (seeds are replicates).
-            say: prints a line on the sweep's terminal (a decision worth hearing of at once).
+            ctx: the scheduler's settings (ctx.sch, checked) and the sweep's facts: ctx.seeds (a scheduler may
+                judge a configuration's seeds together: seeds are replicates), ctx.metric and ctx.mode, ctx.space,
+                ctx.checkpoint_every, and ctx.say to print a line on the sweep's terminal.
         """
 
     def schedule(self, sch, epochs) -> Schedule:
@@ -219,9 +242,9 @@ def check_slots(sch, seeds: int, max_concurrent_trials: int | None) -> None:
                        "null.")
 
 
-def make(sch, seeds: list[int], say: Callable[[str], None] = print):
+def make(ctx: SchedulerContext):
     """The chosen scheduler, made for this sweep (see SchedulerModule.make)."""
-    return module(sch).make(sch, list(seeds), say)
+    return module(ctx.sch).make(ctx)
 
 
 def schedule(sch, epochs=None) -> Schedule:

@@ -36,9 +36,10 @@ def schedule(sch, epochs) -> Schedule:
     return Schedule(max_t, tuple(r for r in milestones(float(sch["grace_period"]), max_t, rf) if r < max_t), rf)
 
 
-def make(sch, seeds, say):
+def make(ctx):
     """Seed-aware ASHA (orchestrator/scheduler/_tune_asha.py), counting time in reports."""
     from orchestrator.scheduler._tune_asha import ASHA
 
-    return ASHA(seeds=seeds, say=say, time_attr=TIME_ATTR, max_t=sch.max_t, grace_period=sch.grace_period,
+    sch = ctx.sch
+    return ASHA(seeds=ctx.seeds, say=ctx.say, time_attr=TIME_ATTR, max_t=sch.max_t, grace_period=sch.grace_period,
                 reduction_factor=sch.reduction_factor)

@@ -14,7 +14,7 @@ def schedule(sch, epochs) -> Schedule:
     return Schedule(_length(epochs))
 
 
-def make(sch, seeds, say):
+def make(ctx):
     """Tune's FIFOScheduler, recording nothing stopped early."""
     from orchestrator.scheduler.fifo import FIFO
 

@@ -28,10 +28,11 @@ def schedule(sch, epochs) -> Schedule:
     return Schedule(_length(epochs))
 
 
-def make(sch, seeds, say):
+def make(ctx):
     """The rule, in reports, stopping trials outright (hard_stop), recording the ones it stopped."""
     from orchestrator.scheduler.median import Median
 
+    sch = ctx.sch
     return Median(time_attr=TIME_ATTR, grace_period=float(sch.grace_period),
                   min_samples_required=int(sch.min_samples_required), hard_stop=True)
 
