@@ -135,7 +135,7 @@ def choose(fs, path: str, trial_id: str) -> tuple[str | None, int, str | None]:
     marker, why = inspect(fs, path)
     if why == "no danlu record":  # a checkpoint danlu did not write (an older danlu): as Tune has it
         return path, -1, None
-    if why is None and limit is not None and not _at_most(marker.get("step"), limit):
+    if why is None and marker is not None and limit is not None and not _at_most(marker.get("step"), limit):
         why = f"its step {marker.get('step')} never reached the journal, which holds up to step {limit:g}"
     if why is None:
         return path, -1, None

@@ -168,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.command != "report":
                 raise
             config_dir = None  # a Hydra app's sweep needs no conf/ of danlu's: _report looks at the sweep
+        if args.command == "report":
+            return _report(args, config_dir)
+        if config_dir is None:  # found, or find_config_dir raised for any command but report
+            raise BadInput("no conf/ found")
         if args.command == "sweep":
             from orchestrator.sweep import run_sweep
 
@@ -175,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
                              preflight=not args.no_preflight)
         if args.command == "plan":
             from orchestrator.plan import plan
-            from orchestrator.preview import show
+            from orchestrator.preview import show as show_plan
 
-            return show(plan(args.overrides, config_dir), probe=args.probe, address=args.address)
+            return show_plan(plan(args.overrides, config_dir), probe=args.probe, address=args.address)
         if args.command == "preflight":
             return _preflight(args, config_dir)
         if args.command == "rerun":
@@ -190,8 +194,6 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, config_dir)
         if args.command == "ui":
             return _ui(args, config_dir)
-        if args.command == "report":
-            return _report(args, config_dir)
         if args.command == "compare":
             from orchestrator.compare import run_compare
 
@@ -275,7 +277,7 @@ def _preflight(args, config_dir: Path) -> int:
     return 2 if any(c.bad_input for c in bad) else 1
 
 
-def _report(args, config_dir: Path) -> int:
+def _report(args, config_dir: Path | None) -> int:
     """Builds the report again from what MLflow holds (the tracking settings the sweep started with, where its
     storage is here; the command line's win)."""
     from orchestrator import report
@@ -400,7 +402,7 @@ def _sweep_pages(uri: str, experiment: str, sweep: str | None, base: str) -> lis
         return [f"danlu: no sweep in experiment '{experiment}' yet: {base}/#/experiments/{eid}/runs"]
     parent = chosen[0]
     name, params, rid = parent.tags.get(T.SWEEP), parent.params, parent.run_id
-    metric, mode = params.get("sweep.metric"), params.get("sweep.mode", "max")
+    name, metric, mode = name or "", params.get("sweep.metric") or "", params.get("sweep.mode", "max")
     shared = bool(metric) and base != "" and store.share_view(
         name, metric, mode, [k.split(".", 1)[1] for k in params if k.startswith("space.")])
     out = [f"danlu: sweep '{name}' ({parent.status.lower()}):",

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from orchestrator import checks
 from orchestrator.errors import BadInput
@@ -154,8 +155,8 @@ def ray_session(cluster, need: dict[str, float], verbose: bool = False) -> Itera
         check_fit(need, cluster_nodes())
         yield
         return
-    kwargs = dict(log_to_driver=verbose, include_dashboard=False, configure_logging=True,
-                  logging_level=logging.INFO if verbose else logging.WARNING)
+    kwargs: dict[str, Any] = dict(log_to_driver=verbose, include_dashboard=False, configure_logging=True,
+                                  logging_level=logging.INFO if verbose else logging.WARNING)
     if cluster.get("address"):
         ray.init(address=cluster.address, log_to_driver=verbose)
     else:

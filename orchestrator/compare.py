@@ -93,7 +93,8 @@ def verdict(arm: Arms, data) -> dict:
 
     m, better = data.metric, ("higher" if data.mode == "max" else "lower")
     if arm.seed_arms:
-        sa, sb = arm.named["seed_a"], arm.named["seed_b"]
+        named = arm.named or {}
+        sa, sb = named["seed_a"], named["seed_b"]
         values = data.configs[0].values if len(data.configs) == 1 else {}
         if sa not in values or sb not in values:
             return {"kind": "missing", "metric": m, "verdict": f"seed {sa} or seed {sb} has no finished trial with "

@@ -12,11 +12,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from orchestrator.errors import BadInput
 
 CONFIG_NAME = "danlu"  # the primary config: orchestrator/conf/danlu.yaml, which includes the project's config.yaml
 PACKAGE_CONF = "pkg://orchestrator.conf"  # danlu's own config tree, on Hydra's search path behind the project's
+
+
+def plain(cfg, resolve: bool = True) -> dict[str, Any]:
+    """A DictConfig as plain dicts and lists: OmegaConf.to_container, typed for what a DictConfig gives."""
+    from omegaconf import OmegaConf
+
+    out = OmegaConf.to_container(cfg, resolve=resolve)
+    if not isinstance(out, dict):
+        raise TypeError(f"not a mapping: {type(cfg).__name__}")
+    return out  # type: ignore[return-value]  # its keys are str: danlu's configs are YAML mappings
 
 
 def find_config_dir(explicit: str | None = None) -> Path:
@@ -190,10 +201,9 @@ def _close_keys(key: str) -> str:
     """Suggest existing keys near a mistyped one, from the composed default config."""
     import difflib
 
-    from omegaconf import OmegaConf
 
     try:
-        base = OmegaConf.to_container(compose([]), resolve=False)
+        base = plain(compose([]), resolve=False)
     except BadInput:
         return ""
     keys = [k for k, _ in flatten(base)]
@@ -251,7 +261,9 @@ def split_fixed(fixed: list[str], loader) -> tuple[list[str], list[tuple[str, ob
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
-    groups, values, rest = [], [], []
+    groups: list[str] = []
+    values: list[tuple[str, object]] = []
+    rest: list[str] = []
     for text in fixed:
         (ov,) = parser.parse_overrides([text])
         key = ov.key_or_group

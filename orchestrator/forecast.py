@@ -139,7 +139,7 @@ class Cost:
 def cost(f: Forecast, step_s: float, gpu: float, cpu: float, concurrent: int, startup_s: float = 0.0) -> Cost | None:
     """Resource-hours and wall time of a forecast at `step_s` seconds per step and `startup_s` per trial,
     `concurrent` trials at once; None where the forecast has no step count."""
-    if f.steps is None or concurrent < 1:
+    if f.steps is None or f.fifo_steps is None or concurrent < 1:
         return None
     resource, per = ("GPU", float(gpu)) if gpu > 0 else ("CPU", float(cpu))
     busy = f.steps * step_s + f.trials * startup_s

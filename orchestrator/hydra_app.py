@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.compose import plain
 from orchestrator.errors import BadInput
 
 # the sweeper's keys that choose one of danlu's config groups: a mapping, whose `option` picks the group's file and
@@ -103,9 +104,9 @@ class App:
 
         mine = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         try:
-            return OmegaConf.to_container(mine, resolve=True)
+            return plain(mine)
         except OmegaConfBaseException:  # a value that only resolves once the job runs (${hydra:runtime.output_dir})
-            return OmegaConf.to_container(mine, resolve=False)
+            return plain(mine, resolve=False)
 
     def run(self, cfg, ctx, cpus: float = 1) -> None:
         """The task function through Hydra's run_job, reporting to `ctx`; its return value is the one result when
@@ -144,10 +145,10 @@ def task_path(task_function) -> tuple[str, str]:
         else:
             script = Path(getattr(main, "__file__", sys.argv[0])).resolve()
             module, root = script.stem, script.parent
-    elif getattr(sys.modules.get(module), "__file__", None):
+    elif (found := getattr(sys.modules.get(module), "__file__", None)):
         depth = module.count(".")
-        root = Path(sys.modules[module].__file__).resolve().parents[depth]
-        if Path(sys.modules[module].__file__).name == "__init__.py":
+        root = Path(found).resolve().parents[depth]
+        if Path(found).name == "__init__.py":
             root = root.parent
     if "<" in fn.__qualname__ or "." in fn.__qualname__:
         raise BadInput(f"the task function {fn.__qualname__} is not a module-level function of {module}: danlu's "

@@ -170,7 +170,7 @@ class SweepLock:
             if self._create():
                 return
             lease, age = self._read()
-            if lease is None:
+            if lease is None or age is None:
                 continue  # given back meanwhile: try again
             if not self._stale(lease, age):
                 how = (f"its lease {self.lease_path} was renewed {age:.0f} s ago" if lease.get("host") != self.me["host"]

@@ -64,16 +64,19 @@ class MemoryWatch:
                                 f"{self.peak_mb:.0f} MB, its process's resident memory; resources.memory_mb)")
 
     def _watch(self) -> None:
+        limit = self.limit_mb
+        if not limit:
+            return
         raised = None
         while not self._done.wait(self.every_s):
             mb = rss_mb()
             self.peak_mb = max(self.peak_mb, mb)
-            if mb <= self.limit_mb:
+            if mb <= limit:
                 continue
             if raised is None:
                 self.exceeded_at, raised = self._step(), time.monotonic()
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._target),
                                                            ctypes.py_object(MemoryLimitExceeded))
-            elif mb > 1.5 * self.limit_mb and time.monotonic() - raised > 2.0:
+            elif mb > 1.5 * limit and time.monotonic() - raised > 2.0:
                 print(f"danlu: {self.error()}; its process did not stop at the limit and is killed", flush=True)
                 os.kill(os.getpid(), signal.SIGKILL)

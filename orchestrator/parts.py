@@ -15,7 +15,7 @@ def names(package: str) -> list[str]:
     Args:
         package: the dotted name of the package that holds the parts.
     """
-    folder = Path(importlib.import_module(package).__file__).parent
+    folder = Path(list(importlib.import_module(package).__path__)[0])
     return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
 
 

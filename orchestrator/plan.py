@@ -9,17 +9,25 @@ import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator import checks
 from orchestrator.compose import (
     apply_overrides,
     compose,
     hydra_context,
+    plain,
     require_job,
     split_fixed,
     split_overrides,
 )
 from orchestrator.errors import BadInput
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from orchestrator.hydra_app import App
+    from orchestrator.space import Space
 
 NAME_MAX = 200  # bytes of a sweep's name: a directory name (255 on Linux's filesystems) with room for suffixes
 
@@ -28,15 +36,15 @@ NAME_MAX = 200  # bytes of a sweep's name: a directory name (255 on Linux's file
 class Plan:
     """A validated sweep, ready to launch."""
 
-    cfg: object  # the composed base config (DictConfig)
-    space: object  # orchestrator.space.Space
+    cfg: DictConfig  # the composed base config
+    space: Space
     base_overrides: list[str]  # what every trial composes with, before its own values
-    trial_base: object  # their composition, unresolved: what a trial that chooses no config option starts from
+    trial_base: DictConfig  # their composition, unresolved: what a trial that chooses no config option starts from
     config_dir: Path
     storage_dir: Path  # <output_dir>/<sweep.name>, Ray's experiment directory
     tracking_uri: str
     store_kind: str = "mlflow"  # tracking.store: which RunStore (orchestrator.tracking.store_class)
-    app: object = None  # orchestrator.hydra_app.App: the trials are a Hydra app's (the sweeper plugin), else None
+    app: App | None = None  # the trials are a Hydra app's (the sweeper plugin), else None
 
     @property
     def project_root(self) -> Path:
@@ -94,7 +102,7 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None, app=Non
             probe_groups = [o for o, prm in probe if prm.is_group]
             probed = apply_overrides(compose(groups + probe_groups), rest) if probe_groups else copy.deepcopy(cfg)
             apply_overrides(probed, [o for o, prm in probe if not prm.is_group])
-            check_overrides(OmegaConf.to_container(chosen, resolve=False), values, space.params)
+            check_overrides(plain(chosen, resolve=False), values, space.params)
         try:
             OmegaConf.resolve(cfg)  # once, here: sweep.name's ${now:...} is fixed for every trial
         except OmegaConfBaseException as exc:
@@ -121,7 +129,6 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None, app=Non
 def _app_space(app, entries: dict, seeds: list[int]):
     """A Hydra app's space, parsed against the app's own config groups; every swept key and first value composes
     in the app's config, and every value fits its default's type (as for a danlu job)."""
-    from omegaconf import OmegaConf
 
     from orchestrator.space import parse_space
     from orchestrator.types import check_overrides
@@ -130,7 +137,7 @@ def _app_space(app, entries: dict, seeds: list[int]):
     base = app.compose(app.fixed)
     app.compose(app.fixed + space.probe_overrides())
     _, values, _ = split_fixed(app.fixed, app.hydra_context.config_loader)
-    shown = {k: v for k, v in OmegaConf.to_container(base, resolve=False).items() if k != "hydra"}
+    shown = {k: v for k, v in plain(base, resolve=False).items() if k != "hydra"}
     check_overrides(shown, values, space.params)
     return space
 

@@ -29,8 +29,13 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from orchestrator.compose import plain
 from orchestrator.errors import BadInput
+
+if TYPE_CHECKING:
+    from orchestrator import probe
 
 PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
 FAST = ("reach", "metric", "nan", "overfit")  # what a new sweep runs first
@@ -83,20 +88,19 @@ class Preflight:
     """The checks of one planned sweep (orchestrator.plan.Plan), run in this process."""
 
     def __init__(self, p, say=print, outage_ok: bool = False):
-        from omegaconf import OmegaConf
 
         self.p, self.cfg, self.say, self.outage_ok = p, p.cfg, say, outage_ok
         declared = self.cfg.job.get("preflight")
-        self.spec = OmegaConf.to_container(declared, resolve=True) if declared is not None else None
+        self.spec = plain(declared) if declared is not None else None
         self.root = p.config_dir.parent
         self.seed = int(p.space.seeds[0])
         self.settings = self.cfg.get("preflight") or {}
         self.reports = int(self.settings.get("reports", 3))
-        self._worker = None  # orchestrator.probe.Worker: the child process the job runs in
+        self._worker: probe.Worker | None = None  # the child process the job runs in
         self._base = None  # the base config's probe (metric, nan, the step time)
 
     # -- composing what a check runs ---------------------------------------------------------------------------
-    def config(self, values: dict | None = None, extra: list[str] = ()):
+    def config(self, values: dict | None = None, extra: tuple[str, ...] | list[str] = ()):
         """The base config with `values` set (space keys: what a trial with those values gets; config-group keys
         choose options), the seed, then `extra` overrides (the job's shrink)."""
         from orchestrator.compose import apply_overrides
@@ -113,13 +117,12 @@ class Preflight:
 
     def _run(self, cfg, reports, rule=None):
         """The job on `cfg` for at most `reports` reports, in the preflight's child process (started once)."""
-        from omegaconf import OmegaConf
 
         from orchestrator import probe
 
         if self._worker is None:
             self._worker = probe.Worker(self.root, self.stall_s())
-        return self._worker.run(OmegaConf.to_container(cfg, resolve=True), str(cfg.job.fn), reports, rule,
+        return self._worker.run(plain(cfg), str(cfg.job.fn), reports, rule,
                                 threads=int(max(1, float(self.cfg.resources.cpu))))
 
     def close(self) -> None:
@@ -168,7 +171,10 @@ class Preflight:
         """The tracking store, the sweep's storage and a cluster address: they answer and can be written."""
         from orchestrator import reach
 
-        problems, notes, waits, bad_input = [], [], [], False
+        problems: list[str] = []
+        notes: list[str] = []
+        waits: list[str] = []
+        bad_input = False
         for what, fn in (("tracking", lambda: reach.tracking(self.p.tracking_uri, str(self.cfg.tracking.experiment),
                                                            kind=self.p.store_kind)),
                          ("storage", lambda: reach.storage(self.p.storage_dir, int(self.cfg.storage.min_free_mb))),
@@ -301,7 +307,6 @@ class Preflight:
 
     def check_memory(self) -> Check:
         """One report at the memory corner, in a process of its own, its peak against a trial's memory."""
-        from omegaconf import OmegaConf
 
         from orchestrator import probe
 
@@ -310,11 +315,11 @@ class Preflight:
             return Check("memory", SKIP, f"job {self.cfg.job.name} names no job.preflight.memory keys (which grow "
                          "its memory: batch size, width); nothing to take the corner of")
         if not corner:
-            return Check("memory", SKIP, f"none of job.preflight.memory ({', '.join(self.spec['memory'])}) is swept: "
+            return Check("memory", SKIP, f"none of job.preflight.memory ({', '.join((self.spec or {})['memory'])}) is swept: "
                          "every trial uses the base config's memory")
         cfg = self.config(corner)
         with probe.Worker(self.root, self.stall_s()) as fresh:  # a process of its own: the peak it measures is the corner's
-            b = fresh.run(OmegaConf.to_container(cfg, resolve=True), str(cfg.job.fn), 1,
+            b = fresh.run(plain(cfg), str(cfg.job.fn), 1,
                           threads=int(max(1, float(self.cfg.resources.cpu))))
         at = ", ".join(said)
         if b.error:

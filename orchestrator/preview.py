@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from orchestrator.compose import plain
 from orchestrator.forecast import cost, forecast, halving_short
 from orchestrator.preflight import LR_KEY
 
@@ -132,7 +133,7 @@ def show(p, probe: bool = False, address: str | None = None, out=None) -> int:
 
     at_once, where = fit(p, address)  # first: a cluster that does not answer is said before any of the plan
     say(f"danlu plan: sweep {sweep.name} of job {cfg.job.name} ({cfg.job.fn}); nothing is launched")
-    base = OmegaConf.to_container(cfg, resolve=True)
+    base = plain(cfg)
     base["sweep"].pop("space", None)
     say("\nbase config (what every trial starts from):")
     say("\n".join("  " + ln for ln in OmegaConf.to_yaml(base).rstrip().splitlines()))
@@ -147,7 +148,7 @@ def show(p, probe: bool = False, address: str | None = None, out=None) -> int:
     say(f"\ntrials: {f.configurations} configuration(s) (search={cfg.search.name}) x {f.seeds} seed(s) "
         f"{list(p.space.seeds)} = {f.trials} trial(s)")
     sch = cfg.scheduler
-    settings = ", ".join(f"{k}={v}" for k, v in OmegaConf.to_container(sch, resolve=True).items() if k != "name")
+    settings = ", ".join(f"{k}={v}" for k, v in plain(sch).items() if k != "name")
     say(f"\nschedule: {sch.name}" + (f" ({settings})" if settings else ""))
     if f.steps is None:
         say("  the trials' length is the job's own: no step count can be forecast")
@@ -192,10 +193,10 @@ def show(p, probe: bool = False, address: str | None = None, out=None) -> int:
         say(f"  {c.resource}-hours: {c.resource_hours:.3g} (FIFO: {c.fifo_resource_hours:.3g}) at {c.per_trial:g} "
             f"{c.resource} per trial; wall time about {_duration(c.wall_s)} with {c.concurrent} trial(s) at once "
             "(a lower bound: the last rungs run fewer at once)")
-    found = warnings(p, f)
-    say("\nwarnings:" if found else "\nwarnings: none")
-    for w in found:
-        say(f"  - {w}")
+    warned = warnings(p, f)
+    say("\nwarnings:" if warned else "\nwarnings: none")
+    for warning in warned:
+        say(f"  - {warning}")
     return 0
 
 

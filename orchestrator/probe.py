@@ -18,6 +18,7 @@ import contextlib
 import io
 import json
 import math
+import subprocess
 import sys
 import time
 import traceback
@@ -170,7 +171,8 @@ class Worker:
     "beat" at each report, and the parent waits that long for the next word."""
 
     def __init__(self, root: Path, timeout_s: float = 900.0):
-        self.root, self.timeout_s, self._proc = Path(root), timeout_s, None
+        self.root, self.timeout_s = Path(root), timeout_s
+        self._proc: subprocess.Popen | None = None
         self._buf = b""  # what the child said past the last line read
 
     def _start(self):
@@ -188,17 +190,19 @@ class Worker:
         """Run the job `fn` on the resolved `config` for at most `reports` reports, in the child."""
         if self._proc is None or self._proc.poll() is not None:
             self._start()
+        proc = self._proc
+        assert proc is not None and proc.stdin and proc.stdout and proc.stderr  # started with three pipes
         spec = {"config": config, "fn": fn, "root": str(self.root), "reports": reports, "threads": threads,
                 "rule": None if rule is None else {"key": rule.key, "below": rule.below, "diverge": rule.diverge}}
         beats = 0
         try:
-            self._proc.stdin.write(json.dumps(spec) + "\n")
-            self._proc.stdin.flush()
+            proc.stdin.write(json.dumps(spec) + "\n")
+            proc.stdin.flush()
             while True:
-                line = self._next_line()
+                line = self._next_line(proc.stdout)
                 if line is None:  # silent for timeout_s: the job hangs
-                    self._proc.kill()
-                    self._proc.wait()
+                    proc.kill()
+                    proc.wait()
                     self._proc = None
                     return Probe(error=f"the job made no report for {self.timeout_s:g} s after {beats} report(s): it "
                                        "hangs (failure.stall_s bounds the wait)")
@@ -209,8 +213,8 @@ class Worker:
         except (BrokenPipeError, OSError):
             line = ""
         if not line:
-            code = self._proc.wait(timeout=30)
-            err = self._proc.stderr.read()[-4000:]
+            code = proc.wait(timeout=30)
+            err = proc.stderr.read()[-4000:]
             self._proc = None
             why = f"killed by signal {-code}" if code < 0 else f"exit {code}"
             return Probe(error=f"the probe's process died ({why})" + (" (out of memory?)" if code == -9 else ""),
@@ -220,13 +224,13 @@ class Worker:
         probe.history = [(int(st), dict(v)) for st, v in result["history"]]
         return probe
 
-    def _next_line(self) -> str | None:
+    def _next_line(self, stdout) -> str | None:
         """The child's next line ("" when it died), or None after timeout_s of silence. Read from the pipe's fd with
         a buffer of its own: a file object's readline may buffer a second line where select cannot see it."""
         import os
         import select
 
-        fd, deadline = self._proc.stdout.fileno(), time.monotonic() + self.timeout_s
+        fd, deadline = stdout.fileno(), time.monotonic() + self.timeout_s
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
@@ -241,16 +245,16 @@ class Worker:
 
     def close(self) -> None:
         """End the child (its stdin closed: it exits), killing it if it does not."""
-        import subprocess
-
-        if self._proc is None:
+        proc = self._proc
+        if proc is None:
             return
         try:
-            self._proc.stdin.close()
-            self._proc.wait(timeout=30)
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(timeout=30)
         except (OSError, subprocess.TimeoutExpired):
-            self._proc.kill()
-            self._proc.wait()
+            proc.kill()
+            proc.wait()
         self._proc = None
 
     def __enter__(self):

@@ -153,7 +153,7 @@ def fallback_trainable(train_fn: Callable, notes: dict) -> type:
 
     base = wrap_function(train_fn)
 
-    class DanluTrainable(base):
+    class DanluTrainable(base):  # type: ignore[valid-type,misc]  # Tune's class, made at run time
         def restore(self, checkpoint_path):
             ckpt = getattr(checkpoint_path, "checkpoint", None)
             if ckpt is None:
@@ -325,5 +325,5 @@ def quiet_worker_deaths() -> None:
               flush=True)
         return None
 
-    print_to_stdstream._danlu = True
+    print_to_stdstream._danlu = True  # type: ignore[attr-defined]  # marks Ray's printer as replaced once
     worker.print_to_stdstream = print_to_stdstream

@@ -4,6 +4,7 @@ Unreachable with the reason, or returns a short note of what it found."""
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -181,7 +182,7 @@ def nodes_at(address: str) -> dict[str, dict[str, float]]:
             except OSError as exc:
                 raise BadInput(f"cluster.address={address}: nothing answers there ({exc.strerror or exc}).") from None
         try:
-            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         except Exception as exc:  # ConnectionError, an auth refusal: Ray raises several kinds
             raise BadInput(f"cluster.address={address}: Ray could not connect, or the auth token was refused "
                            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None

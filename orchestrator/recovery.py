@@ -69,7 +69,8 @@ def audit(store, parent_id: str | None, damage: list, metric: str,
     for run in store.trial_runs(parent_id):
         if T.ORPHANED not in run.tags:
             runs[run.tags.get(T.TRIAL_ID)] = run
-    recovered, lost = [], []
+    recovered: list[str] = []
+    lost: list[str] = []
     for d in damage:
         run = runs.get(d.trial) if d.trial else None
         if d.kind == "metrics" and run is not None and d.step is not None:

@@ -67,6 +67,7 @@ class RetryPolicy:
         past = self.failures.setdefault(trial_id, [])
         before = past[-1] if past else None
         past.append(failure)
+        why: str | None
         if before is not None and before.step == failure.step and before.kind == failure.kind and (
                 failure.kind == STALLED or before.error == failure.error):  # a stall's text has its duration
             why = (f"not retried: it failed again at step {failure.step} with the same error; a retry would fail "

@@ -225,8 +225,8 @@ def repair(storage: Path) -> Repair:
     if kept is not None:
         return _adopt(storage, files, kept, aside, damaged)
     # no copy of danlu's: the newest session whose files all load, the damaged sessions set aside
-    sessions = sorted({session(p.name) for p in files if session(p.name)})
-    bad_sessions = {session(n) for n in bad if session(n)}
+    sessions = sorted({s for p in files if (s := session(p.name))})
+    bad_sessions = {s for n in bad if (s := session(n))}
     good = [s for s in sessions if s not in bad_sessions and (storage / f"{STATE}{s}.json").exists()]
     if not good:
         raise Unrestorable(

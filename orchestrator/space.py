@@ -47,14 +47,17 @@ class Param:
             return tune.choice(list(self.values))
         if self.kind == "grid":
             return tune.grid_search(list(self.values))
+        lo, hi = self.low, self.high
+        if lo is None or hi is None:  # an interval's kinds below always have both bounds (param())
+            raise AssertionError(f"{self.key}: {self.kind} without bounds")
         if self.kind == "uniform":
-            return tune.uniform(self.low, self.high)
+            return tune.uniform(lo, hi)
         if self.kind == "loguniform":
-            return tune.loguniform(self.low, self.high)
+            return tune.loguniform(lo, hi)
         if self.kind == "randint":  # Tune's upper bound is exclusive; Hydra's interval includes it
-            return tune.randint(self.low, self.high + 1)
+            return tune.randint(int(lo), int(hi) + 1)
         if self.kind == "lograndint":
-            return tune.lograndint(self.low, self.high + 1)
+            return tune.lograndint(int(lo), int(hi) + 1)
         raise AssertionError(self.kind)
 
 
@@ -124,12 +127,14 @@ def _param(ov, key: str, expr: str) -> Param:
     from hydra.core.override_parser.types import IntervalSweep
 
     value = ov.value()
-    tags = getattr(value, "tags", set()) or set()
+    tags: set[str] = getattr(value, "tags", set()) or set()
     unknown = tags - {"log", "grid"}
     if unknown:
         raise BadInput(f"sweep.space.{key}: unknown tag(s) {sorted(unknown)} in '{expr}'; valid tags: log, grid.")
     if isinstance(value, IntervalSweep):
         lo, hi = value.start, value.end
+        if lo is None or hi is None:  # Hydra's grammar gives both; said, not assumed
+            raise BadInput(f"sweep.space.{key}: an interval needs a low and a high bound: '{expr}'.")
         if "grid" in tags:
             raise BadInput(f"sweep.space.{key}: 'grid' needs discrete values, not an interval: '{expr}'.")
         if not lo < hi:

@@ -43,7 +43,7 @@ class StallWatch(tune.Callback):
         return {"limit": self.limit, "check_s": self.check_s}
 
     def __setstate__(self, state):
-        self.__init__(state["limit"], None, str, print, state["check_s"])
+        StallWatch.__init__(self, state["limit"], None, str, print, state["check_s"])
 
     def get_state(self):
         """Nothing for Tune's snapshot: each driver watches anew."""

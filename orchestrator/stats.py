@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 LEVEL = 0.95
 ALPHA = 0.05
@@ -186,7 +187,8 @@ def versus_best(groups: dict[str, dict[int, float]], best: str) -> dict[str, dic
     raw = [paired_p(groups[best], groups[c]) for c in others]
     adj = holm([p if n >= 2 else math.nan for p, n in raw])
     m = sum(1 for _, n in raw if n >= 2)
-    out = {best: {"p": None, "p_holm": None, "pairs": len(groups[best]), "state": "best", "indistinguishable": True}}
+    out: dict[str, dict[str, Any]] = {best: {"p": None, "p_holm": None, "pairs": len(groups[best]), "state": "best",
+                                            "indistinguishable": True}}
     for c, (p, pairs), pa in zip(others, raw, adj, strict=True):
         if pairs < 2:
             state = "untested"

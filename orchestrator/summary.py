@@ -3,6 +3,8 @@ its interval; the best single trial), and where to review it in MLflow's UI (orc
 
 from __future__ import annotations
 
+from typing import Any
+
 from orchestrator import tags as T
 
 
@@ -19,13 +21,14 @@ def summarize(trials, sweep, early: set[str], label, max_failed_fraction=None,
               stalled: dict[str, int | None] | None = None) -> tuple[dict, int]:
     """Counts and the best trial, ranked by each trial's last reported metric (Tune's scope="last"). `stalled`:
     trial_id -> the step of the failed trials that stalled (their processes were ended)."""
+    stalled = stalled or {}
     counts = {"completed": 0, "stopped_early": 0, "failed": 0}
     best = None
     hung = []
     for t in trials:
         if t.status == "ERROR":
             counts["failed"] += 1
-            if t.trial_id in (stalled or {}):
+            if t.trial_id in stalled:
                 step = stalled[t.trial_id]
                 hung.append(f"{label(t)} at step {step}" if step is not None else f"{label(t)} before its first report")
             continue
@@ -36,7 +39,7 @@ def summarize(trials, sweep, early: set[str], label, max_failed_fraction=None,
                 best = (float(v), label(t), t.trial_id)
     total = sum(counts.values())
     steps = sum((t.last_result or {}).get("training_iteration") or 0 for t in trials)
-    summary = {
+    summary: dict[str, Any] = {
         "metrics": {f"trials_{k}": v for k, v in counts.items()} | {"trials_total": total, "steps_run": float(steps)},
         "tags": {},
         "counts": counts,

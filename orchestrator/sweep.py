@@ -14,8 +14,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator import tags as T
+from orchestrator.compose import plain
 from orchestrator.errors import BadInput, SweepFailed
 from orchestrator.interrupts import Interrupts
 from orchestrator.plan import Plan, plan, resume_command, sweep_settings
@@ -31,6 +33,12 @@ from orchestrator.state import (
     write_json,
 )
 from orchestrator.summary import counts_line, summarize, summary_lines
+
+if TYPE_CHECKING:
+    from ray.tune import Tuner
+
+    from orchestrator.scheduler import Recording
+    from orchestrator.tuner import BudgetMeter, MetricGuard, TrialRuns, Trials
 
 
 def submission_tags() -> dict[str, str]:
@@ -62,7 +70,6 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
         preflight: a new sweep runs the fast checks first (orchestrator/preflight.py); a resumed one ran them.
     """
     p = planned or plan(overrides, config_dir)
-    from omegaconf import OmegaConf
 
     from orchestrator import recovery
     from orchestrator.cluster import check_local_fit, check_shared_storage, ray_session, trial_resources
@@ -92,7 +99,7 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
         raise BadInput(f"output_dir={p.storage_dir.parent}: the sweep's storage cannot be created there "
                        f"({exc.strerror or exc}); give a folder you can write, e.g. output_dir=outputs.") from None
     known = begun(p.storage_dir)  # begun before (perhaps killed before Tune saved anything)
-    status = "FAILED"  # what the parent run says if the sweep ends other than by _launch's own close
+    status: str | None = "FAILED"  # what the parent run says if the sweep ends other than by _launch's own close
     failed_early = False  # bad input, or a sweep that cannot start: a new sweep leaves nothing behind
     tracker = None
     min_free = int(p.cfg.storage.min_free_mb) * 2**20
@@ -119,13 +126,13 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
         # Tune's files checked (and repaired), the journal's damage said, restore limits written: before anything
         # is launched or sent, so that a sweep that cannot be restored changes nothing (orchestrator/recovery.py)
         prep = recovery.prepare(p.storage_dir, state_dir(p.storage_dir), tracker.journal, interrupts.say)
-        where = f"at {p.cfg.cluster.address}" if p.cfg.cluster.get("address") else "on this machine"
-        print(f"danlu: starting Ray {where}...", file=out, flush=True)
+        place = f"at {p.cfg.cluster.address}" if p.cfg.cluster.get("address") else "on this machine"
+        print(f"danlu: starting Ray {place}...", file=out, flush=True)
         with FreeSpace(paths, min_free, interrupts.fault) as watch, ray_session(p.cfg.cluster, need, verbose), \
                 interrupts.installed():
             interrupts.watch = watch  # stopped once the trials have ended: then a write that fails is said
             check_shared_storage(p.storage_dir)
-            config = OmegaConf.to_container(p.cfg, resolve=True)
+            config = plain(p.cfg)
             from orchestrator import slurm
             from orchestrator.preview import sweep_forecast
 
@@ -243,13 +250,13 @@ def _budget_end(p: Plan, tracker, parts, out, lead) -> int:
 class _Parts:
     """What a sweep runs with once Ray is up: made by _assemble, driven by _fit, read by _finish."""
 
-    scheduler: object  # an orchestrator.scheduler.Recording Tune scheduler
+    scheduler: Recording  # a Tune scheduler with Recording mixed in
     names: TrialNames
-    runs: object  # tuner.TrialRuns: the callback that feeds the tracker
-    ledger: object  # tuner.Trials: every trial Tune holds
-    guard: object  # tuner.MetricGuard: the metric the job never reported, if so
-    tuner: object  # Tune's Tuner, built or restored
-    budget: object = None  # tuner.BudgetMeter: what the trials used, and the limit that stopped them, if one did
+    runs: TrialRuns  # the callback that feeds the tracker
+    ledger: Trials  # every trial Tune holds
+    guard: MetricGuard  # the metric the job never reported, if so
+    tuner: Tuner  # Tune's, built or restored
+    budget: BudgetMeter | None = None  # what the trials used, and the limit that stopped them, if one did
 
 
 class TrialNames:

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from orchestrator.compose import plain
 from orchestrator.context import check_metrics, check_step
 from orchestrator.errors import BadInput
 from orchestrator.memory_limit import MemoryWatch
@@ -328,6 +329,7 @@ class _Tee(io.TextIOBase):
 
 _hydra_lock = threading.Lock()
 _composed: dict[tuple, Any] = {}  # (config_dir, overrides that choose configs) -> composed config
+_initialized: list[str] = []  # the config dir Hydra was last initialized with in this process
 
 
 def compose_trial(config_dir: str, overrides: list[str]):
@@ -347,11 +349,11 @@ def compose_trial(config_dir: str, overrides: list[str]):
     with _hydra_lock:
         if key not in _composed:
             gh = GlobalHydra.instance()
-            if not gh.is_initialized() or getattr(compose_trial, "_dir", None) != config_dir:
+            if not gh.is_initialized() or _initialized != [config_dir]:
                 gh.clear()
                 use_package_conf()
                 initialize_config_dir(config_dir, version_base="1.3", job_name="danlu")
-                compose_trial._dir = config_dir
+                _initialized[:] = [config_dir]
             _composed[key] = compose(CONFIG_NAME, overrides=list(overrides))
         return copy.deepcopy(_composed[key])
 
@@ -382,7 +384,6 @@ def make_trainable(config_dir: str, base_cfg, base_overrides: list[str], group_k
 
     def danlu_trial(config: dict) -> None:
         import ray
-        from omegaconf import OmegaConf
         from ray import tune
 
         # A submitted sweep's conf/ and jobs/ are Ray's working directory, unpacked on each node where Ray
@@ -397,7 +398,7 @@ def make_trainable(config_dir: str, base_cfg, base_overrides: list[str], group_k
             cfg = trial_config(base_cfg, here, base_overrides, group_keys, config["hp"], config["seed"])
         meta = {
             # YAML is made by the driver's MLflow writer
-            "config": app.shown(cfg) if app is not None else OmegaConf.to_container(cfg, resolve=True),
+            "config": app.shown(cfg) if app is not None else plain(cfg),
             "hostname": socket.gethostname(),
             "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
             "resources": ",".join(f"{k}={v:g}" for k, v in sorted(ray.get_runtime_context().get_assigned_resources().items())),

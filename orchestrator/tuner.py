@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from ray import tune
 
@@ -399,7 +400,7 @@ def with_resources(trainable, cfg):
     from orchestrator.cluster import trial_resources
 
     res = trial_resources(cfg.resources)
-    resources = {"cpu": res.pop("CPU"), "gpu": res.pop("GPU"), **({"memory": res.pop("memory")} if "memory" in res else {}),
+    resources: dict[str, Any] = {"cpu": res.pop("CPU"), "gpu": res.pop("GPU"), **({"memory": res.pop("memory")} if "memory" in res else {}),
                  **({"custom_resources": res} if res else {})}
     return tune.with_resources(trainable, resources)
 
@@ -461,7 +462,8 @@ class BudgetMeter(tune.Callback):
         self.meter, self.tracker, self.stop, self.every_s = meter, tracker, stop, every_s
         self.sample_s = sample_s  # Tune's loop steps many times a second; counting its trials each time costs
         # O(trials) per step (6% of the driver's loop at 1,000 trials): the count is taken every sample_s
-        self._last = self._logged = None
+        self._last: float | None = None
+        self._logged: float | None = None
         self.reached: str | None = None
         self.cut: list[tuple[str, int | None]] = []  # the trials running when the limit was reached: (name, step)
 
@@ -471,7 +473,7 @@ class BudgetMeter(tune.Callback):
     def on_step_end(self, iteration, trials, **info):
         """Add the time since the last step; keep, log and judge it."""
         now = time.monotonic()
-        if self._last is None:
+        if self._last is None or self._logged is None:
             self._last = self._logged = now
             return
         if now - self._last < self.sample_s:

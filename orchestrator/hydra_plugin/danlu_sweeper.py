@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
+from omegaconf import DictConfig
 
 
 @dataclass
@@ -87,7 +88,7 @@ class DanluSweeper(Sweeper):
 
     def __init__(self, **settings: Any) -> None:
         self.settings = settings
-        self.config = None
+        self.config: Optional[DictConfig] = None
         self.hydra_context = None
         self.task_function = None
 
@@ -121,27 +122,30 @@ class DanluSweeper(Sweeper):
 
         from omegaconf import OmegaConf, open_dict
 
-        from orchestrator.compose import split_overrides
+        from orchestrator.compose import plain, split_overrides
         from orchestrator.errors import BadInput
         from orchestrator.hydra_app import App, settings_overrides, task_path
         from orchestrator.plan import plan
         from orchestrator.sweep import run_sweep
 
-        settings = OmegaConf.to_container(self.config.hydra.sweeper, resolve=True)
+        config = self.config
+        if config is None:  # Hydra calls setup() before sweep()
+            raise RuntimeError("the sweeper was not set up")
+        settings = plain(config.hydra.sweeper)
         fn, root = task_path(self.task_function)
         cl = split_overrides(list(arguments))
         space = {str(k): str(v) for k, v in (settings.get("space") or {}).items()} | cl.sweep
         # the multirun folder, fixed here as an absolute path: a trial runs in a Ray worker, at another time (its
         # ${now:...}) and in another working directory
-        sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
-        master = copy.deepcopy(self.config)
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        master = copy.deepcopy(config)
         OmegaConf.set_readonly(master, False)
         with open_dict(master):
             master.hydra.sweep.dir = str(sweep_dir)
         command = [Path(sys.executable).name, *sys.argv]
         app = App(self.hydra_context, master, fn, root, cl.fixed, settings.get("seed_key"),
                   str(settings.get("metric") or ""), str(sweep_dir), command)
-        overrides = settings_overrides(settings, self.config.hydra.job.name, fn)
+        overrides = settings_overrides(settings, config.hydra.job.name, fn)
         epochs, said = _epochs(settings, app)
         overrides.append(f"+epochs={epochs}")
         from orchestrator.compose import package_conf_dir

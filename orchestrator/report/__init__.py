@@ -11,10 +11,14 @@ table), _plots (matplotlib, headless), _publish (files, the parent run's artifac
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from orchestrator import parts
 from orchestrator.errors import BadInput
+
+if TYPE_CHECKING:
+    from orchestrator.report._data import Config
+    from orchestrator.stats import Interval
 
 
 @dataclass
@@ -33,8 +37,8 @@ class Section:
 class Row:
     """A configuration, ranked: what sections read of the statistics (rank())."""
 
-    config: object  # _data.Config
-    stats: object  # stats.Interval over its seeds
+    config: Config
+    stats: Interval  # over its seeds
     vs_best: dict  # p, p_holm, pairs, state (stats.versus_best; {} when not compared: another rung than the best)
 
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator import tags as T
+
+if TYPE_CHECKING:
+    from orchestrator.tracking import RunStore
 
 
 @dataclass
@@ -43,9 +48,9 @@ class SweepData:
     decisions: list[dict] = field(default_factory=list)  # seed-aware ASHA's (orchestrator/scheduler/_group_rungs)
     earlier_seed_sd: dict | None = None  # with one seed: the spread an earlier multi-seed sweep of the job measured
     command: str = ""  # the sweep's command line (danlu.command): what a follow-up comparison keeps of it
-    store: object = None  # the RunStore it was read from (orchestrator.tracking)
-    storage_dir: object = None  # the sweep's Ray storage (its checkpoints), where known
-    root: object = None  # the folder holding jobs/ (the job's code), where known
+    store: RunStore | None = None  # the store it was read from
+    storage_dir: Path | None = None  # the sweep's Ray storage (its checkpoints), where known
+    root: Path | None = None  # the folder holding jobs/ (the job's code), where known
     tags: dict = field(default_factory=dict)  # the parent run's tags (resumes, resubmissions, the outcome)
     runs: list = field(default_factory=list)  # every trial's run (tracking.RunRecord), set-aside ones included
     parent_metrics: dict = field(default_factory=dict)  # the parent run's metrics (steps_run, budget_*_hours)

@@ -22,9 +22,9 @@ def numeric(values: list[str]) -> list[float] | None:
 
 def distributions(data, rows):
     """{key: optuna distribution} for the swept keys that vary among these configurations."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
-    out = {}
+    out: dict[str, BaseDistribution] = {}
     for key in sorted({k for r in rows for k in r.config.hp}):
         values = [r.config.hp.get(key) for r in rows]
         if None in values or len(set(values)) < 2:

@@ -11,6 +11,7 @@ section says the same the morning after, whichever driver made the report."""
 from __future__ import annotations
 
 import html
+from typing import Any
 
 from orchestrator import tags as T
 from orchestrator.report import Section
@@ -105,7 +106,7 @@ def build(data, rows, cfg) -> Section:
     resumes = _int(data.tags.get(T.RESUMES))
     resubmits = _int(data.tags.get(T.RESUBMISSIONS))
     reasons = [data.tags.get(T.RESUBMISSION.format(i), "") for i in range(1, resubmits + 1)]
-    facts = {
+    facts: dict[str, Any] = {
         "trials": len([r for r in runs if T.ORPHANED not in r.tags]),
         "failed": [{"trial": label[r.run_id], "run": r.run_id, "config_id": r.tags.get(T.CONFIG_ID),
                     "seed": r.tags.get(T.SEED), "error": _first_line(r.tags.get(T.ERROR, ""))} for r in failed],
@@ -145,7 +146,7 @@ def build(data, rows, cfg) -> Section:
         text.append(f"{len(orphaned)} run(s) set aside (tag {T.ORPHANED}; kept, not in the statistics)")
     if not text:
         text = [f"A quiet night: {facts['trials']} trial(s), none failed, retried or restored; the driver ran once."]
-    items = []  # the terminal's indented lines (each failed trial) nest under the line before them
+    items: list[tuple[str, list[str]]] = []  # the terminal's indented lines (each failed trial) nest under the line before them
     for line in text:
         if line.startswith("  ") and items:
             items[-1][1].append(line.strip())

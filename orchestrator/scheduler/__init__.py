@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ray.tune.schedulers import TrialScheduler as _Scheduler
+
+    from orchestrator.retries import RetryPolicy
     from orchestrator.space import Space
+else:
+    _Scheduler = object  # Recording is mixed in before Tune's scheduler class; nothing of Ray imported here
 
 from orchestrator import parts
 
@@ -49,7 +54,7 @@ class SchedulerContext:
                    int(cfg.checkpoint.every), say)
 
 
-class Recording:
+class Recording(_Scheduler):
     """What danlu reads of the Tune scheduler a module makes: mix it in before Tune's class.
 
     Attributes:
@@ -59,7 +64,7 @@ class Recording:
             failed trial back to retry it: only the scheduler's hooks are given Tune's controller.
     """
 
-    retries = None
+    retries: RetryPolicy | None = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -89,11 +94,14 @@ class Recording:
         from orchestrator.ray_internals import fail_requeued, stored_result
         from orchestrator.retries import Failure, kind_of, last_line
 
-        failure = self.retries.killed.pop(trial.trial_id, None)
+        retries = self.retries
+        if retries is None:  # set by the sweep before Tune runs; a scheduler made without it judges nothing
+            return
+        failure = retries.killed.pop(trial.trial_id, None)
         if failure is None:
             error = trial_error(trial)
             failure = Failure(kind_of(error), stored_result(trial).get("step"), last_line(str(error)))
-        why = self.retries.judge(trial.trial_id, failure)
+        why = retries.judge(trial.trial_id, failure)
         if why is not None:
             fail_requeued(tune_controller, trial, why)
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class Decision:
-    rung: int  # the rung's milestone, in reports (training_iteration)
+    rung: float  # the rung's milestone, in reports (training_iteration)
     config: str  # danlu.config_id
     mean: float  # the group's mean at the rung (signed: larger is better)
     seeds: int  # how many seeds the mean is over

@@ -180,7 +180,7 @@ class ASHA(Recording, ASHAScheduler):
     def _say(self, made: list[Decision]) -> None:
         metric, sign = asha_metric(self)
         for d in made:
-            if d.stop:
+            if d.stop and d.cutoff is not None:  # a stop is always against a cutoff
                 self.say(f"danlu: ASHA stopped configuration {d.config} ({self._labels.get(d.config, '')}) at rung "
                          f"{d.rung:g}: mean {metric} {sign * d.mean:.4g} over {d.seeds} seed(s), below the "
                          f"rung's cutoff {sign * d.cutoff:.4g}")

@@ -80,7 +80,7 @@ def learning_search(searcher, space, cfg, name: str, seed) -> Search:
     from ray.tune.search import ConcurrencyLimiter
 
     outstanding = cfg.search.get("max_concurrent")
-    alg = Replicates(searcher, space.seeds, [p.key for p in space.params], outstanding)
+    alg: Replicates | ConcurrencyLimiter = Replicates(searcher, space.seeds, [p.key for p in space.params], outstanding)
     limit = cfg.sweep.get("max_concurrent_trials")
     if limit:
         alg = ConcurrencyLimiter(alg, max_concurrent=limit)

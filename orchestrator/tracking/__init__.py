@@ -62,11 +62,13 @@ class RunStore(Protocol):
     an outage (waited out, in order) from a refusal (the operation is parked, said, and the exit is non-zero).
 
     Reading serves the report, compare and the morning review: find_sweep, read_sweep, history, artifact_text.
-    Attributes: parent_id (the sweep's parent run, once open), exp_id, notes (what the user should hear of) and
-    orphans (runs set aside: {"run", "trial", "status", "config_id", "seed"}).
     """
 
     uri: str
+    parent_id: str | None  # the sweep's parent run, once open
+    exp_id: str | None  # the experiment's id, once known
+    notes: list[str]  # what the user should hear of (said at the sweep's end)
+    orphans: list[dict]  # runs set aside: {"run", "trial", "status", "config_id", "seed"}
 
     def __init__(self, uri: str, experiment: str, sweep_id: str | None = None, storage: Path | None = None):
         """Args:
@@ -128,6 +130,10 @@ class RunStore(Protocol):
     def pending_runs(self) -> list[str]:
         """The runs with something buffered."""
 
+    @property
+    def pending(self) -> bool:
+        """Whether anything is buffered, not yet sent (a property)."""
+
     def drop(self, rid: str) -> dict | None:
         """Take a run's buffer out, as the fields of a "batch" operation (to park it)."""
 
@@ -178,7 +184,7 @@ class RunStore(Protocol):
         (orchestrator/links.py); False where the store cannot."""
 
 
-def store_class(kind: str = "mlflow") -> type:
+def store_class(kind: str = "mlflow") -> type[RunStore]:
     """The RunStore class that `tracking.store` names (BadInput naming the key if there is none)."""
     target = STORES.get(kind, kind)
     module, _, name = target.partition(":")

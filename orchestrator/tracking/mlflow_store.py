@@ -185,7 +185,8 @@ class MlflowStore:
         return self.exp_id
 
     def _search(self, query: str) -> list:
-        out, token = [], None
+        out: list = []
+        token = None
         while True:
             page = self.mlf.search_runs([self.experiment_id()], filter_string=query, max_results=1000,
                                         order_by=["attributes.start_time ASC"], page_token=token)
@@ -215,10 +216,11 @@ class MlflowStore:
         tag's values), 11 ms a trial at 400 trials. The sweep's lock makes this driver the only one creating its
         runs, and every run it creates goes into the cache."""
         rid = self.run_ids.get(trial_id)
-        if rid is None and self.find_parent() is not None:
+        parent = self.find_parent() if rid is None else None
+        if parent is not None:
             if self._listed is None:
                 listed: dict[str, list[str]] = {}
-                for r in sorted(self.trial_runs(self.parent_id, self.experiment_id()),
+                for r in sorted(self.trial_runs(parent, self.experiment_id()),
                                 key=lambda r: (r.start_ms or 0, r.run_id)):
                     if r.tags.get(T.TRIAL_ID) and T.ORPHANED not in r.tags:
                         listed.setdefault(r.tags[T.TRIAL_ID], []).append(r.run_id)
@@ -307,6 +309,8 @@ class MlflowStore:
             self.add(existing, tags={T.RESUMES: resumes, T.RESUME_COMMAND.format(resumes): " ".join(command),
                                      **(extra_tags or {})})
         rid = self.parent_id
+        if rid is None:  # made or found above: never None here
+            raise RuntimeError("the sweep's parent run was neither found nor created")
         self._read(rid)
         self.add(rid, params=settings if settings is not None else params_of(config))  # only what MLflow lacks
         self.flush(rid)
@@ -716,10 +720,10 @@ class MlflowStore:
                       tags: dict[str, str]) -> None:
         """A text artifact, metrics and tags on a run (danlu compare's verdict)."""
         self.mlf.log_text(run_id, text, name)
-        for k, v in tags.items():
-            self.mlf.set_tag(run_id, k, v)
-        for k, v in metrics.items():
-            self.mlf.log_metric(run_id, k, float(v))
+        for k, tag in tags.items():
+            self.mlf.set_tag(run_id, k, tag)
+        for k, value in metrics.items():
+            self.mlf.log_metric(run_id, k, float(value))
 
     def share_view(self, name: str, metric: str, mode: str, hyperparameters: list[str]) -> bool:
         """The sweep's runs table as MLflow's shared view (an experiment tag the UI opens by key); False if

@@ -21,9 +21,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.errors import BadInput
 from orchestrator.tracking.journal import OPS, TRIAL_OPS, Journal, Op, op
+
+if TYPE_CHECKING:
+    from orchestrator.disk import Fault
+    from orchestrator.tracking import RunStore
 
 
 class Tracker:
@@ -41,7 +46,7 @@ class Tracker:
         self.kind = store  # tracking.store: which RunStore (orchestrator.tracking.store_class)
         self.sweep_id = sweep_id
         self.on_fault = on_fault  # called with an orchestrator.disk.Fault: the journal or the store cannot be written
-        self.halted = None  # the Fault that stopped the writer (MLflow's store is on a full disk): ops wait in the journal
+        self.halted: Fault | None = None  # the Fault that stopped the writer (MLflow's store is on a full disk): ops wait in the journal
         # MLflow's HTTP client would retry each request for minutes on its own; the writer retries itself,
         # in order, and can then say at once that the server is unreachable.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -57,7 +62,7 @@ class Tracker:
         self.parked = 0
         self.unsent = 0  # operations not sent because the store's disk was full (kept in the journal)
         self.dead: BaseException | None = None  # the writer thread's end, if it ended other than by close()
-        self.store = None  # the RunStore, made in the writer thread (importing MLflow takes seconds)
+        self.store: RunStore | None = None  # the RunStore, made in the writer thread (importing MLflow takes seconds)
         self._applied: int | None = None  # journal offset that MLflow holds up to (as ops are applied)
         self._closed = False
         self._outage_since: float | None = None
@@ -111,7 +116,7 @@ class Tracker:
                 self._fault("the MLflow journal", self.journal.path, exc)
         self._queue.put((o, end))
 
-    def _fault(self, what: str, path, exc: BaseException) -> None:
+    def _fault(self, what: str, path, exc: BaseException) -> Fault:
         from orchestrator.disk import Fault, is_full
 
         text = " ".join(str(exc).split())
@@ -360,18 +365,20 @@ class Tracker:
             return None
 
     def _flush_all(self) -> None:
-        if self.halted is not None:
+        store = self.store
+        if self.halted is not None or store is None:
             return
-        for rid in self.store.pending_runs():
-            why = self._retrying("flush", lambda rid=rid: self.store.flush(rid))
+        for rid in store.pending_runs():
+            why = self._retrying("flush", lambda rid=rid: store.flush(rid))
             if why:  # refused: the buffer is parked as a "batch" operation, and the sweep goes on
-                fields = self.store.drop(rid)
+                fields = store.drop(rid)
                 if fields:
                     self._refused(op("batch", **fields), why, park=True)
 
     def _mark_applied(self) -> None:
         """Everything up to self._applied is in MLflow (or parked), no metrics left in buffers: record it."""
-        if self.journal is None or self._applied is None or self.store.pending or self.halted is not None:
+        if self.journal is None or self._applied is None or self.store is None or self.store.pending or \
+                self.halted is not None:
             return
         self.journal.mark_applied(self._applied)
 
