@@ -4,7 +4,7 @@ Before Tune restores (`prepare`):
 - Tune's snapshot files are checked and, where damaged, replaced from danlu's copy or an older session
   (orchestrator/snapshots.py); what was done is said;
 - the journal's damage (a cut last line, a line whose checksum fails, a damaged offset file) is said, with the
-  operation, trial and step each damaged line held (orchestrator/journal.py);
+  operation, trial and step each damaged line held (orchestrator/tracking/journal.py);
 - the highest step the journal holds of each trial is written for the trials' restores
   (orchestrator/checkpoints.py), so no restored trial resumes past a step MLflow will never get.
 

@@ -200,3 +200,32 @@ def test_tracking_store_names_a_runstore_class_or_is_bad_input():
     for wrong in ("nope", "os:path", "json:JSONDecoder", "memory_store:nothing"):
         with pytest.raises(BadInput, match=f"tracking.store={wrong}: no such store"):
             store_class(wrong)
+
+
+@pytest.mark.contract
+@pytest.mark.parametrize("package, protocol", PLUGINS, ids=[p for p, _ in PLUGINS])
+def test_each_packages_docstring_names_the_methods_its_protocol_has(package, protocol):
+    """The package says "provides what `Protocol` states (a, b, c)": exactly the protocol's methods."""
+    import importlib
+    import re
+
+    pkg = importlib.import_module(package)
+    said = re.search(rf"`{protocol}`[^(]*?states \(([\w, ]+)\)", " ".join(pkg.__doc__.split()))
+    assert said, f"{package}'s docstring says what `{protocol}` states, in parentheses"
+    methods = {n for n, v in vars(getattr(pkg, protocol)).items() if callable(v) and not n.startswith("_")}
+    assert {m.strip() for m in said.group(1).split(",")} == methods
+
+
+@pytest.mark.contract
+def test_the_run_stores_docstring_names_only_what_it_has():
+    import re
+
+    from orchestrator.tracking import RunStore
+    from orchestrator.tracking.journal import OPS
+
+    members = {n for n in vars(RunStore) if not n.startswith("_")} | set(RunStore.__annotations__)
+    assert set(OPS) <= members, "every journaled operation is a method of the store"
+    reading = re.search(r"Reading serves [^:]*: ([\w, ]+)\.", " ".join(RunStore.__doc__.split()))
+    assert reading and {n.strip() for n in reading.group(1).split(",")} <= members
+    documented = re.findall(r"^\s+(\w+): ", RunStore.__doc__, re.M)  # no attribute named in prose only
+    assert set(documented) <= members

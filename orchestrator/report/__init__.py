@@ -2,7 +2,7 @@
 
 `danlu report NAME` builds it; every sweep builds it at its end. It is made of sections, one module each in
 this package, chosen by the `report` config group (report.sections, in order). A section module provides what
-`SectionModule` states: build(data, rows, cfg) -> Section | None. A new section is one module here plus its name
+`SectionModule` states (build): build(data, rows, cfg) -> Section | None. A new section is one module here plus its name
 in an orchestrator/conf/report/<name>.yaml's sections. Modules named _<name> are the report's machinery: _data (the sweep read
 back through the tracking store), _verdict (the lead), _forms (HTML with the plots embedded, JSON, the terminal
 table), _plots (matplotlib, headless), _publish (files, the parent run's artifacts and metrics).

@@ -1,4 +1,4 @@
-"""ASHA as a Ray Tune scheduler (see orchestrator/scheduler/asha.py for what it decides, and group_rungs.py)."""
+"""ASHA as a Ray Tune scheduler (see orchestrator/scheduler/asha.py for what it decides, and _group_rungs.py)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Searchers: which configurations a sweep tries. One module per searcher, chosen by the `search` config group.
 
 `danlu sweep search=optuna` composes orchestrator/conf/search/optuna.yaml, whose `name` is the module here that builds it.
-A searcher module provides what `Searcher` below states (check and build); a new searcher is one module here
+A searcher module provides what `Searcher` below states (check, count, build); a new searcher is one module here
 plus one orchestrator/conf/search/<name>.yaml. Modules named _<name> are helpers (_replicates: seeds as replicates).
 
 Seeds are replicates under every searcher: each configuration runs once per seed of `sweep.seeds`, the same

@@ -2,7 +2,7 @@
 trial, every operation idempotent. The only module of danlu that imports MLflow.
 
 A driver can be killed between any two MLflow calls, and a restarted driver replays what its journal
-holds (orchestrator/journal.py). So no operation depends on anything this process remembers:
+holds (orchestrator/tracking/journal.py). So no operation depends on anything this process remembers:
 - the parent run is found by its sweep's identity tag (danlu.sweep_id, kept in the sweep's storage)
   before one is created; a trial's run by its parent and its trial id (ray.trial_id). A run that was
   created just before a kill is found, never created twice, whatever the map file (mlflow_runs.json, a
