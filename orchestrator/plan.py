@@ -113,14 +113,13 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None, app=Non
     _check_sweep(cfg.sweep, name)
     if "epochs" in cfg:  # before the scheduler's check: its max_t follows epochs, which is what the user typed
         checks.integer("epochs", cfg.epochs, 1, note="(reports a trial makes; ASHA's max_t follows it)")
-    schedulers.check(cfg.scheduler)
-    schedulers.check_slots(cfg.scheduler, len(space.seeds), cfg.sweep.get("max_concurrent_trials"))
+    _check_settings(cfg)  # checkpoint.every among them: the scheduler's context carries it
+    schedulers.check(schedulers.SchedulerContext.of(cfg, space))
     search.check(space, cfg.search)
     report.check(cfg.report)
     trial_resources(cfg.resources)
     check_address(cfg.cluster)
     check_job(cfg.job.fn, Path(app.root) if app is not None else config_dir.parent)
-    _check_settings(cfg)
     storage = Path(cwd, cfg.output_dir).resolve() / name
     return Plan(cfg, space, cl.fixed + [override("sweep.name", name)], trial_base, config_dir, storage,
                 resolve_uri(str(cfg.tracking.uri), cwd), str(cfg.tracking.get("store") or "mlflow"), app)

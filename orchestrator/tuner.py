@@ -446,7 +446,8 @@ def build_tuner(trainable, search, cfg, scheduler, callbacks, stopper, storage_p
             callbacks=callbacks,
             stop=stopper,
             verbose=2 if verbose else 0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=None if getattr(scheduler, "keeps_all_checkpoints", False) else cfg.checkpoint.keep),
             failure_config=tune.FailureConfig(max_failures=tune_limit(cfg.failure.max_failures,
                                                                       cfg.failure.get("retry_job_errors") or 0)),
         ),

@@ -41,7 +41,7 @@ def test_a_module_lacking_its_protocol_is_named_with_what_it_lacks():
 
     from orchestrator.scheduler import SchedulerModule
 
-    half = types.SimpleNamespace(check=lambda sch: None, make=lambda sch, seeds, say: None)
+    half = types.SimpleNamespace(check=lambda ctx: None, make=lambda sch, seeds, say: None)
     assert parts.unmet(half, SchedulerModule) == ["make(sch, seeds, say): expected make(ctx)",
                                                   "schedule: missing"]
 

@@ -237,7 +237,7 @@ def test_schedulers_are_chosen_by_their_module_and_record_what_they_stop(name):
 
     sch = OmegaConf.create({"name": name, "max_t": 9, "grace_period": 1, "reduction_factor": 3,
                             "min_samples_required": 3})
-    schedulers.check(sch)
+    schedulers.check(schedulers.SchedulerContext(sch, SEEDS))
     made = schedulers.make(schedulers.SchedulerContext(sch, SEEDS))
     tune_class = {"asha": ASHAScheduler, "fifo": FIFOScheduler, "median": MedianStoppingRule}[name]
     assert isinstance(made, schedulers.Recording) and isinstance(made, tune_class)

@@ -124,6 +124,22 @@ def test_every_journaled_operation_is_safe_to_repeat(make):
     assert len(parents) == 1
 
 
+def test_a_param_keeps_its_first_value_whatever_a_later_start_says(make):
+    """A trial started again with other values (PBT's exploit, a retry) keeps its starting values as params."""
+    store = make()
+    _sweep(store, trials=("t1",))
+    store.start("t1", "t1", {"lr": "0.9", "momentum": "0.5"}, {T.SWEEP: "night"})
+    _flush(store)
+    run = store.read_sweep("night").trials[0]
+    assert run.params["lr"] == "0.1" and run.params["momentum"] == "0.5"
+    fresh = make("sweep-2")  # nothing sent yet: the first value still waits in the buffer
+    fresh.open("day", {}, {}, ROOT, ["danlu", "sweep"])
+    fresh.start("t9", "t9", {"lr": "0.1"}, {T.SWEEP: "day"})
+    fresh.start("t9", "t9", {"lr": "0.9"}, {T.SWEEP: "day"})
+    _flush(fresh)
+    assert fresh.read_sweep("day").trials[0].params["lr"] == "0.1"
+
+
 def test_a_restarted_driver_continues_the_same_parent_by_its_sweep_id_and_another_sweep_id_is_another(make):
     first = make("a")
     _sweep(first, trials=("t1",))

@@ -79,7 +79,22 @@ def _f(x) -> str:
 
 def block(data, rows, shared: list[str] | None = None) -> Verdict:
     """The verdict that leads the report: the winner, the set that cannot be told from it, or that nothing can be
-    decided with these seeds (and how many could); the evidence; the next step as a command."""
+    decided with these seeds (and how many could); the evidence; the next step as a command. Under a scheduler that
+    changes a trial's hyperparameters as it runs, a row is a trial's starting values: said first, and no compare
+    command is made of it (a compare holds two configurations fixed, which these trials were not)."""
+    from orchestrator import scheduler
+
+    made = _block(data, rows, shared)
+    if rows and scheduler.schedule(data.scheduler or {}).mutates:
+        name = (data.scheduler or {}).get("name", "the scheduler")
+        made = Verdict(f"scheduler {name} changed hyperparameters as the trials ran: a row is a trial's starting "
+                       f"values, not a configuration it held. {made.headline}", made.evidence + " Comparing two rows "
+                       "with danlu compare would test configurations held fixed, which these trials were not.", None,
+                       made.data | {"mutated": True})
+    return made
+
+
+def _block(data, rows, shared: list[str] | None = None) -> Verdict:
     from orchestrator.report._data import label
 
     m = data.metric

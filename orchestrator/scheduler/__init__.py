@@ -32,6 +32,7 @@ class Schedule:
     max_t: float | None  # a trial's last step (None: the job decides; learnt from trials that complete)
     rungs: tuple[float, ...] = ()  # the steps below max_t where the scheduler decides to stop trials or not
     reduction_factor: float = 1.0  # at each rung, about 1 in this many trials goes on (1: all do)
+    mutates: bool = False  # a trial's hyperparameters change as it runs (PBT): a trial is no fixed configuration
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,16 @@ class SchedulerContext:
     space: Space | None = None  # the sweep's space: its params, each with key, kind, values and expr
     checkpoint_every: int = 1  # checkpoint.every: a trial keeps a checkpoint every this many reports
     say: Callable[[str], None] = print  # prints a line on the sweep's terminal (a decision worth hearing of at once)
+    max_concurrent_trials: int | None = None  # sweep.max_concurrent_trials (None: as many as the resources allow)
+    searcher_learns: bool = False  # the searcher learns from finished configurations (Tune's SearchGenerator)
 
     @classmethod
     def of(cls, cfg, space: Space, say: Callable[[str], None] = print) -> SchedulerContext:
-        """The context of a composed sweep config and its space."""
+        """The context of a composed sweep config (its checkpoint settings checked) and its space."""
+        from orchestrator import search
+
         return cls(cfg.scheduler, list(space.seeds), str(cfg.sweep.metric), str(cfg.sweep.mode), space,
-                   int(cfg.checkpoint.every), say)
+                   int(cfg.checkpoint.every), say, cfg.sweep.get("max_concurrent_trials"), search.learns(cfg.search))
 
 
 class Recording(_Scheduler):
@@ -62,9 +67,12 @@ class Recording(_Scheduler):
             danlu.outcome=stopped_early, and the counts say so).
         retries: the sweep's orchestrator.retries.RetryPolicy (set by the sweep), asked whenever Tune puts a
             failed trial back to retry it: only the scheduler's hooks are given Tune's controller.
+        keeps_all_checkpoints: a trial may go on from another trial's checkpoint at any time (PBT): Tune then keeps
+            every checkpoint, not checkpoint.keep per trial.
     """
 
     retries: RetryPolicy | None = None
+    keeps_all_checkpoints: bool = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -177,13 +185,14 @@ class SchedulerModule(Protocol):
     """What a scheduler module provides (its functions; a module, not a class). Optionally HOLDS_SEEDS = True: it
     holds a seed at a rung until its configuration's other seeds get there (check_slots refuses too few slots)."""
 
-    def check(self, sch) -> None:
-        """Refuse, as BadInput naming the key (scheduler.max_t=...), settings this scheduler cannot take.
+    def check(self, ctx: SchedulerContext) -> None:
+        """Refuse, as BadInput naming the key (scheduler.max_t=...), settings this scheduler cannot take, or a
+        sweep it cannot run (its seeds, its space, its checkpoints, its searcher).
 
         Runs in plan(), before Ray starts: imports no Ray (orchestrator/checks.py has the numeric checks).
 
         Args:
-            sch: the `scheduler` config group (scheduler.name and this scheduler's own settings).
+            ctx: the scheduler's settings (ctx.sch: scheduler.name and its own settings) and the sweep's facts.
         """
 
     def make(self, ctx: SchedulerContext):
@@ -231,18 +240,19 @@ def module(sch):
     return parts.load(__name__, str(sch.get("name")), "scheduler", "scheduler")
 
 
-def check(sch) -> None:
-    """The chosen scheduler's checks of its settings (see SchedulerModule.check)."""
-    module(sch).check(sch)
+def check(ctx: SchedulerContext) -> None:
+    """The chosen scheduler's checks (see SchedulerModule.check), then the slots it needs (check_slots)."""
+    module(ctx.sch).check(ctx)
+    check_slots(ctx)
 
 
-def check_slots(sch, seeds: int, max_concurrent_trials: int | None) -> None:
+def check_slots(ctx: SchedulerContext) -> None:
     """A scheduler that holds a seed at a rung until its configuration's other seeds get there (its module says
     HOLDS_SEEDS = True) needs those seeds able to run at once: sweep.max_concurrent_trials below the number of seeds
     would leave a held seed waiting for a sibling Tune never creates. BadInput naming the key."""
     from orchestrator.errors import BadInput
 
-    limit = max_concurrent_trials
+    sch, seeds, limit = ctx.sch, len(ctx.seeds), ctx.max_concurrent_trials
     if getattr(module(sch), "HOLDS_SEEDS", False) and seeds > 1 and limit and limit < seeds:
         raise BadInput(f"sweep.max_concurrent_trials={limit} is fewer than the {seeds} seeds of a configuration: "
                        f"scheduler {sch.get('name')} holds a seed at each rung until its configuration's other seeds "

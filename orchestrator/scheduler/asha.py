@@ -19,8 +19,9 @@ TIME_ATTR = "training_iteration"
 HOLDS_SEEDS = True  # with several seeds, a seed waits at a rung for its configuration's others (check_slots)
 
 
-def check(sch) -> None:
+def check(ctx) -> None:
     """max_t and grace_period numbers >= 1, reduction_factor >= 2, grace_period at most max_t."""
+    sch = ctx.sch
     max_t, grace, rf = sch.get("max_t"), sch.get("grace_period"), sch.get("reduction_factor")
     for key, v, low in (("max_t", max_t, 1), ("grace_period", grace, 1), ("reduction_factor", rf, 2)):
         checks.number(f"scheduler.{key}", v, low)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from orchestrator.scheduler import Schedule, _length, tune_class
 
 
-def check(sch) -> None:
+def check(ctx) -> None:
     """FIFO has no settings of its own."""
 
 

@@ -16,8 +16,9 @@ from orchestrator.scheduler import Schedule, _length, tune_class
 TIME_ATTR = "training_iteration"
 
 
-def check(sch) -> None:
+def check(ctx) -> None:
     """grace_period: reports before any stop; min_samples_required: trials at a step before its median counts."""
+    sch = ctx.sch
     checks.number("scheduler.grace_period", sch.get("grace_period"), 1, note="(reports before a trial may stop)")
     checks.integer("scheduler.min_samples_required", sch.get("min_samples_required"), 1,
                    note="(trials that must reach a step before its median is trusted)")

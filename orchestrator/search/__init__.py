@@ -26,7 +26,9 @@ class Search:
 
 
 class Searcher(Protocol):
-    """What a searcher module provides (its functions; a module, not a class).
+    """What a searcher module provides (its functions; a module, not a class). Optionally LEARNS = True: it learns
+    from finished configurations (Tune's SearchGenerator), which a scheduler that changes a trial's hyperparameters
+    as it runs cannot be combined with.
 
     A searcher that learns wraps Tune's searcher in `orchestrator.search._replicates.Replicates`, so that each
     configuration it suggests runs once per seed and it is told the mean over them (see optuna.py, hyperopt.py);
@@ -77,6 +79,11 @@ def check(space, search_cfg) -> None:
     checks.integer("search.max_concurrent", search_cfg.get("max_concurrent"), 1, optional=True,
                    note="(configurations suggested and not yet finished; null: no bound)")
     module(search_cfg).check(space, search_cfg)
+
+
+def learns(search_cfg) -> bool:
+    """Whether the chosen searcher learns from finished configurations (its module says LEARNS = True)."""
+    return bool(getattr(module(search_cfg), "LEARNS", False))
 
 
 def count(space, cfg) -> int:

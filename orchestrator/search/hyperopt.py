@@ -18,6 +18,8 @@ from orchestrator import checks
 from orchestrator.errors import BadInput
 from orchestrator.search import Search
 
+LEARNS = True  # Tune's SearchGenerator: learns from finished configurations
+
 
 def check(space, search_cfg) -> None:
     """A space to learn over, and n_initial_points: configurations drawn at random before TPE learns."""

@@ -24,6 +24,8 @@ from orchestrator import checks
 from orchestrator.errors import BadInput
 from orchestrator.search import Search
 
+LEARNS = True  # Tune's SearchGenerator: learns from finished configurations
+
 
 def _tpe(seed, c):
     import warnings

@@ -530,7 +530,9 @@ class MlflowStore:
         buf = self._pending.setdefault(rid, {"metrics": [], "params": {}, "tags": {}})
         buf["metrics"].extend(metrics)
         sent = self._params.get(rid, ())
-        buf["params"].update({k: str(v) for k, v in (params or {}).items() if k not in sent})
+        for k, v in (params or {}).items():  # a param keeps its first value, sent or still buffered
+            if k not in sent:
+                buf["params"].setdefault(k, str(v))
         buf["tags"].update({k: str(v) for k, v in (tags or {}).items()})
 
     @property
