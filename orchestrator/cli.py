@@ -316,6 +316,7 @@ def _report(args, config_dir: Path | None) -> int:
 
 def _cluster(args, config_dir: Path | None) -> int:
     from orchestrator import submit
+    from orchestrator.cluster_client import resolve_address
 
     configured = os.environ.get("RAY_ADDRESS")
     if not args.address and config_dir is not None:
@@ -323,7 +324,7 @@ def _cluster(args, config_dir: Path | None) -> int:
 
         with hydra_context(config_dir):
             configured = compose([]).submit.get("address")
-    address = submit.resolve_address(args.address, configured)
+    address = resolve_address(args.address, configured)
     if args.command == "status":
         return submit.status(address, args.id)
     if args.command == "logs":
@@ -356,9 +357,8 @@ def _run(args, config_dir: Path) -> int:
 
 
 def _ui(args, config_dir: Path) -> int:
-    from orchestrator import links
     from orchestrator.compose import compose, hydra_context, split_overrides
-    from orchestrator.tracking import resolve_uri
+    from orchestrator.tracking import links, resolve_uri
 
     with hydra_context(config_dir):
         cfg = compose(split_overrides(args.overrides).fixed)
@@ -369,7 +369,7 @@ def _ui(args, config_dir: Path) -> int:
         print("danlu: the tracking store is a server: open its UI in a browser.")
         print("\n".join(lines or [f"  {uri}"]))
         return 0
-    from orchestrator.ui import check_port, serve
+    from orchestrator.tracking.ui import check_port, serve
 
     check_port(args.port)  # before anything is read: a taken port is the first thing to hear of
     _sweep_pages(uri, experiment, args.sweep, "")  # an unknown --sweep is bad input before the server starts
@@ -379,9 +379,8 @@ def _ui(args, config_dir: Path) -> int:
 def _sweep_pages(uri: str, experiment: str, sweep: str | None, base: str) -> list[str]:
     """The addresses of a sweep (the newest, or the one named) in MLflow's UI: its runs table, its parent run and its
     report, each opening in the model-training view."""
-    from orchestrator import links
     from orchestrator import tags as T
-    from orchestrator.tracking import open_store
+    from orchestrator.tracking import links, open_store
 
     try:
         store = open_store(uri, experiment)

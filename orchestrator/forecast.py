@@ -145,3 +145,11 @@ def cost(f: Forecast, step_s: float, gpu: float, cpu: float, concurrent: int, st
     busy = f.steps * step_s + f.trials * startup_s
     fifo = f.fifo_steps * step_s + f.trials * startup_s
     return Cost(step_s, startup_s, resource, per, concurrent, busy * per / 3600, fifo * per / 3600, busy / concurrent)
+
+
+def sweep_forecast(p) -> Forecast:
+    """The forecast of plan `p`: its searcher's configurations, its seeds, its scheduler's schedule."""
+    from orchestrator import scheduler, search
+
+    return forecast(search.count(p.space, p.cfg), len(p.space.seeds),
+                    scheduler.schedule(p.cfg.scheduler, p.cfg.get("epochs")))

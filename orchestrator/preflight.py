@@ -25,7 +25,6 @@ there is a FAIL.
 from __future__ import annotations
 
 import math
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.compose import plain
 from orchestrator.errors import BadInput
+from orchestrator.space import LR_KEY
 
 if TYPE_CHECKING:
     from orchestrator import probe
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
 FAST = ("reach", "metric", "nan", "overfit")  # what a new sweep runs first
 ALL = ("reach", "metric", "nan", "overfit", "memory")
-LR_KEY = re.compile(r"(^|[._])(lr|learning_rate)$")
 
 
 @dataclass

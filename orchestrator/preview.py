@@ -8,15 +8,8 @@ from __future__ import annotations
 import sys
 
 from orchestrator.compose import plain
-from orchestrator.forecast import cost, forecast, halving_short
-from orchestrator.preflight import LR_KEY
-
-
-def sweep_forecast(p):
-    """The forecast of plan `p`: its searcher's configurations, its seeds, its scheduler's schedule."""
-    from orchestrator import scheduler, search
-
-    return forecast(search.count(p.space, p.cfg), len(p.space.seeds), scheduler.schedule(p.cfg.scheduler, p.cfg.get("epochs")))
+from orchestrator.forecast import cost, halving_short, sweep_forecast
+from orchestrator.space import LR_KEY
 
 
 def space_rows(space) -> list[tuple[str, str, str, str]]:
@@ -154,9 +147,9 @@ def show(p, probe: bool = False, address: str | None = None, out=None) -> int:
         say("  the trials' length is the job's own: no step count can be forecast")
     else:
         say(f"  {'step':>8}  {'configurations':>14}  {'trials':>8}")
-        for k, r in enumerate(f.rungs):
+        for k, rung in enumerate(f.rungs):
             what = "end" if k == len(f.rungs) - 1 else "rung"
-            say(f"  {r.step:>8g}  {r.configurations:>14.2f}  {r.trials:>8.2f}   {what}")
+            say(f"  {rung.step:>8g}  {rung.configurations:>14.2f}  {rung.trials:>8.2f}   {what}")
         saving = 1 - f.steps / f.fifo_steps if f.fifo_steps else 0.0
         say(f"  expected trial-steps: {f.steps:.1f}; FIFO (every trial to step {f.max_t:g}): {f.fifo_steps:.0f}"
             + (f"; {sch.name} saves {100 * saving:.0f}%" if saving > 0.005 else ""))

@@ -161,17 +161,18 @@ def cluster(cluster_cfg) -> str | None:
 
 def nodes_at(address: str) -> dict[str, dict[str, float]]:
     """The alive nodes of the Ray cluster at `address` and what each offers: a dashboard (http://HEAD:8265, read
-    through its state API with the token, as `danlu submit` does) or a GCS address (HEAD:6379: Ray connects, after
-    a TCP check that fails within seconds where nothing listens). BadInput where it does not answer or refuses."""
+    through its state API with the token by the cluster client, orchestrator/cluster_client.py) or a GCS address
+    (HEAD:6379: Ray connects, after a TCP check that fails within seconds where nothing listens). BadInput where
+    it does not answer or refuses."""
     import socket
 
     from orchestrator.errors import BadInput
 
     if address.startswith(("http://", "https://")):
-        from orchestrator import submit
+        from orchestrator.cluster_client import connect, dashboard_nodes
 
-        submit.connect(address)
-        return submit.cluster_nodes(address)
+        connect(address)
+        return dashboard_nodes(address)
     import ray
 
     if not ray.is_initialized():

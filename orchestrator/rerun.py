@@ -55,8 +55,8 @@ def rerun(run_id: str, overrides: list[str], config_dir: Path, out=None) -> int:
 
     from orchestrator import probe
     from orchestrator.compose import compose, hydra_context, split_overrides
+    from orchestrator.provenance import git_state
     from orchestrator.tracking import check_held, open_store, resolve_uri
-    from orchestrator.tracking.mlflow_store import git_state
     from orchestrator.trial import load_job
 
     out = out or sys.stdout
@@ -74,8 +74,8 @@ def rerun(run_id: str, overrides: list[str], config_dir: Path, out=None) -> int:
         raise BadInput(f"run {run_id} ({run.name}) is not a danlu trial's run with its config.yaml: a sweep's parent, "
                        "or a run from elsewhere. Give one of the sweep's child runs.")
     trial_cfg = OmegaConf.create(yaml.safe_load(text))
-    parent = store.get_run(run.tags.get(T.PARENT, "")) if run.tags.get(T.PARENT) else None
-    commit = (parent.tags if parent else run.tags).get(T.GIT_COMMIT, "unknown")
+    parent = store.get_run(run.parent_id) if run.parent_id else None
+    commit = (parent or run).commit or "unknown"
     now, dirty = git_state(config_dir.parent)
     print(f"danlu rerun: {run.tags.get(T.TRIAL, run.name)} of sweep {run.tags.get(T.SWEEP, '?')} (run {run_id}), "
           f"seed {trial_cfg.get('seed')}, {run.tags.get(T.OVERRIDES, '')}", file=out)

@@ -17,12 +17,15 @@ The seed is not part of the space: it is a replicate, see `Space.seeds`.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.errors import BadInput
 
 SEED_KEY = "seed"
+LR_KEY = re.compile(r"(^|[._])(lr|learning_rate)$")  # a learning rate's key: what the preflight's NaN check
+# runs at the bounds of, and what `danlu plan` warns of on a linear scale
 
 
 @dataclass(frozen=True)

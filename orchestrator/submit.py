@@ -27,128 +27,15 @@ import shutil
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from orchestrator import checks
+from orchestrator.cluster_client import connect, dashboard_nodes, resolve_address, submit_job, talking_to
 from orchestrator.errors import BadInput, SweepFailed
 
 ROLE, SWEEP, SUPERVISOR, ATTEMPT = "danlu.role", "danlu.sweep", "danlu.supervisor", "danlu.attempt"
 PROGRESS = re.compile(r"^\[\s*\d+s\] running \d+ .*$")  # orchestrator/progress.py's plain line
 SUMMARY = re.compile(r"^danlu: (\d+ trials: .*|best .*|interrupted.*|error: .*)$")
-
-
-def resolve_address(flag: str | None, configured: str | None) -> str:
-    """The cluster's Jobs API address from --address, else the config's submit.address (RAY_ADDRESS): an http(s)
-    URL; bad input for none, `auto` or a Ray Client address."""
-    addr = flag or configured
-    if not addr:
-        raise BadInput("no Ray cluster to talk to: pass --address http://HEAD:8265 (the head node's dashboard, "
-                       "which serves the Jobs API), or set RAY_ADDRESS, or submit.address in the config.")
-    addr = str(addr).strip().rstrip("/")
-    if addr == "auto" or addr.startswith("ray://"):
-        raise BadInput(f"--address {addr}: danlu talks to the Ray Jobs API, served by the head node's dashboard: "
-                       "an address like http://HEAD:8265.")
-    return addr if "://" in addr else "http://" + addr
-
-
-def _token_auth() -> None:
-    """Ray's HTTP clients send the token only when RAY_AUTH_MODE=token is set in their own process; `ray start`
-    turns that on when it finds a token, and danlu does the same for its client."""
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
-    if os.environ.get("RAY_AUTH_TOKEN") or path.is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
-
-
-def _token_source() -> str:
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return "RAY_AUTH_TOKEN"
-    return os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token"
-
-
-@contextmanager
-def _talking_to(address: str):
-    """Turn what goes wrong between here and the cluster into one clear message (exit 2)."""
-    import requests
-    from ray.exceptions import AuthenticationError
-
-    try:
-        yield
-    except AuthenticationError as exc:
-        if "Authentication failed" in str(exc):
-            raise BadInput(f"the Ray cluster at {address} rejected the token from {_token_source()}: it is not "
-                           "this cluster's token. Set RAY_AUTH_TOKEN to the cluster's token (on the head node: "
-                           "`ray get-auth-token`).") from None
-        raise BadInput(f"the Ray cluster at {address} requires its authentication token, and none was found. Set "
-                       "RAY_AUTH_TOKEN to the cluster's token (on the head node: `ray get-auth-token`), or save it "
-                       "in ~/.ray/auth_token.") from None
-    except requests.exceptions.RequestException as exc:
-        raise BadInput(f"--address {address}: the Ray Jobs API did not answer ({type(exc).__name__}). "
-                       "Is the cluster up?") from None
-
-
-def submit_job(client, say, **job) -> None:
-    """client.submit_job, again after a short wait while the cluster cannot take it yet (a head just started has
-    no job agent for a few seconds: "No available agent to submit job, please try again later"; a busy dashboard
-    answers 5xx): a sweep must not be lost to a moment. Raises the last error after ~1 minute, and any other
-    error (a 4xx: the request itself is wrong) at once."""
-    for wait in (1, 2, 4, 8, 16, 32, 0):
-        try:
-            client.submit_job(**job)
-            return
-        except RuntimeError as exc:
-            if "already exists" in str(exc):  # an earlier try that seemed to fail had gone through
-                return
-            if not wait or not re.search(r"status code 5\d\d|try again", str(exc)):  # not a passing moment
-                raise
-            say(f"submitting {job['submission_id']} failed ({' '.join(str(exc).split())[:200]}); again in {wait} s")
-            time.sleep(wait)
-
-
-def connect(address: str):
-    """A JobSubmissionClient, or a clear error within seconds: Ray's client sets no timeout, so an address
-    that accepts connections and never answers would hang it; one plain request with a timeout comes first."""
-    import urllib.error
-    import urllib.request
-
-    _token_auth()
-    try:
-        urllib.request.urlopen(f"{address}/api/version", timeout=10).close()
-    except urllib.error.HTTPError:
-        pass  # it answers (a 401 without the token, say): the client below says what it means
-    except (urllib.error.URLError, OSError) as exc:
-        why = getattr(exc, "reason", exc)
-        why = getattr(why, "strerror", None) or str(why) or type(why).__name__
-        raise BadInput(f"--address {address}: nothing answers there ({why}). Is the cluster up, and its dashboard "
-                       "reachable from here? (ray start --head --dashboard-host=0.0.0.0 --dashboard-port=8265, "
-                       "or an ssh tunnel to it)") from None
-    from ray.job_submission import JobSubmissionClient
-
-    with _talking_to(address):
-        try:
-            return JobSubmissionClient(address)
-        except RuntimeError as exc:  # "Version check returned 404. Jobs API is not supported ..."
-            raise BadInput(f"--address {address}: that is not a Ray dashboard with the Jobs API ({exc}).") from None
-
-
-def cluster_nodes(address: str, wait_s: float = 30.0) -> dict[str, dict[str, float]]:
-    """The cluster's alive nodes and their resources. A cluster whose dashboard has just come up can list no
-    node for a few seconds (its head has not registered yet): ask again for up to `wait_s` before saying so."""
-    from ray.util.state import list_nodes
-
-    deadline = time.monotonic() + wait_s
-    while True:
-        with _talking_to(address):
-            nodes = list_nodes(address=address, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
-        if nodes or time.monotonic() > deadline:
-            break
-        time.sleep(1.0)
-    if not nodes:
-        raise BadInput(f"--address {address}: the cluster lists no alive node after {wait_s:g} s. Is it still "
-                       "starting? (`ray status` on the head node shows its nodes)")
-    return {f"{n.node_ip} ({n.node_id[:8]})": dict(n.resources_total) for n in nodes}
 
 
 def _stage(config_dir: Path, into: Path) -> None:
@@ -196,9 +83,9 @@ def submit(overrides: list[str], config_dir: Path, address_flag: str | None, out
     for key, v in (("resubmits", resubmits), ("stop_grace_s", grace)):
         checks.integer(f"submit.{key}", v, 0)
     client = connect(address)
-    check_fit(trial_resources(p.cfg.resources), cluster_nodes(address))
+    check_fit(trial_resources(p.cfg.resources), dashboard_nodes(address))
     name = str(p.cfg.sweep.name)
-    with _talking_to(address):
+    with talking_to(address):
         busy = [j for j in client.list_jobs() if (j.metadata or {}).get(ROLE) == "supervisor"
                 and (j.metadata or {}).get(SWEEP) == name and not j.status.is_terminal()]
     if busy:
@@ -209,7 +96,7 @@ def submit(overrides: list[str], config_dir: Path, address_flag: str | None, out
                "--resubmits", str(resubmits), "--grace", str(grace), "--", *driver_overrides(overrides, p)]
     with tempfile.TemporaryDirectory(prefix="danlu-submit-") as tmp:
         _stage(p.config_dir, Path(tmp))
-        with _talking_to(address):
+        with talking_to(address):
             try:
                 submit_job(
                     client, lambda msg: print(f"danlu: {msg}", file=sys.stderr, flush=True),
@@ -268,7 +155,7 @@ def status(address: str, sweep_id: str | None, out=None) -> int:
     state)."""
     out = out or sys.stdout
     client = connect(address)
-    with _talking_to(address):
+    with talking_to(address):
         sup = find_sweep(client, sweep_id)
         runs = drivers(client.list_jobs(), sup.submission_id)
         logs = client.get_job_logs(runs[-1].submission_id) if runs else ""
@@ -296,7 +183,7 @@ def logs(address: str, sweep_id: str | None, follow: bool, out=None) -> int:
     """`danlu logs`: the sweep's driver output, all of it or followed as it comes (-f)."""
     out = out or sys.stdout
     client = connect(address)
-    with _talking_to(address):
+    with talking_to(address):
         sup = find_sweep(client, sweep_id)
         if not follow:
             runs = drivers(client.list_jobs(), sup.submission_id)
@@ -341,7 +228,7 @@ def stop(address: str, sweep_id: str | None, out=None, wait_s: float = 600) -> i
     whatever driver is still running afterwards is stopped directly."""
     out = out or sys.stdout
     client = connect(address)
-    with _talking_to(address):
+    with talking_to(address):
         sup = find_sweep(client, sweep_id)
         if sup.status.is_terminal():
             print(f"danlu: sweep {sup.submission_id} already ended: {sup.status.value}", file=out)
@@ -368,7 +255,7 @@ def list_sweeps(address: str, out=None) -> int:
     """`danlu list --address`: the sweeps submitted to the cluster, one line each."""
     out = out or sys.stdout
     client = connect(address)
-    with _talking_to(address):
+    with talking_to(address):
         jobs = client.list_jobs()
         sweeps = _sweeps(jobs)
         rows = [(j.submission_id, (j.metadata or {}).get(SWEEP, ""), j.status.value,

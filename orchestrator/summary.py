@@ -1,5 +1,5 @@
 """A sweep's last lines on the terminal: the counts, the two bests (the best configuration, its mean over seeds with
-its interval; the best single trial), and where to review it in MLflow's UI (orchestrator/links.py)."""
+its interval; the best single trial), and where to review it in MLflow's UI (orchestrator/tracking/links.py)."""
 
 from __future__ import annotations
 
@@ -58,10 +58,15 @@ def summarize(trials, sweep, early: set[str], label, max_failed_fraction=None,
 def summary_lines(summary: dict, sweep, p, parent_id, exp_id, made: dict | None = None) -> list[str]:
     """The sweep's last lines: the counts; the two bests, each labelled and linked (the best configuration: its mean
     over seeds with its interval, what the report ranks; the best single trial: its last reported value); and where
-    to review it: the runs table, the parent run and the report in MLflow's UI (orchestrator/links.py)."""
-    from orchestrator import links
+    to review it: the runs table, the parent run and the report in MLflow's UI (orchestrator/tracking/links.py)."""
+    from orchestrator.tracking import links, store_class
 
     out = [f"danlu: {counts_line(summary)}"]
+    if not store_class(p.store_kind).ui:  # no MLflow UI shows this store's runs: no addresses of them
+        out += [line for line in _best_lines(summary, sweep, made)]
+        out.append(f"danlu: its runs are in the {p.store_kind} store at {p.tracking_uri} (no MLflow UI shows them; "
+                   f"`danlu report {sweep.name}` makes the report again); Ray storage: {p.storage_dir}")
+        return out
     base = links.ui_base(p.tracking_uri)
     board = (made or {}).get("json", {}).get("leaderboard") or {}
     best = board.get("best")
@@ -86,4 +91,18 @@ def summary_lines(summary: dict, sweep, p, parent_id, exp_id, made: dict | None 
                 f"  sweep:  {links.run(base, exp_id, parent_id)}"]
         if made:
             out.append(f"  report: {links.report(base, exp_id, parent_id)} (and {made['dir'] / 'report.html'})")
+    return out
+
+
+def _best_lines(summary: dict, sweep, made: dict | None) -> list[str]:
+    """The two bests without addresses (a store that no UI shows)."""
+    out = []
+    best = ((made or {}).get("json", {}).get("leaderboard") or {}).get("best")
+    if best:
+        out.append(f"danlu: best configuration: {best['label']}: mean {sweep.metric} {best['mean']:.4g} over "
+                   f"{best['n_seeds']} seed(s) ({' '.join(best.get('trials', {}).values())})")
+    if "best" in summary:
+        v, label, tid = summary["best"]
+        label = (made or {}).get("trial_runs", {}).get(tid, (None, label))[1]
+        out.append(f"danlu: best single trial: {label}: {sweep.metric} {v:.4g} (its last report)")
     return out

@@ -20,7 +20,8 @@ import shlex
 import signal
 import time
 
-from orchestrator.submit import ATTEMPT, ROLE, SUPERVISOR, SWEEP, connect, submit_job
+from orchestrator.cluster_client import connect, submit_job
+from orchestrator.submit import ATTEMPT, ROLE, SUPERVISOR, SWEEP
 
 VERDICTS = (1, 2)  # driver exit codes that are the sweep's own outcome, never resubmitted
 

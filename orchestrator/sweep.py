@@ -134,7 +134,7 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
             check_shared_storage(p.storage_dir)
             config = plain(p.cfg)
             from orchestrator import slurm
-            from orchestrator.preview import sweep_forecast
+            from orchestrator.forecast import sweep_forecast
 
             allocation = slurm.Allocation.here()
             allocations = slurm.record(state_dir(p.storage_dir), allocation, interrupts.say)

@@ -1,15 +1,5 @@
-"""The names danlu gives MLflow tags: one place, so the writer, the sweep, the tests and the docs agree."""
-
-# MLflow's own
-PARENT = "mlflow.parentRunId"
-RUN_NAME = "mlflow.runName"
-NOTE = "mlflow.note.content"  # a run's description, shown on its page in the MLflow UI
-GIT_COMMIT = "mlflow.source.git.commit"
-SOURCE_NAME = "mlflow.source.name"  # the run's source in the UI: the command that started the sweep
-SOURCE_TYPE = "mlflow.source.type"
-EXPERIMENT_KIND = "mlflow.experimentKind"  # an experiment tag: the UI's default page for it
-TRAINING = "custom_model_development"  # ...the runs page, not MLflow 3's GenAI overview
-SHARED_VIEW = "mlflow.sharedViewState.{}"  # an experiment tag: a runs table's columns, filter and order (links.py)
+"""The names of danlu's own tags on its runs: one place, so the writer, the sweep, the tests and the docs agree.
+MLflow's own tag names are the tracking wing's (orchestrator/tracking/mlflow_tags.py)."""
 
 # the sweep's parent run
 SWEEP = "danlu.sweep"  # the sweep's name, on the parent and on every child

@@ -20,6 +20,7 @@ from pathlib import Path
 from orchestrator import tags as T
 from orchestrator.errors import BadInput
 from orchestrator.tracking import RunRecord, SweepRecord
+from orchestrator.tracking import mlflow_tags as M  # the same tag names as MLflow's, so tests read both alike
 
 _STATES: dict[str, dict] = {}  # uri -> {"experiments": {name: id}, "runs": {run_id: run}}: one per process
 _LOCK = threading.RLock()
@@ -40,6 +41,8 @@ def _dump(uri: str) -> None:
 
 class MemoryStore:
     """Runs in a dict; every write is applied at once (nothing buffered), so flush() has nothing to send."""
+
+    ui = False  # no UI shows these runs: danlu prints no addresses of them
 
     def __init__(self, uri: str, experiment: str, sweep_id: str | None = None, storage: Path | None = None):
         self.uri, self.experiment, self.sweep_id = uri, experiment, sweep_id
@@ -71,7 +74,7 @@ class MemoryStore:
     def _new(self, name: str, tags: dict, start_ms=None) -> str:
         rid = uuid.uuid4().hex
         self.db["runs"][rid] = {"experiment_id": self.experiment_id(), "name": name, "status": "RUNNING",
-                                "params": {}, "tags": {T.RUN_NAME: name, **{k: str(v) for k, v in tags.items()}},
+                                "params": {}, "tags": {M.RUN_NAME: name, **{k: str(v) for k, v in tags.items()}},
                                 "metrics": {}, "artifacts": {}, "start": start_ms or int(time.time() * 1000),
                                 "end": None}
         return rid
@@ -90,12 +93,12 @@ class MemoryStore:
 
     def find_parent(self) -> str | None:
         if self.parent_id is None and self.sweep_id:
-            found = [rid for rid, r in self._runs(**{T.SWEEP_ID: self.sweep_id}) if T.PARENT not in r["tags"]]
+            found = [rid for rid, r in self._runs(**{T.SWEEP_ID: self.sweep_id}) if M.PARENT not in r["tags"]]
             self.parent_id = found[0] if found else None
         return self.parent_id
 
     def _trial_run(self, trial_id: str) -> str:
-        found = [rid for rid, r in self._runs(**{T.PARENT: self.find_parent() or "", T.TRIAL_ID: trial_id})
+        found = [rid for rid, r in self._runs(**{M.PARENT: self.find_parent() or "", T.TRIAL_ID: trial_id})
                  if T.ORPHANED not in r["tags"]]
         if not found:
             raise KeyError(f"trial {trial_id} has no run (its start was never applied)")
@@ -108,8 +111,12 @@ class MemoryStore:
         with _LOCK:
             rid = self.find_parent()
             if rid is None:
+                from orchestrator.provenance import git_state
+
+                commit, dirty = git_state(Path(root))
                 rid = self.parent_id = self._new(name, {T.SWEEP: name, T.KIND: "sweep", T.COMMAND: " ".join(command),
-                                                        T.SWEEP_ID: self.sweep_id or "", **(extra_tags or {})})
+                                                        T.SWEEP_ID: self.sweep_id or "", M.GIT_COMMIT: commit,
+                                                        T.GIT_DIRTY: dirty, **(extra_tags or {})})
             elif not replay:
                 run = self.db["runs"][rid]
                 resumes = int(run["tags"].get(T.RESUMES, "0")) + 1
@@ -123,7 +130,7 @@ class MemoryStore:
     def close_sweep(self, metrics, tags, status, trials=None, report_pending=False, replay=False) -> None:
         with _LOCK:
             parent = self.find_parent()
-            for rid, run in self._runs(**{T.PARENT: parent or ""}):
+            for rid, run in self._runs(**{M.PARENT: parent or ""}):
                 ended = (trials or {}).get(run["tags"].get(T.TRIAL_ID)) if not replay else None
                 if run["status"] == "RUNNING":
                     if ended:
@@ -142,7 +149,7 @@ class MemoryStore:
     def discard(self) -> None:
         with _LOCK:
             parent = self.find_parent()
-            for rid, _ in self._runs(**{T.PARENT: parent or ""}):
+            for rid, _ in self._runs(**{M.PARENT: parent or ""}):
                 del self.db["runs"][rid]
             self.db["runs"].pop(parent, None)
 
@@ -153,7 +160,7 @@ class MemoryStore:
                 if not replay:
                     self.db["runs"][rid]["status"] = "RUNNING"
             except KeyError:
-                rid = self._new(name, {T.PARENT: self.find_parent(), T.TRIAL_ID: trial_id, **tags}, start_ms)
+                rid = self._new(name, {M.PARENT: self.find_parent(), T.TRIAL_ID: trial_id, **tags}, start_ms)
             self._params(rid, params)
 
     def meta(self, trial_id, meta) -> None:
@@ -219,7 +226,8 @@ class MemoryStore:
     def _record(self, rid: str) -> RunRecord:
         r = self.db["runs"][rid]
         return RunRecord(rid, r["experiment_id"], r["name"], r["status"], dict(r["params"]), dict(r["tags"]),
-                         {k: pts[-1][1] for k, pts in r["metrics"].items() if pts}, r["start"], r["end"])
+                         {k: pts[-1][1] for k, pts in r["metrics"].items() if pts}, r["start"], r["end"],
+                         r["tags"].get(M.PARENT), r["tags"].get(M.GIT_COMMIT), r.get("description", ""))
 
     def find_sweep(self, name: str) -> RunRecord | None:
         with _LOCK:
@@ -237,7 +245,7 @@ class MemoryStore:
 
     def trial_runs(self, parent_id: str) -> list[RunRecord]:
         with _LOCK:
-            return [self._record(rid) for rid, _ in self._runs(**{T.PARENT: parent_id})]
+            return [self._record(rid) for rid, _ in self._runs(**{M.PARENT: parent_id})]
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with _LOCK:
@@ -261,9 +269,10 @@ class MemoryStore:
     def sweeps_of_job(self, job: str) -> list[RunRecord]:
         return [r for r in self.sweeps()[1] if r.params.get("job.name") == job]
 
-    def attach_report(self, parent_id, folder, metrics, tags, finish) -> None:
+    def attach_report(self, parent_id, folder, metrics, tags, finish, description="") -> None:
         with _LOCK:
             run = self.db["runs"][parent_id]
+            run["description"] = description
             for f in Path(folder).iterdir():
                 if f.suffix in (".html", ".json"):
                     run["artifacts"][f"report/{f.name}"] = f.read_text()

@@ -120,6 +120,9 @@ def test_a_whole_sweep_runs_on_a_second_run_store_with_no_mlflow_in_the_process(
     report = json.loads(parent["artifacts"]["report/report.json"])
     assert report["leaderboard"]["rows"] and "Verdict:" in r.stdout
     assert not (tmp_path / "mlflow.db").exists()
+    # a store that is not MLflow gets no MLflow links: none on the terminal, none in the report's page
+    assert "http://" not in r.stdout and "http://" not in parent["artifacts"]["report/report.html"]
+    assert "danlu: its runs are in the memory_store:MemoryStore store" in r.stdout
     # the same sweep on MLflow's store: the same runs, steps and values
     (tmp_path / "mlflow").mkdir()
     same = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "sweep.name=mem", "sweep.num_samples=4", "epochs=4",

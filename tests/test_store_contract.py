@@ -92,6 +92,8 @@ def test_a_sweep_written_is_read_back_whole(make):
     assert [s for s, _ in both[by_trial["t2"].run_id]] == [1, 2, 3] and store.histories([t1], "nope") == {t1: []}
     assert "lr: 0.1" in store.artifact_text(t1, "config.yaml") and store.artifact_text(t1, "nope.txt") is None
     assert store.get_run(t1).run_id == t1 and store.get_run(uuid.uuid4().hex) is None
+    assert all(r.parent_id == parent.run_id for r in record.trials) and parent.parent_id is None
+    assert parent.commit  # the project's git commit ("unknown" outside git), what `danlu rerun` compares with
     exp, parents = store.sweeps()
     assert exp == store.experiment_id() and [p.run_id for p in parents] == [parent.run_id]
     assert [p.run_id for p in store.sweeps_of_job("digits")] == [parent.run_id] and store.sweeps_of_job("x") == []
@@ -178,8 +180,10 @@ def test_a_report_and_a_later_result_are_attached_to_their_runs(make, tmp_path):
     folder = tmp_path / "report"
     folder.mkdir()
     (folder / "report.json").write_text('{"verdict": "cannot be decided with 1 seed"}')
-    store.attach_report(parent, folder, {"report.configs": 2.0}, {"danlu.verdict": "undecided"}, "FINISHED")
+    store.attach_report(parent, folder, {"report.configs": 2.0}, {"danlu.verdict": "undecided"}, "FINISHED",
+                        "**Verdict:** cannot be decided with 1 seed")
     run = store.get_run(parent)
+    assert run.description == "**Verdict:** cannot be decided with 1 seed"  # its page shows it
     assert run.status == "FINISHED" and run.tags["danlu.verdict"] == "undecided"
     assert run.metrics["report.configs"] == 2.0
     assert "cannot be decided" in store.artifact_text(parent, "report/report.json")

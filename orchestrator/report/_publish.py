@@ -20,7 +20,7 @@ def make(store, name: str, report_cfg, out_dir: Path, decisions=None,
     storage_dir (the sweep's Ray storage) and root (the folder holding jobs/) serve sections that read checkpoints.
     `finish`: the status the parent run ends with once the report is attached (a sweep's own end); the parent's
     metrics are logged only where they differ from what it holds, so making a report again adds no points.
-    The verdict that leads the report is also the parent run's description (mlflow.note.content, shown on its run
+    The verdict that leads the report is also the parent run's description (the store keeps it: MLflow shows it on its run
     page); `lead(data, rows)` gives it in place of the leaderboard's (danlu compare's own). With `summary` (the
     sweep's counts and failures, at its end) the description is the morning summary: verdict, counts, failures,
     and where the report is. `running` (who runs the sweep now): a partial report, said as such at its top, that
@@ -52,8 +52,7 @@ def make(store, name: str, report_cfg, out_dir: Path, decisions=None,
     note = ("### danlu: the morning summary\n\n" + "\n".join(f"{line}\n" for line in verdict.text)
             + "".join(f"\n{line}\n" for line in summary or [])
             + "\nThe whole report: this run's Artifacts, report/report.html.")
-    store.attach_report(data.parent_id, out_dir, _metrics(data, sections), {T.REPORT: "made", T.NOTE: note[:5000]},
-                        finish)
+    store.attach_report(data.parent_id, out_dir, _metrics(data, sections), {T.REPORT: "made"}, finish, note)
     from orchestrator.space import short_label
 
     shared = store.share_view(name, data.metric, data.mode, list(data.space))

@@ -78,10 +78,11 @@ def repeated(rows) -> list[str]:
 def build(data, rows, cfg) -> Section:
     """One row per configuration, best first: its mean, sd and interval over seeds, the step it reached, and its
     standing against the best (the exact sign-flip test, Holm-adjusted), each row linked to its runs."""
-    from orchestrator import links
+    from orchestrator.tracking import links
 
     best_rung = rows[0].config.rung if rows else 0
-    base = links.ui_base(str(getattr(data.store, "uri", "") or ""))
+    # a store that MLflow's UI does not show gets no addresses of it
+    base = links.ui_base(str(data.store.uri)) if getattr(data.store, "ui", False) else None
     table = []
     for i, r in enumerate(rows, 1):
         state = _state(r, best_rung)
@@ -120,17 +121,18 @@ def build(data, rows, cfg) -> Section:
         state = _state(r, best_rung)
         ci = f"{_f(row['ci_low'])} – {_f(row['ci_high'])}" if row["ci_low"] is not None else "–"
         cls = ' class="tie"' if state == "indistinguishable" else ""
-        to_runs = " ".join(f"<a target='_top' href='{html.escape(links.run(base, data.experiment_id, rid))}'>"
-                           f"{html.escape(r.config.trials.get(seed) or rid[:8])}</a>"
+        to_runs = " ".join((f"<a target='_top' href='{html.escape(links.run(base, data.experiment_id, rid))}'>"
+                            f"{html.escape(r.config.trials.get(seed) or rid[:8])}</a>") if base is not None else
+                           html.escape(r.config.trials.get(seed) or rid[:8])
                            for seed, (rid, _) in sorted(r.config.runs.items()))
         body.append(f"<tr{cls}><td>{row['rank']}</td><td>{html.escape(row['label'])}</td><td>{to_runs}</td>"
                     f"<td>{row['n_seeds']}</td><td>{_f(row['mean'])}</td><td>{_f(row['sd'])}</td><td>{ci}</td>"
                     f"<td>{row['rung']}</td><td>{_p(row['p_holm_vs_best'])}</td>"
                     f"<td>{html.escape(_mark(state, r.stats.n, WORDS))}</td></tr>")
-    full = html.escape(links.report(base, data.experiment_id, data.parent_id, "report.json"))
+    in_ui = (f"<a target='_top' href='{html.escape(links.report(base, data.experiment_id, data.parent_id, 'report.json'))}'>"
+             "in MLflow</a>, ") if base is not None else ""
     more = (f"<p>… {len(table) - shown} more configuration(s), ranked, in report.json (leaderboard.rows), beside this "
-            f"page: <a target='_top' href='{full}'>in MLflow</a>, <a href='report.json'>here</a>.</p>"
-            if len(table) > shown else "")
+            f"page: {in_ui}<a href='report.json'>here</a>.</p>" if len(table) > shown else "")
     page = (f"<table><tr>{head}</tr>{''.join(body)}</table>{more}"
             f"<p>{'<br>'.join(html.escape(w) for w in words)}</p><p class='method'>{html.escape(method)}</p>")
     sd, df = stats.pooled_sd({r.config.id: r.config.values for r in rows})

@@ -40,6 +40,9 @@ class RunRecord:
     metrics: dict[str, float] = field(default_factory=dict)  # each metric's latest value
     start_ms: int | None = None
     end_ms: int | None = None
+    parent_id: str | None = None  # a trial's run: its sweep's parent run
+    commit: str | None = None  # the project's git commit the run recorded (a sweep's parent holds it)
+    description: str = ""  # what its page says of it (a sweep's parent: the morning summary)
 
 
 @dataclass
@@ -65,6 +68,7 @@ class RunStore(Protocol):
     """
 
     uri: str
+    ui: bool  # MLflow's UI shows this store's runs: danlu prints addresses of them (a store that is not MLflow: none)
     parent_id: str | None  # the sweep's parent run, once open
     exp_id: str | None  # the experiment's id, once known
     notes: list[str]  # what the user should hear of (said at the sweep's end)
@@ -168,9 +172,10 @@ class RunStore(Protocol):
 
     # the end of a sweep
     def attach_report(self, parent_id: str, folder: Path, metrics: dict[str, float], tags: dict[str, str],
-                      finish: str | None) -> None:
+                      finish: str | None, description: str = "") -> None:
         """The report's files as the parent's artifacts (report/), its numbers as metrics (those that differ
-        from what it holds), its tags; then, with `finish`, the parent ends with that status."""
+        from what it holds), its tags and its description (the verdict: RunRecord.description); then, with
+        `finish`, the parent ends with that status."""
 
     def end_parent(self, parent_id: str, status: str, tags: dict[str, str]) -> None:
         """Tag the parent and end it (a sweep whose report could not be attached)."""
@@ -181,7 +186,7 @@ class RunStore(Protocol):
 
     def share_view(self, name: str, metric: str, mode: str, hyperparameters: list[str]) -> bool:
         """Save the sweep's runs table (filter, order, columns, grouping) where the store's UI opens it by a key
-        (orchestrator/links.py); False where the store cannot."""
+        (orchestrator/tracking/links.py); False where the store cannot."""
 
 
 def store_class(kind: str = "mlflow") -> type[RunStore]:

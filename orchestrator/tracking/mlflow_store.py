@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 from orchestrator import tags as T
 from orchestrator.compose import flatten
 from orchestrator.errors import BadInput
+from orchestrator.provenance import git_state
 from orchestrator.tracking import RunRecord, SweepRecord
+from orchestrator.tracking import mlflow_tags as M
 from orchestrator.tracking.mlflow_internals import log_text
 
 # MLflow 3 sends usage telemetry from a thread of its own in every process that logs: py-spy found it in 12% of a
@@ -43,18 +44,6 @@ SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databrick
 
 class Refused(Exception):
     """An operation that cannot be applied as it stands (e.g. a trial with no run): park it, never drop it."""
-
-
-def git_state(root: Path) -> tuple[str, str]:
-    """(commit, dirty) of the project, or ("unknown", "unknown") outside git."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", "unknown"
-    if commit.returncode:
-        return "unknown", "unknown"
-    return commit.stdout.strip(), str(bool(status.stdout.strip())).lower()
 
 
 def create_sqlite_store(uri: str) -> None:
@@ -85,8 +74,8 @@ def create_sqlite_store(uri: str) -> None:
 def mark_training(client, exp) -> None:
     """Tag an experiment as model training (unless it says otherwise), so that MLflow's UI opens it on its
     runs, not on the GenAI overview that MLflow 3 shows by default."""
-    if T.EXPERIMENT_KIND not in (exp.tags or {}):
-        client.set_experiment_tag(exp.experiment_id, T.EXPERIMENT_KIND, T.TRAINING)
+    if M.EXPERIMENT_KIND not in (exp.tags or {}):
+        client.set_experiment_tag(exp.experiment_id, M.EXPERIMENT_KIND, M.TRAINING)
 
 
 def source_name(command: list[str]) -> str:
@@ -104,13 +93,13 @@ def source_name(command: list[str]) -> str:
 
 
 def share_runs_view(client, exp_id: str, sweep: str, metric: str, mode: str, hyperparameters: list[str]) -> bool:
-    """Write the sweep's runs table as MLflow's shared view (orchestrator/links.py); False if the store refused."""
+    """Write the sweep's runs table as MLflow's shared view (orchestrator/tracking/links.py); False if the store refused."""
     import json
 
-    from orchestrator import links
+    from orchestrator.tracking import links
 
     try:
-        client.set_experiment_tag(exp_id, T.SHARED_VIEW.format(links.view_key(sweep)),
+        client.set_experiment_tag(exp_id, M.SHARED_VIEW.format(links.view_key(sweep)),
                                   json.dumps(links.runs_view(sweep, metric, mode, hyperparameters)))
         return True
     except Exception:  # the link then carries the filter and order alone
@@ -126,6 +115,7 @@ class MlflowStore:
     """The RunStore of MLflow: its sweep's operations (the journal's), and reading sweeps back."""
 
     RUNS = "mlflow_runs.json"
+    ui = True  # MLflow's UI shows its runs: danlu prints their addresses (orchestrator/tracking/links.py)
     SAVE_S = 5.0  # the trial -> run cache is written at most this often as trials start (see _save)
 
     def __init__(self, uri: str, experiment: str, sweep_id: str | None = None, storage: Path | None = None):
@@ -170,7 +160,7 @@ class MlflowStore:
             exp = self.mlf.get_experiment_by_name(self.experiment)
             if exp is None:
                 try:
-                    self.exp_id = self.mlf.create_experiment(self.experiment, tags={T.EXPERIMENT_KIND: T.TRAINING})
+                    self.exp_id = self.mlf.create_experiment(self.experiment, tags={M.EXPERIMENT_KIND: M.TRAINING})
                 except Exception:  # created at the same moment by another sweep
                     exp = self.mlf.get_experiment_by_name(self.experiment)
                     if exp is None:
@@ -199,7 +189,7 @@ class MlflowStore:
         """The sweep's parent run, found by its identity tag (danlu.sweep_id) where not known yet."""
         if self.parent_id is None and self.sweep_id:
             found = self._search(f"tags.`{T.SWEEP_ID}` = '{self.sweep_id}'")
-            parents = [r for r in found if T.PARENT not in r.data.tags]
+            parents = [r for r in found if M.PARENT not in r.data.tags]
             if parents:
                 self.parent_id = parents[0].info.run_id
                 self._save(now=True)
@@ -207,7 +197,7 @@ class MlflowStore:
 
     def children(self) -> list:
         """Every child run of the sweep's parent (MLflow's runs, for the close)."""
-        return self._search(f"tags.`{T.PARENT}` = '{self.find_parent()}'") if self.find_parent() else []
+        return self._search(f"tags.`{M.PARENT}` = '{self.find_parent()}'") if self.find_parent() else []
 
     def run_of(self, trial_id: str) -> str | None:
         """The trial's run (an orphaned run, set aside for a trial Tune forgot, is never the trial's): the cache's,
@@ -291,9 +281,9 @@ class MlflowStore:
         existing = self.find_parent()
         if existing is None:
             commit, dirty = git_state(Path(root))
-            tags = {T.RUN_NAME: name, T.SWEEP: name, T.KIND: "sweep", T.VERSION: __version__,
-                    T.COMMAND: " ".join(command), T.GIT_COMMIT: commit, T.GIT_DIRTY: dirty,
-                    T.SOURCE_NAME: source_name(command), T.SOURCE_TYPE: "LOCAL",
+            tags = {M.RUN_NAME: name, T.SWEEP: name, T.KIND: "sweep", T.VERSION: __version__,
+                    T.COMMAND: " ".join(command), M.GIT_COMMIT: commit, T.GIT_DIRTY: dirty,
+                    M.SOURCE_NAME: source_name(command), M.SOURCE_TYPE: "LOCAL",
                     **({T.SWEEP_ID: self.sweep_id} if self.sweep_id else {}), **(extra_tags or {})}
             self.parent_id = self.mlf.create_run(self.experiment_id(), run_name=name, tags=tags).info.run_id
             self._known.add(self.parent_id)
@@ -410,7 +400,7 @@ class MlflowStore:
             self._orphan(run, "its trial id was given again, to another configuration (the trial was lost with a "
                          "snapshot of Tune's that the sweep could not restore)")
             self.run_ids.pop(trial_id, None)
-        tags = {T.PARENT: parent, T.RUN_NAME: name, T.TRIAL_ID: trial_id, **tags}
+        tags = {M.PARENT: parent, M.RUN_NAME: name, T.TRIAL_ID: trial_id, **tags}
         run = self.mlf.create_run(self.experiment_id(), run_name=name, tags=tags, start_time=start_ms)
         rid = run.info.run_id
         self._known.add(rid)
@@ -607,7 +597,8 @@ class MlflowStore:
     def _record(self, run) -> RunRecord:
         i, d = run.info, run.data
         return RunRecord(i.run_id, i.experiment_id, i.run_name or "", i.status, dict(d.params), dict(d.tags),
-                         dict(d.metrics), i.start_time, i.end_time)
+                         dict(d.metrics), i.start_time, i.end_time, d.tags.get(M.PARENT), d.tags.get(M.GIT_COMMIT),
+                         d.tags.get(M.NOTE, ""))
 
     def _exp(self) -> str | None:
         exp = self.mlf.get_experiment_by_name(self.experiment)
@@ -644,12 +635,13 @@ class MlflowStore:
         from orchestrator.tracking.mlflow_internals import child_runs
 
         exp = experiment_id or self.mlf.get_run(parent_id).info.experiment_id
-        found = child_runs(self.mlf, exp, T.PARENT, parent_id)  # a database: only the columns it needs
+        found = child_runs(self.mlf, exp, M.PARENT, parent_id)  # a database: only the columns it needs
         if found is not None:
-            return [RunRecord(**run) for run in found]
+            return [RunRecord(**run, parent_id=parent_id, commit=run["tags"].get(M.GIT_COMMIT),
+                              description=run["tags"].get(M.NOTE, "")) for run in found]
         children, token = [], None
         while True:  # paged: a sweep may hold more runs than one page
-            page = self.mlf.search_runs([exp], f"tags.`{T.PARENT}` = '{parent_id}'", max_results=5000,
+            page = self.mlf.search_runs([exp], f"tags.`{M.PARENT}` = '{parent_id}'", max_results=5000,
                                         page_token=token)
             children += [self._record(r) for r in page]
             token = page.token
@@ -698,10 +690,12 @@ class MlflowStore:
 
     # -- the end of a sweep ------------------------------------------------------------------------------------
     def attach_report(self, parent_id: str, folder: Path, metrics: dict[str, float], tags: dict[str, str],
-                      finish: str | None) -> None:
+                      finish: str | None, description: str = "") -> None:
         """The report folder as the parent's artifacts under report/, metrics that differ from what it holds,
-        tags; then the parent ends with `finish`, if given."""
+        tags, the description (MLflow's note: its run page shows it); then the parent ends with `finish`, if given."""
         from mlflow.entities import Metric, RunTag
+
+        tags = {**tags, **({M.NOTE: description[:5000]} if description else {})}
 
         self.mlf.log_artifacts(parent_id, str(folder), "report")
         held = self.mlf.get_run(parent_id).data.metrics

@@ -7,7 +7,7 @@
   group (MLflow's UI starts worker processes of its own), and nothing is left behind.
 - The addresses are printed once /health answers (a loaded machine takes a minute): the sweep's runs table, its
   parent run and its report, each opening in MLflow's model-training view from a fresh browser
-  (orchestrator/links.py).
+  (orchestrator/tracking/links.py).
 """
 
 from __future__ import annotations
