@@ -76,14 +76,13 @@ def saved_overrides(storage_dir: Path) -> list[str] | None:
     return saved["overrides"] if saved else None
 
 
-def identify(p, overrides: list[str]) -> dict:
+def identify(p, overrides: list[str], resume: str) -> dict:
     """The sweep's identity in its storage (danlu/sweep.json): the overrides it started with, an id that its MLflow
     parent run carries (so a restarted driver finds that run, whatever else it lost), and the seed of its
-    search. Written before anything is launched; a later command with the same name must match it."""
+    search. Written before anything is launched; a later command with the same name must match it (else BadInput
+    naming `resume`, the command that resumes the sweep it holds)."""
     import random
     import uuid
-
-    from orchestrator.plan import resume_command
 
     path = state_dir(p.storage_dir) / SAVED
     saved = read_identity(p.storage_dir)
@@ -91,7 +90,7 @@ def identify(p, overrides: list[str]) -> dict:
         if _identity(saved["overrides"]) != _identity(overrides):
             raise BadInput(
                 f"sweep.name={p.cfg.sweep.name}: {p.storage_dir} holds a sweep started with other settings "
-                f"({' '.join(_identity(saved['overrides'])) or 'unknown'}). Resume it with `{resume_command(p)}`, "
+                f"({' '.join(_identity(saved['overrides'])) or 'unknown'}). Resume it with `{resume}`, "
                 "or choose another sweep.name.")
         return saved
     seed = p.cfg.sweep.get("search_seed")

@@ -105,7 +105,7 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
     min_free = int(p.cfg.storage.min_free_mb) * 2**20
     paths = watched(p.storage_dir, p.tracking_uri)
     try:
-        saved = identify(p, overrides)
+        saved = identify(p, overrides, resume_command(p))
         done = finished(p.storage_dir)
         if done is not None:  # nothing to run: its summary again, without starting Ray or reading MLflow
             print(f"danlu: sweep {p.cfg.sweep.name} ended on {done['at']}: nothing to run. Its summary (`danlu report "
