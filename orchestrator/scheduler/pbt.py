@@ -34,7 +34,7 @@ def mutated(ctx) -> list:
     keys = ctx.sch.get("mutate")
     if keys is None:
         return [p for p in params.values() if not p.is_group]
-    chosen = [str(k) for k in keys]
+    chosen = [str(keys)] if isinstance(keys, str) else [str(k) for k in keys]  # mutate=lr or mutate=[lr,wd]
     unknown = [k for k in chosen if k not in params]
     if unknown:
         raise BadInput(f"scheduler.mutate: {', '.join(unknown)} not swept; the swept keys are "
