@@ -48,6 +48,12 @@ def test_the_readme_is_short_and_maps_every_page():
 
 
 @pytest.mark.parametrize("page", PAGES)
+def test_every_code_block_is_closed(page):
+    fences = [line for line in (ROOT / page).read_text().splitlines() if line.startswith("```")]
+    assert len(fences) % 2 == 0, f"{page}: a code block is never closed"
+
+
+@pytest.mark.parametrize("page", PAGES)
 def test_every_link_leads_to_a_page_and_a_heading_that_exist(page):
     where = (ROOT / page).parent
     broken = []
