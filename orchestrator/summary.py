@@ -62,25 +62,26 @@ def summary_lines(summary: dict, sweep, p, parent_id, exp_id, made: dict | None 
     from orchestrator.tracking import links, store_class
 
     out = [f"danlu: {counts_line(summary)}"]
-    if not store_class(p.store_kind).ui:  # no MLflow UI shows this store's runs: no addresses of them
-        out += [line for line in _best_lines(summary, sweep, made)]
-        out.append(f"danlu: its runs are in the {p.store_kind} store at {p.tracking_uri} (no MLflow UI shows them; "
-                   f"`danlu report {sweep.name}` makes the report again); Ray storage: {p.storage_dir}")
-        return out
-    base = links.ui_base(p.tracking_uri)
+    # a store that no MLflow UI shows gets no addresses of its runs
+    base = links.ui_base(p.tracking_uri) if store_class(p.store_kind).ui else None
     board = (made or {}).get("json", {}).get("leaderboard") or {}
     best = board.get("best")
-    if best and exp_id:
+    if best and (exp_id or base is None):
         ci = (f", 95% CI {best['ci_low']:.4g} to {best['ci_high']:.4g}" if best.get("ci_low") is not None else "")
         runs = list(best.get("runs", {}).values())
-        link = links.compare(base, exp_id, runs) if len(runs) > 1 else links.run(base, exp_id, runs[0]) if runs else ""
+        link = "" if base is None or not exp_id or not runs else \
+            links.compare(base, exp_id, runs) if len(runs) > 1 else links.run(base, exp_id, runs[0])
         out.append(f"danlu: best configuration: {best['label']}: mean {sweep.metric} {best['mean']:.4g}{ci} over "
                    f"{best['n_seeds']} seed(s) ({' '.join(best.get('trials', {}).values())}) {link}".rstrip())
     if "best" in summary:
         v, label, tid = summary["best"]
         rid, label = (made or {}).get("trial_runs", {}).get(tid, (None, label))
-        link = f" {links.run(base, exp_id, rid)}" if rid and exp_id else ""
+        link = f" {links.run(base, exp_id, rid)}" if base is not None and exp_id and rid else ""
         out.append(f"danlu: best single trial: {label}: {sweep.metric} {v:.4g} (its last report){link}")
+    if base is None:
+        out.append(f"danlu: its runs are in the {p.store_kind} store at {p.tracking_uri} (no MLflow UI shows them; "
+                   f"`danlu report {sweep.name}` makes the report again); Ray storage: {p.storage_dir}")
+        return out
     where = "`danlu ui` serves it here" if base == links.LOCAL_UI else f"at {base}"
     out.append(f"danlu: review it in MLflow's UI ({where}): experiment '{p.cfg.tracking.experiment}', run "
                f"'{sweep.name}' ({parent_id}); Ray storage: {p.storage_dir}")
@@ -91,18 +92,4 @@ def summary_lines(summary: dict, sweep, p, parent_id, exp_id, made: dict | None 
                 f"  sweep:  {links.run(base, exp_id, parent_id)}"]
         if made:
             out.append(f"  report: {links.report(base, exp_id, parent_id)} (and {made['dir'] / 'report.html'})")
-    return out
-
-
-def _best_lines(summary: dict, sweep, made: dict | None) -> list[str]:
-    """The two bests without addresses (a store that no UI shows)."""
-    out = []
-    best = ((made or {}).get("json", {}).get("leaderboard") or {}).get("best")
-    if best:
-        out.append(f"danlu: best configuration: {best['label']}: mean {sweep.metric} {best['mean']:.4g} over "
-                   f"{best['n_seeds']} seed(s) ({' '.join(best.get('trials', {}).values())})")
-    if "best" in summary:
-        v, label, tid = summary["best"]
-        label = (made or {}).get("trial_runs", {}).get(tid, (None, label))[1]
-        out.append(f"danlu: best single trial: {label}: {sweep.metric} {v:.4g} (its last report)")
     return out

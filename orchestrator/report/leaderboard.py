@@ -121,9 +121,7 @@ def build(data, rows, cfg) -> Section:
         state = _state(r, best_rung)
         ci = f"{_f(row['ci_low'])} – {_f(row['ci_high'])}" if row["ci_low"] is not None else "–"
         cls = ' class="tie"' if state == "indistinguishable" else ""
-        to_runs = " ".join((f"<a target='_top' href='{html.escape(links.run(base, data.experiment_id, rid))}'>"
-                            f"{html.escape(r.config.trials.get(seed) or rid[:8])}</a>") if base is not None else
-                           html.escape(r.config.trials.get(seed) or rid[:8])
+        to_runs = " ".join(_run_link(base, data.experiment_id, rid, r.config.trials.get(seed) or rid[:8])
                            for seed, (rid, _) in sorted(r.config.runs.items()))
         body.append(f"<tr{cls}><td>{row['rank']}</td><td>{html.escape(row['label'])}</td><td>{to_runs}</td>"
                     f"<td>{row['n_seeds']}</td><td>{_f(row['mean'])}</td><td>{_f(row['sd'])}</td><td>{ci}</td>"
@@ -141,3 +139,12 @@ def build(data, rows, cfg) -> Section:
         "metric": data.metric, "mode": data.mode, "method": method, "notes": words, "rows": table,
         "best": best, "seed_sd": None if not df else sd, "seed_sd_df": df, "seed_sd_step": best_rung if df else None},
         text, page)
+
+
+def _run_link(base: str | None, experiment_id: str, run_id: str, text: str) -> str:
+    """A run's label, linked to its page in MLflow's UI where one shows the store's runs."""
+    if base is None:
+        return html.escape(text)
+    from orchestrator.tracking import links
+
+    return f"<a target='_top' href='{html.escape(links.run(base, experiment_id, run_id))}'>{html.escape(text)}</a>"

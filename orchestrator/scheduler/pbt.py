@@ -10,8 +10,8 @@ are no longer independent. A sweep with several seeds is refused, saying so. The
 trial's starting point (Schedule.mutates), and makes no compare command of it. To test the schedule PBT found,
 replay it as a schedule of your job's own under several seeds.
 
-What a user sees of an exploit: a line on the terminal (`danlu: PBT: trial ... took ...'s checkpoint at report 4:
-lr 0.01 -> 0.012`); the trial's MLflow run keeps its starting values as params and its last attempt's values in
+What a user sees of an exploit: a line on the terminal (`danlu: PBT: t002 took a better trial's checkpoint at
+report 4: lr 0.01 -> 0.012`); the trial's MLflow run keeps its starting values as params and its last attempt's values in
 config.yaml. A learning searcher (LEARNS: optuna, hyperopt) cannot be combined with it (Tune refuses): PBT is the
 search. `perturbation_interval` is a multiple of checkpoint.every, so that the checkpoint an exploit copies is the
 one of the report that was judged; every checkpoint is kept (checkpoint.keep does not apply), since any trial's may
