@@ -36,7 +36,7 @@ _current: _Active | None = None  # the running trial's context: one trial at a t
 
 @dataclass
 class _Active:
-    ctx: Any  # orchestrator.context.Context
+    ctx: Any  # orchestrator.trial.ctx.Context
     reports: int = 0
 
 
@@ -64,7 +64,7 @@ def in_trial() -> bool:
 
 @contextmanager
 def active(ctx) -> Iterator[_Active]:
-    """report and restore go to `ctx` within the block (orchestrator.trial.call_job)."""
+    """report and restore go to `ctx` within the block (orchestrator.trial.trainable.call_job)."""
     global _current
     with _lock:
         before, _current = _current, _Active(ctx)

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        from orchestrator.compose import find_config_dir
+        from orchestrator.config.compose import find_config_dir
 
         if args.command == "init":
             from orchestrator.scaffold import init
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in CLUSTER_COMMANDS and (args.address or os.environ.get("RAY_ADDRESS")):
             return _cluster(args, None)  # no config needed (a login node may have none at hand)
         if args.command == "list" and not _configured_address(args.config_dir):  # no cluster: this machine's sweeps
-            from orchestrator.catalog import show
+            from orchestrator.storage.catalog import show
 
             return show(Path(args.output_dir), sys.stdout)
         try:
@@ -173,19 +173,19 @@ def main(argv: list[str] | None = None) -> int:
         if config_dir is None:  # found, or find_config_dir raised for any command but report
             raise BadInput("no conf/ found")
         if args.command == "sweep":
-            from orchestrator.sweep import run_sweep
+            from orchestrator.run.sweep import run_sweep
 
             return run_sweep(args.overrides, config_dir, verbose=args.verbose, command=["danlu", *sys.argv[1:]],
                              preflight=not args.no_preflight)
         if args.command == "plan":
-            from orchestrator.plan import plan
-            from orchestrator.preview import show as show_plan
+            from orchestrator.launch.plan import plan
+            from orchestrator.launch.preview import show as show_plan
 
             return show_plan(plan(args.overrides, config_dir), probe=args.probe, address=args.address)
         if args.command == "preflight":
             return _preflight(args, config_dir)
         if args.command == "rerun":
-            from orchestrator.rerun import rerun
+            from orchestrator.review.rerun import rerun
 
             return rerun(args.run_id, args.overrides, config_dir)
         if args.command == "resume":
@@ -195,12 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ui":
             return _ui(args, config_dir)
         if args.command == "compare":
-            from orchestrator.compare import run_compare
+            from orchestrator.review.compare import run_compare
 
             return run_compare(args.a, args.vs, args.seeds, args.set, args.name, config_dir,
                                command=["danlu", *sys.argv[1:]])
         if args.command == "submit":
-            from orchestrator.submit import submit
+            from orchestrator.remote.submit import submit
 
             return submit(args.overrides, config_dir, args.address)
         return _cluster(args, config_dir)
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _configured_address(config_dir_flag: str | None) -> str | None:
     """submit.address of the config (conf/local may name a cluster), if there is a config here."""
-    from orchestrator.compose import compose, find_config_dir, hydra_context
+    from orchestrator.config.compose import compose, find_config_dir, hydra_context
 
     try:
         config_dir = find_config_dir(config_dir_flag)
@@ -229,8 +229,8 @@ def _configured_address(config_dir_flag: str | None) -> str | None:
 
 
 def _resume(args, config_dir: Path) -> int:
-    from orchestrator.state import SAVED, STATE_DIR, saved_overrides
-    from orchestrator.sweep import run_sweep
+    from orchestrator.run.sweep import run_sweep
+    from orchestrator.storage.sweep_files import SAVED, STATE_DIR, saved_overrides
 
     where = [o for o in args.overrides if o.startswith("output_dir=")]
     budget = [o for o in args.overrides if o.lstrip("+").startswith("sweep.budget.")]
@@ -240,7 +240,7 @@ def _resume(args, config_dir: Path) -> int:
     output_dir = where[-1].split("=", 1)[1] if where else "outputs"
     saved = saved_overrides(Path(output_dir, args.name))
     if saved is None:
-        from orchestrator.catalog import names
+        from orchestrator.storage.catalog import names
 
         known = names(Path(output_dir))
         raise BadInput(f"danlu resume {args.name}: no sweep of that name under {output_dir}/ (looked for "
@@ -257,8 +257,8 @@ def _resume(args, config_dir: Path) -> int:
 def _preflight(args, config_dir: Path) -> int:
     """`danlu preflight`: every check (or --only some), said as each ends; 1 if any FAILed, 2 for a metric the job
     never reports (bad input, as for danlu sweep)."""
-    from orchestrator import preflight
-    from orchestrator.plan import plan
+    from orchestrator.launch import preflight
+    from orchestrator.launch.plan import plan
 
     names = tuple(n.strip() for n in args.only.split(",") if n.strip()) if args.only else preflight.ALL
     unknown = [n for n in names if n not in preflight.ALL]
@@ -281,9 +281,9 @@ def _report(args, config_dir: Path | None) -> int:
     """Builds the report again from what MLflow holds (the tracking settings the sweep started with, where its
     storage is here; the command line's win)."""
     from orchestrator import report
-    from orchestrator.compose import compose, hydra_context, package_conf_dir
+    from orchestrator.config.compose import compose, hydra_context, package_conf_dir
     from orchestrator.scheduler import saved_decisions
-    from orchestrator.state import saved_overrides
+    from orchestrator.storage.sweep_files import saved_overrides
     from orchestrator.tracking import check_held, resolve_uri
 
     where = [o for o in args.overrides if o.startswith("output_dir=")]
@@ -297,8 +297,8 @@ def _report(args, config_dir: Path | None) -> int:
     report.check(cfg.report)
     uri = resolve_uri(str(cfg.tracking.uri))
     check_held(uri, str(cfg.tracking.get("store") or "mlflow"))
-    from orchestrator.lock import holder
-    from orchestrator.state import state_dir_path
+    from orchestrator.storage.lock import holder
+    from orchestrator.storage.sweep_files import state_dir_path
     from orchestrator.tracking import open_store
 
     store = open_store(uri, str(cfg.tracking.experiment), str(cfg.tracking.get("store") or "mlflow"))
@@ -315,12 +315,12 @@ def _report(args, config_dir: Path | None) -> int:
 
 
 def _cluster(args, config_dir: Path | None) -> int:
-    from orchestrator import submit
-    from orchestrator.cluster_client import resolve_address
+    from orchestrator.remote import submit
+    from orchestrator.remote.cluster_client import resolve_address
 
     configured = os.environ.get("RAY_ADDRESS")
     if not args.address and config_dir is not None:
-        from orchestrator.compose import compose, hydra_context
+        from orchestrator.config.compose import compose, hydra_context
 
         with hydra_context(config_dir):
             configured = compose([]).submit.get("address")
@@ -333,14 +333,14 @@ def _cluster(args, config_dir: Path | None) -> int:
         return submit.stop(address, args.id)
     if args.command == "list":
         return submit.list_sweeps(address)
-    from orchestrator.supervise import supervise
+    from orchestrator.remote.supervise import supervise
 
     return supervise(address, args.id, args.overrides, args.resubmits, args.grace)
 
 
 def _run(args, config_dir: Path) -> int:
-    from orchestrator.compose import compose, hydra_context, require_job, split_overrides
-    from orchestrator.trial import run_local
+    from orchestrator.config.compose import compose, hydra_context, require_job, split_overrides
+    from orchestrator.trial.trainable import run_local
 
     cl = split_overrides(args.overrides)
     if cl.sweep:
@@ -357,7 +357,7 @@ def _run(args, config_dir: Path) -> int:
 
 
 def _ui(args, config_dir: Path) -> int:
-    from orchestrator.compose import compose, hydra_context, split_overrides
+    from orchestrator.config.compose import compose, hydra_context, split_overrides
     from orchestrator.tracking import links, resolve_uri
 
     with hydra_context(config_dir):

@@ -16,7 +16,7 @@ PRIVATE = (
 def apply_overrides_to_config(overrides: list, cfg) -> None:
     """Hydra's last composition step (plain key=value, +key=value, ~key on a composed config), in place. Public
     Hydra only composes from the defaults tree: its slow part, which a sweep would otherwise repeat for every
-    fixed override (orchestrator/compose.apply_overrides). `overrides`: parsed, OverridesParser.parse_overrides."""
+    fixed override (orchestrator/config/compose.apply_overrides). `overrides`: parsed, OverridesParser.parse_overrides."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
     ConfigLoaderImpl._apply_overrides_to_config(overrides, cfg)

@@ -114,7 +114,7 @@ def asha_metric(scheduler) -> tuple[str, float]:
 
 def asha_state(scheduler) -> dict:
     """Tune saves the scheduler only once (tuner.pkl, at the start); its rung records travel in Tune's
-    experiment checkpoint through a callback's get_state instead (orchestrator.tuner.SchedulerState)."""
+    experiment checkpoint through a callback's get_state instead (orchestrator.run.tuner.SchedulerState)."""
     return {
         "rungs": [[dict(recorded) for _, recorded in b._rungs] for b in scheduler._brackets],
         "brackets": {tid: scheduler._brackets.index(b) for tid, b in scheduler._trial_info.items()},
@@ -139,8 +139,8 @@ def fallback_trainable(train_fn: Callable, notes: dict) -> type:
 
     Tune's experiment snapshot names each trial's checkpoint. That checkpoint may be gone (Tune deleted it,
     CheckpointConfig(num_to_keep), before its next snapshot), damaged (cut short by a kill or a full disk), or
-    past what the sweep's journal holds (orchestrator/checkpoints.py). Tune would restore it anyway, and a
-    missing or damaged one fails every retry the same way. Here orchestrator.checkpoints.choose picks the
+    past what the sweep's journal holds (orchestrator/storage/checkpoints.py). Tune would restore it anyway, and a
+    missing or damaged one fails every retry the same way. Here orchestrator.storage.checkpoints.choose picks the
     checkpoint, another whole one of the trial's own or its start, and says why (notes[trial_id], which the
     trial reports). Trainable.restore takes the iteration count from the checkpoint's metrics, hence
     _TrainingResult; starting over resets _iteration and _time_total.
@@ -149,7 +149,7 @@ def fallback_trainable(train_fn: Callable, notes: dict) -> type:
     from ray.tune import Checkpoint
     from ray.tune.trainable.function_trainable import wrap_function
 
-    from orchestrator.checkpoints import choose
+    from orchestrator.storage.checkpoints import choose
 
     base = wrap_function(train_fn)
 
@@ -190,7 +190,7 @@ def forget_statistics(trial) -> None:
 def fail_requeued(controller, trial, why: str) -> None:
     """Fail a trial that Tune has just put back to retry it (from the scheduler's on_trial_add), as Tune fails one it
     does not retry: the searcher told it ended in an error, the trial ERROR (Tune then calls the callbacks'
-    on_trial_recover, where orchestrator.tuner.TrialRuns finds it ERROR). Tune decides retries by count alone
+    on_trial_recover, where orchestrator.run.tuner.TrialRuns finds it ERROR). Tune decides retries by count alone
     (Trial.should_recover) with no hook between a failure and its retry; the scheduler is handed a wrapper of
     Tune's controller that warns on _schedule_trial_stop, so the controller itself is used."""
     from ray.tune.error import TuneError
@@ -216,7 +216,7 @@ def being_retried(trial) -> bool:
 
 def trial_actor(trial):
     """The Ray actor a running trial's function runs in (None: not running): a stalled trial's process is ended by
-    killing it (orchestrator/stalls.py). Tune keeps it in the trial's temporary state, with no public accessor."""
+    killing it (orchestrator/run/stalls.py). Tune keeps it in the trial's temporary state, with no public accessor."""
     return trial.temporary_state.ray_actor
 
 
@@ -238,7 +238,7 @@ def stored_result(trial) -> dict:
 
 def staging_dir(trials: list) -> str | None:
     """The driver's staging folder of Tune's experiment files (where Tune writes each snapshot before it copies
-    it to the storage): danlu keeps its own copy from there (orchestrator/snapshots.py)."""
+    it to the storage): danlu keeps its own copy from there (orchestrator/storage/snapshots.py)."""
     for trial in trials:
         storage = getattr(trial, "storage", None)
         if storage is not None:
@@ -269,9 +269,9 @@ class _TuneNoise:
     def filter(self, record) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None and _storage_fault[0] is not None:
-            from orchestrator.disk import is_full
+            from orchestrator.storage.disk import is_full
 
-            if is_full(exc):  # the sweep says it, and stops (orchestrator/disk.py)
+            if is_full(exc):  # the sweep says it, and stops (orchestrator/storage/disk.py)
                 _storage_fault[0](exc, "Tune's snapshot of the sweep")
                 return False
         if not isinstance(exc, FileNotFoundError):
@@ -301,7 +301,7 @@ def quiet_tune_races() -> None:
 def quiet_worker_deaths() -> None:
     """Ray's driver prints every error its cluster publishes (a thread running ray._private.worker's
     listen_error_messages) as `(raylet) ...` lines: ANSI-coloured, ~900 characters for a worker that died, with
-    no word of which trial it was running. danlu says that itself (orchestrator/tuner.TrialRuns: "t004
+    no word of which trial it was running. danlu says that itself (orchestrator/run/tuner.TrialRuns: "t004
     restarted after its worker died (retry 1 of 2), from its checkpoint at step 23"), so without --verbose
     those lines are dropped, and Ray's other published errors are cut to one plain line. Ray has no public
     switch for this thread's output (log_to_driver governs the workers' own output only)."""

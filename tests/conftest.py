@@ -56,11 +56,11 @@ def unit_tests_start_no_process(request, monkeypatch):
 @pytest.fixture(scope="session", autouse=True)
 def no_checkpoint_folders_left():
     """Tests kill trials, some while they save: a killed trial's checkpoint folder in the temp folder is removed by
-    a later trial process once it is stale (orchestrator/trial.py). The ones this session's dead trials left are
+    a later trial process once it is stale (orchestrator/trial/trainable.py). The ones this session's dead trials left are
     removed at its end, so that a test run leaves nothing in /tmp."""
     import tempfile
 
-    from orchestrator.trial import CKPT_PREFIX, writer_gone
+    from orchestrator.trial.trainable import CKPT_PREFIX, writer_gone
 
     tmp = Path(tempfile.gettempdir())
     before = set(tmp.glob(CKPT_PREFIX + "*"))

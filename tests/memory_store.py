@@ -111,7 +111,7 @@ class MemoryStore:
         with _LOCK:
             rid = self.find_parent()
             if rid is None:
-                from orchestrator.provenance import git_state
+                from orchestrator.tracking.provenance import git_state
 
                 commit, dirty = git_state(Path(root))
                 rid = self.parent_id = self._new(name, {T.SWEEP: name, T.KIND: "sweep", T.COMMAND: " ".join(command),

@@ -1,4 +1,4 @@
-"""Slurm allocations as a sweep records them (orchestrator/slurm.py), the work a restore redoes (measured by the
+"""Slurm allocations as a sweep records them (orchestrator/cluster/slurm.py), the work a restore redoes (measured by the
 tracking store), and the report's night section that counts both. The recipe itself runs on a real Slurm in
 tests/test_slurm.py; these are the parts that need no Slurm."""
 
@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator import slurm
 from orchestrator import tags as T
+from orchestrator.cluster import slurm
 from orchestrator.report import night
 from orchestrator.tracking import RunRecord
 from orchestrator.tracking.writer import Tracker
@@ -104,7 +104,7 @@ def test_a_trial_cut_before_its_first_checkpoint_and_snapshot_is_tagged_as_cut(t
     for the first time in allocation 3 is not."""
     from ray.tune.experiment import Trial
 
-    from orchestrator.tuner import TrialRuns
+    from orchestrator.run.tuner import TrialRuns
 
     db = tmp_path / "mlflow.db"
     first = Tracker(f"sqlite:///{db}", "danlu", flush_s=0.2, storage=tmp_path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from orchestrator.run.tuner import SchedulerState
 from orchestrator.scheduler._tune_asha import ASHA
-from orchestrator.tuner import SchedulerState
 
 
 @dataclass(frozen=True)

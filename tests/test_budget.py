@@ -9,8 +9,8 @@ import re
 import pytest
 from conftest import danlu_cli, mlflow_runs
 
-from orchestrator.budget import Limits, Meter, wall_seconds
 from orchestrator.errors import BadInput
+from orchestrator.launch.budget import Limits, Meter, wall_seconds
 
 
 def test_wall_time_reads_seconds_and_units():

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.catalog import show, sweeps
-from orchestrator.lock import SweepLock
+from orchestrator.storage.catalog import show, sweeps
+from orchestrator.storage.lock import SweepLock
 from tests.conftest import danlu_cli
 
 

@@ -8,7 +8,7 @@ import json
 import pyarrow.fs
 import pytest
 
-from orchestrator import checkpoints
+from orchestrator.storage import checkpoints
 
 
 def ckpt(trial_dir, name, iteration, step=None, body=b"x" * 10):
@@ -75,7 +75,7 @@ def test_checkpoint_folders_of_trial_processes_that_are_gone_are_removed_and_no_
     import sys
     import time
 
-    from orchestrator.trial import CKPT_PREFIX, clear_stale_checkpoints
+    from orchestrator.trial.trainable import CKPT_PREFIX, clear_stale_checkpoints
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)

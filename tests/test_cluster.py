@@ -241,7 +241,7 @@ def test_a_submission_is_made_once_whatever_the_answers(cluster):
     """danlu's submissions (the sweep's supervisor, its drivers) are tried again while the cluster cannot take them
     yet (a head just started has no job agent for a few seconds: seen under the Slurm recipe); a try that seemed
     to fail but went through is found by its id, not submitted twice."""
-    from orchestrator.cluster_client import submit_job
+    from orchestrator.remote.cluster_client import submit_job
 
     said, job = [], f"danlu-once-{secrets.token_hex(3)}"
     for _ in range(2):

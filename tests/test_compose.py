@@ -8,9 +8,9 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from orchestrator.compose import compose, hydra_context, split_overrides
+from orchestrator.config.compose import compose, hydra_context, split_overrides
 from orchestrator.errors import BadInput
-from orchestrator.plan import plan
+from orchestrator.launch.plan import plan
 
 PACKAGE_CONF = Path(__file__).resolve().parents[1] / "orchestrator" / "conf"
 
@@ -115,9 +115,9 @@ def test_trial_config_equals_hydra_compose(conf_dir, fixed, hp, group_keys):
     """A trial's config as workers build it (the driver's composition, or their own when the trial chooses
     a config option, then its values set without Hydra's parser) is exactly Hydra's compose of the same
     overrides; and the driver's shortcut (compose the chosen options once, apply the rest) is too."""
-    from orchestrator.compose import apply_overrides, split_fixed
-    from orchestrator.space import override
-    from orchestrator.trial import trial_config
+    from orchestrator.config.compose import apply_overrides, split_fixed
+    from orchestrator.config.space import override
+    from orchestrator.trial.trainable import trial_config
 
     strings = [override(k, v) for k, v in hp.items()] + ["seed=5"]
     with hydra_context(conf_dir):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import threading
 
-from orchestrator import disk
+from orchestrator.storage import disk
 
 
 def test_a_full_disk_is_recognised_in_every_form_it_comes_in():

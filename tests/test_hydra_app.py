@@ -197,7 +197,7 @@ def test_cfg_and_bad_input_launch_nothing(app):
 def test_task_path_of_a_script_and_of_a_module(tmp_path):
     code = textwrap.dedent('''
         import sys
-        from orchestrator.hydra_app import task_path
+        from orchestrator.trial.hydra_app import task_path
         import pkg.app as m
         print(task_path(m.main))
     ''')

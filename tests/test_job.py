@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.compose import compose, hydra_context
-from orchestrator.context import LocalContext
+from orchestrator.config.compose import compose, hydra_context
 from orchestrator.errors import BadInput
-from orchestrator.trial import load_job, run_local
+from orchestrator.trial.ctx import LocalContext
+from orchestrator.trial.trainable import load_job, run_local
 
 
 def cfg_for(conf_dir, *overrides):
@@ -106,7 +106,7 @@ def test_checkpoint_state_round_trips_with_and_without_torch(tmp_path):
 
     import torch
 
-    from orchestrator.trial import load_state, save_state
+    from orchestrator.trial.trainable import load_state, save_state
 
     state = {"epoch": 3, "w": torch.arange(4.0), "rng": torch.get_rng_state()}
     save_state(state, str(tmp_path))

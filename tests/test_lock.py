@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from orchestrator import lock as L
+from orchestrator.storage import lock as L
 from tests.conftest import ROOT, wait_for
 
 
@@ -22,7 +22,7 @@ def holder(tmp_path, seconds: float = 60) -> subprocess.Popen:
     code = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from orchestrator.lock import SweepLock
+        from orchestrator.storage.lock import SweepLock
         with SweepLock({str(tmp_path)!r}, ttl_s=5):
             print("held", flush=True)
             time.sleep({seconds})

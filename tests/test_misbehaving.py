@@ -11,7 +11,7 @@ import io
 import pytest
 from omegaconf import OmegaConf
 
-from orchestrator.context import LocalContext, StepOrderError
+from orchestrator.trial.ctx import LocalContext, StepOrderError
 from tests.conftest import mlflow_runs
 
 SLEEP = {"epochs": 4, "epoch_s": 0.0, "x": 0.5, "seed": 0, "fail_at": 0, "nan_at": 0, "checkpoint_state": False}
@@ -27,7 +27,7 @@ def test_a_repeated_or_backward_step_is_the_jobs_error(knob, said):
         train(OmegaConf.create({**SLEEP, knob: 2}), ctx)
     assert [step for step, _ in ctx.history] == [1, 2]  # the first value of step 2 is kept, nothing overwritten
 
-    from orchestrator import probe
+    from orchestrator.launch import probe
 
     found = probe.run(train, OmegaConf.create({**SLEEP, knob: 2}), reports=None)  # the preflight's probe
     assert "StepOrderError" in found.error and said in found.error
@@ -52,14 +52,14 @@ def test_a_trial_that_repeats_a_step_fails_with_the_reason(ray_gpus, conf_dir, t
 
 def test_a_jobs_own_exit_is_a_finding_of_the_preflights_probe():
     from jobs.sleep import train
-    from orchestrator import probe
+    from orchestrator.launch import probe
 
     found = probe.run(train, OmegaConf.create({**SLEEP, "exit_at": 2, "exit_code": 3}), reports=None)
     assert found.error == "the job called sys.exit(3) after 2 report(s)"
 
 
 def test_a_jobs_exit_is_told_from_its_end():
-    from orchestrator.trial import JobExited, job_exited
+    from orchestrator.trial.trainable import JobExited, job_exited
 
     job_exited(SystemExit(0), 4, 4)  # after its last epoch, exit 0: a script's habit, not a failure
     job_exited(SystemExit(None), 4, 4)
@@ -153,9 +153,9 @@ def test_a_trial_that_prints_megabytes_is_capped_in_mlflow_and_whole_in_its_stor
 
 
 def test_retries_go_to_failures_a_retry_can_help():
-    """The retry policy (orchestrator/retries.py): failures that are not the job's up to failure.max_failures; the
+    """The retry policy (orchestrator/trial/retries.py): failures that are not the job's up to failure.max_failures; the
     job's own errors only with failure.retry_job_errors; never the same error at the same step twice in a row."""
-    from orchestrator.retries import INFRA, JOB, STALLED, Failure, RetryPolicy, kind_of, tune_limit
+    from orchestrator.trial.retries import INFRA, JOB, STALLED, Failure, RetryPolicy, kind_of, tune_limit
 
     p = RetryPolicy(max_failures=2, retry_job_errors=0)
     assert "the job's own error" in p.judge("a", Failure(JOB, 3, "ValueError: boom"))
@@ -230,8 +230,8 @@ def test_the_automatic_stall_limit_follows_the_trials_own_steps(monkeypatch):
     import time
     from types import SimpleNamespace
 
-    from orchestrator.retries import RetryPolicy
-    from orchestrator.stalls import StallWatch
+    from orchestrator.run.stalls import StallWatch
+    from orchestrator.trial.retries import RetryPolicy
 
     clock = [0.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
@@ -254,10 +254,10 @@ def test_the_automatic_stall_limit_follows_the_trials_own_steps(monkeypatch):
 
 @pytest.mark.integration
 def test_a_job_that_hangs_in_the_preflights_probe_is_named_not_waited_on(tmp_path):
-    """The preflight runs the job in a child process (orchestrator.probe.Worker): a job that stops reporting is the
+    """The preflight runs the job in a child process (orchestrator.launch.probe.Worker): a job that stops reporting is the
     probe's error after failure.stall_s of silence (15 min under auto), its child killed; a job that reports goes
     on however long it runs, one report at a time."""
-    from orchestrator import probe
+    from orchestrator.launch import probe
     from tests.conftest import ROOT
 
     base = {**SLEEP, "epochs": 4, "epoch_s": 0.5, "job": {"fn": "jobs.sleep:train"}}

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from orchestrator.sweep import run_sweep
+from orchestrator.run.sweep import run_sweep
 from tests.conftest import mlflow_runs, wait_for
 
 pytestmark = pytest.mark.chaos

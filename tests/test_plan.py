@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import danlu_cli
 
-from orchestrator.forecast import cost, forecast, halving_short, reaching
+from orchestrator.launch.forecast import cost, forecast, halving_short, reaching
 from orchestrator.scheduler import Schedule
 
 

@@ -120,7 +120,7 @@ def test_the_job_runs_in_a_child_process_never_in_the_driver(tmp_path):
 
     from conftest import CONF
 
-    code = ("import sys; from pathlib import Path; from orchestrator.plan import plan; from orchestrator import preflight;"
+    code = ("import sys; from pathlib import Path; from orchestrator.launch.plan import plan; from orchestrator import preflight;"
             f"p = plan([], Path({str(CONF)!r})); out = preflight.run(p, preflight.FAST, say=lambda _: None);"
             "print([c.status for c in out.checks], 'torch' in sys.modules, 'sklearn' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -132,7 +132,7 @@ def test_lr_range_bounds_on_a_known_curve():
     """Flat, then falling fastest around lr=1e-2, lowest at 1e-1, then exploding: the bounds bracket the fall."""
     import math
 
-    from orchestrator.preflight import suggest_bounds
+    from orchestrator.launch.preflight import suggest_bounds
 
     lrs = [10 ** (-5 + 5 * i / 199) for i in range(200)]  # 1e-5 .. 1
     loss = [2.3 - 2.0 / (1 + math.exp(-3 * (math.log10(lr) + 2))) + (50 * (lr - 0.1) if lr > 0.1 else 0)

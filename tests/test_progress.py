@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from omegaconf import OmegaConf
 
-from orchestrator.progress import Progress, Work, duration
+from orchestrator.run.progress import Progress, Work, duration
 from tests.conftest import CONF
 
 

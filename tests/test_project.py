@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.compose import compose, hydra_context
+from orchestrator.config.compose import compose, hydra_context
 from orchestrator.errors import BadInput
 from orchestrator.scaffold import init
 from tests.test_cli import PROBE
@@ -49,7 +49,7 @@ def test_init_writes_the_smallest_project_and_never_overwrites(tmp_path):
 @pytest.mark.integration
 def test_an_initialised_project_composes_with_danlus_groups_and_runs_a_trial(tmp_path):
     make(tmp_path)
-    from orchestrator.plan import plan
+    from orchestrator.launch.plan import plan
 
     p = plan([], tmp_path / "conf", cwd=str(tmp_path))
     assert p.cfg.job.fn == "jobs.train:train" and p.cfg.sweep.metric == "loss" and p.cfg.sweep.mode == "min"
@@ -157,7 +157,7 @@ def test_init_from_an_existing_function_wraps_it(tmp_path):
 
 def test_api_is_a_no_op_outside_a_trial_and_routes_inside_one():
     from orchestrator import api
-    from orchestrator.context import LocalContext
+    from orchestrator.trial.ctx import LocalContext
 
     assert not api.in_trial()
     api.report(1, {"acc": 0.5}, checkpoint={"w": 1})  # the app run by itself: nothing happens
@@ -178,7 +178,7 @@ def test_api_is_a_no_op_outside_a_trial_and_routes_inside_one():
     assert api.takes_config_only(task) and not api.takes_config_only(job)
     from omegaconf import OmegaConf
 
-    from orchestrator.trial import call_job
+    from orchestrator.trial.trainable import call_job
 
     cfg = OmegaConf.create({"sweep": {"metric": "acc"}})
     ctx = LocalContext(metric="acc", stream=io.StringIO())

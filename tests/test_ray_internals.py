@@ -155,7 +155,7 @@ def test_an_ended_trials_result_statistics_are_dropped_and_its_snapshot_shrinks(
 def test_the_trial_name_functions_travel_in_each_trials_state_by_name():
     import ray.cloudpickle as cloudpickle
 
-    from orchestrator.tuner import trial_dirname, trial_name
+    from orchestrator.trial.names import trial_dirname, trial_name
 
     for fn in (trial_name, trial_dirname):  # Tune pickles both into every trial's state, in every snapshot
         assert len(cloudpickle.dumps(fn)) < 100, fn

@@ -11,7 +11,7 @@ from tests.conftest import CONF, ROOT
 def test_the_kuberay_rayjob_runs_a_valid_sweep():
     import yaml
 
-    from orchestrator.plan import plan
+    from orchestrator.launch.plan import plan
 
     job = yaml.safe_load((ROOT / "scripts" / "kuberay" / "rayjob.yaml").read_text())
     assert job["kind"] == "RayJob" and job["spec"]["rayClusterSpec"]["authOptions"]["mode"] == "token"

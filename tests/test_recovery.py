@@ -226,7 +226,7 @@ def test_mlflow_outage_loses_nothing(tmp_path):
 def test_nan_and_exceptions_fail_their_trial_only(ray_gpus, conf_dir, tmp_path):
     import io
 
-    from orchestrator.sweep import run_sweep
+    from orchestrator.run.sweep import run_sweep
 
     out = io.StringIO()
     code = run_sweep(["job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=1", "epochs=4", "epoch_s=0.01",

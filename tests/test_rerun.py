@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from conftest import danlu_cli, mlflow_runs
 
-from orchestrator.rerun import compare
+from orchestrator.review.rerun import compare
 
 
 def test_compare_finds_the_first_difference():

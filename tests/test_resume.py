@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.checkpoints import MARKER
+from orchestrator.storage.checkpoints import MARKER
 from tests.conftest import ROOT, danlu_cli, mlflow_runs, wait_for
 from tests.test_recovery import descendants, end_group, newest_checkpoints, start_danlu
 
@@ -189,7 +189,7 @@ def test_the_kill_loop_finds_no_violation(seed, capsys):
 
 
 def test_a_writer_that_dies_stops_the_sweep_and_says_so(ray_gpus, conf_dir, tmp_path, monkeypatch):
-    from orchestrator.sweep import run_sweep
+    from orchestrator.run.sweep import run_sweep
     from orchestrator.tracking.mlflow_store import MlflowStore
 
     real = MlflowStore.metrics

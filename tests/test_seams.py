@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, danlu_cli, mlflow_runs
 
-from orchestrator import parts
+from orchestrator import plugins as parts
 
 PLUGINS = [("orchestrator.search", "Searcher"), ("orchestrator.scheduler", "SchedulerModule"),
            ("orchestrator.report", "SectionModule")]
@@ -193,6 +193,65 @@ def test_orchestrators_imports_have_no_cycle_lazy_ones_included():
     graph = {m: {t for t in _imports(p) if t in mods and t != m} for m, p in mods.items()}
     order = list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError, naming the cycle
     assert len(order) == len(mods)
+
+
+# The wings of orchestrator/, from the ground up (each package's docstring says what it owns and may import). A
+# module imports (at its top or inside a function) its own wing and wings on lower floors only; a floor's wings
+# never import each other. Top-level modules are named by themselves.
+FLOORS = [
+    {"errors", "tags", "stats", "hydra_internals", "conf"},
+    {"api", "plugins", "config", "storage", "scaffold"},
+    {"ray_internals"},
+    {"tracking", "cluster", "trial"},
+    {"search"},
+    {"scheduler"},
+    {"report"},
+    {"launch"},
+    {"run"},
+    {"remote", "review"},
+    {"cli", "hydra_plugin"},
+    {"__main__"},
+]
+
+
+def _wing(module: str) -> str:
+    parts_ = module.split(".")
+    return parts_[1] if len(parts_) > 1 else "__init__"
+
+
+def test_each_wing_imports_only_wings_below_it():
+    floor = {w: i for i, ws in enumerate(FLOORS) for w in ws}
+    wings = {p.relative_to(ROOT / "orchestrator").parts[0].removesuffix(".py")
+             for p in (ROOT / "orchestrator").iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    assert wings - {"__init__"} == set(floor), "every wing stands on a floor of FLOORS"
+    climbs = []
+    for p in (ROOT / "orchestrator").rglob("*.py"):
+        here = p.relative_to(ROOT / "orchestrator").parts[0].removesuffix(".py")
+        if here == "__init__":
+            continue
+        for name in _imports(p):
+            if name.startswith("orchestrator.") and (there := _wing(name)) in floor and there != here \
+                    and floor[there] >= floor[here]:
+                climbs.append(f"{p.relative_to(ROOT)} -> {name}")
+    assert sorted(set(climbs)) == []
+
+
+def test_a_sweeps_path_never_imports_the_cluster_client():
+    """From `danlu sweep` (orchestrator/run/sweep.py) through every import, lazy ones included: the login node's
+    Jobs API client (and the rest of remote/) is never reached."""
+    mods = {}
+    for p in (ROOT / "orchestrator").rglob("*.py"):
+        parts_ = p.relative_to(ROOT).with_suffix("").parts
+        mods[".".join(parts_[:-1] if parts_[-1] == "__init__" else parts_)] = p
+    seen, todo = set(), ["orchestrator.run.sweep"]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        todo += [t for t in _imports(mods[m]) if t in mods]
+    assert "orchestrator.run.tuner" in seen and "orchestrator.launch.preflight" in seen  # the walk went far
+    assert sorted(m for m in seen if m.startswith("orchestrator.remote")) == []
 
 
 def test_tracking_store_names_a_runstore_class_or_is_bad_input():

@@ -14,9 +14,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from orchestrator import ray_internals
+from orchestrator.config.space import Param, Space
 from orchestrator.errors import BadInput
-from orchestrator.plan import plan
-from orchestrator.space import Param, Space
+from orchestrator.launch.plan import plan
 
 
 def optuna_space(conf_dir, tmp_path, *overrides):
@@ -145,7 +145,7 @@ def by_trial(children) -> list[tuple[str, dict, int]]:
 
 
 def run(conf_dir, tmp_path, name, *overrides):
-    from orchestrator.sweep import run_sweep
+    from orchestrator.run.sweep import run_sweep
 
     out = io.StringIO()
     code = run_sweep([f"sweep.name={name}", f"output_dir={tmp_path}/outputs", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",

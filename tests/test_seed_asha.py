@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from orchestrator.config.space import config_id
+from orchestrator.run.tuner import SchedulerState
 from orchestrator.scheduler._group_rungs import GroupRungs, milestones
 from orchestrator.scheduler._tune_asha import ASHA
-from orchestrator.space import config_id
-from orchestrator.tuner import SchedulerState
 
 SEEDS = [0, 1, 2]
 

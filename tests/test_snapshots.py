@@ -10,7 +10,7 @@ import os
 import pytest
 import ray.cloudpickle as cloudpickle
 
-from orchestrator import snapshots as S
+from orchestrator.storage import snapshots as S
 
 
 def state(trials: int) -> bytes:

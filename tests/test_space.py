@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from ray.tune.search import sample
 
+from orchestrator.config.space import config_id, override, parse_space, short_label
 from orchestrator.errors import BadInput
-from orchestrator.space import config_id, override, parse_space, short_label
 
 GROUPS = {"job/model": ["cnn", "mlp"], "scheduler": ["asha", "fifo"]}
 

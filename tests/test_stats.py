@@ -10,9 +10,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from orchestrator import stats
-from orchestrator.context import LocalContext
 from orchestrator.report import rank
 from orchestrator.report._data import Config, SweepData
+from orchestrator.trial.ctx import LocalContext
 
 REPS, SEEDS = 50, 5
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from orchestrator.errors import BadInput, SweepFailed
-from orchestrator.sweep import run_sweep
+from orchestrator.run.sweep import run_sweep
 from tests.conftest import danlu_cli, mlflow_runs
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ grammar) and in hydra.sweeper.space are the app's own keys and config groups; pl
 The task function reports per epoch through orchestrator.api.report (a no-op outside danlu); a function that does
 not report gives its return value as its one result. The same command with the same hydra.sweeper.name resumes a
 sweep whose driver was killed. Hydra's own plugin discovery finds this module (the hydra_plugins namespace); Hydra
-requires a plugin's class to live there, so the class is here and the work is in orchestrator.hydra_app.
+requires a plugin's class to live there, so the class is here and the work is in orchestrator.trial.hydra_app.
 
 No `from __future__ import annotations` and typing's Optional/List/Dict here: Hydra's plugin scan runs this module
 before it is in sys.modules (where dataclasses looks string annotations up), and OmegaConf reads these types.
@@ -122,11 +122,11 @@ class DanluSweeper(Sweeper):
 
         from omegaconf import OmegaConf, open_dict
 
-        from orchestrator.compose import plain, split_overrides
+        from orchestrator.config.compose import plain, split_overrides
         from orchestrator.errors import BadInput
-        from orchestrator.hydra_app import App, settings_overrides, task_path
-        from orchestrator.plan import plan
-        from orchestrator.sweep import run_sweep
+        from orchestrator.launch.plan import plan
+        from orchestrator.run.sweep import run_sweep
+        from orchestrator.trial.hydra_app import App, settings_overrides, task_path
 
         config = self.config
         if config is None:  # Hydra calls setup() before sweep()
@@ -148,7 +148,7 @@ class DanluSweeper(Sweeper):
         overrides = settings_overrides(settings, config.hydra.job.name, fn)
         epochs, said = _epochs(settings, app)
         overrides.append(f"+epochs={epochs}")
-        from orchestrator.compose import package_conf_dir
+        from orchestrator.config.compose import package_conf_dir
 
         conf = package_conf_dir()
         if said:  # one report a trial: a scheduler's grace period (2 by default) would exceed it
@@ -177,7 +177,7 @@ class DanluSweeper(Sweeper):
 
 def _one_report(conf: Path, overrides: list[str]) -> list[str]:
     """grace_period=1 for a scheduler that has one, so that a sweep of one report a trial is valid."""
-    from orchestrator.compose import compose, hydra_context
+    from orchestrator.config.compose import compose, hydra_context
 
     with hydra_context(conf):
         cfg = compose([o for o in overrides if o.split("=", 1)[0].split(".")[0] in ("scheduler", "+epochs")])

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from orchestrator import parts
+from orchestrator import plugins as parts
 from orchestrator.errors import BadInput
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ COUNTS = {"importance_repeats": 1, "top_curves": 0, "ensemble_top_k": 1, "html_r
 
 def check(report_cfg) -> None:
     """report.sections: a list of available sections; the counts: integers (BadInput naming the key otherwise)."""
-    from orchestrator.checks import integer
+    from orchestrator.config.checks import integer
 
     sections = report_cfg.get("sections")
     if not sections or any(str(s) not in available() for s in sections):

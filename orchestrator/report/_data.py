@@ -62,7 +62,7 @@ class SweepData:
 
 def label(config: Config) -> str:
     """The configuration's one label: as in its MLflow runs' names (after the trial id) and on the terminal."""
-    from orchestrator.space import short_label
+    from orchestrator.config.space import short_label
 
     return short_label(config.hp) or config.id
 

@@ -53,7 +53,7 @@ def make(store, name: str, report_cfg, out_dir: Path, decisions=None,
             + "".join(f"\n{line}\n" for line in summary or [])
             + "\nThe whole report: this run's Artifacts, report/report.html.")
     store.attach_report(data.parent_id, out_dir, _metrics(data, sections), {T.REPORT: "made"}, finish, note)
-    from orchestrator.space import short_label
+    from orchestrator.config.space import short_label
 
     shared = store.share_view(name, data.metric, data.mode, list(data.space))
     trial_runs = {tid: (rid, f"{c.trials.get(seed, '')} {short_label(c.hp)}".strip())

@@ -7,7 +7,7 @@ parent run description in MLflow (its run page shows it). Three things, each val
 - the next step, as a command: `danlu compare <best> --vs <runner-up> --seeds N --set ...`, N from the observed
   spread of their paired differences (orchestrator.stats.seeds_for).
 
-A `danlu compare` sweep leads with its own verdict instead (orchestrator/compare.py passes it in).
+A `danlu compare` sweep leads with its own verdict instead (orchestrator/review/compare.py passes it in).
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ def _unavailable(why: str) -> Section:
 def _checkpoint_state(storage, trial: str, trial_id: str):
     import pyarrow.fs
 
-    from orchestrator.checkpoints import newest as newest_checkpoint
-    from orchestrator.trial import load_state
+    from orchestrator.storage.checkpoints import newest as newest_checkpoint
+    from orchestrator.trial.trainable import load_state
 
     found = newest_checkpoint(pyarrow.fs.LocalFileSystem(), str(storage / f"{trial}_{trial_id}"))
     return None if found is None else load_state(found[0])
@@ -44,7 +44,7 @@ def build(data, rows, cfg) -> Section | None:
     done."""
     import numpy as np
 
-    from orchestrator.trial import load_job
+    from orchestrator.trial.trainable import load_job
 
     k = int(cfg.get("ensemble_top_k", 3))
     top = [r for r in rows if r.config.rung == rows[0].config.rung][:k] if rows else []

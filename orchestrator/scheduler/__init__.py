@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ray.tune.schedulers import TrialScheduler as _Scheduler
 
-    from orchestrator.retries import RetryPolicy
-    from orchestrator.space import Space
+    from orchestrator.config.space import Space
+    from orchestrator.trial.retries import RetryPolicy
 else:
     _Scheduler = object  # Recording is mixed in before Tune's scheduler class; nothing of Ray imported here
 
-from orchestrator import parts
+from orchestrator import plugins as parts
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Recording(_Scheduler):
     Attributes:
         stopped_early: the trial ids this scheduler stopped before their end (their runs are tagged
             danlu.outcome=stopped_early, and the counts say so).
-        retries: the sweep's orchestrator.retries.RetryPolicy (set by the sweep), asked whenever Tune puts a
+        retries: the sweep's orchestrator.trial.retries.RetryPolicy (set by the sweep), asked whenever Tune puts a
             failed trial back to retry it: only the scheduler's hooks are given Tune's controller.
         keeps_all_checkpoints: a trial may go on from another trial's checkpoint at any time (PBT): Tune then keeps
             every checkpoint, not checkpoint.keep per trial.
@@ -100,7 +100,7 @@ class Recording(_Scheduler):
 
     def _judge_retry(self, tune_controller, trial) -> None:
         from orchestrator.ray_internals import fail_requeued, stored_result
-        from orchestrator.retries import Failure, kind_of, last_line
+        from orchestrator.trial.retries import Failure, kind_of, last_line
 
         retries = self.retries
         if retries is None:  # set by the sweep before Tune runs; a scheduler made without it judges nothing
@@ -153,7 +153,7 @@ class Recording(_Scheduler):
 
     def state(self) -> dict:
         """What a resumed sweep needs of this scheduler: plain data, saved with every Tune snapshot
-        (orchestrator.tuner.SchedulerState), since Tune writes the scheduler itself only once, at the start."""
+        (orchestrator.run.tuner.SchedulerState), since Tune writes the scheduler itself only once, at the start."""
         from dataclasses import asdict
 
         return {"stopped_early": sorted(self.stopped_early), "decisions": [asdict(d) for d in self.decisions]}
@@ -189,7 +189,7 @@ class SchedulerModule(Protocol):
         """Refuse, as BadInput naming the key (scheduler.max_t=...), settings this scheduler cannot take, or a
         sweep it cannot run (its seeds, its space, its checkpoints, its searcher).
 
-        Runs in plan(), before Ray starts: imports no Ray (orchestrator/checks.py has the numeric checks).
+        Runs in plan(), before Ray starts: imports no Ray (orchestrator/config/checks.py has the numeric checks).
 
         Args:
             ctx: the scheduler's settings (ctx.sch: scheduler.name and its own settings) and the sweep's facts.
@@ -282,7 +282,7 @@ def _length(epochs) -> float | None:
 
 def saved_decisions(storage_dir) -> list[dict] | None:
     """The scheduler's decisions as Tune's newest readable snapshot in a sweep's storage holds them (callback
-    states, SchedulerState first: orchestrator.tuner), or None. Plain pickle reads them: they are plain data. A file
+    states, SchedulerState first: orchestrator.run.tuner), or None. Plain pickle reads them: they are plain data. A file
     cut short (a driver killed while Tune wrote it, or read while it is written) is passed over for the one before."""
     import glob
     import os

@@ -11,14 +11,14 @@ from orchestrator.scheduler._group_rungs import Decision, GroupRungs, milestones
 
 def group_of(trial) -> tuple[str, int]:
     """A danlu trial's configuration (danlu.config_id) and seed."""
-    from orchestrator.space import config_id
+    from orchestrator.config.space import config_id
 
     return config_id(trial.config["hp"]), int(trial.config["seed"])
 
 
 class ASHA(Recording, ASHAScheduler):
     """Tune's ASHA, recording which trials it stopped before max_t (for MLflow tags and the counts), able to
-    hand its rung records over to a resumed sweep (see orchestrator.tuner.SchedulerState), and judging seed
+    hand its rung records over to a resumed sweep (see orchestrator.run.tuner.SchedulerState), and judging seed
     groups when there are several seeds.
 
     With several seeds a configuration's seeds go on or stop together: a seed that reaches a rung before the
@@ -106,7 +106,7 @@ class ASHA(Recording, ASHAScheduler):
         super().on_trial_add(tune_controller, trial)
         if self.groups is None:
             return
-        if trial.status == "ERROR":  # a retry the policy refused (orchestrator/retries.py): the seed has ended
+        if trial.status == "ERROR":  # a retry the policy refused (orchestrator/trial/retries.py): the seed has ended
             self._ended(trial)
             return
         config, seed = self._group(trial)
@@ -173,7 +173,7 @@ class ASHA(Recording, ASHAScheduler):
 
     def _label(self, config: str, trial) -> None:
         if config not in self._labels:
-            from orchestrator.space import short_label
+            from orchestrator.config.space import short_label
 
             self._labels[config] = short_label(trial.config["hp"]) or config
 

@@ -11,7 +11,7 @@ The Tune scheduler is in _tune_asha.py (this module is imported by plan(), befor
 
 from __future__ import annotations
 
-from orchestrator import checks
+from orchestrator.config import checks
 from orchestrator.errors import BadInput
 from orchestrator.scheduler import Schedule
 

@@ -10,7 +10,7 @@ steps, and the report then compares the configuration at the step all its seeds 
 
 from __future__ import annotations
 
-from orchestrator import checks
+from orchestrator.config import checks
 from orchestrator.scheduler import Schedule, _length, tune_class
 
 TIME_ATTR = "training_iteration"

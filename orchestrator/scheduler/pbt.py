@@ -20,7 +20,7 @@ be copied: its disk grows with the population times its reports.
 
 from __future__ import annotations
 
-from orchestrator import checks
+from orchestrator.config import checks
 from orchestrator.errors import BadInput
 from orchestrator.scheduler import Schedule, _length, tune_class
 
@@ -112,11 +112,11 @@ def _on_trial_result(self, tune_controller, trial, result):
     if after != before:  # exploited: Tune set the trial a perturbed copy of a better trial's config
         changed = "; ".join(f"{k} {_value(before.get(k))} -> {_value(v)}" for k, v in after.items()
                             if before.get(k) != v)
-        from orchestrator.tuner import trial_index
+        from orchestrator.trial.names import trial_name
 
         self.__dict__.setdefault("exploits", []).append({"trial": trial.trial_id, "report": result.get(TIME_ATTR),
                                                          "changed": changed})
-        getattr(self, "say", print)(f"danlu: PBT: t{trial_index(trial):03d} took a better trial's checkpoint at "
+        getattr(self, "say", print)(f"danlu: PBT: {trial_name(trial)} took a better trial's checkpoint at "
                                     f"report {result.get(TIME_ATTR)}: {changed}")
     return decision
 

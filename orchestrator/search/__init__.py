@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from orchestrator import checks, parts
+from orchestrator import plugins as parts
+from orchestrator.config import checks
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Searcher(Protocol):
         Runs in plan(), before Ray starts or MLflow is touched: cheap, and imports no Ray.
 
         Args:
-            space: the sweep's orchestrator.space.Space (its params, each with key, kind, values, expr).
+            space: the sweep's orchestrator.config.space.Space (its params, each with key, kind, values, expr).
             search_cfg: the `search` config group (search.name and this searcher's own settings).
         """
 
@@ -49,7 +50,7 @@ class Searcher(Protocol):
         """Tune's search algorithm for the sweep, with the param_space and num_samples that go with it.
 
         Args:
-            space: the sweep's orchestrator.space.Space.
+            space: the sweep's orchestrator.config.space.Space.
             cfg: the whole composed config (cfg.search, cfg.sweep.metric/mode/num_samples, ...).
             seed: sweep.search_seed, or the fresh one kept in the sweep's storage: makes sampling reproducible.
         """
@@ -59,7 +60,7 @@ class Searcher(Protocol):
         """How many configurations the sweep runs (each once per seed): what `danlu plan` counts, before Ray.
 
         Args:
-            space: the sweep's orchestrator.space.Space.
+            space: the sweep's orchestrator.config.space.Space.
             cfg: the whole composed config (cfg.sweep.num_samples, ...).
         """
 

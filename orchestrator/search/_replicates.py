@@ -23,9 +23,9 @@ from __future__ import annotations
 from ray.tune.search import Repeater
 from ray.tune.search.repeater import TRIAL_INDEX
 
+from orchestrator.config.space import SEED_KEY
 from orchestrator.ray_internals import group_trial_ids, repeater_groups, repeater_starts_group
 from orchestrator.search import Search
-from orchestrator.space import SEED_KEY
 
 
 def searcher_name(key: str) -> str:

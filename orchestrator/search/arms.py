@@ -36,8 +36,8 @@ def build(space, cfg, seed) -> Search:
     """A grid over the arms' index and the seeds: each arm once per seed."""
     from ray import tune
 
+    from orchestrator.config.space import SEED_KEY
     from orchestrator.search.random import variant_generator
-    from orchestrator.space import SEED_KEY
 
     arms = configurations(space)
     seeds = tune.grid_search(list(space.seeds)) if len(space.seeds) > 1 else space.seeds[0]

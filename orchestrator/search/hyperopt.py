@@ -14,7 +14,7 @@ HyperOpt's sampler (random_state_seed).
 
 from __future__ import annotations
 
-from orchestrator import checks
+from orchestrator.config import checks
 from orchestrator.errors import BadInput
 from orchestrator.search import Search
 

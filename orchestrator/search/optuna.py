@@ -20,7 +20,7 @@ exactly when search.max_concurrent=1 and the job is deterministic.
 
 from __future__ import annotations
 
-from orchestrator import checks
+from orchestrator.config import checks
 from orchestrator.errors import BadInput
 from orchestrator.search import Search
 

@@ -259,7 +259,7 @@ class Journal:
 
     def logged_steps(self) -> dict[str, int]:
         """trial id -> the highest step the journal holds of it (0 for a trial started with none): how far a
-        restored trial may resume (orchestrator/checkpoints.py)."""
+        restored trial may resume (orchestrator/storage/checkpoints.py)."""
         steps: dict[str, int] = {}
         for _, _, o, _ in self.lines(0):
             if o is None or not isinstance(o.get("trial_id"), str):

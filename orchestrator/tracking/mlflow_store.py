@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 from orchestrator import tags as T
-from orchestrator.compose import flatten
+from orchestrator.config.compose import flatten
 from orchestrator.errors import BadInput
-from orchestrator.provenance import git_state
 from orchestrator.tracking import RunRecord, SweepRecord
 from orchestrator.tracking import mlflow_tags as M
 from orchestrator.tracking.mlflow_internals import log_text
+from orchestrator.tracking.provenance import git_state
 
 # MLflow 3 sends usage telemetry from a thread of its own in every process that logs: py-spy found it in 12% of a
 # sweep driver's active samples (32 trials; mostly waiting on the network, the driver's CPU seconds did not change

@@ -27,7 +27,7 @@ from orchestrator.errors import BadInput
 from orchestrator.tracking.journal import OPS, TRIAL_OPS, Journal, Op, op
 
 if TYPE_CHECKING:
-    from orchestrator.disk import Fault
+    from orchestrator.storage.disk import Fault
     from orchestrator.tracking import RunStore
 
 
@@ -45,7 +45,7 @@ class Tracker:
         self.uri, self.experiment, self.flush_s, self.retry_s = uri, experiment, flush_s, retry_s
         self.kind = store  # tracking.store: which RunStore (orchestrator.tracking.store_class)
         self.sweep_id = sweep_id
-        self.on_fault = on_fault  # called with an orchestrator.disk.Fault: the journal or the store cannot be written
+        self.on_fault = on_fault  # called with an orchestrator.storage.disk.Fault: the journal or the store cannot be written
         self.halted: Fault | None = None  # the Fault that stopped the writer (MLflow's store is on a full disk): ops wait in the journal
         # MLflow's HTTP client would retry each request for minutes on its own; the writer retries itself,
         # in order, and can then say at once that the server is unreachable.
@@ -94,7 +94,7 @@ class Tracker:
         outage, waited out by the writer as the sweep goes on."""
         self._checked.wait(timeout)
         if self._verdict not in (None, "ok", "outage"):
-            from orchestrator.disk import is_full, sqlite_path, where
+            from orchestrator.storage.disk import is_full, sqlite_path, where
 
             if is_full(self._verdict):  # not the user's mistake: the store's disk is full
                 from orchestrator.errors import SweepFailed
@@ -117,7 +117,7 @@ class Tracker:
         self._queue.put((o, end))
 
     def _fault(self, what: str, path, exc: BaseException) -> Fault:
-        from orchestrator.disk import Fault, is_full
+        from orchestrator.storage.disk import Fault, is_full
 
         text = " ".join(str(exc).split())
         sql = re.search(r"\((sqlite3\.\w+|psycopg2\.[\w.]+)\) ([^\[(]+)", text)  # the database's own words
@@ -341,10 +341,10 @@ class Tracker:
             try:
                 fn()
             except Exception as exc:
-                from orchestrator.disk import is_full
+                from orchestrator.storage.disk import is_full
 
                 if is_full(exc):  # not an outage: the store's own disk is full; stop sending, keep the journal
-                    from orchestrator.disk import sqlite_path
+                    from orchestrator.storage.disk import sqlite_path
 
                     self.halted = self._fault("the MLflow store", sqlite_path(self.uri) or self.uri, exc)
                     return None

@@ -44,8 +44,8 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--frames", type=int, default=3, help="show where the largest N groups were allocated")
     args = ap.parse_args()
-    from orchestrator.compose import find_config_dir
-    from orchestrator.sweep import run_sweep
+    from orchestrator.config.compose import find_config_dir
+    from orchestrator.run.sweep import run_sweep
 
     shots: dict[int, tracemalloc.Snapshot] = {}
     with tempfile.TemporaryDirectory(prefix="danlu-memory-") as tmp:

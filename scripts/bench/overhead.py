@@ -91,8 +91,8 @@ def plain_tune(trials: int, epochs: int, epoch_s: float, storage: str, loggers: 
 
 
 def danlu(trials: int, epochs: int, epoch_s: float, workdir: str, name: str) -> tuple[float, float]:
-    from orchestrator.compose import find_config_dir
-    from orchestrator.sweep import run_sweep
+    from orchestrator.config.compose import find_config_dir
+    from orchestrator.run.sweep import run_sweep
 
     overrides = ["job=sleep", "sweep=sleep", "scheduler=fifo", f"sweep.num_samples={trials}", f"epochs={epochs}",
                  f"epoch_s={epoch_s}", f"sweep.name={name}", f"output_dir={workdir}/outputs",
@@ -107,9 +107,9 @@ def danlu(trials: int, epochs: int, epoch_s: float, workdir: str, name: str) -> 
 
 def preflight_s(epochs: int, epoch_s: float, workdir: str) -> float:
     """The time of the fast checks a new `danlu sweep` runs before it launches (timed apart: not Tune's work)."""
-    from orchestrator import preflight
-    from orchestrator.compose import find_config_dir
-    from orchestrator.plan import plan
+    from orchestrator.config.compose import find_config_dir
+    from orchestrator.launch import preflight
+    from orchestrator.launch.plan import plan
 
     p = plan(["job=sleep", "sweep=sleep", f"epochs={epochs}", f"epoch_s={epoch_s}", f"output_dir={workdir}/outputs",
               f"tracking.uri=sqlite:///{workdir}/mlflow.db"], find_config_dir(str(ROOT / "conf")))

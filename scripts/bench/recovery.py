@@ -39,8 +39,8 @@ def node_loss(tmp: Path) -> None:
     from mlflow.tracking import MlflowClient
     from ray.cluster_utils import Cluster
 
-    from orchestrator.compose import find_config_dir
-    from orchestrator.sweep import run_sweep
+    from orchestrator.config.compose import find_config_dir
+    from orchestrator.run.sweep import run_sweep
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     doomed = cluster.add_node(num_cpus=2, num_gpus=2)

@@ -46,8 +46,8 @@ def sweep(objective: str, searcher: str, seed: int, trials: int, workdir: str) -
     """Run one sweep; per trial in creation order: (its swept values, its last value if it ran to max_t)."""
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.compose import find_config_dir
-    from orchestrator.sweep import run_sweep
+    from orchestrator.config.compose import find_config_dir
+    from orchestrator.run.sweep import run_sweep
 
     spec = OBJECTIVES[objective]
     name = f"{objective}-{searcher}-{seed}"

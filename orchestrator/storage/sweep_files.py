@@ -1,0 +1,138 @@
+"""A sweep's own files in its storage (<output_dir>/<sweep.name>/danlu/): its identity (the overrides it started
+with, its id, its search seed), its progress, and the record of a sweep that ended whole. The tracking journal
+(orchestrator/tracking/journal.py) and the lock (orchestrator/storage/lock.py) live in the same folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from orchestrator.errors import BadInput, SweepFailed
+from orchestrator.storage.disk import write_json  # noqa: F401 - the sweep's records are written with it
+
+# danlu's own files live in <storage>/danlu/, not beside Ray's: on a restore, Tune copies every *.json and
+# *.pkl at the top of its experiment directory into a staging directory and syncs that back up later, which
+# would put stale copies of danlu's files back (and leave a half-written one when the driver is killed then)
+STATE_DIR = "danlu"
+SAVED = "sweep.json"  # the overrides the sweep started with (for `danlu resume`), its id and search seed
+PROGRESS = "progress.json"  # trials done/total, the best so far (orchestrator/run/progress.py; `danlu list` reads it)
+MEASURED = "measured.json"  # the job's seconds per step in this sweep: what `danlu plan` costs its next sweep at
+FINISHED = "finished.json"  # a sweep that ended whole: its last lines, so that its command prints them again
+_OLD_LAYOUT = ("danlu.json", "mlflow_runs.json", "mlflow_journal.jsonl", "mlflow_journal.offset")
+
+
+def state_dir(storage_dir: Path) -> Path:
+    """Where danlu keeps a sweep's identity, its MLflow journal and trial->run map (the sweep's own files).
+    A sweep stored by an earlier danlu (these files beside Ray's) has them moved here."""
+    d = storage_dir / STATE_DIR
+    if (storage_dir / _OLD_LAYOUT[0]).exists():
+        d.mkdir(exist_ok=True)
+        for name in _OLD_LAYOUT:
+            target = d / (SAVED if name == "danlu.json" else name)
+            if (storage_dir / name).exists() and not target.exists():
+                os.replace(storage_dir / name, target)
+    return d
+
+
+def _identity(overrides: list[str]) -> list[str]:
+    """The overrides that define a sweep: its name, where its storage lives and how it guards that storage
+    (storage.*: a lower free-space margin to resume on a fuller disk) are not part of it, nor is its budget
+    (sweep.budget.*: a sweep stopped by its budget resumes with a larger one)."""
+    return [o for o in overrides if not o.lstrip("+").startswith(("sweep.name=", "output_dir=", "storage.",
+                                                                   "sweep.budget."))]
+
+
+SAVED_COPY = "sweep.copy.json"  # the identity twice: a file cut at any byte leaves the other
+
+
+def read_identity(storage_dir: Path) -> dict | None:
+    """The sweep's identity (danlu/sweep.json, or its copy where that one is damaged); None for a new sweep."""
+    d = state_dir(storage_dir)
+    damaged = []
+    for name in (SAVED, SAVED_COPY):
+        try:
+            saved = json.loads((d / name).read_text())
+            if isinstance(saved, dict) and isinstance(saved.get("overrides"), list):
+                return saved
+            damaged.append(f"{name}: not a sweep's identity")
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            damaged.append(f"{name}: {type(exc).__name__}")
+    if damaged:
+        raise SweepFailed(f"the sweep's identity in {d} cannot be read ({'; '.join(damaged)}): danlu cannot tell which "
+                          "sweep this storage holds, nor find its MLflow runs. Nothing was changed. Its MLflow parent "
+                          "run carries the same facts (tags danlu.sweep_id, danlu.search_seed, danlu.command): write "
+                          f"them back into {d / SAVED} as {{\"overrides\": [...], \"sweep_id\": ..., "
+                          "\"search_seed\": ...}, or choose another sweep.name.")
+    return None
+
+
+def saved_overrides(storage_dir: Path) -> list[str] | None:
+    """The overrides a sweep stored at `storage_dir` started with, or None for a new sweep."""
+    saved = read_identity(storage_dir)
+    return saved["overrides"] if saved else None
+
+
+def identify(p, overrides: list[str], resume: str) -> dict:
+    """The sweep's identity in its storage (danlu/sweep.json): the overrides it started with, an id that its MLflow
+    parent run carries (so a restarted driver finds that run, whatever else it lost), and the seed of its
+    search. Written before anything is launched; a later command with the same name must match it (else BadInput
+    naming `resume`, the command that resumes the sweep it holds)."""
+    import random
+    import uuid
+
+    path = state_dir(p.storage_dir) / SAVED
+    saved = read_identity(p.storage_dir)
+    if saved is not None:
+        if _identity(saved["overrides"]) != _identity(overrides):
+            raise BadInput(
+                f"sweep.name={p.cfg.sweep.name}: {p.storage_dir} holds a sweep started with other settings "
+                f"({' '.join(_identity(saved['overrides'])) or 'unknown'}). Resume it with `{resume}`, "
+                "or choose another sweep.name.")
+        return saved
+    seed = p.cfg.sweep.get("search_seed")
+    saved = {"overrides": list(overrides), "sweep_id": uuid.uuid4().hex,
+             "search_seed": seed if seed is not None else random.randrange(2**31),
+             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"output_dir={p.storage_dir.parent}: the sweep's storage cannot be created there "
+                       f"({exc.strerror or exc}); give a folder you can write, e.g. output_dir=outputs.") from None
+    try:
+        for name in (SAVED_COPY, SAVED):
+            tmp = path.with_name(name + ".tmp")
+            tmp.write_text(json.dumps(saved, indent=1))
+            os.replace(tmp, path.with_name(name))  # atomic: a driver killed here leaves no half-written identity
+    except OSError as exc:
+        from orchestrator.storage.disk import Fault, is_full
+
+        fault = Fault("the sweep's identity (danlu/sweep.json)", str(path.parent), exc.strerror or str(exc),
+                      is_full(exc))
+        raise SweepFailed(f"{fault.describe()}. Nothing was launched; fix that, then run the same command again.") \
+            from None
+    return saved
+
+
+def state_dir_path(storage_dir: Path) -> Path:
+    """danlu's folder of a sweep (not created, not migrated: for the lock, taken before anything is read)."""
+    return storage_dir / STATE_DIR
+
+
+def begun(storage_dir: Path) -> bool:
+    """Whether the sweep was begun before: its identity exists (damaged or not: read_identity says which)."""
+    d = storage_dir / STATE_DIR
+    return (d / SAVED).exists() or (d / SAVED_COPY).exists() or (storage_dir / _OLD_LAYOUT[0]).exists()
+
+
+def finished(storage_dir: Path) -> dict | None:
+    """The record of a sweep that ended whole (danlu/finished.json), or None: not ended, or damaged (then the
+    sweep's command restores it through Tune, as for any sweep, and writes the record again)."""
+    try:
+        done = json.loads((state_dir(storage_dir) / FINISHED).read_text())
+        return done if isinstance(done, dict) and isinstance(done.get("lines"), list) and done.get("at") else None
+    except (OSError, ValueError):
+        return None
