@@ -113,3 +113,11 @@ def cut_tag(here: Allocation | None, entries: list[dict]) -> str | None:
         return None  # a supervisor's resubmission inside the allocation: its trials were not cut by Slurm
     k = next((i for i, e in enumerate(entries, 1) if e["key"] == here.key), len(entries))
     return (T.PREEMPTED if here.previous_end == "preempted" else T.TIME_LIMITED).format(k)
+
+
+def here_recorded(state_dir: Path, say=print) -> tuple[dict[str, str], str | None]:
+    """This driver's allocation added to the sweep's record: (the parent run's Slurm tags, the tag for trials the
+    previous allocation's end cut short, or None). Outside Slurm: ({} or the earlier allocations' tags, None)."""
+    here = Allocation.here()
+    entries = record(state_dir, here, say)
+    return sweep_tags(entries), cut_tag(here, entries)

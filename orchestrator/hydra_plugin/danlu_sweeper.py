@@ -165,7 +165,7 @@ class DanluSweeper(Sweeper):
         # what a later command must match to resume it; `app:` also tells danlu report that this is an app's sweep
         identity = overrides + [f"app:{fn}"] + [f"app:{o}" for o in cl.fixed] + \
             [f"app:space.{k}={v}" for k, v in sorted(space.items())]
-        try:  # an interrupted sweep says how to resume it (the app's command with its name: resume_command)
+        try:  # an interrupted sweep says how to resume it (the app's command with its name: Plan.resume)
             return run_sweep(identity, conf, planned=p, preflight=False, command=command)
         except BadInput:  # refused before anything ran (storage, tracking, a lock): leave no multirun folder either
             if made is not None and [f.name for f in sweep_dir.iterdir()] == ["multirun.yaml"]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import copy
 import os
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from orchestrator.config.space import Space
+    from orchestrator.launch.forecast import Forecast
+    from orchestrator.storage.sweep_storage import SweepStorage
     from orchestrator.trial.hydra_app import App
 
 NAME_MAX = 200  # bytes of a sweep's name: a directory name (255 on Linux's filesystems) with room for suffixes
@@ -45,11 +48,46 @@ class Plan:
     tracking_uri: str
     store_kind: str = "mlflow"  # tracking.store: which RunStore (orchestrator.tracking.store_class)
     app: App | None = None  # the trials are a Hydra app's (the sweeper plugin), else None
+    need: dict[str, float] = field(default_factory=dict)  # what each trial asks of a node: {"CPU": 1.0, "GPU": 0.5}
 
     @property
     def project_root(self) -> Path:
         """The folder of the user's code (its git state is the sweep's): a Hydra app's, or above conf/."""
         return Path(self.app.root) if self.app is not None else self.config_dir.parent
+
+    @cached_property
+    def storage(self) -> SweepStorage:
+        """The sweep's storage (orchestrator/storage/sweep_storage.py): its folder, lock, disks and records."""
+        from orchestrator.storage.sweep_storage import SweepStorage
+
+        return SweepStorage(self.storage_dir, self.tracking_uri, int(self.cfg.storage.min_free_mb))
+
+    @cached_property
+    def resume(self) -> str:
+        """The command that resumes this sweep, as the user would type it from here: a Hydra app's sweep resumes
+        with the app's own command and the sweep's name."""
+        if self.app is not None and self.app.command:
+            kept = [a for a in self.app.command if not a.startswith("hydra.sweeper.name=")]
+            return " ".join(shlex.quote(x) for x in [*kept, f"hydra.sweeper.name={self.cfg.sweep.name}"])
+        parts = ["danlu"]
+        if self.config_dir != Path.cwd() / "conf":
+            parts += ["--config-dir", str(self.config_dir)]
+        parts += ["resume", str(self.cfg.sweep.name)]
+        if self.storage_dir.parent != Path.cwd() / "outputs":
+            parts.append(f"output_dir={self.storage_dir.parent}")
+        return " ".join(shlex.quote(x) for x in parts)
+
+    @cached_property
+    def forecast(self) -> Forecast:
+        """What the sweep will cost: its trials, rungs and trial-steps (orchestrator/launch/forecast.py)."""
+        from orchestrator.launch.forecast import sweep_forecast
+
+        return sweep_forecast(self)
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """What the sweep is, as its parent run's params (sweep_settings)."""
+        return sweep_settings(plain(self.cfg), self.space)
 
 
 def plan(overrides: list[str], config_dir: Path, cwd: str | None = None, app=None, app_space: dict | None = None) -> Plan:
@@ -117,12 +155,12 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None, app=Non
     schedulers.check(schedulers.SchedulerContext.of(cfg, space))
     search.check(space, cfg.search)
     report.check(cfg.report)
-    trial_resources(cfg.resources)
+    need = trial_resources(cfg.resources)
     check_address(cfg.cluster)
     check_job(cfg.job.fn, Path(app.root) if app is not None else config_dir.parent)
     storage = Path(cwd, cfg.output_dir).resolve() / name
     return Plan(cfg, space, cl.fixed + [override("sweep.name", name)], trial_base, config_dir, storage,
-                resolve_uri(str(cfg.tracking.uri), cwd), str(cfg.tracking.get("store") or "mlflow"), app)
+                resolve_uri(str(cfg.tracking.uri), cwd), str(cfg.tracking.get("store") or "mlflow"), app, need)
 
 
 def _app_space(app, entries: dict, seeds: list[int]):
@@ -197,18 +235,3 @@ def _check_settings(cfg) -> None:
     checks.integer("preflight.reports", pre.get("reports", 3), 1)
     checks.integer("preflight.nan_reports", pre.get("nan_reports", 5), 1)
     checks.number("preflight.memory_mb", pre.get("memory_mb"), 1, optional=True, note="(null: available memory / trials at once)")
-
-
-def resume_command(p: Plan) -> str:
-    """The command that resumes this sweep, as the user would type it from here: a Hydra app's sweep resumes with
-    the app's own command and the sweep's name."""
-    if p.app is not None and p.app.command:
-        kept = [a for a in p.app.command if not a.startswith("hydra.sweeper.name=")]
-        return " ".join(shlex.quote(x) for x in [*kept, f"hydra.sweeper.name={p.cfg.sweep.name}"])
-    parts = ["danlu"]
-    if p.config_dir != Path.cwd() / "conf":
-        parts += ["--config-dir", str(p.config_dir)]
-    parts += ["resume", str(p.cfg.sweep.name)]
-    if p.storage_dir.parent != Path.cwd() / "outputs":
-        parts.append(f"output_dir={p.storage_dir.parent}")
-    return " ".join(shlex.quote(x) for x in parts)

@@ -349,12 +349,12 @@ class Preflight:
             set_mb = self.settings.get("memory_mb")
         if set_mb is not None:
             return float(set_mb)
-        from orchestrator.cluster.placement import local_capacity, trial_resources, trials_at_once
+        from orchestrator.cluster.placement import local_capacity, trials_at_once
 
         avail = _meminfo_mb("MemAvailable")
         if avail is None:
             return None
-        at_once = trials_at_once(trial_resources(self.cfg.resources), {"here": local_capacity(self.cfg.cluster)})
+        at_once = trials_at_once(self.p.need, {"here": local_capacity(self.cfg.cluster)})
         return avail / max(1, at_once)
 
     def check_lr_find(self) -> tuple[Check, list[Path]]:

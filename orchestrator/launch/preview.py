@@ -9,7 +9,7 @@ import sys
 
 from orchestrator.config.compose import plain
 from orchestrator.config.space import LR_KEY
-from orchestrator.launch.forecast import cost, halving_short, sweep_forecast
+from orchestrator.launch.forecast import cost, halving_short
 
 
 def space_rows(space) -> list[tuple[str, str, str, str]]:
@@ -95,9 +95,9 @@ def previous_step_s(p) -> tuple[float, float, str] | None:
 def fit(p, address: str | None) -> tuple[int, str]:
     """Trials at once (0: a trial fits no node), and where: the cluster at `address` (or cluster.address), read
     from Ray; else this machine, as an embedded Ray would see it."""
-    from orchestrator.cluster.placement import local_capacity, trial_resources, trials_at_once
+    from orchestrator.cluster.placement import local_capacity, trials_at_once
 
-    need = trial_resources(p.cfg.resources)
+    need = p.need
     address = address or p.cfg.cluster.get("address")
     if address:
         from orchestrator.launch.reach import nodes_at
@@ -115,7 +115,6 @@ def show(p, probe: bool = False, address: str | None = None, out=None) -> int:
     """Print the plan of `p` (orchestrator.launch.plan.Plan); 0, or 2 where a probe finds the metric missing."""
     from omegaconf import OmegaConf
 
-    from orchestrator.cluster.placement import trial_resources
     from orchestrator.errors import BadInput
 
     out = out or sys.stdout
@@ -137,7 +136,7 @@ def show(p, probe: bool = False, address: str | None = None, out=None) -> int:
         say(f"  {'key':<{w[0]}}  {'distribution':<{w[1]}}  {'bounds/values':<{w[2]}}  log")
         for r in rows:
             say(f"  {r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}")
-    f = sweep_forecast(p)
+    f = p.forecast
     say(f"\ntrials: {f.configurations} configuration(s) (search={cfg.search.name}) x {f.seeds} seed(s) "
         f"{list(p.space.seeds)} = {f.trials} trial(s)")
     sch = cfg.scheduler
@@ -173,7 +172,7 @@ def show(p, probe: bool = False, address: str | None = None, out=None) -> int:
         found = previous_step_s(p)
         if found:
             step_s, startup_s, source = found
-    need = trial_resources(cfg.resources)
+    need = p.need
     limit = sweep.get("max_concurrent_trials")
     concurrent = min(x for x in (at_once, f.trials, limit or at_once) if x is not None)
     say("\nfit: " + (f"{at_once} trial(s) at once on {where}" if at_once else

@@ -74,7 +74,7 @@ def _slurm_env() -> dict[str, str]:
 def submit(overrides: list[str], config_dir: Path, address_flag: str | None, out=None) -> int:
     """`danlu submit`: plan the sweep here (every check), check the cluster can hold a trial, then submit its
     supervisor job, which runs the driver and resubmits it if it dies; prints how to follow it."""
-    from orchestrator.cluster.placement import check_fit, trial_resources
+    from orchestrator.cluster.placement import check_fit
     from orchestrator.launch.plan import plan
 
     out = out or sys.stdout
@@ -84,7 +84,7 @@ def submit(overrides: list[str], config_dir: Path, address_flag: str | None, out
     for key, v in (("resubmits", resubmits), ("stop_grace_s", grace)):
         checks.integer(f"submit.{key}", v, 0)
     client = connect(address)
-    check_fit(trial_resources(p.cfg.resources), dashboard_nodes(address))
+    check_fit(p.need, dashboard_nodes(address))
     name = str(p.cfg.sweep.name)
     with talking_to(address):
         busy = [j for j in client.list_jobs() if (j.metadata or {}).get(ROLE) == "supervisor"

@@ -8,7 +8,6 @@ mistake costs nothing and leaves nothing behind.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import threading
 import time
@@ -19,20 +18,11 @@ from typing import TYPE_CHECKING
 from orchestrator import tags as T
 from orchestrator.config.compose import plain
 from orchestrator.errors import BadInput, SweepFailed
-from orchestrator.launch.plan import Plan, plan, resume_command, sweep_settings
+from orchestrator.launch.plan import Plan, plan
 from orchestrator.run.interrupts import Interrupts
 from orchestrator.run.summary import counts_line, summarize, summary_lines
-from orchestrator.storage.sweep_files import (
-    FINISHED,
-    MEASURED,
-    PROGRESS,
-    begun,
-    finished,
-    identify,
-    state_dir,
-    state_dir_path,
-    write_json,
-)
+from orchestrator.storage.disk import write_json
+from orchestrator.storage.sweep_files import FINISHED, MEASURED, PROGRESS
 
 if TYPE_CHECKING:
     from ray.tune import Tuner
@@ -71,98 +61,77 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
     """
     p = planned or plan(overrides, config_dir)
 
-    from orchestrator.cluster.placement import check_local_fit, check_shared_storage, ray_session, trial_resources
-    from orchestrator.storage import recovery
-    from orchestrator.storage.disk import FreeSpace, low, mb, watched, where
-    from orchestrator.storage.lock import Busy, SweepLock
+    from orchestrator.cluster.placement import check_local_fit, check_shared_storage, ray_session
+    from orchestrator.launch.budget import Limits
     from orchestrator.tracking import check_uri
     from orchestrator.tracking.writer import Tracker
 
     check_uri(p.tracking_uri, p.store_kind)
-    need = trial_resources(p.cfg.resources)
+    need = p.need
     check_local_fit(p.cfg.cluster, need)
     out = stream or sys.stdout
-    from orchestrator.launch.budget import Limits
-
     limits = Limits.of(p.cfg.sweep)
-    checked = _preflight(p, out) if preflight and not begun(p.storage_dir) else None
-    if not preflight and not begun(p.storage_dir):
+    storage = p.storage
+    checked = _preflight(p, out) if preflight and not storage.begun() else None
+    if not preflight and not storage.begun():
         _tracking_answers(p)
     interrupts = Interrupts(out)
-    lock = SweepLock(state_dir_path(p.storage_dir), float(p.cfg.storage.lock_ttl_s), say=interrupts.say,
-                     on_lost=interrupts.stop_for)
-    try:
-        lock.acquire(wait_s=float(os.environ.get("DANLU_LOCK_WAIT_S", "0")))  # set for a supervisor's resubmission
-    except Busy as exc:
-        raise BadInput(exc.describe(str(p.cfg.sweep.name))) from None
-    except OSError as exc:
-        raise BadInput(f"output_dir={p.storage_dir.parent}: the sweep's storage cannot be created there "
-                       f"({exc.strerror or exc}); give a folder you can write, e.g. output_dir=outputs.") from None
-    known = begun(p.storage_dir)  # begun before (perhaps killed before Tune saved anything)
+    lock = storage.lock(str(p.cfg.sweep.name), float(p.cfg.storage.lock_ttl_s), interrupts.say, interrupts.stop_for)
+    known = storage.begun()  # begun before (perhaps killed before Tune saved anything)
     status: str | None = "FAILED"  # what the parent run says if the sweep ends other than by _launch's own close
     failed_early = False  # bad input, or a sweep that cannot start: a new sweep leaves nothing behind
     tracker = None
-    min_free = int(p.cfg.storage.min_free_mb) * 2**20
-    paths = watched(p.storage_dir, p.tracking_uri)
     try:
-        saved = identify(p, overrides, resume_command(p))
-        done = finished(p.storage_dir)
+        saved = storage.identify(p, overrides, p.resume)
+        done = storage.finished()
         if done is not None:  # nothing to run: its summary again, without starting Ray or reading MLflow
             print(f"danlu: sweep {p.cfg.sweep.name} ended on {done['at']}: nothing to run. Its summary (`danlu report "
                   f"{p.cfg.sweep.name}` makes its report again):", file=out)
             print("\n".join(done["lines"]), file=out, flush=True)
             return 0
         meter = _budget_meter(p, limits, need)
-        full = low(paths, min_free)
-        if full:
-            raise SweepFailed(f"disk full at {where(full)}: less than storage.min_free_mb={mb(min_free)} is free, "
-                              "so the sweep would stop at once. Nothing was launched; free space on that disk (or lower "
-                              "storage.min_free_mb), then run the same command again.")
+        storage.check_free()
         # MLflow's import and connection happen on the tracker's thread, checked before Ray starts
         tracker = Tracker(p.tracking_uri, str(p.cfg.tracking.experiment), float(p.cfg.tracking.flush_s),
-                          storage=state_dir(p.storage_dir), sweep_id=saved.get("sweep_id"), on_fault=interrupts.fault,
+                          storage=storage.own, sweep_id=saved.get("sweep_id"), on_fault=interrupts.fault,
                           store=p.store_kind)
         tracker.check_store()
         # Tune's files checked (and repaired), the journal's damage said, restore limits written: before anything
-        # is launched or sent, so that a sweep that cannot be restored changes nothing (orchestrator/storage/recovery.py)
-        prep = recovery.prepare(p.storage_dir, state_dir(p.storage_dir), tracker.journal, interrupts.say)
+        # is launched or sent, so that a sweep that cannot be restored changes nothing
+        prep = storage.prepare(tracker.journal, interrupts.say)
         place = f"at {p.cfg.cluster.address}" if p.cfg.cluster.get("address") else "on this machine"
         print(f"danlu: starting Ray {place}...", file=out, flush=True)
-        with FreeSpace(paths, min_free, interrupts.fault) as watch, ray_session(p.cfg.cluster, need, verbose), \
+        with storage.watch(interrupts.fault) as watch, ray_session(p.cfg.cluster, need, verbose), \
                 interrupts.installed():
             interrupts.watch = watch  # stopped once the trials have ended: then a write that fails is said
             check_shared_storage(p.storage_dir)
-            config = plain(p.cfg)
             from orchestrator.cluster import slurm
-            from orchestrator.launch.forecast import sweep_forecast
 
-            allocation = slurm.Allocation.here()
-            allocations = slurm.record(state_dir(p.storage_dir), allocation, interrupts.say)
-            tags = submission_tags() | slurm.sweep_tags(allocations) | {T.SEARCH_SEED: str(saved.get("search_seed", ""))} | \
-                sweep_forecast(p).as_tags() | (checked.as_tags() if checked is not None else {})
+            slurm_tags, cut = slurm.here_recorded(storage.own, interrupts.say)
+            tags = submission_tags() | slurm_tags | {T.SEARCH_SEED: str(saved.get("search_seed", ""))} | \
+                p.forecast.as_tags() | (checked.as_tags() if checked is not None else {})
             if checked is None and not known:
                 tags[T.PREFLIGHT] = "skipped (--no-preflight)" if not preflight else "skipped"
-            tracker.open_sweep(str(p.cfg.sweep.name), config, p.space.describe(), p.project_root,
-                               command or ["danlu", *sys.argv[1:]], tags, sweep_settings(config, p.space))
+            tracker.open_sweep(str(p.cfg.sweep.name), plain(p.cfg), p.space.describe(), p.project_root,
+                               command or ["danlu", *sys.argv[1:]], tags, p.settings)
             code = _launch(p, tracker, verbose, out, known, interrupts, saved.get("search_seed"), prep, lead, meter,
-                           keep_failed=checked is None, cut=slurm.cut_tag(allocation, allocations))
+                           keep_failed=checked is None, cut=cut)
             status = None
             return code
     except (BadInput, SweepFailed):  # the store, a full disk, damaged state; or, once Ray was up, a remote
         status, failed_early = None, True  # cluster's nodes, its storage, the metric
         raise
     except OSError as exc:  # a write that failed outside danlu's own handling (a marker, a report file)
-        from orchestrator.storage.disk import Fault, is_full
+        from orchestrator.storage.disk import is_full
 
         if not is_full(exc):
             raise
         status = "KILLED"
-        fault = Fault("the sweep's files", str(p.storage_dir), " ".join(str(exc).split())[:300])
-        raise SweepFailed(f"{fault.describe()}. Free space on that disk, then resume with: {resume_command(p)}") \
+        raise SweepFailed(f"{storage.fault(exc).describe()}. Free space on that disk, then resume with: {p.resume}") \
             from None
     except KeyboardInterrupt:
         status = "KILLED"
-        print(f"\ndanlu: stopped at once; the sweep can still be resumed: {resume_command(p)}", file=out, flush=True)
+        print(f"\ndanlu: stopped at once; the sweep can still be resumed: {p.resume}", file=out, flush=True)
         raise
     finally:
         if tracker is not None:
@@ -171,7 +140,7 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
             tracker.close(timeout=30 if failed_early or interrupts.faults else 300)
         lock.release()
         if failed_early and not known:  # nothing half-written: the sweep's directory goes too
-            shutil.rmtree(p.storage_dir, ignore_errors=True)
+            storage.discard()
 
 
 def _preflight(p: Plan, out):
@@ -210,11 +179,11 @@ def _budget_meter(p: Plan, limits, need: dict):
     launched, where a limit is spent already."""
     from orchestrator.launch.budget import Meter
 
-    meter = Meter(limits, state_dir_path(p.storage_dir), need.get("GPU", 0.0), need.get("CPU", 0.0))
+    meter = Meter(limits, p.storage.own, need.get("GPU", 0.0), need.get("CPU", 0.0))
     spent = meter.reached()
     if spent:
         raise SweepFailed(f"the sweep's budget is spent: {spent}. Nothing was launched; resume it with a larger one: "
-                          f"{resume_command(p)} sweep.budget.<gpu_hours|cpu_hours|wall_time>=<more>")
+                          f"{p.resume} sweep.budget.<gpu_hours|cpu_hours|wall_time>=<more>")
     return meter
 
 
@@ -241,7 +210,7 @@ def _budget_end(p: Plan, tracker, parts, out, lead) -> int:
     if made is None:
         _finish_parent(tracker.store, tracker.parent_id, "KILLED")
     print(f"danlu: {line}", file=out)
-    print(f"danlu: used {parts.budget.meter.describe()}. Resume with a larger budget: {resume_command(p)} "
+    print(f"danlu: used {parts.budget.meter.describe()}. Resume with a larger budget: {p.resume} "
           "sweep.budget.<gpu_hours|cpu_hours|wall_time>=<more>", file=out, flush=True)
     return 1
 
@@ -346,13 +315,13 @@ def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Int
                      started=prep.limits, max_output_mb=cfg.tracking.get("max_output_mb"), retries=retries)
     progress = Progress(sweep.metric, sweep.mode, names.label, lambda tid: tid in early, stream=out,
                         every_s=float(cfg.progress.every_s), work=Work.of(cfg.scheduler, cfg.get("epochs")),
-                        state_file=str(state_dir(p.storage_dir) / PROGRESS))
+                        state_file=str(p.storage.own / PROGRESS))
     guard, ledger = MetricGuard(sweep.metric), Trials()
     keeper = Keeper(p.storage_dir, on_error=lambda exc, path: interrupts.fault(
         Fault("danlu's copy of Tune's state", path, exc.strerror or " ".join(str(exc).split())[:300])))
     # the order is part of Tune's saved callback state (by index): SchedulerState stays first
     callbacks = [SchedulerState(scheduler), runs, ledger, KeepSnapshots(keeper),
-                 RestoreLimits(prep.limits, state_dir(p.storage_dir)),
+                 RestoreLimits(prep.limits, p.storage.own),
                  StallWatch(cfg.failure.get("stall_s", "auto"), retries, names.label, say)] + ([] if verbose else [progress])
     budget = BudgetMeter(meter, tracker, interrupts.stop_for) if meter is not None else None
     if budget is not None:  # last: the callbacks' saved states are Tune's by index
@@ -400,7 +369,7 @@ def _ended_early(p: Plan, tracker, interrupts: Interrupts, guard, out, keep_fail
         tracker.close_sweep({}, {T.OUTCOME: "interrupted"}, "FAILED")
         tracker.close(timeout=10)
         print(f"danlu: the sweep stopped because its MLflow writer did; what it had not sent is kept in "
-              f"{state_dir(p.storage_dir) / tracker.JOURNAL}. Resume with: {resume_command(p)}", file=out, flush=True)
+              f"{p.storage.own / tracker.JOURNAL}. Resume with: {p.resume}", file=out, flush=True)
         return 1
     if guard.missing is not None:
         message = missing_metric_message(str(p.cfg.sweep.metric), guard.missing)
@@ -414,7 +383,7 @@ def _ended_early(p: Plan, tracker, interrupts: Interrupts, guard, out, keep_fail
     if interrupts.count:
         tracker.close_sweep({}, {T.OUTCOME: "interrupted"}, "KILLED")
         tracker.close()
-        print(f"danlu: interrupted; Ray's state is saved. Resume with: {resume_command(p)}", file=out, flush=True)
+        print(f"danlu: interrupted; Ray's state is saved. Resume with: {p.resume}", file=out, flush=True)
         return 130
     return None
 
@@ -429,7 +398,7 @@ def _finish(p: Plan, tracker, interrupts: Interrupts, parts: _Parts, out, lead) 
     step_s, startup_s = runs.step_s(), runs.startup_s()
     if step_s is not None:  # what `danlu plan` costs this job's next sweep at (orchestrator/launch/preview.py)
         summary["metrics"] |= {"step_s": step_s} | ({"trial_startup_s": startup_s} if startup_s is not None else {})
-        write_json(state_dir(p.storage_dir) / MEASURED, {"job": str(cfg.job.name), "step_s": step_s,
+        write_json(p.storage.own / MEASURED, {"job": str(cfg.job.name), "step_s": step_s,
                                                          "startup_s": startup_s or 0.0,
                                                          "at": time.strftime("%Y-%m-%d %H:%M:%S")})
     if parts.budget is not None:
@@ -440,7 +409,7 @@ def _finish(p: Plan, tracker, interrupts: Interrupts, parts: _Parts, out, lead) 
         return _stopped(p, tracker, interrupts, out, closed=True)
     if not complete:
         print(f"danlu: warning: MLflow has not taken everything yet ({tracker.backlog} operations); they are kept "
-              f"in {state_dir(p.storage_dir) / tracker.JOURNAL} and sent by `{resume_command(p)}`.", file=out)
+              f"in {p.storage.own / tracker.JOURNAL} and sent by `{p.resume}`.", file=out)
         code = code or 1
     for note in runs.restores:
         print(f"danlu: restored {note}", file=out)
@@ -449,7 +418,7 @@ def _finish(p: Plan, tracker, interrupts: Interrupts, parts: _Parts, out, lead) 
     for msg in tracker.errors:
         print(f"danlu: not logged to MLflow: {msg}", file=out)
     code = _account(p, tracker, trials, out, complete) or code
-    unlogged = tracker.unlogged_message(resume_command(p))
+    unlogged = tracker.unlogged_message(p.resume)
     if unlogged:
         print(f"danlu: {unlogged}", file=out)
         code = code or 1
@@ -463,7 +432,7 @@ def _finish(p: Plan, tracker, interrupts: Interrupts, parts: _Parts, out, lead) 
     lines = summary_lines(summary, sweep, p, tracker.parent_id, tracker.store.exp_id if tracker.store else None, made)
     print("\n".join(lines), file=out, flush=True)
     if code == 0 and made is not None:  # whole: the same command prints this again, without Ray
-        write_json(state_dir(p.storage_dir) / FINISHED, {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "lines": lines,
+        write_json(p.storage.own / FINISHED, {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "lines": lines,
                                                          "parent": tracker.parent_id})
     return code
 
@@ -508,7 +477,7 @@ def _stopped(p: Plan, tracker, interrupts: Interrupts, out, closed: bool = False
     print(f"danlu: the sweep stopped: {interrupts.stopped}", file=out)
     if tracker.halted is not None:
         mlflow = (f"MLflow's store is on that disk: what it could not take waits in "
-                  f"{state_dir(p.storage_dir) / tracker.JOURNAL}, and its running runs are marked KILLED by the next "
+                  f"{p.storage.own / tracker.JOURNAL}, and its running runs are marked KILLED by the next "
                   "run of the sweep")
     else:
         mlflow = "MLflow holds every result reported so far; running trials' runs are KILLED"
@@ -517,7 +486,7 @@ def _stopped(p: Plan, tracker, interrupts: Interrupts, out, closed: bool = False
     for f in interrupts.faults[1:4]:
         print(f"danlu: also: {f.describe()}", file=out)
     fix = "free space on that disk" if interrupts.faults else "make sure no other driver runs this sweep"
-    print(f"danlu: {fix}, then resume with: {resume_command(p)}", file=out, flush=True)
+    print(f"danlu: {fix}, then resume with: {p.resume}", file=out, flush=True)
     return 1
 
 
