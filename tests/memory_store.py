@@ -88,8 +88,8 @@ class MemoryStore:
         for k, v in (params or {}).items():
             held.setdefault(k, str(v))  # params are immutable, as in MLflow
 
-    def _end(self, rid: str, status: str) -> None:
-        self.db["runs"][rid].update(status=status, end=int(time.time() * 1000))
+    def _end(self, rid: str, status: str, end_ms: int | None = None) -> None:
+        self.db["runs"][rid].update(status=status, end=end_ms or int(time.time() * 1000))
 
     def find_parent(self) -> str | None:
         if self.parent_id is None and self.sweep_id:
@@ -190,7 +190,7 @@ class MemoryStore:
         with _LOCK:
             self.db["runs"][self._trial_run(trial_id)]["tags"].update({k: str(v) for k, v in tags.items()})
 
-    def end(self, trial_id, status, tags, log_path, error_text, replay=False) -> None:
+    def end(self, trial_id, status, tags, log_path, error_text, end_ms=None, replay=False) -> None:
         with _LOCK:
             rid = self._trial_run(trial_id)
             run = self.db["runs"][rid]
@@ -199,7 +199,7 @@ class MemoryStore:
             run["tags"].update({k: str(v) for k, v in tags.items()})
             if error_text:
                 run["artifacts"]["error.txt"] = error_text
-            self._end(rid, status)
+            self._end(rid, status, end_ms)
 
     def batch(self, rid, metrics, params, tags) -> None:
         with _LOCK:

@@ -209,3 +209,14 @@ def test_a_refusal_is_not_an_outage_and_only_mlflow_gets_a_shared_view(make):
     _flush(store)
     shared = store.share_view("night", "acc", "max", ["lr"])
     assert shared is (make.kind == "mlflow")  # a store that is not MLflow gets no MLflow links
+
+
+def test_a_runs_times_are_the_trials_not_the_writes(make):
+    """A writer that lags (an outage waited out, a loaded machine) still records when each trial started and ended."""
+    store = make()
+    store.open("times", {"lr": 0.1}, {"space": {}}, ROOT, ["danlu", "sweep"], settings={})
+    store.start("t1", "t1", {"lr": "0.1"}, {T.SWEEP: "times"}, start_ms=1_700_000_000_000)
+    store.end("t1", "FINISHED", {}, None, None, end_ms=1_700_000_060_000)
+    _flush(store)
+    (run,) = store.read_sweep("times").trials
+    assert (run.start_ms, run.end_ms) == (1_700_000_000_000, 1_700_000_060_000)

@@ -101,7 +101,7 @@ class TrialRuns(tune.Callback):
         if trial.trial_id not in self._keys:
             self._begun[trial.trial_id] = time.time()
             self._keys[trial.trial_id] = []
-            self.tracker.trial_start(trial.trial_id, *self._describe(trial), start_ms=int(time.time() * 1000))
+            self.tracker.trial_start(trial.trial_id, *self._describe(trial), start_ms=_now_ms())
             last = stored_result(trial)  # what the sweep's snapshot holds of it
             self._begun_at[trial.trial_id] = last.get("step", last.get("training_iteration"))
 
@@ -194,7 +194,7 @@ class TrialRuns(tune.Callback):
         self._timed(trial)
         early = self._stopped_early(trial.trial_id)
         tags = {T.STOPPED_EARLY: str(early).lower(), T.OUTCOME: "stopped_early" if early else "completed"}
-        self.tracker.trial_end(trial.trial_id, "FINISHED", tags, self._log(trial), None)
+        self.tracker.trial_end(trial.trial_id, "FINISHED", tags, self._log(trial), None, _now_ms())
         forget_statistics(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -207,7 +207,7 @@ class TrialRuns(tune.Callback):
         last = _last_line(text)
         if self._full(trial, text):  # not the trial's failure: KILLED, and resumed with the sweep
             tags = {T.ERROR: last[:5000], T.OUTCOME: "disk_full"}
-            self.tracker.trial_end(trial.trial_id, "KILLED", tags, self._log(trial), text)
+            self.tracker.trial_end(trial.trial_id, "KILLED", tags, self._log(trial), text, _now_ms())
             return
         outcome, why = "failed", ""
         if self._retries is not None:
@@ -222,7 +222,7 @@ class TrialRuns(tune.Callback):
             self.stalled[trial.trial_id] = stored_result(trial).get("step")
         tags = {T.ERROR: last[:5000], T.OUTCOME: outcome}
         self._failed[trial.trial_id] = f"{last}{f'; {why}' if why else ''}"
-        self.tracker.trial_end(trial.trial_id, "FAILED", tags, self._log(trial), text)
+        self.tracker.trial_end(trial.trial_id, "FAILED", tags, self._log(trial), text, _now_ms())
         log = os.path.relpath(self._log(trial)) if self._log(trial).startswith(os.getcwd()) else self._log(trial)
         shown = last.split(": ", 1)[-1] if outcome == "stalled" else last
         self._say(f"danlu: {self._name(trial)} {'stalled' if outcome == 'stalled' else 'failed'}: {shown[:300]}"
@@ -274,6 +274,11 @@ class TrialRuns(tune.Callback):
         from orchestrator.tracking.output import for_store
 
         return for_store(os.path.join(self._log_dir, f"{trial.trial_id}.log"), self._max_output_mb)
+
+
+def _now_ms() -> int:
+    """Now, as a run's start or end time: the moment of the trial's event, not of the store's write."""
+    return int(time.time() * 1000)
 
 
 def _last_line(text: str) -> str:

@@ -122,8 +122,9 @@ class RunStore(Protocol):
     def sweep_metrics(self, step, ts, values) -> None:
         """Metrics of the sweep's parent run at `step` (what its budget has used, as it goes)."""
 
-    def end(self, trial_id, status, tags, log_path, error_text, replay=False) -> None:
-        """End the trial's run with `status`, its output log and error text attached."""
+    def end(self, trial_id, status, tags, log_path, error_text, end_ms=None, replay=False) -> None:
+        """End the trial's run with `status`, its output log and error text attached; `end_ms`: when the trial
+        ended (ms since the epoch; None: now), not when the store is written, which an outage may delay."""
 
     def batch(self, rid, metrics, params, tags) -> None:
         """A run's buffer that was refused before (parked), sent again."""

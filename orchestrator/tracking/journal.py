@@ -42,7 +42,7 @@ OPS: dict[str, tuple[str, ...]] = {
     "metrics": ("trial_id", "step", "ts", "values"),
     "tags": ("trial_id", "tags"),
     "sweep_metrics": ("step", "ts", "values"),
-    "end": ("trial_id", "status", "tags", "log_path", "error_text"),
+    "end": ("trial_id", "status", "tags", "log_path", "error_text", "end_ms"),
     "batch": ("rid", "metrics", "params", "tags"),  # a run's buffer the store refused, sent again
 }
 TRIAL_OPS = ("start", "meta", "metrics", "tags", "end")

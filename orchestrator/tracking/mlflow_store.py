@@ -473,7 +473,7 @@ class MlflowStore:
         """Buffer tags of the trial's run."""
         self.add(self._trial_run(trial_id), tags=tags)
 
-    def end(self, trial_id, status, tags, log_path, error_text, replay=False) -> None:
+    def end(self, trial_id, status, tags, log_path, error_text, end_ms=None, replay=False) -> None:
         """End the trial's run: its tags (steps replayed counted), its output log and error text as artifacts, its
         status. A replayed end of a run already ended changes nothing."""
         rid = self._trial_run(trial_id)
@@ -492,7 +492,7 @@ class MlflowStore:
                 self._log_text(rid, f.read(), "output.log")
         if error_text:
             self._log_text(rid, error_text, "error.txt")
-        self.mlf.set_terminated(rid, status)
+        self.mlf.set_terminated(rid, status, end_time=end_ms)
         self._ended.add(rid)
         self._forget(rid)
 

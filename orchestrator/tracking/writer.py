@@ -176,9 +176,11 @@ class Tracker:
         """Journal and queue tags of a trial's run."""
         self._put("tags", trial_id=trial_id, tags=tags)
 
-    def trial_end(self, trial_id: str, status: str, tags: dict, log_path: str | None, error_text: str | None):
-        """Journal and queue a trial's end: its status, tags, output log and error text."""
-        self._put("end", trial_id=trial_id, status=status, tags=tags, log_path=log_path, error_text=error_text)
+    def trial_end(self, trial_id: str, status: str, tags: dict, log_path: str | None, error_text: str | None,
+                  end_ms: int | None = None):
+        """Journal and queue a trial's end: its status, tags, output log and error text, and when it ended."""
+        self._put("end", trial_id=trial_id, status=status, tags=tags, log_path=log_path, error_text=error_text,
+                  end_ms=end_ms)
 
     @property
     def backlog(self) -> int:
