@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # so that a unit test's import of MLflow starts no process (unit_tests_start_no_process).
 _ = platform.uname().processor
 CONF = ROOT / "conf"
+# Ray starts as many idle workers as a node has CPUs (a test's node declares up to 12, on 2 cores): a trial's
+# actor starts its own worker anyway, so the tests' Rays (and the sweeps they start, which inherit this) prestart none
+os.environ.setdefault("RAY_enable_worker_prestart", "0")
 
 
 LAYERS = ("unit", "contract", "integration", "chaos")

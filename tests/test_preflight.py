@@ -120,7 +120,7 @@ def test_the_job_runs_in_a_child_process_never_in_the_driver(tmp_path):
 
     from conftest import CONF
 
-    code = ("import sys; from pathlib import Path; from orchestrator.launch.plan import plan; from orchestrator import preflight;"
+    code = ("import sys; from pathlib import Path; from orchestrator.launch.plan import plan; from orchestrator.launch import preflight;"
             f"p = plan([], Path({str(CONF)!r})); out = preflight.run(p, preflight.FAST, say=lambda _: None);"
             "print([c.status for c in out.checks], 'torch' in sys.modules, 'sklearn' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
