@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, danlu_cli, mlflow_runs
 
-from orchestrator import plugins as parts
+from orchestrator import plugins
 
 PLUGINS = [("orchestrator.search", "Searcher"), ("orchestrator.scheduler", "SchedulerModule"),
            ("orchestrator.report", "SectionModule")]
 
 
 def _modules():
-    return [(pkg, proto, name) for pkg, proto in PLUGINS for name in parts.names(pkg)]
+    return [(pkg, proto, name) for pkg, proto in PLUGINS for name in plugins.names(pkg)]
 
 
 @pytest.mark.contract
@@ -31,7 +31,7 @@ def test_every_plugin_meets_its_packages_protocol(package, protocol, name):
 
     pkg = importlib.import_module(package)
     module = importlib.import_module(f"{package}.{name}")
-    assert parts.unmet(module, getattr(pkg, protocol)) == []
+    assert plugins.unmet(module, getattr(pkg, protocol)) == []
     assert module.__doc__ and module.__doc__.strip(), f"{package}.{name} says what it does"
 
 
@@ -42,7 +42,7 @@ def test_a_module_lacking_its_protocol_is_named_with_what_it_lacks():
     from orchestrator.scheduler import SchedulerModule
 
     half = types.SimpleNamespace(check=lambda ctx: None, make=lambda sch, seeds, say: None)
-    assert parts.unmet(half, SchedulerModule) == ["make(sch, seeds, say): expected make(ctx)",
+    assert plugins.unmet(half, SchedulerModule) == ["make(sch, seeds, say): expected make(ctx)",
                                                   "schedule: missing"]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from orchestrator import plugins as parts
+from orchestrator import plugins
 from orchestrator.errors import BadInput
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def __getattr__(name: str):
 
 def available() -> list[str]:
     """The sections' names (report.sections chooses among them)."""
-    return parts.names(__name__)
+    return plugins.names(__name__)
 
 
 # the report's counts (orchestrator/conf/report/default.yaml) and the least each may be
@@ -124,7 +124,7 @@ def build(data, report_cfg, lead=None) -> list[Section]:
         (("Verdict:", v.headline), ("Evidence:", v.evidence), ("Next:", v.next_step)) if t) + "</div>")
     out = [Section("verdict", "Verdict", v.as_json(), v.lines(), page)]
     for name in report_cfg.sections:
-        section = parts.load(__name__, str(name), "report", "section").build(data, rows, report_cfg)
+        section = plugins.load(__name__, str(name), "report", "section").build(data, rows, report_cfg)
         if section is not None:
             out.append(section)
     return out

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 else:
     _Scheduler = object  # Recording is mixed in before Tune's scheduler class; nothing of Ray imported here
 
-from orchestrator import plugins as parts
+from orchestrator import plugins
 
 
 @dataclass(frozen=True)
@@ -232,12 +232,12 @@ def tune_class(module: str, name: str, base: Callable[[], type], methods: dict |
 
 def available() -> list[str]:
     """The schedulers' names (conf/scheduler options map onto these modules)."""
-    return parts.names(__name__)
+    return plugins.names(__name__)
 
 
 def module(sch):
     """The scheduler module that sch.name chooses (BadInput naming scheduler.name if there is none)."""
-    return parts.load(__name__, str(sch.get("name")), "scheduler", "scheduler")
+    return plugins.load(__name__, str(sch.get("name")), "scheduler", "scheduler")
 
 
 def check(ctx: SchedulerContext) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from orchestrator import plugins as parts
+from orchestrator import plugins
 from orchestrator.config import checks
 
 
@@ -67,12 +67,12 @@ class Searcher(Protocol):
 
 def available() -> list[str]:
     """The searchers' names (conf/search options map onto these modules)."""
-    return parts.names(__name__)
+    return plugins.names(__name__)
 
 
 def module(search_cfg):
     """The searcher module that search_cfg.name chooses (BadInput naming search.name if there is none)."""
-    return parts.load(__name__, str(search_cfg.get("name")), "search", "searcher")
+    return plugins.load(__name__, str(search_cfg.get("name")), "search", "searcher")
 
 
 def check(space, search_cfg) -> None:
