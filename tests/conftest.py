@@ -29,10 +29,7 @@ LAYERS = ("unit", "contract", "integration", "chaos")
 
 
 def pytest_collection_modifyitems(config, items):
-    """A test with no layer marker is a unit test; integration and chaos tests are also `slow`. Files run chaos
-    first, then integration, contract, unit (each file's tests in their order): side by side (scripts/test), the
-    longest files, which mostly wait on Slurm, kills and sleeps, start first instead of last."""
-    rank: dict[str, int] = {}
+    """A test with no layer marker is a unit test; integration and chaos tests are also `slow`."""
     for item in items:
         layers = {m.name for m in item.iter_markers() if m.name in LAYERS}
         assert len(layers) <= 1, f"{item.nodeid}: one layer, not {sorted(layers)}"
@@ -40,9 +37,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.unit)
         elif layers & {"integration", "chaos"}:
             item.add_marker(pytest.mark.slow)
-        layer = LAYERS.index(next(iter(layers), "unit"))
-        rank[item.fspath.strpath] = max(rank.get(item.fspath.strpath, 0), layer)
-    items.sort(key=lambda item: -rank[item.fspath.strpath])  # stable: a file's tests keep their order
 
 
 @pytest.fixture(autouse=True)
