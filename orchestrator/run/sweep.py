@@ -72,8 +72,9 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
     out = stream or sys.stdout
     limits = Limits.of(p.cfg.sweep)
     storage = p.storage
-    checked = _preflight(p, out) if preflight and not storage.begun() else None
-    if not preflight and not storage.begun():
+    new = not storage.begun()
+    checked = _preflight(p, out) if preflight and new else None
+    if not preflight and new:
         _tracking_answers(p)
     interrupts = Interrupts(out)
     lock = storage.lock(str(p.cfg.sweep.name), float(p.cfg.storage.lock_ttl_s), interrupts.say, interrupts.stop_for)

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from orchestrator.errors import BadInput, SweepFailed
-from orchestrator.storage.disk import write_json  # noqa: F401 - the sweep's records are written with it
 
 # danlu's own files live in <storage>/danlu/, not beside Ray's: on a restore, Tune copies every *.json and
 # *.pkl at the top of its experiment directory into a staging directory and syncs that back up later, which
