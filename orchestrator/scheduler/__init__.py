@@ -49,6 +49,7 @@ class SchedulerContext:
     say: Callable[[str], None] = print  # prints a line on the sweep's terminal (a decision worth hearing of at once)
     max_concurrent_trials: int | None = None  # sweep.max_concurrent_trials (None: as many as the resources allow)
     searcher_learns: bool = False  # the searcher learns from finished configurations (Tune's SearchGenerator)
+    length: float | None = None  # a trial's reports (cfg.epochs; None: the job decides)
 
     @classmethod
     def of(cls, cfg, space: Space, say: Callable[[str], None] = print) -> SchedulerContext:
@@ -56,7 +57,8 @@ class SchedulerContext:
         from orchestrator import search
 
         return cls(cfg.scheduler, list(space.seeds), str(cfg.sweep.metric), str(cfg.sweep.mode), space,
-                   int(cfg.checkpoint.every), say, cfg.sweep.get("max_concurrent_trials"), search.learns(cfg.search))
+                   int(cfg.checkpoint.every), say, cfg.sweep.get("max_concurrent_trials"), search.learns(cfg.search),
+                   _length(cfg.get("epochs")))
 
 
 class Recording(_Scheduler):

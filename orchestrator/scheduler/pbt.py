@@ -12,7 +12,8 @@ replay it as a schedule of your job's own under several seeds.
 
 What a user sees of an exploit: a line on the terminal (`danlu: PBT: t002 took a better trial's checkpoint at
 report 4: lr 0.01 -> 0.012`); the trial's MLflow run keeps its starting values as params and its last attempt's values in
-config.yaml. A learning searcher (LEARNS: optuna, hyperopt) cannot be combined with it (Tune refuses): PBT is the
+config.yaml. No trial is exploited at its last report (cfg.epochs), where the copied checkpoint would train no
+further; where the job decides its length, a trial that ends where it was exploited is said. A learning searcher (LEARNS: optuna, hyperopt) cannot be combined with it (Tune refuses): PBT is the
 search. `perturbation_interval` is a multiple of checkpoint.every, so that the checkpoint an exploit copies is the
 one of the report that was judged; every checkpoint is kept (checkpoint.keep does not apply), since any trial's may
 be copied: its disk grows with the population times its reports.
@@ -91,6 +92,7 @@ def make(ctx):
                hyperparam_mutations={"hp": mutations}, quantile_fraction=float(sch.quantile_fraction),
                resample_probability=float(sch.resample_probability), log_config=False)
     made.say = ctx.say
+    made.length = ctx.length
     made.keeps_all_checkpoints = True  # an exploit copies a top trial's checkpoint, which must still be there
     return made
 
@@ -106,7 +108,18 @@ def _value(v) -> str:
 
 
 def _on_trial_result(self, tune_controller, trial, result):
-    before = dict(trial.config.get("hp") or {})
+    hp = trial.config.get("hp") or {}
+    length = _length(hp.get("epochs", getattr(self, "length", None)))  # a swept epochs is the trial's own
+    unused = self.__dict__.setdefault("unused", {})  # trial id -> its exploit no report has followed yet
+    unused.pop(trial.trial_id, None)
+    if length is not None and result.get(TIME_ATTR, 0) >= length:
+        # Its last report: an exploit now would copy a checkpoint the trial never trains on, and its run's results
+        # (from the values it ran with) would stand under values it never used. Tune's PBT cannot know a
+        # trial's length, so it would.
+        from ray.tune.schedulers import TrialScheduler
+
+        return TrialScheduler.CONTINUE
+    before = dict(hp)
     decision = _pbt().on_trial_result(self, tune_controller, trial, result)
     after = dict(trial.config.get("hp") or {})
     if after != before:  # exploited: Tune set the trial a perturbed copy of a better trial's config
@@ -116,9 +129,27 @@ def _on_trial_result(self, tune_controller, trial, result):
 
         self.__dict__.setdefault("exploits", []).append({"trial": trial.trial_id, "report": result.get(TIME_ATTR),
                                                          "changed": changed})
+        unused[trial.trial_id] = (result.get(TIME_ATTR), before)
         getattr(self, "say", print)(f"danlu: PBT: {trial_name(trial)} took a better trial's checkpoint at "
                                     f"report {result.get(TIME_ATTR)}: {changed}")
     return decision
+
+
+def _on_trial_complete(self, tune_controller, trial, result):
+    """A trial whose job decides its length may end at the report where it was exploited: said, since its run
+    then keeps the values it last trained with (config.yaml comes with a report), not the exploit's."""
+    from orchestrator.scheduler import Recording
+
+    Recording.on_trial_complete(self, tune_controller, trial, result)
+    exploited = self.__dict__.get("unused", {}).pop(trial.trial_id, None)
+    if exploited is not None:
+        from orchestrator.trial.names import trial_name
+
+        at, kept = exploited
+        values = "; ".join(f"{k} {_value(v)}" for k, v in kept.items())
+        getattr(self, "say", print)(f"danlu: PBT: {trial_name(trial)} ended at report {at}, where it was exploited: "
+                                    f"it trained no further, and its run keeps the values it last trained with "
+                                    f"({values}).")
 
 
 def _getstate(self):  # Tune pickles the scheduler into tuner.pkl; the terminal stays here
@@ -140,5 +171,6 @@ def _choose(self, tune_controller):
     return _pbt().choose_trial_to_run(self, tune_controller)
 
 
-__getattr__ = tune_class(__name__, "PBT", _pbt, {"on_trial_result": _on_trial_result, "choose_trial_to_run": _choose,
+__getattr__ = tune_class(__name__, "PBT", _pbt, {"on_trial_result": _on_trial_result,
+                                                  "on_trial_complete": _on_trial_complete, "choose_trial_to_run": _choose,
                                                   "__getstate__": _getstate, "__setstate__": _setstate})
