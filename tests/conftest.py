@@ -80,18 +80,88 @@ def conf_dir() -> Path:
     return CONF
 
 
+_RAYS: dict[tuple[int, int], object] = {}  # (CPUs, logical GPUs) -> this test process's Ray of that shape
+
+
+def shared_ray(cpus: int, gpus: int) -> str:
+    """The GCS address of this test process's real Ray with `cpus` logical CPUs and `gpus` logical GPUs, started
+    on first use and kept to the session's end (shared_rays_stopped). A sweep connects to it (cluster.address)
+    instead of starting and stopping one of its own: 5 to 7 s of a small sweep's 12 here. Its temp dir is its own,
+    so that its address file is not where `cluster.address=auto` looks."""
+    if (cpus, gpus) not in _RAYS:
+        import tempfile
+
+        from ray.cluster_utils import Cluster
+
+        temp = tempfile.mkdtemp(prefix="dt", dir="/tmp")  # short: Ray's socket paths have a length limit
+        _RAYS[cpus, gpus] = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": cpus, "num_gpus": gpus, "include_dashboard": False, "temp_dir": temp})
+    return _RAYS[cpus, gpus].address
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_rays_stopped():
+    """The shared Rays this test process started, stopped at its end (by the Cluster's own PIDs)."""
+    yield
+    while _RAYS:
+        _RAYS.popitem()[1].shutdown()
+
+
 @pytest.fixture(scope="session")
 def ray_gpus():
-    """A real local Ray declaring 2 logical GPUs; danlu uses it instead of starting its own."""
+    """A real local Ray declaring 2 CPUs and 2 logical GPUs, which this process's in-process sweeps use (danlu
+    uses a caller's Ray instead of starting its own), and the CLI's sweeps of that shape too."""
     import ray
 
-    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address=shared_ray(2, 2), log_to_driver=False)
     yield
     ray.shutdown()
 
 
-def danlu_cli(args: list[str], cwd: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real `danlu` entry point (python -m orchestrator) in a subprocess."""
+SHAPE = ("cluster.num_cpus=", "cluster.num_gpus=")
+
+
+_CHAOS = [False]  # the running test is a chaos test (chaos_tests_start_their_own_ray)
+
+
+@pytest.fixture(autouse=True)
+def chaos_tests_start_their_own_ray(request):
+    """A chaos test's sweeps start and stop their own Ray, as a user's `danlu sweep` does on one machine: its kills
+    land on the driver and the Ray it started, together. The other layers' sweeps share one (on_shared_ray)."""
+    _CHAOS[0] = request.node.get_closest_marker("chaos") is not None
+    yield
+    _CHAOS[0] = False
+
+
+def on_shared_ray(args: list[str]) -> list[str]:
+    """A sweep's arguments made to run on this process's shared Ray of the shape they ask (cluster.num_cpus,
+    cluster.num_gpus; by default this machine's CPUs and no GPU, as an embedded Ray detects here). Left as they
+    are: other commands, a chaos test's sweeps, and sweeps that name any other cluster setting (an address,
+    custom resources)."""
+    if not args or args[0] not in ("sweep", "compare") or _CHAOS[0]:
+        return args
+    shape = [a for a in args if a.startswith(SHAPE)]
+    if any("cluster." in a for a in args if a not in shape):
+        return args
+    cpus = next((int(a.split("=")[1]) for a in shape if a.startswith(SHAPE[0])), os.cpu_count() or 1)
+    gpus = next((int(a.split("=")[1]) for a in shape if a.startswith(SHAPE[1])), 0)
+    where = f"cluster.address={shared_ray(cpus, gpus)}"
+    if args[0] == "compare":  # overrides for both arms go after --set
+        rest = [a for a in args if a not in shape]
+        if "--set" in rest:
+            i = rest.index("--set") + 1
+            return [*rest[:i], where, *rest[i:]]
+        return [*rest, "--set", where]
+    return [args[0], where, *[a for a in args[1:] if a not in shape]]  # an override before any --option
+
+
+def danlu_cli(args: list[str], cwd: Path, timeout: float = 600, env: dict | None = None,
+              own_ray: bool = False) -> subprocess.CompletedProcess:
+    """Run the real `danlu` entry point (python -m orchestrator) in a subprocess. A sweep runs on this process's
+    shared Ray of its shape (on_shared_ray) unless `own_ray`, or an `env` of its own is given (the shared Ray's
+    trials would not see it): then it starts and stops its own Ray, as a user's does."""
+    if not own_ray and env is None:
+        args = on_shared_ray(args)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, env=full_env)

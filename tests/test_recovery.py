@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONF, free_port, mlflow_runs, wait_for
+from tests.conftest import CONF, free_port, mlflow_runs, on_shared_ray, wait_for
 
 pytestmark = pytest.mark.chaos
 
@@ -22,8 +22,9 @@ SLEEPY = ["job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=4", "
 
 
 def start_danlu(args, cwd: Path, log: Path) -> subprocess.Popen:
-    """`danlu` in its own session, so that the test can end exactly what it started."""
-    return subprocess.Popen([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), *args], cwd=cwd,
+    """`danlu` in its own session, so that the test can end exactly what it started; outside the chaos layer, on
+    the test process's shared Ray (tests/conftest.py on_shared_ray), as its danlu_cli calls are."""
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), *on_shared_ray(args)], cwd=cwd,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 

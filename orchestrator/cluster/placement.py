@@ -158,7 +158,7 @@ def ray_session(cluster, need: dict[str, float], verbose: bool = False) -> Itera
     kwargs: dict[str, Any] = dict(log_to_driver=verbose, include_dashboard=False, configure_logging=True,
                                   logging_level=logging.INFO if verbose else logging.WARNING)
     if cluster.get("address"):
-        ray.init(address=cluster.address, log_to_driver=verbose)
+        connect(str(cluster.address), verbose)
     else:
         # address="local": always a Ray of our own, never one that `ray start` left running on this machine
         custom = {str(k): float(v) for k, v in (cluster.get("resources") or {}).items()} or None
@@ -170,6 +170,27 @@ def ray_session(cluster, need: dict[str, float], verbose: bool = False) -> Itera
         yield
     finally:
         ray.shutdown()
+
+
+def connect(address: str, verbose: bool) -> None:
+    """Connect to the Ray cluster at a GCS address (HEAD:6379), after a TCP check that fails within seconds where
+    nothing listens; BadInput naming cluster.address where it does not answer or refuses (Ray raises several kinds
+    of error, and would first retry for 20 s)."""
+    import socket
+
+    import ray
+
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit():
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as exc:
+            raise BadInput(f"cluster.address={address}: nothing answers there ({exc.strerror or exc}).") from None
+    try:
+        ray.init(address=address, log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, an auth refusal: Ray raises several kinds
+        raise BadInput(f"cluster.address={address}: Ray could not connect, or the auth token was refused "
+                       f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
 
 
 def check_shared_storage(storage_dir) -> None:

@@ -4,7 +4,6 @@ Unreachable with the reason, or returns a short note of what it found."""
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -164,10 +163,6 @@ def nodes_at(address: str) -> dict[str, dict[str, float]]:
     through its state API with the token by the cluster client, orchestrator/cluster/dashboard.py) or a GCS address
     (HEAD:6379: Ray connects, after a TCP check that fails within seconds where nothing listens). BadInput where
     it does not answer or refuses."""
-    import socket
-
-    from orchestrator.errors import BadInput
-
     if address.startswith(("http://", "https://")):
         from orchestrator.cluster.dashboard import answers, dashboard_nodes
 
@@ -175,24 +170,12 @@ def nodes_at(address: str) -> dict[str, dict[str, float]]:
         return dashboard_nodes(address)
     import ray
 
-    if not ray.is_initialized():
-        host, _, port = address.rpartition(":")
-        if host and port.isdigit():
-            try:
-                socket.create_connection((host, int(port)), timeout=5).close()
-            except OSError as exc:
-                raise BadInput(f"cluster.address={address}: nothing answers there ({exc.strerror or exc}).") from None
-        try:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
-        except Exception as exc:  # ConnectionError, an auth refusal: Ray raises several kinds
-            raise BadInput(f"cluster.address={address}: Ray could not connect, or the auth token was refused "
-                           f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
-        try:
-            from orchestrator.cluster.placement import cluster_nodes
+    from orchestrator.cluster.placement import cluster_nodes, connect
 
+    if not ray.is_initialized():
+        connect(address, verbose=False)
+        try:
             return cluster_nodes()
         finally:
             ray.shutdown()
-    from orchestrator.cluster.placement import cluster_nodes
-
     return cluster_nodes()
