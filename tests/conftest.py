@@ -15,6 +15,10 @@ from types import SimpleNamespace
 
 import pytest
 
+# pytest imports this file as `conftest` (tests/ has no __init__.py); test modules import it as `tests.conftest`
+# or `conftest`: one module under both names, so that its state (the shared Rays, the chaos flag) is one
+for _name in ("conftest", "tests.conftest"):
+    sys.modules.setdefault(_name, sys.modules[__name__])
 ROOT = Path(__file__).resolve().parents[1]
 # platform.processor() runs `uname -p` once and keeps it: importing MLflow asks for it. Asked here, before any test,
 # so that a unit test's import of MLflow starts no process (unit_tests_start_no_process).
@@ -152,7 +156,10 @@ def on_shared_ray(args: list[str]) -> list[str]:
             i = rest.index("--set") + 1
             return [*rest[:i], where, *rest[i:]]
         return [*rest, "--set", where]
-    return [args[0], where, *[a for a in args[1:] if a not in shape]]  # an override before any --option
+    rest = [a for a in args if a not in shape]
+    first = next((i for i, a in enumerate(rest) if i and not a.startswith("-")), len(rest))
+    end = next((i for i in range(first, len(rest)) if rest[i].startswith("-")), len(rest))
+    return [*rest[:end], where, *rest[end:]]  # after the overrides the command starts with, among them
 
 
 def danlu_cli(args: list[str], cwd: Path, timeout: float = 600, env: dict | None = None,

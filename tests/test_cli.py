@@ -131,6 +131,19 @@ def test_a_cluster_address_that_never_answers_fails_within_seconds(tmp_path):
 
 
 @pytest.mark.integration
+def test_a_sweeps_cluster_address_where_nothing_listens_is_one_message_and_no_run(tmp_path):
+    from tests.conftest import danlu_cli, free_port, mlflow_runs
+
+    address = f"127.0.0.1:{free_port()}"
+    r = danlu_cli(["sweep", "--no-preflight", "job=sleep", "sweep=sleep", f"cluster.address={address}"], tmp_path,
+                  timeout=120)
+    assert r.returncode == 2 and f"danlu: error: cluster.address={address}: nothing answers there" in r.stderr, \
+        r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "mlflow.db").exists() or mlflow_runs(tmp_path / "mlflow.db")[1:] == ([], [])
+
+
+@pytest.mark.integration
 def test_missing_config_dir(tmp_path):
     r = subprocess.run([sys.executable, "-m", "orchestrator", "--config-dir", str(tmp_path / "nope"), "run"],
                        cwd=tmp_path, capture_output=True, text=True)

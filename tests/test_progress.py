@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from orchestrator.run.progress import Progress, Work, duration
-from tests.conftest import CONF
+from tests.conftest import CONF, on_shared_ray
 
 
 def test_asha_work_follows_the_rungs():
@@ -150,8 +150,9 @@ def test_trials_a_stop_ended_are_not_counted_done():
 def _eta_at_half_way(tmp_path, *overrides: str) -> tuple[float, float, list[str]]:
     """Run a sweep of the sleep job, its output a pipe (as a log file); the ETA of the first line with half the
     trials done, and the true time left from there (to the last progress line)."""
-    cmd = [sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), "sweep", "job=sleep", "sweep=sleep",
-           "progress.every_s=1", "sweep.name=eta", "cluster.num_cpus=2", *overrides]
+    cmd = [sys.executable, "-m", "orchestrator", "--config-dir", str(CONF),
+           *on_shared_ray(["sweep", "job=sleep", "sweep=sleep", "progress.every_s=1", "sweep.name=eta",
+                           "cluster.num_cpus=2", *overrides])]
     t0, lines = time.monotonic(), []
     with subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:

@@ -232,20 +232,26 @@ def assert_seeds_together(groups: dict) -> int:
     return sum(step for seeds in groups.values() for _, step in seeds.values())
 
 
+@pytest.fixture(scope="module")
+def seeded_straight(tmp_path_factory) -> int:
+    """The SEEDED sweep run straight, once for both interrupts: its trial-steps, its seeds checked together."""
+    cwd = tmp_path_factory.mktemp("a")
+    r = danlu_cli([*SEEDED, "sweep.name=a"], cwd, own_ray=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    groups = seed_groups(cwd, "a")
+    assert any(o == "stopped_early" for seeds in groups.values() for o, _ in seeds.values())
+    return assert_seeds_together(groups)
+
+
 @pytest.mark.parametrize("sig, seed", [(signal.SIGINT, 3), (signal.SIGKILL, 5)], ids=["SIGINT", "SIGKILL"])
-def test_seed_aware_asha_keeps_seeds_together_across_an_interrupt(tmp_path, sig, seed):
+def test_seed_aware_asha_keeps_seeds_together_across_an_interrupt(seeded_straight, tmp_path, sig, seed):
     """12 configurations x 2 seeds on 2 slots, ASHA (rungs 1 and 3 of 9), the same search seed: a sweep run
-    straight, and the same sweep interrupted (Ctrl-C, or its driver killed) once a seeded number of trials has
-    ended, then resumed. In both, every configuration's seeds end alike (a seed ahead of its group waits at the
-    rung), and the interrupted sweep's trial-steps stay within 1.25x the straight one's."""
+    straight (once, seeded_straight), and the same sweep interrupted (Ctrl-C, or its driver killed) once a seeded
+    number of trials has ended, then resumed. In both, every configuration's seeds end alike (a seed ahead of its
+    group waits at the rung), and the interrupted sweep's trial-steps stay within 1.25x the straight one's."""
     import random
 
-    (tmp_path / "a").mkdir()
-    r = danlu_cli([*SEEDED, "sweep.name=a"], tmp_path / "a")
-    assert r.returncode == 0, r.stdout + r.stderr
-    straight = assert_seeds_together(seed_groups(tmp_path / "a", "a"))
-    assert any(o == "stopped_early" for seeds in seed_groups(tmp_path / "a", "a").values() for o, _ in seeds.values())
-
+    straight = seeded_straight
     (tmp_path / "b").mkdir()
     storage = tmp_path / "b" / "outputs" / "b"
     ended = random.Random(seed).randint(2, 10)  # the seeded moment: after this many trials ended
