@@ -33,7 +33,10 @@ LAYERS = ("unit", "contract", "integration", "chaos")
 
 
 def pytest_collection_modifyitems(config, items):
-    """A test with no layer marker is a unit test; integration and chaos tests are also `slow`."""
+    """A test with no layer marker is a unit test; integration and chaos tests are also `slow`. Files run chaos
+    first, then integration, contract, unit (each file's tests in their order): side by side (scripts/test, which
+    keeps this order), the longest files, which mostly wait on Slurm, kills and sleeps, start first, not last."""
+    rank: dict[str, int] = {}
     for item in items:
         layers = {m.name for m in item.iter_markers() if m.name in LAYERS}
         assert len(layers) <= 1, f"{item.nodeid}: one layer, not {sorted(layers)}"
@@ -41,6 +44,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.unit)
         elif layers & {"integration", "chaos"}:
             item.add_marker(pytest.mark.slow)
+        layer = LAYERS.index(next(iter(layers), "unit"))
+        rank[item.fspath.strpath] = max(rank.get(item.fspath.strpath, 0), layer)
+    # stable: a file's tests keep their order. Slurm's first of all: they mostly wait on allocations and requeues,
+    # so side by side the other files fill the CPUs meanwhile
+    items.sort(key=lambda item: (-rank[item.fspath.strpath], item.fspath.basename != "test_slurm.py"))
 
 
 @pytest.fixture(autouse=True)
