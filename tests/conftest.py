@@ -92,7 +92,7 @@ def conf_dir() -> Path:
     return CONF
 
 
-_RAYS: dict[tuple[int, int], object] = {}  # (CPUs, logical GPUs) -> this test process's Ray of that shape
+_RAYS: dict[tuple[int, int], tuple] = {}  # (CPUs, logical GPUs) -> this test process's Ray of that shape, its temp dir
 
 
 def shared_ray(cpus: int, gpus: int) -> str:
@@ -107,16 +107,21 @@ def shared_ray(cpus: int, gpus: int) -> str:
 
         temp = tempfile.mkdtemp(prefix="dt", dir="/tmp")  # short: Ray's socket paths have a length limit
         _RAYS[cpus, gpus] = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": cpus, "num_gpus": gpus, "include_dashboard": False, "temp_dir": temp})
-    return _RAYS[cpus, gpus].address
+            "num_cpus": cpus, "num_gpus": gpus, "include_dashboard": False, "temp_dir": temp}), temp
+    return _RAYS[cpus, gpus][0].address
 
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_rays_stopped():
-    """The shared Rays this test process started, stopped at its end (by the Cluster's own PIDs)."""
+    """The shared Rays this test process started, stopped at its end (by the Cluster's own PIDs), their temp dirs
+    (logs, sockets) removed."""
     yield
+    import shutil
+
     while _RAYS:
-        _RAYS.popitem()[1].shutdown()
+        cluster, temp = _RAYS.popitem()[1]
+        cluster.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
