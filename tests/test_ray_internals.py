@@ -159,3 +159,24 @@ def test_the_trial_name_functions_travel_in_each_trials_state_by_name():
 
     for fn in (trial_name, trial_dirname):  # Tune pickles both into every trial's state, in every snapshot
         assert len(cloudpickle.dumps(fn)) < 100, fn
+
+
+def test_a_searcher_state_cut_short_is_passed_over_for_the_one_before(tmp_path):
+    """Tune's newest searcher state cut at a byte (a driver killed while Tune wrote it, or a reader that came while
+    it was written): the study comes from the session before, not an error."""
+    import pickle
+
+    import optuna
+
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions={
+        "x": optuna.distributions.FloatDistribution(0, 1)}, value=1.0))
+    whole = pickle.dumps({"_ot_study": study})
+    (tmp_path / "searcher-state-2026-12-07_10-00-00.pkl").write_bytes(whole)
+    assert [t.params for t in ray_internals.saved_optuna_study(tmp_path).trials] == [{"x": 0.5}]
+    newer = tmp_path / "searcher-state-2026-12-07_11-00-00.pkl"
+    for cut in (0, 1, len(whole) // 2, len(whole) - 1):
+        newer.write_bytes(whole[:cut])
+        assert [t.params for t in ray_internals.saved_optuna_study(tmp_path).trials] == [{"x": 0.5}], cut
+    (tmp_path / "searcher-state-2026-12-07_10-00-00.pkl").unlink()
+    assert ray_internals.saved_optuna_study(tmp_path) is None

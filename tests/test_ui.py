@@ -94,14 +94,20 @@ def test_every_printed_link_opens_the_sweep_in_a_fresh_browser(tmp_path):
         assert in_training_view(text_of(dom)), dom[-3000:]
         # the artifact viewer chose its HTML preview and loaded the report into it
         assert re.search(r'<iframe src="blob:[^"]+"[^>]*class="mlflow-html-iframe"', dom), dom[-3000:]
-        shot = tmp_path / "report.png"
-        browse(view, tmp_path, f"--screenshot={shot}")
         from matplotlib.image import imread
 
-        pixels = imread(shot)
-        assert pixels.shape[:2] == (1000, 1400)
-        right = pixels[150:950, 450:1000, :3]  # where the preview sits: a table and plots, not a blank pane
-        assert right.std() > 0.1 and len({tuple(p) for p in (right[::7, ::7] * 255).astype(int).reshape(-1, 3)}) > 20
+        def preview_drawn() -> bool:
+            """A screenshot in which the preview pane holds a table and plots, not a blank pane. Chromium's virtual
+            time does not wait on a slow server: on a loaded machine a shot can come before the report arrives."""
+            shot = tmp_path / f"report-{len(list(tmp_path.glob('report-*.png')))}.png"
+            browse(view, tmp_path, f"--screenshot={shot}")
+            pixels = imread(shot)
+            assert pixels.shape[:2] == (1000, 1400)
+            right = pixels[150:950, 450:1000, :3]  # where the preview sits
+            return bool(right.std() > 0.1
+                        and len({tuple(p) for p in (right[::7, ::7] * 255).astype(int).reshape(-1, 3)}) > 20)
+
+        wait_for(preview_drawn, timeout=300, what="a screenshot with the report drawn in MLflow's preview")
         served = urllib.request.urlopen(f"{base}/get-artifact?path=report/report.html&run_uuid={run}",
                                         timeout=30).read().decode()
         assert "<h2 id='leaderboard'>Leaderboard</h2>" in served and "profile=best" in served

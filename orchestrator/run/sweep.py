@@ -262,7 +262,7 @@ def _launch(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Inter
     fit, then its end (a stop said, or the summary and the report). `cut`: the tag for trials the previous Slurm
     allocation's end cut short (orchestrator/cluster/slurm.py)."""
     parts = _assemble(p, tracker, verbose, out, known, interrupts, search_seed, prep, meter, cut)
-    _fit(parts.tuner, tracker, interrupts)
+    _fit(parts.tuner, tracker, interrupts, len(p.space.params))
     if parts.budget is not None:
         parts.budget.flush()
     if parts.budget is not None and parts.budget.reached and interrupts.stopped == parts.budget.reached \
@@ -340,13 +340,13 @@ def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Int
     return _Parts(scheduler, names, runs, ledger, guard, tuner, budget)
 
 
-def _fit(tuner, tracker, interrupts: Interrupts) -> None:
+def _fit(tuner, tracker, interrupts: Interrupts, swept: int) -> None:
     """Tune's fit, unless the sweep was stopped meanwhile; an error that a stop explains (the writer's death, a full
     disk, a lost lock) is the stop's, said by _ended_early."""
     from orchestrator.ray_internals import on_storage_fault
 
     interrupts.in_fit = True
-    threading.Thread(target=_preload_report, daemon=True, name="danlu-report-imports").start()
+    threading.Thread(target=_preload_report, args=(swept,), daemon=True, name="danlu-report-imports").start()
     try:
         if interrupts.stopped is None:
             tuner.fit()
@@ -502,16 +502,20 @@ def _finish_parent(store, parent_id: str | None, status: str) -> None:
         pass
 
 
-def _preload_report() -> None:
+def _preload_report(swept: int) -> None:
     """Import what the report needs while the trials run (2-3 s here, in a driver that mostly waits), not after
-    them. Only a head start: an import that fails here fails again in _report, which says so."""
+    them. Only a head start: an import that fails here fails again in _report, which says so. Optuna's fANOVA
+    (scikit-learn: 2 CPU-s) only where `swept`, the space's keys, can give it something to rank: with one key or none
+    the importance section fits nothing (orchestrator/report/importance.py)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot  # noqa: F401
-        import optuna.importance  # noqa: F401
         import scipy.stats  # noqa: F401
+
+        if swept >= 2:
+            import optuna.importance  # noqa: F401
     except Exception:  # noqa: S110
         pass
 
