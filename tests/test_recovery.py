@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.tracking.ui import server_env
 from tests.conftest import CONF, free_port, mlflow_runs, on_shared_ray, wait_for
 
 pytestmark = pytest.mark.chaos
@@ -175,7 +176,7 @@ def start_mlflow_server(tmp_path: Path, port: int) -> subprocess.Popen:
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art")],
         cwd=tmp_path, stdout=open(tmp_path / f"server-{time.time()}.log", "w"), stderr=subprocess.STDOUT,
-        start_new_session=True)
+        start_new_session=True, env=server_env())  # as scripts/mlflow-server starts one: no GenAI job runner
     import urllib.request
 
     def up():

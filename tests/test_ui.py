@@ -143,6 +143,8 @@ def stop_ui(ui) -> None:
 
     spawned = psutil.Process(ui.pid).children(recursive=True)
     assert any("mlflow" in " ".join(p.cmdline()) for p in spawned)
+    # MLflow's GenAI job execution is off (orchestrator/tracking/ui.py server_env): no job runner, no Huey consumer
+    assert not any("mlflow.server.jobs" in " ".join(p.cmdline()) for p in spawned), [p.cmdline() for p in spawned]
     ui.send_signal(signal.SIGTERM)
     try:
         assert ui.wait(timeout=120) == 0

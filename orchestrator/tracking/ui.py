@@ -102,6 +102,14 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
+def server_env() -> dict[str, str]:
+    """The environment of an MLflow server danlu starts. MLflow's job execution (a job runner and Huey consumers,
+    7 Python processes and 20-25 CPU-s at each start here, more memory than the server) runs GenAI jobs: judges,
+    prompt optimisation, trace roll-ups. Nothing danlu logs or shows uses them, so it is off unless the user's
+    environment turns it on (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true)."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+
+
 def serve(uri: str, port: int, addresses, out=None, start_timeout_s: float = 600.0) -> int:
     """Run MLflow's UI for `uri` on 127.0.0.1:port until Ctrl-C or SIGTERM; `addresses()` gives the lines to print
     once it answers. Exit 0 when stopped, 2 when the port was taken, 1 when MLflow could not start."""
@@ -115,7 +123,7 @@ def serve(uri: str, port: int, addresses, out=None, start_timeout_s: float = 600
         proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host",
                                  "127.0.0.1", "--port", str(port)], start_new_session=True, stdout=sink,
                                 stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"})
+                                env={**server_env(), "PYTHONWARNINGS": "ignore::DeprecationWarning"})
     def stop(signum, frame):  # SIGTERM ends it as Ctrl-C does
         raise KeyboardInterrupt
 
