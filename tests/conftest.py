@@ -97,7 +97,7 @@ _RAYS: dict[tuple[int, int], tuple] = {}  # (CPUs, logical GPUs) -> this test pr
 
 def shared_ray(cpus: int, gpus: int) -> str:
     """The GCS address of this test process's real Ray with `cpus` logical CPUs and `gpus` logical GPUs, started
-    on first use and kept to the end of the test file (shared_rays_stopped). A sweep connects to it (cluster.address)
+    on first use and kept to the session's end (shared_rays_stopped). A sweep connects to it (cluster.address)
     instead of starting and stopping one of its own: 5 to 7 s of a small sweep's 12 here. Its temp dir is its own,
     so that its address file is not where `cluster.address=auto` looks."""
     if (cpus, gpus) not in _RAYS:
@@ -111,11 +111,11 @@ def shared_ray(cpus: int, gpus: int) -> str:
     return _RAYS[cpus, gpus][0].address
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def shared_rays_stopped():
-    """The shared Rays a test file started, stopped at its end (by the Cluster's own PIDs), their temp dirs (logs,
-    sockets) removed. Not kept for the session: an idle Ray polls (its log monitor, agents, GCS and raylet: 4% of a
-    core here), and most files use none, so a worker's Rays idled through most of the run. Starting one costs 4 CPU-s."""
+    """The shared Rays this test process started, stopped at its end (by the Cluster's own PIDs), their temp dirs
+    (logs, sockets) removed. Kept for the session, not per test file: an idle Ray polls (3% of a core here), but a
+    start costs 4-6 CPU-s and 5-10 s of a test's time: with a Ray per file, two whole runs here took 1,585 and 1,619 s, against 1,506 s before."""
     yield
     import shutil
 
@@ -125,7 +125,7 @@ def shared_rays_stopped():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_gpus():
     """A real local Ray declaring 2 CPUs and 2 logical GPUs, which this process's in-process sweeps use (danlu
     uses a caller's Ray instead of starting its own), and the CLI's sweeps of that shape too."""
