@@ -144,19 +144,21 @@ _CHAOS = [False]  # the running test is a chaos test (chaos_tests_start_their_ow
 
 @pytest.fixture(autouse=True)
 def chaos_tests_start_their_own_ray(request):
-    """A chaos test's sweeps start and stop their own Ray, as a user's `danlu sweep` does on one machine: its kills
-    land on the driver and the Ray it started, together. The other layers' sweeps share one (on_shared_ray)."""
+    """A chaos test's sweeps that it kills (start_danlu) start and stop their own Ray, as a user's `danlu sweep` does
+    on one machine: its kills land on the driver and the Ray it started, together. What runs to its end there (a
+    resume, a reference sweep: danlu_cli) and the other layers' sweeps share one (on_shared_ray), as a sweep
+    restored after its machine was lost runs on another Ray."""
     _CHAOS[0] = request.node.get_closest_marker("chaos") is not None
     yield
     _CHAOS[0] = False
 
 
-def on_shared_ray(args: list[str]) -> list[str]:
+def on_shared_ray(args: list[str], killed: bool = False) -> list[str]:
     """A sweep's arguments made to run on this process's shared Ray of the shape they ask (cluster.num_cpus,
     cluster.num_gpus; by default this machine's CPUs and no GPU, as an embedded Ray detects here). Left as they
-    are: other commands, a chaos test's sweeps, and sweeps that name any other cluster setting (an address,
-    custom resources)."""
-    if not args or args[0] not in ("sweep", "compare") or _CHAOS[0]:
+    are: other commands, a chaos test's sweeps that it may kill (`killed`), and sweeps that name any other cluster
+    setting (an address, custom resources)."""
+    if not args or args[0] not in ("sweep", "compare") or (_CHAOS[0] and killed):
         return args
     shape = [a for a in args if a.startswith(SHAPE)]
     if any("cluster." in a for a in args if a not in shape):

@@ -24,8 +24,10 @@ SLEEPY = ["job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=4", "
 
 def start_danlu(args, cwd: Path, log: Path) -> subprocess.Popen:
     """`danlu` in its own session, so that the test can end exactly what it started; outside the chaos layer, on
-    the test process's shared Ray (tests/conftest.py on_shared_ray), as its danlu_cli calls are."""
-    return subprocess.Popen([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), *on_shared_ray(args)], cwd=cwd,
+    the test process's shared Ray (tests/conftest.py on_shared_ray), as its danlu_cli calls are; in it, with a Ray
+    of its own, which a kill of the driver takes with it."""
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF),
+                             *on_shared_ray(args, killed=True)], cwd=cwd,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -106,8 +108,8 @@ def test_driver_sigkill_then_the_same_command_resumes(tmp_path):
     _, _, before = mlflow_runs(tmp_path / "mlflow.db", "night")
     done_before = [r.info.run_id for r in before if r.info.status == "FINISHED"]
     assert done_before
-    r = subprocess.run([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), *args], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), *on_shared_ray(args)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "danlu: resuming night" in r.stdout and "danlu: 4 trials: 4 completed" in r.stdout
     parent, finished = assert_one_clean_run_per_trial(tmp_path / "mlflow.db", "night", 16)

@@ -38,9 +38,10 @@ def state_dir(storage_dir: Path) -> Path:
 def _identity(overrides: list[str]) -> list[str]:
     """The overrides that define a sweep: its name, where its storage lives and how it guards that storage
     (storage.*: a lower free-space margin to resume on a fuller disk) are not part of it, nor is its budget
-    (sweep.budget.*: a sweep stopped by its budget resumes with a larger one)."""
+    (sweep.budget.*: a sweep stopped by its budget resumes with a larger one), nor where it runs (cluster, cluster.*:
+    a sweep restored after its node or its allocation was lost finds its Ray at another address, or starts one)."""
     return [o for o in overrides if not o.lstrip("+").startswith(("sweep.name=", "output_dir=", "storage.",
-                                                                   "sweep.budget."))]
+                                                                   "sweep.budget.", "cluster.", "cluster="))]
 
 
 SAVED_COPY = "sweep.copy.json"  # the identity twice: a file cut at any byte leaves the other
