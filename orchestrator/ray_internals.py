@@ -87,22 +87,10 @@ def optuna_study(searcher_or_state):
 
 def saved_optuna_study(storage_dir):
     """The study in the newest readable searcher state Tune saved in a sweep's storage, or None."""
-    import glob
-    import os
-    import pickle
+    from orchestrator.storage.snapshots import newest_loadable
 
-    # Newest by name, as Tune's own _load_newest_checkpoint picks it: the name holds the session's start time.
-    # Not by mtime: Tune copies every session's file back into storage at each sync, in no set order.
-    # A file cut short (a driver killed while Tune wrote it, or read while it is written) is passed over for the
-    # one before, as orchestrator.scheduler.saved_decisions does.
-    for path in sorted(glob.glob(os.path.join(str(storage_dir), "searcher-state-*.pkl")), reverse=True):
-        try:
-            with open(path, "rb") as f:
-                state = pickle.load(f)
-        except Exception:  # noqa: BLE001 - cut at any byte, pickle raises any of a dozen errors
-            continue
-        return optuna_study(state) if isinstance(state, dict) and "_ot_study" in state else None
-    return None
+    state = newest_loadable(storage_dir, "searcher-state-*.pkl")
+    return optuna_study(state) if isinstance(state, dict) and "_ot_study" in state else None
 
 
 # -- ASHA's rung records ------------------------------------------------------------------------------

@@ -284,21 +284,13 @@ def _length(epochs) -> float | None:
 
 def saved_decisions(storage_dir) -> list[dict] | None:
     """The scheduler's decisions as Tune's newest readable snapshot in a sweep's storage holds them (callback
-    states, SchedulerState first: orchestrator.run.tuner), or None. Plain pickle reads them: they are plain data. A file
-    cut short (a driver killed while Tune wrote it, or read while it is written) is passed over for the one before."""
-    import glob
-    import os
-    import pickle
+    states, SchedulerState first: orchestrator.run.tuner), or None. A file cut short is passed over for the one
+    before (orchestrator.storage.snapshots.newest_loadable)."""
+    from orchestrator.storage.snapshots import newest_loadable
 
-    for path in sorted(glob.glob(os.path.join(str(storage_dir), "callback-states-*.pkl")), reverse=True):
-        try:  # newest session first, by name, as Tune picks it
-            with open(path, "rb") as f:
-                states = pickle.load(f)
-        except Exception:  # noqa: BLE001 - cut at any byte, pickle raises any of a dozen errors
-            continue
-        saved = ((states if isinstance(states, dict) else {}).get(0) or {}).get("scheduler") or {}
-        if "decisions" in saved:
-            return list(saved["decisions"])
-        groups = saved.get("groups")  # a sweep of an earlier danlu: seed-aware ASHA's own record
-        return list(groups["decisions"]) if groups else None
-    return None
+    states = newest_loadable(storage_dir, "callback-states-*.pkl")
+    saved = ((states if isinstance(states, dict) else {}).get(0) or {}).get("scheduler") or {}
+    if "decisions" in saved:
+        return list(saved["decisions"])
+    groups = saved.get("groups")  # a sweep of an earlier danlu: seed-aware ASHA's own record
+    return list(groups["decisions"]) if groups else None

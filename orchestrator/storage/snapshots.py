@@ -43,6 +43,23 @@ class Unrestorable(Exception):
     """No snapshot of the sweep can be read, and danlu holds no copy: the sweep stops (exit 1)."""
 
 
+def newest_loadable(folder, pattern: str):
+    """What the newest file matching `pattern` in `folder` holds (plain pickle: Tune's searcher and callback states
+    are plain data), or None. Newest by name, as Tune's own _load_newest_checkpoint picks it (the name holds the
+    session's start time; not by mtime: Tune copies every session's file back into storage at each sync). A file cut
+    short (a driver killed while Tune wrote it, or read while it is written) is passed over for the one before."""
+    import glob
+    import pickle
+
+    for path in sorted(glob.glob(os.path.join(str(folder), pattern)), reverse=True):
+        try:
+            with open(path, "rb") as f:
+                return pickle.load(f)
+        except Exception:  # noqa: BLE001 - cut at any byte, pickle raises any of a dozen errors
+            continue
+    return None
+
+
 def tune_files(folder: Path) -> list[Path]:
     """Tune's top-level files in an experiment folder (what Tune copies down on a restore), oldest session first."""
     try:
