@@ -106,8 +106,11 @@ def shared_ray(cpus: int, gpus: int) -> str:
         from ray.cluster_utils import Cluster
 
         temp = tempfile.mkdtemp(prefix="dt", dir="/tmp")  # short: Ray's socket paths have a length limit
+        # without Ray's log monitor and autoscaler monitor: nothing here reads them (danlu's drivers take no worker
+        # logs unless --verbose, and the shared Rays never scale), and idle they poll: ~30% of an idle Ray's CPU
         _RAYS[cpus, gpus] = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": cpus, "num_gpus": gpus, "include_dashboard": False, "temp_dir": temp}), temp
+            "num_cpus": cpus, "num_gpus": gpus, "include_dashboard": False, "temp_dir": temp,
+            "include_log_monitor": False, "no_monitor": True}), temp
     return _RAYS[cpus, gpus][0].address
 
 
@@ -117,12 +120,27 @@ def shared_rays_stopped():
     (logs, sockets) removed. Kept for the session, not per test file: an idle Ray polls (3% of a core here), but a
     start costs 4-6 CPU-s and 5-10 s of a test's time: with a Ray per file, two whole runs here took 1,585 and 1,619 s, against 1,506 s before."""
     yield
+    while _RAYS:
+        _stop_shared(next(iter(_RAYS)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def rare_shared_rays_stopped():
+    """A shared Ray of a shape only one test file asks for (12 CPUs for the lucky sweep) is stopped at that file's
+    end, not kept idle (and polling) to the session's: the common shapes, this machine's CPUs and none or two GPUs,
+    stay."""
+    yield
+    common = {(os.cpu_count() or 1, 0), (2, 0), (2, 2)}
+    for shape in [s for s in _RAYS if s not in common]:
+        _stop_shared(shape)
+
+
+def _stop_shared(shape: tuple[int, int]) -> None:
     import shutil
 
-    while _RAYS:
-        cluster, temp = _RAYS.popitem()[1]
-        cluster.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
+    cluster, temp = _RAYS.pop(shape)
+    cluster.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -155,16 +155,18 @@ def test_a_sweep_survives_two_requeues_at_random_moments(slurm, tmp_path):
 
 
 def test_a_sweep_that_outlasts_its_time_limit_finishes_over_three_allocations(slurm, tmp_path):
-    # 4 trials x 36 steps of 1 s on 2 CPUs: 144 trial-seconds. An allocation of one minute, the warning 45 s before
-    # its end (Slurm sends it when it checks, every 30 s), the sweep stopped with 20 s left: after Ray's start and
-    # the driver's restore (~13-20 s here) the trials get 20-27 s of it, 40-54 trial-seconds, so no two allocations
-    # can hold the work and the sweep needs 3 or 4.
-    proj, db, every, epochs = _project(tmp_path), tmp_path / "mlflow.db", 2, 36
+    # 4 trials x 110 steps of 1 s on 2 CPUs: 440 trial-seconds. An allocation of two minutes (Slurm's time limits are
+    # whole minutes), the warning 45 s before its end (Slurm sends it when it checks, every 30 s), the sweep stopped
+    # with 20 s left: its trials have at most the first 100 s of an allocation, 200 trial-seconds, so no two
+    # allocations can hold the work, whatever the load. Ray's start and the driver's restore take 13-20 s of them
+    # here (25-35 s with the other tests beside it): 3 allocations, or 4. (With one-minute allocations the same
+    # start-up left the trials 5-27 s of 40, and a loaded machine needed up to 11.)
+    proj, db, every, epochs = _project(tmp_path), tmp_path / "mlflow.db", 2, 110
     env = _env(slurm, tmp_path, DANLU_STOP_MARGIN_S="20", DANLU_MAX_REQUEUES="10")
     sweep = ["job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=4", f"epochs={epochs}", "epoch_s=1.0",
              "checkpoint_state=true", f"checkpoint.every={every}", "progress.every_s=1", "submit.stop_grace_s=20",
              f"output_dir={tmp_path}/outputs", f"tracking.uri=sqlite:///{db}"]
-    job = _sbatch(env, proj, ["--time=1", "--signal=B:USR1@45"], sweep)
+    job = _sbatch(env, proj, ["--time=2", "--signal=B:USR1@45"], sweep)
     try:
         wait_for(lambda: _ended(env, job), timeout=900, what="the job to finish over its allocations")
     finally:
