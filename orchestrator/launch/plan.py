@@ -84,6 +84,23 @@ class Plan:
 
         return sweep_forecast(self)
 
+    @cached_property
+    def identity(self) -> dict[str, str]:
+        """Every setting of the sweep, key by key, as a later command with its name must find them (the storage
+        keeps them: orchestrator/storage/sweep_files.py): its composed config with every value resolved (so an
+        edited conf file shows, as a changed override does, and the order of overrides does not), its space as
+        parsed from the conf file and the command line, and a Hydra app's own config (unresolved: its ${now:}
+        stays as written)."""
+        from orchestrator.config.compose import flatten
+
+        out = {k: _shown(v) for k, v in flatten(plain(self.cfg)) if k != "sweep.space" and
+               not k.startswith("sweep.space.")}
+        out |= {f"sweep.space.{k}": _shown(expr) for k, expr in self.space.describe()["space"].items()}
+        if self.app is not None:
+            app = plain(self.app.compose(self.app.fixed), resolve=False)
+            out |= {f"app.{k}": _shown(v) for k, v in flatten(app) if not k.startswith("hydra.")}
+        return out
+
     @property
     def settings(self) -> dict[str, str]:
         """What the sweep is, as its parent run's params (sweep_settings)."""
@@ -194,6 +211,13 @@ def sweep_settings(cfg: dict, space) -> dict[str, str]:
     if "epochs" in cfg:  # how long a trial runs (ASHA's max_t follows it)
         out["epochs"] = cfg["epochs"]
     return {k: str(v)[:6000] for k, v in out.items() if v is not None}
+
+
+def _shown(value) -> str:
+    """A setting's value as text: a string as it is, anything else as JSON."""
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
 
 def _check_sweep(sweep, name: str) -> None:

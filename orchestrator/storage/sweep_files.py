@@ -1,5 +1,5 @@
-"""A sweep's own files in its storage (<output_dir>/<sweep.name>/danlu/): its identity (the overrides it started
-with, its id, its search seed), its progress, and the record of a sweep that ended whole. The tracking journal
+"""A sweep's own files in its storage (<output_dir>/<sweep.name>/danlu/): its identity (its settings as composed, the
+overrides it started with, its id, its search seed), its progress, and the record of a sweep that ended whole. The tracking journal
 (orchestrator/tracking/journal.py) and the lock (orchestrator/storage/lock.py) live in the same folder."""
 
 from __future__ import annotations
@@ -35,13 +35,29 @@ def state_dir(storage_dir: Path) -> Path:
     return d
 
 
+# What a later command with the sweep's name may change: its name and where its files live (sweep.name, output_dir),
+# how its storage is guarded (storage.*: a lower free-space margin to resume on a fuller disk), its budget
+# (sweep.budget.*: a sweep stopped by its budget resumes with a larger one), where and how it runs (cluster.*,
+# submit.*: a sweep restored after its node or its allocation was lost finds its Ray at another address, or starts
+# one) and how its progress is drawn (progress.*). A resume honours each of these; every other setting is what the
+# sweep is, and a resume that would ignore a change to one refuses it instead.
+FREE = ("sweep.name", "output_dir", "storage", "sweep.budget", "cluster", "submit", "progress")
+
+
+def _free(key: str) -> bool:
+    return any(key == f or key.startswith(f + ".") for f in FREE)
+
+
 def _identity(overrides: list[str]) -> list[str]:
-    """The overrides that define a sweep: its name, where its storage lives and how it guards that storage
-    (storage.*: a lower free-space margin to resume on a fuller disk) are not part of it, nor is its budget
-    (sweep.budget.*: a sweep stopped by its budget resumes with a larger one), nor where it runs (cluster, cluster.*:
-    a sweep restored after its node or its allocation was lost finds its Ray at another address, or starts one)."""
-    return [o for o in overrides if not o.lstrip("+").startswith(("sweep.name=", "output_dir=", "storage.",
-                                                                   "sweep.budget.", "cluster.", "cluster="))]
+    """The overrides that define a sweep stored by a danlu before its settings were saved: all but the FREE ones,
+    in any order."""
+    return sorted(o for o in overrides if not _free(o.lstrip("+~").split("=", 1)[0]))
+
+
+def changed(saved: dict[str, str], now: dict[str, str]) -> list[str]:
+    """Each setting that differs, as `key: old -> new` (a key one side lacks: `(none)`)."""
+    return [f"{k}: {saved.get(k, '(none)')} -> {now.get(k, '(none)')}"
+            for k in sorted(saved.keys() | now.keys()) if saved.get(k) != now.get(k)]
 
 
 SAVED_COPY = "sweep.copy.json"  # the identity twice: a file cut at any byte leaves the other
@@ -77,24 +93,32 @@ def saved_overrides(storage_dir: Path) -> list[str] | None:
 
 
 def identify(p, overrides: list[str], resume: str) -> dict:
-    """The sweep's identity in its storage (danlu/sweep.json): the overrides it started with, an id that its MLflow
-    parent run carries (so a restarted driver finds that run, whatever else it lost), and the seed of its
-    search. Written before anything is launched; a later command with the same name must match it (else BadInput
-    naming `resume`, the command that resumes the sweep it holds)."""
+    """The sweep's identity in its storage (danlu/sweep.json): its settings (p.identity, less the FREE keys), the
+    overrides it started with, an id that its MLflow parent run carries (so a restarted driver finds that run,
+    whatever else it lost), and the seed of its search. Written before anything is launched; a later command with
+    the same name must find the same settings (else BadInput naming each changed key, its old and new value, and
+    `resume`, the command that resumes the sweep it holds)."""
     import random
     import uuid
 
     path = state_dir(p.storage_dir) / SAVED
     saved = read_identity(p.storage_dir)
+    settings = {k: v for k, v in p.identity.items() if not _free(k)}  # Plan.identity
     if saved is not None:
-        if _identity(saved["overrides"]) != _identity(overrides):
+        if isinstance(saved.get("settings"), dict):
+            diff = changed(saved["settings"], settings)
+        else:  # stored before settings were saved: its overrides, in any order
+            old, now = _identity(saved["overrides"]), _identity(overrides)
+            diff = [f"overrides: {' '.join(old) or '(none)'} -> {' '.join(now) or '(none)'}"] if old != now else []
+        if diff:
+            shown = "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "")
             raise BadInput(
-                f"sweep.name={p.cfg.sweep.name}: {p.storage_dir} holds a sweep started with other settings "
-                f"({' '.join(_identity(saved['overrides'])) or 'unknown'}). Resume it with `{resume}`, "
-                "or choose another sweep.name.")
+                f"sweep.name={p.cfg.sweep.name}: {p.storage_dir} holds a sweep started with other settings ({shown}). "
+                f"A sweep goes on with the settings it started with (a changed conf file included): resume it with "
+                f"`{resume}` once they are as they were, or run the new settings as another sweep.name.")
         return saved
     seed = p.cfg.sweep.get("search_seed")
-    saved = {"overrides": list(overrides), "sweep_id": uuid.uuid4().hex,
+    saved = {"overrides": list(overrides), "settings": settings, "sweep_id": uuid.uuid4().hex,
              "search_seed": seed if seed is not None else random.randrange(2**31),
              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     try:
