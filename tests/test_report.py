@@ -95,7 +95,7 @@ def test_seed_aware_asha_stops_the_lucky_configuration_and_the_report_says_what_
 
 
 def test_a_small_digits_sweep_with_three_seeds_produces_the_report_plots_and_json(tmp_path):
-    r = danlu_cli(["sweep", "sweep.seeds=[0,1,2]", "sweep.num_samples=4", "epochs=3", "scheduler=fifo",
+    r = danlu_cli(["sweep", "--no-preflight", "sweep.seeds=[0,1,2]", "sweep.num_samples=4", "epochs=3", "scheduler=fifo",
                    "sweep.name=digits", "sweep.search_seed=3"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     out = tmp_path / "outputs/digits/report"
@@ -198,7 +198,7 @@ def test_a_compare_one_example_apart_on_three_seeds_makes_no_claim_and_says_why(
 
 
 def test_the_ensemble_section_averages_the_top_configurations_checkpoints(tmp_path):
-    r = danlu_cli(["sweep", "experiment=lore_ensemble", "sweep.num_samples=3", "sweep.seeds=[0,1]", "epochs=2",
+    r = danlu_cli(["sweep", "--no-preflight", "experiment=lore_ensemble", "sweep.num_samples=3", "sweep.seeds=[0,1]", "epochs=2",
                    "sweep.name=ens", "sweep.search_seed=5", "report.ensemble_top_k=2"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Ensemble of the top 2 (prediction averaging of final checkpoints" in r.stdout

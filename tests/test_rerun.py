@@ -22,7 +22,7 @@ def test_compare_finds_the_first_difference():
 
 @pytest.mark.integration
 def test_rerun_reproduces_a_trial_exactly(tmp_path):
-    r = danlu_cli(["sweep", "sweep.num_samples=2", "epochs=3", "scheduler=fifo", "sweep.name=again",
+    r = danlu_cli(["sweep", "--no-preflight", "sweep.num_samples=2", "epochs=3", "scheduler=fifo", "sweep.name=again",
                    "lr=tag(log, interval(0.01, 0.2))"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Trial-steps run: 6 (forecast 6; FIFO would run 6)" in r.stdout  # FIFO: 2 trials x 3 steps

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import yaml
 
 from orchestrator.errors import BadInput, SweepFailed
 from orchestrator.run.sweep import run_sweep
-from tests.conftest import danlu_cli, mlflow_runs
+from tests.conftest import CONF, ROOT, danlu_cli, mlflow_runs
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ def history(client, run, key):
 
 def test_digits_sweep_on_logical_gpus(ray_gpus, conf_dir, tmp_path):
     code, out = sweep(conf_dir, tmp_path, "gpus", "cluster.num_gpus=2", "resources.gpu=0.5", "resources.cpu=0.5",
-                      "sweep.num_samples=4", "epochs=4", "scheduler.grace_period=2")
+                      "sweep.num_samples=4", "epochs=4", "scheduler.grace_period=2", preflight=False)
     assert code == 0, out
     assert "danlu: 4 trials:" in out and "danlu: best single trial: t0" in out and "danlu: best configuration: " in out
     client, parents, children = mlflow_runs(tmp_path / "mlflow.db", "gpus")
@@ -166,8 +167,9 @@ def test_cli_sweep_end_to_end(tmp_path):
     assert "workflowType=machine_learning" in r.stdout.splitlines()[-1]
     summary = r.stdout[r.stdout.index("danlu: 4 trials"):]
     sessions = set(Path("/tmp/ray").glob("session_2*"))
-    again = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=2", "epochs=3",
-                       "epoch_s=0.05", "fail_at=tag(grid, choice(0,2))", "sweep.name=cli", "cluster.num_cpus=2"],
+    # the same settings, its overrides in another order: the same sweep
+    again = danlu_cli(["sweep", "sweep.name=cli", "cluster.num_cpus=2", "fail_at=tag(grid, choice(0,2))",
+                       "epoch_s=0.05", "epochs=3", "sweep.num_samples=2", "scheduler=fifo", "sweep=sleep", "job=sleep"],
                       tmp_path)
     assert again.returncode == 0 and "danlu: sweep cli ended on " in again.stdout, again.stdout + again.stderr
     assert summary.strip() in again.stdout  # its summary and links again...
@@ -191,6 +193,18 @@ def test_cli_sweep_end_to_end(tmp_path):
     assert (tmp_path / "outputs" / "cli" / "tuner.pkl").exists()
     r = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "sweep.name=cli"], tmp_path)
     assert r.returncode == 2 and "holds a sweep started with other settings" in r.stderr and "resume cli" in r.stderr
+    assert "sweep.num_samples: 2 -> 8" in r.stderr and "scheduler.name: fifo -> asha" in r.stderr, r.stderr
+    # the same command with its conf file edited (the space narrowed): refused, not run with the old space in silence
+    conf = tmp_path / "project" / "conf"  # a copy of the project: its conf/ (edited), its jobs/
+    shutil.copytree(CONF, conf)
+    (conf.parent / "jobs").symlink_to(ROOT / "jobs")
+    (conf / "sweep" / "sleep.yaml").write_text((CONF / "sweep" / "sleep.yaml").read_text().replace(
+        "x: interval(0.0, 1.0)", "x: interval(0.5, 1.0)"))
+    r = danlu_cli(["--config-dir", str(conf), "sweep", "job=sleep", "sweep=sleep", "scheduler=fifo",
+                   "sweep.num_samples=2", "epochs=3", "epoch_s=0.05", "fail_at=tag(grid, choice(0,2))", "sweep.name=cli",
+                   "cluster.num_cpus=2"], tmp_path)
+    assert r.returncode == 2 and "sweep.space.x: interval(0.0, 1.0) -> interval(0.5, 1.0)" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(mlflow_runs(tmp_path / "mlflow.db", "cli")[2]) == 4
 
 
 def test_a_trial_given_two_gpus_sees_exactly_those_two(ray_gpus, conf_dir, tmp_path):
