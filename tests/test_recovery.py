@@ -88,7 +88,7 @@ def assert_one_clean_run_per_trial(db: Path, sweep: str, steps: int, trials: int
 
 def test_driver_sigkill_then_the_same_command_resumes(tmp_path):
     # steps of 0.5 s: the kill must land while a trial is mid-way and another's end is in MLflow, a window of ~2.5 s
-    # at SLEEPY's 0.25 s, which a loaded machine's polling missed once (the sweep had ended: nothing to resume)
+    # at SLEEPY's 0.25 s, which a loaded machine's polling missed once (every trial had ended before the kill)
     args = ["sweep", *(a for a in SLEEPY if not a.startswith("epoch_s=")), "epoch_s=0.5", "sweep.name=night"]
     storage = tmp_path / "outputs" / "night"
     proc = start_danlu(args, tmp_path, tmp_path / "first.log")
