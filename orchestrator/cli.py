@@ -7,6 +7,7 @@
     danlu sweep experiment=digits_lr                        a ready-made sweep from conf/experiment/
     danlu sweep lr='tag(log, interval(1e-4, 1e-1))' batch_size=32,64 sweep.num_samples=8
     danlu resume NAME                                       continue an interrupted sweep
+    danlu extend NAME sweep.num_samples=48                  grow an ended sweep: more configurations, seeds, space
     danlu run lr=0.1 epochs=5                               one trial, in this process, no Ray
     danlu rerun RUN_ID                                      a trial again from its MLflow run; checks it reproduces
     danlu ui                                                the MLflow UI on the configured store
@@ -93,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the sweep's name (its directory under output_dir)")
     p.add_argument("overrides", nargs="*", help="output_dir=... if the sweep was not stored under ./outputs")
 
+    p = sub.add_parser("extend", help="grow a sweep that has ended, in the same sweep and MLflow parent run: more "
+                       "configurations (sweep.num_samples=N, the new total), more seeds (sweep.seeds=[...], a "
+                       "superset; --top K for the report's best K only) or a new space (sweep.space.KEY=EXPR)")
+    p.add_argument("name", help="the sweep's name (its directory under output_dir)")
+    p.add_argument("--top", type=int, default=None, metavar="K",
+                   help="with more seeds: only the K best configurations, ranked as the report ranks them")
+    p.add_argument("overrides", nargs="*", help="sweep.num_samples=N, sweep.seeds=[...], sweep.space.KEY=EXPR; "
+                   "output_dir=... if the sweep was not stored under ./outputs; sweep.budget.*")
+
     p = sub.add_parser("run", help="run one trial in this process (no Ray, no MLflow), for debugging")
     p.add_argument("--cfg", action="store_true", help="print the composed config and exit")
     p.add_argument("overrides", nargs="*", help="Hydra overrides (plain values only)")
@@ -145,7 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """The `danlu` command: parse, run the subcommand, map bad input to one message and exit 2 (no traceback)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "extend" and not any(a.startswith("-") for a in extra):
+        args.overrides += extra  # overrides after --top K: argparse ends a positional list at an option
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.command:
         parser.print_help()
         return 2
@@ -190,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             return rerun(args.run_id, args.overrides, config_dir)
         if args.command == "resume":
             return _resume(args, config_dir)
+        if args.command == "extend":
+            return _extend(args, config_dir)
         if args.command == "run":
             return _run(args, config_dir)
         if args.command == "ui":
@@ -254,6 +270,34 @@ def _resume(args, config_dir: Path) -> int:
                      command=["danlu", *sys.argv[1:]])
 
 
+def _extend(args, config_dir: Path) -> int:
+    """`danlu extend NAME overrides`: the sweep planned with its own overrides and the extension's (one of the same
+    key replaces its own), then run as an extension (orchestrator/launch/extension.py decides, under its lock)."""
+    from orchestrator.launch.extension import Request, merged
+    from orchestrator.run.sweep import run_sweep
+    from orchestrator.storage.sweep_files import read_identity
+
+    if args.top is not None and args.top < 1:
+        raise BadInput(f"--top {args.top}: the number of best configurations to give the new seeds, at least 1.")
+    where = [o for o in args.overrides if o.startswith("output_dir=")]
+    output_dir = where[-1].split("=", 1)[1] if where else "outputs"
+    saved = read_identity(Path(output_dir, args.name))
+    if saved is None:
+        from orchestrator.storage.catalog import names
+
+        known = names(Path(output_dir))
+        raise BadInput(f"danlu extend {args.name}: no sweep of that name under {output_dir}/; "
+                       + (f"the sweeps there: {', '.join(known)}." if known else "there are no sweeps there."))
+    if any(o.startswith("app:") for o in saved["overrides"]):
+        raise BadInput(f"danlu extend {args.name}: a Hydra app's sweep (hydra/sweeper=danlu) cannot be extended yet; "
+                       "run the new settings as a sweep of its own.")
+    own = [o for o in args.overrides if not o.startswith(("output_dir=", "sweep.name="))]
+    kept = [o for o in saved["overrides"] if not o.startswith(("sweep.name=", "output_dir="))]
+    return run_sweep([*merged(kept, own), f"sweep.name={args.name}", *where], config_dir, verbose=False,
+                     command=["danlu", *sys.argv[1:]],
+                     extend=Request(own, args.top, ["danlu", *sys.argv[1:]]))
+
+
 def _preflight(args, config_dir: Path) -> int:
     """`danlu preflight`: every check (or --only some), said as each ends; 1 if any FAILed, 2 for a metric the job
     never reports (bad input, as for danlu sweep)."""
@@ -283,12 +327,13 @@ def _report(args, config_dir: Path | None) -> int:
     from orchestrator import report
     from orchestrator.config.compose import compose, hydra_context, package_conf_dir
     from orchestrator.scheduler import saved_decisions
-    from orchestrator.storage.sweep_files import saved_overrides
+    from orchestrator.storage.sweep_files import read_identity, tune_dir
     from orchestrator.tracking import check_held, resolve_uri
 
     where = [o for o in args.overrides if o.startswith("output_dir=")]
     storage = Path(where[-1].split("=", 1)[1] if where else "outputs", args.name)
-    saved = saved_overrides(storage) or []
+    identity = read_identity(storage) or {}
+    saved = identity.get("overrides") or []
     if config_dir is None or any(o.startswith("app:") for o in saved):  # a Hydra app's (hydra/sweeper=danlu)
         config_dir = package_conf_dir()
     kept = [o for o in saved if o.lstrip("+").startswith("tracking")]
@@ -305,7 +350,8 @@ def _report(args, config_dir: Path | None) -> int:
     lease = holder(state_dir_path(storage), float(cfg.storage.lock_ttl_s)) if storage.is_dir() else None
     running = f"its driver is pid {lease.get('pid')} on {lease.get('host')}" if lease else None
     made = report.make(store, args.name, cfg.report, storage.resolve() / ("report-partial" if running else "report"),
-                       saved_decisions(storage), storage.resolve(), config_dir.parent, running=running)
+                       saved_decisions(tune_dir(storage, identity)), storage.resolve(), config_dir.parent,
+                       running=running)
     print("\n".join(made["text"]))
     if running:
         print(f"danlu: partial report: {made['dir'] / 'report.html'} (not attached to the parent run)")

@@ -125,6 +125,16 @@ def asha_load(scheduler, state: dict) -> None:
     scheduler._num_stopped = state["num_stopped"]
 
 
+def asha_carry(scheduler, earlier: dict[str, dict[float, float]]) -> None:
+    """Record earlier trials' signed values in ASHA's rungs (an extension's: each earlier trial's value at each rung
+    it reached, under a key of its own), as if they had run in this experiment: the rungs' cutoffs include them."""
+    for bracket in scheduler._brackets:
+        for milestone, recorded in bracket._rungs:
+            for key, values in earlier.items():
+                if milestone in values:
+                    recorded[key] = values[milestone]
+
+
 # -- a restored trial whose checkpoint cannot be used ------------------------------------------------
 def fallback_trainable(train_fn: Callable, notes: dict) -> type:
     """Tune's function trainable for `train_fn`, restoring a trial from a checkpoint it can use.

@@ -24,6 +24,8 @@ SLURM_ALLOCATIONS = "danlu.slurm.allocations"  # Slurm allocations the sweep ran
 SLURM_JOBS = "danlu.slurm.jobs"  # their Slurm job ids
 SLURM_PREEMPTIONS = "danlu.slurm.preemptions"  # allocations that ended by a requeue of Slurm's (preemption, scontrol)
 SLURM_TIME_LIMITS = "danlu.slurm.time_limits"  # ... by the time limit's warning signal (a graceful stop, a requeue)
+EXTENSIONS = "danlu.extensions"  # how many times the sweep was extended (`danlu extend`)
+EXTENSION_RECORD = "danlu.extension.{}"  # extension k: when, the command, what it changed and ran (JSON)
 REPORT = "danlu.report"  # pending (the trials ended, the report is not attached yet) | made | failed: why
 
 # a trial's child run
@@ -31,6 +33,7 @@ TRIAL_ID = "ray.trial_id"  # how a restarted driver finds a trial's run (never b
 TRIAL = "danlu.trial"
 CONFIG_ID = "danlu.config_id"
 SEED = "danlu.seed"
+EXTENSION = "danlu.extension"  # on a trial's run: the extension of the sweep it ran in (absent: the sweep as begun)
 OVERRIDES = "danlu.overrides"
 NODE = "danlu.node"
 GPU_IDS = "danlu.gpu_ids"

@@ -176,7 +176,7 @@ def on_shared_ray(args: list[str], killed: bool = False) -> list[str]:
     cluster.num_gpus; by default this machine's CPUs and no GPU, as an embedded Ray detects here). Left as they
     are: other commands, a chaos test's sweeps that it may kill (`killed`), and sweeps that name any other cluster
     setting (an address, custom resources)."""
-    if not args or args[0] not in ("sweep", "compare") or (_CHAOS[0] and killed):
+    if not args or args[0] not in ("sweep", "compare", "extend") or (_CHAOS[0] and killed):
         return args
     shape = [a for a in args if a.startswith(SHAPE)]
     if any("cluster." in a for a in args if a not in shape):

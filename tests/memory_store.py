@@ -110,6 +110,7 @@ class MemoryStore:
 
         with _LOCK:
             rid = self.find_parent()
+            grown = False  # an extension's first driver: the config and space are the extended ones now
             if rid is None:
                 from orchestrator.tracking.provenance import git_state
 
@@ -120,12 +121,15 @@ class MemoryStore:
             elif not replay:
                 run = self.db["runs"][rid]
                 resumes = int(run["tags"].get(T.RESUMES, "0")) + 1
+                grown = (extra_tags or {}).get(T.EXTENSIONS, run["tags"].get(T.EXTENSIONS)) != run["tags"].get(
+                    T.EXTENSIONS)
                 run["status"] = "RUNNING"
                 run["tags"].update({T.RESUMES: str(resumes), **{k: str(v) for k, v in (extra_tags or {}).items()}})
             self._params(rid, settings or {})
             arts = self.db["runs"][rid]["artifacts"]
-            arts.setdefault("config.yaml", yaml.safe_dump(config, sort_keys=False))
-            arts.setdefault("space.yaml", yaml.safe_dump(space, sort_keys=False))
+            for key, what in (("config.yaml", config), ("space.yaml", space)):
+                if grown or key not in arts:
+                    arts[key] = yaml.safe_dump(what, sort_keys=False)
 
     def close_sweep(self, metrics, tags, status, trials=None, report_pending=False, replay=False) -> None:
         with _LOCK:

@@ -212,6 +212,34 @@ def override(key: str, value: Any) -> str:
     return f"{key}={text}"
 
 
+def outside(space: dict[str, str], hp: dict[str, str]) -> list[str]:
+    """The keys of `space` (key -> expression as written) whose value in `hp` (as a run's params hold it) the space
+    does not hold: a configuration from an earlier space of an extended sweep (a key it lacks ran the base config's
+    value). A config group's key, or an expression that does not parse, is not judged."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    out = []
+    for key, expr in space.items():
+        if "/" in key:
+            continue
+        try:
+            (ov,) = parser.parse_overrides([f"{key}={expr}"])
+            param = _param(ov, key, str(expr))
+        except (HydraException, BadInput, ValueError, TypeError):
+            continue
+        value = read_value(hp[key]) if hp.get(key, "") != "" else None
+        if param.values:
+            held = value in param.values
+        else:
+            held = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                param.low is not None and param.high is not None and param.low <= value <= param.high
+        if not held:
+            out.append(key)
+    return out
+
+
 def read_value(text: str) -> Any:
     """What Hydra reads `text` as (a number, a bool, a string, a list), or None if it cannot parse it."""
     from hydra.core.override_parser.overrides_parser import OverridesParser

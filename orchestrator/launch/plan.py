@@ -142,7 +142,8 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None, app=Non
                            "with one `key: expression` a line), or {} for none.")
         fixed_keys = {o.lstrip("+~").split("=", 1)[0] for o in cl.fixed}
         entries = {k: v for k, v in (cfg.sweep.get("space") or {}).items() if k not in fixed_keys}
-        entries.update(cl.sweep)  # command line wins
+        # command line wins; `sweep.space.x=interval(...)` names the space's key x, as `x=interval(...)` does
+        entries.update({k.removeprefix("sweep.space."): v for k, v in cl.sweep.items()})
         if app is not None:
             entries = dict(app_space or {})
         seeds = cfg.sweep.seeds

@@ -26,6 +26,7 @@ class Config:
     runs: dict[int, tuple[str, str]] = field(default_factory=dict)  # seed -> (MLflow run id, Ray trial id)
     repeats: dict[int, int] = field(default_factory=dict)  # seed -> trials of it (a searcher drew this config twice)
     running: list[int] = field(default_factory=list)  # seeds whose run is still RUNNING (a report of a running sweep)
+    earlier_space: list[str] = field(default_factory=list)  # keys whose value the sweep's space (extended) no longer holds
 
     @property
     def rung(self) -> int:
@@ -127,8 +128,13 @@ def load(store, name: str, decisions: list[dict] | None = None) -> SweepData:
         elif history:
             c.curves[seed] = history
             c.steps[seed], c.values[seed] = history[-1]
+    extended = int(parent.tags.get(T.EXTENSIONS, "0") or 0) > 0
     for c in configs.values():
         _one_fidelity(c)
+        if extended:  # an extension's new space: its earlier configurations outside it stay, marked
+            from orchestrator.config.space import outside
+
+            c.earlier_space = outside(space, c.hp)
     seeds = seeds or sorted({s for c in configs.values() for s in c.trials})
     scheduler = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("scheduler.")}
     one_seed = all(len(c.values) < 2 for c in configs.values())

@@ -95,7 +95,8 @@ def build(data, rows, cfg) -> Section:
                       "runs": {str(s): rid for s, (rid, _) in sorted(r.config.runs.items())},
                       "p_vs_best": r.vs_best.get("p") if state not in (None, "running") else None,
                       "p_holm_vs_best": r.vs_best.get("p_holm") if state not in (None, "running") else None,
-                      "state": state if state != "untested" or r.stats.n > 1 else "untested (1 seed)"})
+                      "state": state if state != "untested" or r.stats.n > 1 else "untested (1 seed)",
+                      "earlier_space": r.config.earlier_space})
     words = verdict(data, rows)
     method = ("mean over seeds with a 95% Student-t interval, never narrower than the metric's resolution; each "
               f"configuration against the best by the {stats.TEST_NAME} over the seeds both ran "
@@ -107,7 +108,8 @@ def build(data, rows, cfg) -> Section:
     text = [f"{'':2}{'configuration':44} {'seeds':>5} {'mean':>9} {'95% CI (t)':>21} {'step':>5}  vs best"]
     for row, r in zip(table[:15], rows, strict=False):
         ci = f"{_f(row['ci_low'])} .. {_f(row['ci_high'])}" if row["ci_low"] is not None else "-"
-        mark = _mark(_state(r, best_rung), r.stats.n, MARKS)
+        mark = _mark(_state(r, best_rung), r.stats.n, MARKS) + (
+            f" (earlier space: {', '.join(r.config.earlier_space)})" if r.config.earlier_space else "")
         text.append(f"{row['rank']:>2} {row['label'][:44]:44} {row['n_seeds']:>5} {_f(row['mean']):>9} {ci:>21} "
                     f"{row['rung']:>5}  {mark}")
     if len(table) > 15:
@@ -126,7 +128,9 @@ def build(data, rows, cfg) -> Section:
         body.append(f"<tr{cls}><td>{row['rank']}</td><td>{html.escape(row['label'])}</td><td>{to_runs}</td>"
                     f"<td>{row['n_seeds']}</td><td>{_f(row['mean'])}</td><td>{_f(row['sd'])}</td><td>{ci}</td>"
                     f"<td>{row['rung']}</td><td>{_p(row['p_holm_vs_best'])}</td>"
-                    f"<td>{html.escape(_mark(state, r.stats.n, WORDS))}</td></tr>")
+                    f"<td>{html.escape(_mark(state, r.stats.n, WORDS))}"
+                    + (f"; from an earlier space ({html.escape(', '.join(r.config.earlier_space))} outside the sweep's "
+                       "space now)" if r.config.earlier_space else "") + "</td></tr>")
     in_ui = (f"<a target='_top' href='{html.escape(links.report(base, data.experiment_id, data.parent_id, 'report.json'))}'>"
              "in MLflow</a>, ") if base is not None else ""
     more = (f"<p>… {len(table) - shown} more configuration(s), ranked, in report.json (leaderboard.rows), beside this "

@@ -92,8 +92,26 @@ def _slurm(data, runs, label) -> tuple[dict, list[str]]:
     return facts, text
 
 
+def _extensions(data, runs, label) -> list[dict]:
+    """Each extension of the sweep (`danlu extend`): when, its command, what it changed, and the trials it ran
+    (their runs' danlu.extension tag)."""
+    import json
+
+    out = []
+    for k in range(1, _int(data.tags.get(T.EXTENSIONS)) + 1):
+        try:
+            rec = json.loads(data.tags.get(T.EXTENSION_RECORD.format(k), ""))
+        except ValueError:
+            rec = {}
+        mine = sorted(label[r.run_id] for r in runs if r.tags.get(T.EXTENSION) == str(k))
+        out.append({"n": k, "at": rec.get("at", "?"), "command": rec.get("command", "?"),
+                    "changed": list(rec.get("changed") or []),
+                    "trials": f"{mine[0]}-{mine[-1]} ({len(mine)})" if mine else "none yet"})
+    return out
+
+
 def build(data, rows, cfg) -> Section:
-    """Failures, retries, restores, runs set aside and restarts of the sweep; a quiet night says so."""
+    """Failures, retries, restores, runs set aside, restarts and extensions of the sweep; a quiet night says so."""
     limit = int(cfg.get("night_rows", 20))
     runs = list(data.runs)
     label = {r.run_id: r.tags.get(T.TRIAL, "") or r.name for r in runs}
@@ -122,6 +140,13 @@ def build(data, rows, cfg) -> Section:
     slurm, text = _slurm(data, [r for r in runs if T.ORPHANED not in r.tags], label)
     if slurm:
         facts["slurm"] = slurm
+    extensions = _extensions(data, runs, label)
+    if extensions:
+        facts["extensions"] = extensions
+        resumes -= len(extensions)  # each extension's driver found the parent run, as a resume does
+        facts["driver_resumes"] = resumes
+        text += [f"Extension {e['n']} ({e['at']}): `{e['command']}`: {'; '.join(e['changed'])}; trials "
+                 f"{e['trials']}" for e in extensions]
     if resumes or resubmits:
         text.append(f"The sweep's driver started {resumes + 1} time(s): {resumes} resume(s)"
                     + (f", {resubmits} resubmission(s) by its supervisor ({'; '.join(w for w in reasons if w)[:300]})"

@@ -46,7 +46,7 @@ def submission_tags() -> dict[str, str]:
 
 
 def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, command: list[str] | None = None,
-              stream=None, lead=None, planned: Plan | None = None, preflight: bool = True) -> int:
+              stream=None, lead=None, planned: Plan | None = None, preflight: bool = True, extend=None) -> int:
     """Run a sweep, or resume it: a sweep whose storage already exists continues where it stopped.
 
     Args:
@@ -58,6 +58,8 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
         lead: the verdict its report leads with, in place of the leaderboard's (orchestrator/report/_verdict.py).
         planned: plan(overrides, config_dir), where the caller made it already (danlu compare).
         preflight: a new sweep runs the fast checks first (orchestrator/launch/preflight.py); a resumed one ran them.
+        extend: an orchestrator.launch.extension.Request: the sweep that `overrides` name has ended and grows by
+            what they change (`danlu extend`), decided and kept under its lock before anything runs.
     """
     p = planned or plan(overrides, config_dir)
 
@@ -73,7 +75,7 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
     limits = Limits.of(p.cfg.sweep)
     storage = p.storage
     new = not storage.begun()
-    checked = _preflight(p, out) if preflight and new else None
+    checked = _preflight(p, out) if preflight and new and extend is None else None
     if not preflight and new:
         _tracking_answers(p)
     interrupts = Interrupts(out)
@@ -83,7 +85,17 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
     failed_early = False  # bad input, or a sweep that cannot start: a new sweep leaves nothing behind
     tracker = None
     try:
-        saved = storage.identify(p, overrides, p.resume)
+        if extend is not None:
+            from orchestrator.launch import extension
+            from orchestrator.storage.sweep_files import read_identity
+
+            earlier = read_identity(p.storage_dir)
+            if earlier is None:
+                raise BadInput(f"danlu extend {p.cfg.sweep.name}: no sweep of that name in {p.storage_dir}.")
+            saved = extension.record(p, extend, earlier, interrupts.say)
+        else:
+            saved = storage.identify(p, overrides, p.resume)
+        storage.part(saved)
         done = storage.finished()
         if done is not None:  # nothing to run: its summary again, without starting Ray or reading MLflow
             print(f"danlu: sweep {p.cfg.sweep.name} ended on {done['at']}: nothing to run. Its summary (`danlu report "
@@ -113,8 +125,9 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
                 p.forecast.as_tags() | (checked.as_tags() if checked is not None else {})
             if checked is None and not known:
                 tags[T.PREFLIGHT] = "skipped (--no-preflight)" if not preflight else "skipped"
+            extended = _extension_tags(saved)
             tracker.open_sweep(str(p.cfg.sweep.name), plain(p.cfg), p.space.describe(), p.project_root,
-                               command or ["danlu", *sys.argv[1:]], tags, p.settings)
+                               command or ["danlu", *sys.argv[1:]], tags | extended[0], p.settings | extended[1])
             code = _launch(p, tracker, verbose, out, known, interrupts, saved.get("search_seed"), prep, lead, meter,
                            keep_failed=checked is None, cut=cut)
             status = None
@@ -142,6 +155,26 @@ def run_sweep(overrides: list[str], config_dir: Path, verbose: bool = False, com
         lock.release()
         if failed_early and not known:  # nothing half-written: the sweep's directory goes too
             storage.discard()
+
+
+def _extension_tags(saved: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """(tags, params) of the parent run for a sweep's extensions: their count, and each one's time, command and
+    changes as a tag; each changed setting's new value as a param of its own (extension<k>.<key>: MLflow's params
+    keep their first value, so the parent's own params stay the settings the sweep began with)."""
+    import json
+
+    exts = saved.get("extensions") or []
+    if not exts:
+        return {}, {}
+    tags = {T.EXTENSIONS: str(len(exts))}
+    params = {}
+    for e in exts:
+        tags[T.EXTENSION_RECORD.format(e["n"])] = json.dumps(
+            {"at": e["at"], "command": e["command"], "changed": e["changed"], "first_trial": e["first_trial"]})[:5000]
+        for line in e["changed"]:
+            key, _, change = line.partition(": ")
+            params[f"extension{e['n']}.{key}"] = change.rpartition(" -> ")[2][:6000]
+    return tags, params
 
 
 def _preflight(p: Plan, out):
@@ -233,8 +266,8 @@ class TrialNames:
     """How a trial is called: its label (t003), its run's name, params and tags (the seed apart from its
     hyperparameters, as danlu.seed and a param of its own)."""
 
-    def __init__(self, sweep_name: str, seeds: list[int]):
-        self.sweep, self.multi_seed = sweep_name, len(seeds) > 1
+    def __init__(self, sweep_name: str, seeds: list[int], extension: int = 0):
+        self.sweep, self.multi_seed, self.extension = sweep_name, len(seeds) > 1, extension
 
     def label(self, trial) -> str:
         """The trial's label: t and its number in the sweep (t003)."""
@@ -253,6 +286,8 @@ class TrialNames:
         tags = {T.TRIAL_ID: trial.trial_id, T.TRIAL: self.label(trial), T.SWEEP: self.sweep,
                 T.CONFIG_ID: config_id(hp), T.SEED: str(seed),
                 T.OVERRIDES: " ".join(f"{k}={v}" for k, v in params.items())}
+        if self.extension:
+            tags[T.EXTENSION] = str(self.extension)
         return name, params, tags
 
 
@@ -295,21 +330,38 @@ def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Int
     )
     from orchestrator.storage.disk import Fault
     from orchestrator.storage.snapshots import Keeper
+    from orchestrator.trial import names as trial_names
     from orchestrator.trial.retries import RetryPolicy
     from orchestrator.trial.trainable import make_trainable
 
     cfg, sweep, say = p.cfg, p.cfg.sweep, interrupts.say
-    resuming = prep.rebuild_tuner or can_restore(str(p.storage_dir))
-    verb = "resuming" if resuming else ("restarting" if known else "sweep")
-    search = searchers.build(p.space, cfg, search_seed)
+    tune_dir, ext = p.storage.tune, p.storage.extension
+    resuming = prep.rebuild_tuner or can_restore(str(tune_dir))
+    verb = "resuming" if resuming else ("restarting" if known and not ext else "sweep")
+    if ext is not None:
+        # the extension's own seed: a sampler seeded as the sweep's was draws its first points again (TPE did here)
+        own = None if search_seed is None else int(search_seed) + int(ext["n"])
+        search, told = searchers.extension(p.space, cfg, own, ext)
+        verb = f"{'resuming' if resuming else 'extending'} (extension {ext['n']})"
+        trial_names.FIRST = int(ext["first_trial"])
+    else:
+        search, told = searchers.build(p.space, cfg, search_seed), ""
+        trial_names.FIRST = 0
     print(f"danlu: {verb} {sweep.name}: search {search.describe}; {len(p.space.seeds)} seed(s) per configuration; "
           f"metric {sweep.metric} ({sweep.mode}), scheduler {cfg.scheduler.name}", file=out)
+    if told and not resuming:
+        print(f"danlu: {told}", file=out)
     print(f"danlu: MLflow {p.tracking_uri} · experiment '{cfg.tracking.experiment}' · run '{sweep.name}'",
           file=out, flush=True)
     scheduler = schedulers.make(schedulers.SchedulerContext.of(cfg, p.space, say))
+    if ext is not None:
+        from orchestrator.config.space import config_id
+
+        grown = {config_id(hp) for hp in ext["points"]} if ext.get("kind") == "seeds" else set()
+        scheduler.carry(ext.get("carry") or [], grown, 1.0 if sweep.mode == "max" else -1.0, ext.get("decisions") or [])
     scheduler.retries = retries = RetryPolicy(int(cfg.failure.max_failures), int(cfg.failure.get("retry_job_errors", 0)))
     early = scheduler.stopped_early
-    names = TrialNames(str(sweep.name), list(p.space.seeds))
+    names = TrialNames(str(sweep.name), list(p.space.seeds), ext["n"] if ext else 0)
     log_dir = str(p.storage_dir / "logs")
     runs = TrialRuns(tracker, names.describe, lambda tid: tid in early, log_dir, say=say,
                      max_failures=int(cfg.failure.max_failures), on_fault=interrupts.fault, cut=cut,
@@ -318,7 +370,7 @@ def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Int
                         every_s=float(cfg.progress.every_s), work=Work.of(cfg.scheduler, cfg.get("epochs")),
                         state_file=str(p.storage.own / PROGRESS))
     guard, ledger = MetricGuard(sweep.metric), Trials()
-    keeper = Keeper(p.storage_dir, on_error=lambda exc, path: interrupts.fault(
+    keeper = Keeper(tune_dir, on_error=lambda exc, path: interrupts.fault(
         Fault("danlu's copy of Tune's state", path, exc.strerror or " ".join(str(exc).split())[:300])))
     # the order is part of Tune's saved callback state (by index): SchedulerState stays first
     callbacks = [SchedulerState(scheduler), runs, ledger, KeepSnapshots(keeper),
@@ -333,10 +385,10 @@ def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Int
                                cfg.resources.get("memory_mb"))
     if resuming:
         if prep.rebuild_tuner:  # tuner.pkl was damaged and set aside: a Tuner of this sweep's settings writes it
-            build_tuner(trainable, search, cfg, scheduler, callbacks, guard, str(p.storage_dir.parent), verbose)
-        tuner = restore_tuner(str(p.storage_dir), trainable, cfg, search, scheduler, callbacks, guard)
+            build_tuner(trainable, search, cfg, scheduler, callbacks, guard, tune_dir, verbose)
+        tuner = restore_tuner(str(tune_dir), trainable, cfg, search, scheduler, callbacks, guard)
     else:  # new, or killed before Tune's first snapshot: the trials start (again) from nothing
-        tuner = build_tuner(trainable, search, cfg, scheduler, callbacks, guard, str(p.storage_dir.parent), verbose)
+        tuner = build_tuner(trainable, search, cfg, scheduler, callbacks, guard, tune_dir, verbose)
     return _Parts(scheduler, names, runs, ledger, guard, tuner, budget)
 
 
@@ -404,7 +456,8 @@ def _finish(p: Plan, tracker, interrupts: Interrupts, parts: _Parts, out, lead) 
                                                          "at": time.strftime("%Y-%m-%d %H:%M:%S")})
     if parts.budget is not None:
         summary["metrics"] |= parts.budget.meter.used.as_metrics()
-    tracker.close_sweep(summary["metrics"], summary["tags"], status, runs.ends(trials), report_pending=True)
+    earlier = {tid: None for tid in (p.storage.extension or {}).get("earlier_trials", [])}  # not this part's to judge
+    tracker.close_sweep(summary["metrics"], summary["tags"], status, earlier | runs.ends(trials), report_pending=True)
     complete = tracker.close()  # the report waits until MLflow holds every result: it is made of them
     if interrupts.faults:  # a full disk while the sweep ended (its last writes): the same stop, said the same way
         return _stopped(p, tracker, interrupts, out, closed=True)

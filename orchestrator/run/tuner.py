@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -408,9 +409,9 @@ def restore_tuner(path: str, trainable, cfg, search, scheduler, callbacks, stopp
     return tuner
 
 
-def build_tuner(trainable, search, cfg, scheduler, callbacks, stopper, storage_path: str, verbose: bool):
-    """A new Tuner for the sweep; `search` is the sweep's orchestrator.search.Search (its algorithm, param_space
-    and Tune's num_samples)."""
+def build_tuner(trainable, search, cfg, scheduler, callbacks, stopper, experiment: Path, verbose: bool):
+    """A new Tuner for the sweep, its experiment in the folder `experiment` (the sweep's storage, or an extension's);
+    `search` is the sweep's orchestrator.search.Search (its algorithm, param_space and Tune's num_samples)."""
     _tune_env()
     return tune.Tuner(
         with_resources(trainable, cfg),
@@ -426,8 +427,8 @@ def build_tuner(trainable, search, cfg, scheduler, callbacks, stopper, storage_p
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
-            name=cfg.sweep.name,
-            storage_path=storage_path,
+            name=experiment.name,
+            storage_path=str(experiment.parent),
             callbacks=callbacks,
             stop=stopper,
             verbose=2 if verbose else 0,

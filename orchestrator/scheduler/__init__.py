@@ -153,6 +153,18 @@ class Recording(_Scheduler):
         ones with stop=True: config, rung, mean, seeds, cutoff). None made by default."""
         return []
 
+    def carry(self, earlier: list[dict], grown: set[str], sign: float, decisions: list[dict]) -> None:
+        """An extension's scheduler starts with what the sweep's earlier trials reached (`danlu extend`:
+        orchestrator/launch/extension.py). None is carried by default; ASHA carries its rungs.
+
+        Args:
+            earlier: each earlier trial: {"config", "seed", "last" (its last step), "values": [[step, value], ...]
+                at the rungs}.
+            grown: the configurations the extension gives more seeds (their groups are judged again, grown).
+            sign: 1 for mode=max, -1 for min (the rungs keep signed values: larger is better).
+            decisions: the earlier parts' decisions, kept for the report.
+        """
+
     def state(self) -> dict:
         """What a resumed sweep needs of this scheduler: plain data, saved with every Tune snapshot
         (orchestrator.run.tuner.SchedulerState), since Tune writes the scheduler itself only once, at the start."""

@@ -112,6 +112,22 @@ class GroupRungs:
                 self.stopped.add(config)
         return made
 
+    def carry(self, earlier: list[dict], grown: set[str], decisions: list[dict]) -> None:
+        """Start from an earlier part of the sweep (an extension): each earlier seed's signed value at each rung it
+        reached and the step it ended at; the means of the groups that reached a rung whole (not of `grown`: the
+        configurations given more seeds, decided again when their new seeds get there); the earlier decisions."""
+        for e in earlier:
+            config, seed = e["config"], int(e["seed"])
+            for step, value in e["values"]:
+                if step in self.values:
+                    self.values[step].setdefault(config, {})[seed] = value
+            self.ended.setdefault(config, {})[seed] = e["last"]
+        for rung in self.rungs:
+            for config, seen in self.values[rung].items():
+                if config not in grown and seen:
+                    self.means[rung][config] = sum(seen.values()) / len(seen)
+        self.decisions = [Decision(**d) for d in decisions] + self.decisions
+
     def state(self) -> dict:
         """Every record as plain data (saved with Tune's snapshots; load() takes it back)."""
         return {

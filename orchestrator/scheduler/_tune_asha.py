@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from orchestrator.ray_internals import asha_limits, asha_load, asha_metric, asha_state, hold_added, stored_result
+from orchestrator.ray_internals import (
+    asha_carry,
+    asha_limits,
+    asha_load,
+    asha_metric,
+    asha_state,
+    hold_added,
+    stored_result,
+)
 from orchestrator.scheduler import Recording
 from orchestrator.scheduler._group_rungs import Decision, GroupRungs, milestones
 
@@ -184,6 +192,18 @@ class ASHA(Recording, ASHAScheduler):
                 self.say(f"danlu: ASHA stopped configuration {d.config} ({self._labels.get(d.config, '')}) at rung "
                          f"{d.rung:g}: mean {metric} {sign * d.mean:.4g} over {d.seeds} seed(s), below the "
                          f"rung's cutoff {sign * d.cutoff:.4g}")
+
+    def carry(self, earlier: list[dict], grown: set[str], sign: float, decisions: list[dict]) -> None:
+        """An extension's ASHA starts with the earlier trials' values at its rungs (see Recording.carry), so a new
+        configuration is cut against the old ones. With several seeds the earlier groups' means are recorded at each
+        rung they reached whole, and a configuration given more seeds is decided again on its grown group (its earlier
+        seeds count where they reached the rung); with one seed Tune's own rungs hold each earlier trial."""
+        if self.groups is None:
+            asha_carry(self, {f"earlier:{e['config']}:{e['seed']}": {s: sign * v for s, v in e["values"]}
+                              for e in earlier})
+            return
+        self.groups.carry([{**e, "values": [[s, sign * v] for s, v in e["values"]]} for e in earlier], grown,
+                          decisions)
 
     def state(self) -> dict:
         """Tune's ASHA rung records, the trials stopped early, the seed groups' records and labels: plain data."""

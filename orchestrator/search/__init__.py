@@ -65,6 +65,23 @@ class Searcher(Protocol):
         """
 
 
+class GrowsBySampling(Protocol):
+    """Optional, for a searcher that does not learn: `danlu extend` (orchestrator/launch/extension.py) asks it for the
+    configurations an extension adds. A searcher that learns needs none: it is told the earlier results
+    (orchestrator/search/_replicates.py Replicates.warm) and suggests on."""
+
+    def more(self, space, cfg, seed: int, seen: set[str], ran: int) -> list[dict]:
+        """The new configurations ({key: value}), none whose config_id is in `seen`, none twice.
+
+        Args:
+            space: the sweep's Space as the extension has it.
+            cfg: the whole composed config (cfg.sweep.num_samples: the new total).
+            seed: the extension's own seed (the sweep's search seed and the extension's number).
+            seen: the config_ids of every earlier configuration.
+            ran: the sweep.num_samples the sweep ran before.
+        """
+
+
 def available() -> list[str]:
     """The searchers' names (conf/search options map onto these modules)."""
     return plugins.names(__name__)
@@ -95,3 +112,31 @@ def count(space, cfg) -> int:
 def build(space, cfg, seed: int | None) -> Search:
     """The chosen searcher's Search for this sweep (see Searcher.build)."""
     return module(cfg.search).build(space, cfg, seed)
+
+
+def extension(space, cfg, seed: int | None, rec: dict) -> tuple[Search, str]:
+    """The Search of an extension (`rec`, as orchestrator/launch/extension.py keeps it): its configurations under its
+    seeds, or the chosen searcher for its new configurations, told the earlier ones first. With a line that says
+    what the searcher was told."""
+    import copy
+
+    if rec.get("points") is not None:
+        explicit = module({"name": "arms"}).explicit  # arms' grid of given configurations (loaded as a plug-in: no cycle)
+        points, seeds = rec["points"], rec["seeds"]
+        return explicit(points, seeds, space, cfg, seed, f"extension {rec['n']}: {len(points)} configuration(s) x "
+                        f"seed(s) {seeds}"), ""
+    grown = copy.deepcopy(cfg)
+    grown.sweep.num_samples = int(rec["learn"])
+    search = build(space, grown, seed)
+    told, outside = _unwrapped(search.algorithm).warm(rec.get("history") or [])
+    note = f"the searcher was told {told} earlier configuration(s)" + (
+        f"; {outside} outside the new space are in the history and the report, not in its model" if outside else "")
+    return Search(search.algorithm, search.param_space, search.num_samples,
+                  f"extension {rec['n']}: {search.describe}"), note
+
+
+def _unwrapped(alg):
+    """The Replicates (orchestrator/search/_replicates.py) inside Tune's ConcurrencyLimiter, if one wraps it."""
+    while not hasattr(alg, "warm"):
+        alg = alg.searcher
+    return alg

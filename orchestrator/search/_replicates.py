@@ -55,6 +55,21 @@ class Replicates(Repeater):
         index = config.pop(TRIAL_INDEX)
         return {"hp": {self.keys[name]: value for name, value in config.items()}, SEED_KEY: self.seeds[index]}
 
+    def warm(self, history: list[dict]) -> tuple[int, int]:
+        """Tell the searcher configurations that ran before it (a sweep's extension: `danlu extend`), each with its
+        mean over seeds, through Tune's add_evaluated_point (Optuna adds each as a finished trial of its study,
+        HyperOpt to its trials). Returns (told, outside): a configuration outside the searcher's space (a narrowed
+        one) is not told; its runs stay in the sweep's history and report."""
+        told = outside = 0
+        for h in history:
+            params = {searcher_name(k): v for k, v in h["hp"].items()}
+            try:
+                self.searcher.add_evaluated_point(params, float(h["mean"]))
+                told += 1
+            except (ValueError, KeyError):  # outside the space's distributions, or a key it does not have
+                outside += 1
+        return told, outside
+
     def history(self) -> list[dict]:
         """What the searcher has been told: each finished configuration's hyperparameters and its mean."""
         out = []

@@ -34,13 +34,26 @@ def configurations(space) -> list[dict]:
 
 def build(space, cfg, seed) -> Search:
     """A grid over the arms' index and the seeds: each arm once per seed."""
+    arms = configurations(space)
+    return explicit(arms, list(space.seeds), space, cfg, seed, f"arms, {len(arms)} configuration(s) (sweep.num_samples "
+                    "does not apply)")
+
+
+def explicit(points: list[dict], seeds: list[int], space, cfg, seed, describe: str) -> Search:
+    """A grid over the given configurations and seeds: each configuration once per seed (also what an extension
+    runs: orchestrator/launch/extension.py)."""
     from ray import tune
 
     from orchestrator.config.space import SEED_KEY
     from orchestrator.search.random import variant_generator
 
-    arms = configurations(space)
-    seeds = tune.grid_search(list(space.seeds)) if len(space.seeds) > 1 else space.seeds[0]
-    hp = tune.grid_search(arms) if len(arms) > 1 else arms[0]
-    return Search(variant_generator(space, cfg, seed), {"hp": hp, SEED_KEY: seeds}, 1,
-                  f"arms, {len(arms)} configuration(s) (sweep.num_samples does not apply)")
+    grown = tune.grid_search(list(seeds)) if len(seeds) > 1 else seeds[0]
+    hp = tune.grid_search(points) if len(points) > 1 else points[0]
+    return Search(variant_generator(space, cfg, seed), {"hp": hp, SEED_KEY: grown}, 1, describe)
+
+
+def more(space, cfg, seed: int, seen: set[str], ran: int) -> list[dict]:
+    """The arms that have not run: what an extension adds (longer lists)."""
+    from orchestrator.config.space import config_id
+
+    return [hp for hp in configurations(space) if config_id(hp) not in seen]

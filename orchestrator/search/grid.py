@@ -32,3 +32,17 @@ def build(space, cfg, seed) -> Search:
     points = count(space, cfg)
     return Search(variant_generator(space, cfg, seed), space.param_space(lambda p: tune.grid_search(list(p.values))),
                   1, f"grid, {points} configurations (sweep.num_samples does not apply)")
+
+
+def more(space, cfg, seed: int, seen: set[str], ran: int) -> list[dict]:
+    """The combinations of the (grown) space that have not run: what an extension of a grid adds."""
+    import itertools
+
+    from orchestrator.config.space import config_id
+
+    out = []
+    for values in itertools.product(*(p.values for p in space.params)):
+        hp = {p.key: v for p, v in zip(space.params, values, strict=True)}
+        if config_id(hp) not in seen:
+            out.append(hp)
+    return out

@@ -43,3 +43,37 @@ def build(space, cfg, seed) -> Search:
     grid = count(space, cfg) // n
     return Search(variant_generator(space, cfg, seed), space.param_space(), n,
                   f"random, {n} samples" + (f" x {grid} grid points" if grid > 1 else "") + f", search seed {seed}")
+
+
+def more(space, cfg, seed: int, seen: set[str], ran: int) -> list[dict]:
+    """The configurations an extension adds (`danlu extend`, orchestrator/launch/extension.py): sweep.num_samples less
+    the `ran` draws before, each crossed with the tag(grid, ...) values, drawn from the space with Tune's own domains
+    by a generator seeded with `seed` (the sweep's search seed and the extension's number: the same extension
+    draws the same points), never a configuration whose id is in `seen` nor one twice. Fewer where a discrete space
+    has no more to give."""
+    import itertools
+
+    import numpy as np
+
+    from orchestrator.config.space import config_id
+
+    rng = np.random.default_rng(seed)
+    drawn = [p for p in space.params if p.kind != "grid"]
+    crossed = [p for p in space.params if p.kind == "grid"]
+    wanted = (int(cfg.sweep.num_samples) - int(ran)) * max(1, len(list(itertools.product(*(p.values for p in crossed)))))
+    out, ids = [], set(seen)
+    for _ in range(max(0, int(cfg.sweep.num_samples) - int(ran)) * 50):  # a discrete space may hold no more
+        base = {p.key: _plain(p.tune_domain().sample(random_state=rng)) for p in drawn}
+        for values in itertools.product(*(p.values for p in crossed)):
+            hp = {q.key: (base[q.key] if q.key in base else values[crossed.index(q)]) for q in space.params}
+            if config_id(hp) not in ids:
+                ids.add(config_id(hp))
+                out.append(hp)
+        if len(out) >= wanted:
+            break
+    return out[:wanted]
+
+
+def _plain(value):
+    """A value as JSON keeps it: numpy's scalars as Python's."""
+    return value.item() if hasattr(value, "item") else value

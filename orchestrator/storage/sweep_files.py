@@ -19,6 +19,7 @@ SAVED = "sweep.json"  # the overrides the sweep started with (for `danlu resume`
 PROGRESS = "progress.json"  # trials done/total, the best so far (orchestrator/run/progress.py; `danlu list` reads it)
 MEASURED = "measured.json"  # the job's seconds per step in this sweep: what `danlu plan` costs its next sweep at
 FINISHED = "finished.json"  # a sweep that ended whole: its last lines, so that its command prints them again
+EXTENSIONS = "extensions"  # <storage>/extensions/<k>/: Tune's experiment of the sweep's k-th extension (`danlu extend`)
 _OLD_LAYOUT = ("danlu.json", "mlflow_runs.json", "mlflow_journal.jsonl", "mlflow_journal.offset")
 
 
@@ -52,6 +53,11 @@ def _identity(overrides: list[str]) -> list[str]:
     """The overrides that define a sweep stored by a danlu before its settings were saved: all but the FREE ones,
     in any order."""
     return sorted(o for o in overrides if not _free(o.lstrip("+~").split("=", 1)[0]))
+
+
+def settings_of(p) -> dict[str, str]:
+    """What a sweep is, key by key (Plan.identity less the FREE keys): what sweep.json keeps as its settings."""
+    return {k: v for k, v in p.identity.items() if not _free(k)}
 
 
 def changed(saved: dict[str, str], now: dict[str, str]) -> list[str]:
@@ -103,7 +109,7 @@ def identify(p, overrides: list[str], resume: str) -> dict:
 
     path = state_dir(p.storage_dir) / SAVED
     saved = read_identity(p.storage_dir)
-    settings = {k: v for k, v in p.identity.items() if not _free(k)}  # Plan.identity
+    settings = settings_of(p)
     if saved is not None:
         if isinstance(saved.get("settings"), dict):
             diff = changed(saved["settings"], settings)
@@ -115,7 +121,8 @@ def identify(p, overrides: list[str], resume: str) -> dict:
             raise BadInput(
                 f"sweep.name={p.cfg.sweep.name}: {p.storage_dir} holds a sweep started with other settings ({shown}). "
                 f"A sweep goes on with the settings it started with (a changed conf file included): resume it with "
-                f"`{resume}` once they are as they were, or run the new settings as another sweep.name.")
+                f"`{resume}` once they are as they were, grow it with `danlu extend {p.cfg.sweep.name} ...` (more "
+                f"samples, more seeds or a new space: docs/review.md), or run the new settings as another sweep.name.")
         return saved
     seed = p.cfg.sweep.get("search_seed")
     saved = {"overrides": list(overrides), "settings": settings, "sweep_id": uuid.uuid4().hex,
@@ -126,19 +133,52 @@ def identify(p, overrides: list[str], resume: str) -> dict:
     except OSError as exc:
         raise BadInput(f"output_dir={p.storage_dir.parent}: the sweep's storage cannot be created there "
                        f"({exc.strerror or exc}); give a folder you can write, e.g. output_dir=outputs.") from None
+    _write(path, saved, "Nothing was launched; fix that, then run the same command again.")
+    return saved
+
+
+def _write(path: Path, saved: dict, then: str) -> None:
+    """The identity written twice (its copy first), each atomically: a driver killed at any byte leaves one whole."""
     try:
         for name in (SAVED_COPY, SAVED):
             tmp = path.with_name(name + ".tmp")
             tmp.write_text(json.dumps(saved, indent=1))
-            os.replace(tmp, path.with_name(name))  # atomic: a driver killed here leaves no half-written identity
+            os.replace(tmp, path.with_name(name))
     except OSError as exc:
         from orchestrator.storage.disk import Fault, is_full
 
         fault = Fault("the sweep's identity (danlu/sweep.json)", str(path.parent), exc.strerror or str(exc),
                       is_full(exc))
-        raise SweepFailed(f"{fault.describe()}. Nothing was launched; fix that, then run the same command again.") \
-            from None
-    return saved
+        raise SweepFailed(f"{fault.describe()}. {then}") from None
+
+
+def segment(saved: dict) -> int:
+    """Which part of the sweep runs now: 0 for the sweep as it started, k after its k-th extension."""
+    return len(saved.get("extensions") or [])
+
+
+def tune_dir(storage_dir: Path, saved: dict) -> Path:
+    """Tune's experiment of the sweep's current part: the sweep's folder itself, or extensions/<k>/ (Tune cannot add
+    trials to an experiment it restores, ray#15177, so each extension is an experiment of its own)."""
+    k = segment(saved)
+    return storage_dir / EXTENSIONS / str(k) if k else storage_dir
+
+
+def extend(storage_dir: Path, saved: dict, settings: dict[str, str], overrides: list[str], record: dict) -> dict:
+    """The sweep's identity with one more extension: its settings and overrides are the extended ones from now on,
+    `record` (what the extension changed and runs) appended. The record of a sweep that ended whole goes first: a
+    driver killed between the two leaves a sweep its command resumes (and ends again), never an extension that
+    says "nothing to run"."""
+    try:
+        (state_dir(storage_dir) / FINISHED).unlink(missing_ok=True)
+    except OSError as exc:
+        raise SweepFailed(f"{state_dir(storage_dir) / FINISHED}: cannot be removed ({exc.strerror or exc}); "
+                          "nothing was changed.") from None
+    kept = {k: v for k, v in saved.items() if k not in ("settings", "overrides", "extensions")}
+    new = {"overrides": list(overrides), "settings": settings, **kept,
+           "extensions": [*(saved.get("extensions") or []), record]}
+    _write(state_dir(storage_dir) / SAVED, new, "The sweep is as it was; fix that, then extend it again.")
+    return new
 
 
 def state_dir_path(storage_dir: Path) -> Path:

@@ -28,6 +28,14 @@ class SweepStorage:
     def __init__(self, root: Path, tracking_uri: str, min_free_mb: int):
         self.root, self.min_free = root, int(min_free_mb) * 2**20
         self.disks = watched(root, tracking_uri)
+        self.tune = root  # Tune's experiment of the part that runs now (part())
+        self.extension: dict | None = None  # the record of the extension that runs now, if one does
+
+    def part(self, saved: dict) -> None:
+        """The part of the sweep its identity says runs now: the sweep as begun, or its newest extension (its own
+        Tune experiment, extensions/<k>/: orchestrator/launch/extension.py)."""
+        self.tune = sweep_files.tune_dir(self.root, saved)
+        self.extension = (saved.get("extensions") or [None])[-1]
 
     @cached_property
     def own(self) -> Path:
@@ -77,7 +85,8 @@ class SweepStorage:
         is launched (orchestrator/storage/recovery.py)."""
         from orchestrator.storage import recovery
 
-        return recovery.prepare(self.root, self.own, journal, say)
+        self.tune.mkdir(parents=True, exist_ok=True)
+        return recovery.prepare(self.tune, self.own, journal, say)
 
     def fault(self, exc: OSError | BaseException) -> Fault:
         """A write to the sweep's files that failed, as a storage fault."""

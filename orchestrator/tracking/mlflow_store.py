@@ -279,6 +279,7 @@ class MlflowStore:
         from orchestrator import __version__
 
         existing = self.find_parent()
+        grown = False  # an extension's first driver: the parent's config and space are the extended ones now
         if existing is None:
             commit, dirty = git_state(Path(root))
             tags = {M.RUN_NAME: name, T.SWEEP: name, T.KIND: "sweep", T.VERSION: __version__,
@@ -294,6 +295,8 @@ class MlflowStore:
                 self.notes.append("the sweep's parent run was left without its report (the driver that ended its "
                                   "trials stopped before making it); this run makes it and then finishes the run")
             resumes = int(parent.data.tags.get(T.RESUMES, "0")) + 1
+            grown = (extra_tags or {}).get(T.EXTENSIONS, parent.data.tags.get(T.EXTENSIONS)) != \
+                parent.data.tags.get(T.EXTENSIONS)
             if parent.info.status != "RUNNING":
                 self.mlf.update_run(existing, status="RUNNING")
             self.add(existing, tags={T.RESUMES: resumes, T.RESUME_COMMAND.format(resumes): " ".join(command),
@@ -304,7 +307,7 @@ class MlflowStore:
         self._read(rid)
         self.add(rid, params=settings if settings is not None else params_of(config))  # only what MLflow lacks
         self.flush(rid)
-        if "space.yaml" not in {a.path for a in self.mlf.list_artifacts(rid)}:  # logged last
+        if grown or "space.yaml" not in {a.path for a in self.mlf.list_artifacts(rid)}:  # logged last
             self.mlf.log_text(rid, yaml.safe_dump(config, sort_keys=False), "config.yaml")
             self.mlf.log_text(rid, yaml.safe_dump(space, sort_keys=False), "space.yaml")
 

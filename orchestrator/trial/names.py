@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+FIRST = 0  # the number of the first trial of the part of the sweep that runs (an extension's: after the earlier ones)
+
 
 def trial_index(trial) -> int:
-    """The trial's number in its sweep, from 0. BasicVariantGenerator's trial ids end in it (..._00003); a
-    Searcher's are random, and Tune's experiment tag begins with the count, from 1, of trials it created."""
+    """The trial's number in its sweep, from 0: FIRST and its number in Tune's experiment. BasicVariantGenerator's
+    trial ids end in that (..._00003); a Searcher's are random, and Tune's experiment tag begins with the count, from
+    1, of trials it created."""
     head, _, tail = str(trial.trial_id).rpartition("_")
     if head and tail.isdigit():
-        return int(tail)
-    return int(str(trial.experiment_tag).split("_", 1)[0]) - 1
+        return FIRST + int(tail)
+    return FIRST + int(str(trial.experiment_tag).split("_", 1)[0]) - 1
 
 
 # Module-level, not lambdas: Tune pickles both into every trial's state (held in memory and written in every
