@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the sweep's name (its directory under output_dir)")
     p.add_argument("--top", type=int, default=None, metavar="K",
                    help="with more seeds: only the K best configurations, ranked as the report ranks them")
+    p.add_argument("--plan", action="store_true", help="print the extension's new work and its forecast; run nothing")
     p.add_argument("overrides", nargs="*", help="sweep.num_samples=N, sweep.seeds=[...], sweep.space.KEY=EXPR; "
                    "output_dir=... if the sweep was not stored under ./outputs; sweep.budget.*")
 
@@ -293,9 +294,16 @@ def _extend(args, config_dir: Path) -> int:
                        "run the new settings as a sweep of its own.")
     own = [o for o in args.overrides if not o.startswith(("output_dir=", "sweep.name="))]
     kept = [o for o in saved["overrides"] if not o.startswith(("sweep.name=", "output_dir="))]
+    request = Request(own, args.top, ["danlu", *sys.argv[1:]])
+    if args.plan:
+        from orchestrator.launch.extension import preview
+        from orchestrator.launch.plan import plan
+
+        p = plan([*merged(kept, own), f"sweep.name={args.name}", *where], config_dir)
+        print("\n".join(preview(p, request, saved)))
+        return 0
     return run_sweep([*merged(kept, own), f"sweep.name={args.name}", *where], config_dir, verbose=False,
-                     command=["danlu", *sys.argv[1:]],
-                     extend=Request(own, args.top, ["danlu", *sys.argv[1:]]))
+                     command=["danlu", *sys.argv[1:]], extend=request)
 
 
 def _preflight(args, config_dir: Path) -> int:

@@ -5,6 +5,7 @@
     .venv/bin/python scripts/chaos.py --seed 1017 --iterations 1 --keep   # replay one failing iteration
     .venv/bin/python scripts/chaos.py --search optuna         # the same under Optuna's TPE
     .venv/bin/python scripts/chaos.py --seeds 3               # 3 seeds per configuration: seed-aware ASHA
+    .venv/bin/python scripts/chaos.py --extend                # the kills land in `danlu extend` of an ended sweep
 
 Each iteration runs `danlu sweep` (an ASHA sweep of the sleeping job, checkpoints every report, Tune
 keeping 2) in a fresh directory, kills the driver's whole process group with SIGKILL K times, then runs
@@ -27,6 +28,13 @@ The MLflow store must then hold what docs/failures.md promises:
 - the final run exits 0 and says nothing was left unlogged
 - the report was made: the parent run has report/report.json and best_mean_score; with several seeds,
   no rung of a configuration was decided twice (seed-aware ASHA's state across the kills)
+
+With --extend, a sweep of half the configurations runs to its end first, untouched; the kills then land in
+`danlu extend chaos sweep.num_samples=10` (its decision under the lock, Tune's own experiment of the extension,
+ASHA's carried rungs), and the same extend command runs once more to the end (a finished extension's "nothing to
+extend" is followed by `danlu resume chaos`, which prints its summary again). The store must then hold the same, for
+the whole sweep: one parent, one child per trial of both parts, the extension's runs tagged danlu.extension=1 and
+no configuration twice.
 
 Any violation prints the iteration's seed, which replays the same kill moments (`--seed S
 --iterations 1`). Exit 0 when no iteration violated anything, 1 otherwise.
@@ -54,10 +62,21 @@ SWEEP = ["job=sleep", "sweep=sleep", "scheduler=asha", f"sweep.num_samples={SAMP
          "cluster.num_cpus=2", "tracking.flush_s=1", "sweep.name=chaos"]
 NAME = re.compile(r"^t\d{3} x=\S+( s=\d+)?$")
 SEEDS = [0]
+EXTEND: list[bool] = [False]  # --extend: the kills land in an extension of a sweep that ended
 
 
 def command(extra: list[str] = ()) -> list[str]:
     return [sys.executable, "-m", "orchestrator", "--config-dir", str(ROOT / "conf"), "sweep", *SWEEP, *extra]
+
+
+def base_command() -> list[str]:
+    """--extend: the sweep before its extension, half the configurations."""
+    return [a if not a.startswith("sweep.num_samples=") else f"sweep.num_samples={SAMPLES // 2}" for a in command()]
+
+
+def extend_command(verb: str = "extend") -> list[str]:
+    return [sys.executable, "-m", "orchestrator", "--config-dir", str(ROOT / "conf"), verb, "chaos",
+            *([f"sweep.num_samples={SAMPLES}"] if verb == "extend" else [])]
 
 
 PHASES = ("any", "startup", "restore", "trials", "rung", "end")
@@ -87,7 +106,8 @@ def kill_moment(rng: random.Random, phase: str, window: float):
             state["base"] = journal_ends(cwd, early=phase == "rung")
         if "since" not in state:
             if phase == "restore":
-                hit = "danlu: resuming" in text or "danlu: sweep chaos" in text or "danlu: restarting" in text
+                hit = "danlu: resuming" in text or "danlu: sweep chaos" in text or "danlu: restarting" in text \
+                    or "danlu: extending" in text
             elif phase == "end":
                 hit = journal_ends(cwd) >= SAMPLES * len(SEEDS)
             elif phase == "rung":
@@ -109,7 +129,7 @@ def run_once(cwd: Path, log: Path, kill_when, timeout: float = 600, args: list[s
         out.write(f"\n===== start (kill at {getattr(kill_when, 'describe', kill_when)}) =====\n")
         out.flush()
         begin = log.stat().st_size
-        proc = subprocess.Popen(args or command(), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(args or (extend_command() if EXTEND[0] else command()), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         t0 = time.monotonic()
         try:
@@ -202,6 +222,15 @@ def check(cwd: Path, final_code: int, final_out: str) -> list[str]:
                             f"missing {sorted(set(range(1, max(steps, default=0) + 1)) - set(steps))})")
         if r.data.tags.get("danlu.outcome") == "completed" and max(steps, default=0) != EPOCHS:
             problems.append(f"{name}: completed at step {max(steps, default=0)} of {EPOCHS}")
+    if EXTEND[0]:
+        extended = [r for r in children if r.data.tags.get("danlu.extension") == "1"]
+        if len(extended) != (SAMPLES - SAMPLES // 2) * len(SEEDS):
+            problems.append(f"{len(extended)} runs of the extension, {(SAMPLES - SAMPLES // 2) * len(SEEDS)} expected")
+        configs = Counter(r.data.tags.get("danlu.config_id") for r in children)
+        if len(configs) != SAMPLES:
+            problems.append(f"{len(configs)} configurations for {SAMPLES} (one drawn twice?)")
+        if len(parents) == 1 and parents[0].data.tags.get("danlu.extensions") != "1":
+            problems.append(f"the parent counts {parents[0].data.tags.get('danlu.extensions')!r} extensions")
     return problems
 
 
@@ -212,6 +241,10 @@ def iteration(seed: int, kills: int, window: float, keep: bool, phases: tuple[st
     whens = [kill_moment(rng, rng.choice(phases), window) for _ in range(kills)]
     moments = [w.describe for w in whens]
     landed = 0
+    if EXTEND[0]:  # the sweep to extend, run to its end without a kill
+        code = run_once(cwd, log, None, args=base_command())
+        if code != 0:
+            return [f"the sweep before the extension exited {code}"]
     for when in whens:
         code = run_once(cwd, log, when)
         if code is not None:  # the sweep ended before the kill came: the rest of the kills have nothing to kill
@@ -220,6 +253,10 @@ def iteration(seed: int, kills: int, window: float, keep: bool, phases: tuple[st
     start = log.stat().st_size if log.exists() else 0
     code = run_once(cwd, log, None)
     final_out = log.read_text()[start:]
+    if EXTEND[0] and code == 2 and "nothing to extend" in final_out:  # it had ended: its summary, as a resume says it
+        start = log.stat().st_size
+        code = run_once(cwd, log, None, args=extend_command("resume"))
+        final_out = log.read_text()[start:]
     try:
         problems = check(cwd, code, final_out)
     except Exception as exc:  # the store itself could not be read: that is a violation too, not a crash
@@ -245,12 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep every iteration's directory, not only failing ones")
     ap.add_argument("--search", default="random", help="the sweep's searcher (search=...)")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per configuration (sweep.seeds=[0..N-1])")
+    ap.add_argument("--extend", action="store_true", help="the kills land in `danlu extend` of an ended sweep")
     ap.add_argument("--phases", default=",".join(PHASES), help=f"the phases kills are drawn from ({', '.join(PHASES)})")
     args = ap.parse_args(argv)
     phases = tuple(args.phases.split(","))
     if not set(phases) <= set(PHASES):
         ap.error(f"--phases: each of {', '.join(PHASES)}")
     SEEDS[:] = list(range(args.seeds))
+    EXTEND[0] = args.extend
     SWEEP.extend([f"search={args.search}", f"sweep.seeds=[{','.join(map(str, SEEDS))}]"])
     t0, failed = time.monotonic(), []
     for i in range(args.iterations):

@@ -4,6 +4,7 @@ the MLflow store checked. The kill loop (scripts/chaos.py) kills drivers; this o
     .venv/bin/python scripts/faults.py                              # 24 iterations: 3 of each fault kind
     .venv/bin/python scripts/faults.py --kinds cut-state,disk-full --iterations 4
     .venv/bin/python scripts/faults.py --seed 7 --iterations 1 --keep   # replay one iteration, keep its files
+    .venv/bin/python scripts/faults.py --extend --kinds cut-state,cut-journal   # the faults in `danlu extend`
 
 The sweep is the kill loop's (10 trials of the sleeping job under ASHA, a checkpoint every report, Tune keeping 2).
 Iteration i uses seed S+i and fault kind number i (round robin over --kinds). The kinds:
@@ -18,6 +19,10 @@ Iteration i uses seed S+i and fault kind number i (round robin over --kinds). Th
 - second-driver: the same command started again in the same folder while the first runs.
 Then the same command runs to the end. Where danlu stops and says what to do (a sweep none of whose snapshots can
 be read: "move Tune's files ... and run the same command again"), the loop does it, once.
+
+With --extend (the cut-* kinds), the sweep of half the configurations runs to its end first; the kill and the damage
+land in its extension (scripts/chaos.py --extend): Tune's files cut are the extension's own (extensions/1/), the
+journal the sweep's.
 
 Checks, from the MLflow store and the output:
 - no finished trial's run is ever deleted: every run FINISHED before the fault still exists, not deleted;
@@ -104,6 +109,11 @@ def cut(rng: random.Random, path: Path, lines: bool = False) -> str:
     return f"{path.name} cut to {at} of {len(data)} bytes"
 
 
+def tune_files(cwd: Path) -> Path:
+    """Where Tune's experiment of the running part is: the sweep's folder, or its extension's (--extend)."""
+    return cwd / STORAGE / "extensions" / "1" if chaos.EXTEND[0] else cwd / STORAGE
+
+
 def damage(kind: str, rng: random.Random, cwd: Path) -> str:
     storage = cwd / STORAGE
     if kind == "cut-journal":
@@ -111,6 +121,7 @@ def damage(kind: str, rng: random.Random, cwd: Path) -> str:
     if kind == "cut-offset":
         path = storage / "danlu" / "mlflow_journal.offset"
         return cut(rng, path) if path.exists() else "no offset file yet"
+    storage = tune_files(cwd)
     if kind == "cut-checkpoint":
         ckpts = sorted(storage.glob("t*/checkpoint_*"), key=lambda p: p.stat().st_mtime)
         if not ckpts:
@@ -124,8 +135,9 @@ def damage(kind: str, rng: random.Random, cwd: Path) -> str:
     if not found:
         return f"no {pattern} yet"
     said = cut(rng, found[-1])
-    if rng.random() < 1 / 3 and (storage / "danlu" / "tune").exists():
-        shutil.rmtree(storage / "danlu" / "tune")
+    copy = tune_files(cwd) / "danlu" / "tune"  # danlu's copy of Tune's files (orchestrator/storage/snapshots.py)
+    if rng.random() < 1 / 3 and copy.exists():
+        shutil.rmtree(copy)
         said += ", and danlu's copy removed"
     return said
 
@@ -165,10 +177,14 @@ def run_to_end(cwd: Path, log: Path, args: list[str] | None = None) -> tuple[int
         if code == 1 and "move Tune's files" in out and attempt == 0:
             aside = cwd / STORAGE / "danlu" / "set-aside" / "by-hand"
             aside.mkdir(parents=True, exist_ok=True)
-            for p in (cwd / STORAGE).iterdir():
+            for p in tune_files(cwd).iterdir():
                 if p.is_file() and (p.name == "tuner.pkl" or p.suffix in (".json", ".pkl")):
                     os.replace(p, aside / p.name)
             continue
+        if chaos.EXTEND[0] and code == 2 and "nothing to extend" in out:  # it had ended: its summary, as resume says
+            start = log.stat().st_size
+            code = chaos.run_once(cwd, log, None, args=chaos.extend_command("resume"))
+            out = log.read_text(errors="replace")[start:]
         return code, out
     return code, out
 
@@ -188,6 +204,10 @@ def iteration(seed: int, kind: str, keep: bool) -> tuple[str, list[str]]:
         elif kind == "second-driver":
             what = second_driver(rng, cwd, log, problems)
         else:
+            if chaos.EXTEND[0]:  # the sweep to extend, to its end
+                code = chaos.run_once(cwd, log, None, args=chaos.base_command())
+                if code != 0:
+                    return "the sweep before the extension failed", [f"it exited {code}"]
             when = chaos.kill_moment(rng, rng.choice(KILL_PHASES), 25.0)
             code = chaos.run_once(cwd, log, when)
             if code is not None:
@@ -285,10 +305,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="iteration i uses seed+i")
     ap.add_argument("--kinds", default=",".join(KINDS), help=f"fault kinds, in turn ({', '.join(KINDS)})")
     ap.add_argument("--keep", action="store_true", help="keep every iteration's files, not only failing ones")
+    ap.add_argument("--extend", action="store_true", help="the faults land in `danlu extend` of an ended sweep "
+                    "(the cut-* kinds)")
     args = ap.parse_args(argv)
     kinds = args.kinds.split(",")
     if not set(kinds) <= set(KINDS):
         ap.error(f"--kinds: each of {', '.join(KINDS)}")
+    if args.extend and not all(k.startswith("cut-") for k in kinds):
+        ap.error("--extend: the cut-* kinds only (a full disk and a second driver are not run in an extension yet)")
+    chaos.EXTEND[0] = args.extend
     t0, failed, tally = time.monotonic(), [], {}
     for i in range(args.iterations):
         seed, kind = args.seed + i, kinds[i % len(kinds)]

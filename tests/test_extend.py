@@ -88,6 +88,11 @@ def test_random_sweep_grows_by_samples_then_seeds_for_the_top_then_a_narrowed_sp
     assert json.loads((storage / "danlu" / "sweep.json").read_text()) == before
     assert len(_children(tmp_path, "grow")[1]) == 4
 
+    # its plan: the new work only, nothing run or kept
+    r = _extend(tmp_path, "grow", "--plan", "sweep.num_samples=7")
+    assert "new trials: 3 (3 configuration(s) x 1 seed(s)), numbered from t004" in r.stdout, r.stdout
+    assert json.loads((storage / "danlu" / "sweep.json").read_text()) == before
+
     # more configurations: 3 new ones, never one that ran, numbered after the earlier trials
     r = _extend(tmp_path, "grow", "sweep.num_samples=7")
     assert "extension 1 of grow: 3 new configuration(s)" in r.stdout

@@ -69,9 +69,46 @@ def _why(key: str) -> str:
 def record(p, request: Request, saved: dict, say: Callable[[str], None]) -> dict:
     """Check the extension `p` (the sweep planned with the extension's overrides) asks of the sweep `saved` holds,
     decide its work from the earlier trials, and keep it in the sweep's identity. Returns the new identity. BadInput
-    (exit 2, nothing changed) for a change no extension makes, a sweep that has not ended, or nothing to add."""
+    (exit 2, nothing changed) for a change no extension makes, a sweep that has not ended, or nothing to add. The same
+    command again, once its extension was kept (a driver killed since), goes on with it."""
+    from orchestrator.storage.sweep_files import extend, settings_of
+
+    name = str(p.cfg.sweep.name)
+    old, now = saved.get("settings"), settings_of(p)
+    if old == now and saved.get("extensions") and not p.storage.finished():  # the same command again, after a kill
+        say(f"danlu: extension {len(saved['extensions'])} of {name} was begun and has not ended: it goes on")
+        return saved
+    rec = decide(p, request, saved)
+    new = extend(p.storage_dir, saved, now, merged(saved["overrides"], request.overrides), rec)
+    say(f"danlu: extension {rec['n']} of {name}: {describe(rec)}")
+    return new
+
+
+def preview(p, request: Request, saved: dict) -> list[str]:
+    """What `danlu extend NAME ... --plan` prints: the extension's new work and its forecast, nothing run or kept."""
+    from orchestrator import scheduler as schedulers
+    from orchestrator.launch.forecast import forecast
+
+    rec = decide(p, request, saved)
+    configurations = len(rec["points"]) if rec.get("points") is not None else int(rec["learn"])
+    seeds = len(rec["seeds"]) if rec.get("seeds") else len(p.space.seeds)
+    f = forecast(configurations, seeds, schedulers.schedule(p.cfg.scheduler, p.cfg.get("epochs")))
+    lines = [f"danlu plan: extension {rec['n']} of {p.cfg.sweep.name} ({'; '.join(rec['changed'])}): {describe(rec)}",
+             f"  new trials: {f.trials} ({configurations} configuration(s) x {seeds} seed(s)), numbered from "
+             f"t{rec['first_trial']:03d}; the sweep's {len(rec['earlier_trials'])} earlier trial(s) are not run again"]
+    if f.steps is not None:
+        lines.append(f"  expected trial-steps: {f.steps:.0f} (FIFO would run {f.fifo_steps:.0f})"
+                     + (f"; ASHA's rungs start with the earlier trials' {len(rec['carry'])} record(s)"
+                        if rec.get("carry") else ""))
+    top = f"--top {request.top} " if request.top is not None else ""
+    lines.append(f"  run it: danlu extend {p.cfg.sweep.name} {top}{' '.join(request.overrides)}".rstrip())
+    return lines
+
+
+def decide(p, request: Request, saved: dict) -> dict:
+    """The extension's record: what changed, what it runs, what the searcher and ASHA start from (nothing written)."""
     from orchestrator.scheduler import saved_decisions
-    from orchestrator.storage.sweep_files import changed, extend, settings_of, tune_dir
+    from orchestrator.storage.sweep_files import changed, settings_of, tune_dir
 
     name = str(p.cfg.sweep.name)
     old, now = saved.get("settings"), settings_of(p)
@@ -105,10 +142,9 @@ def record(p, request: Request, saved: dict, say: Callable[[str], None]) -> dict
     rec = {"n": k, "at": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(request.command),
            "changed": changed(old, now), "overrides": list(request.overrides),
            "first_trial": earlier.next_trial, "earlier_trials": earlier.trial_ids, "carry": earlier.carry(p),
+           "earlier_counts": earlier.counts(),
            "decisions": saved_decisions(tune_dir(p.storage_dir, saved)) or [], **work}
-    new = extend(p.storage_dir, saved, now, merged(saved["overrides"], request.overrides), rec)
-    say(f"danlu: extension {k} of {name}: {describe(rec)}")
-    return new
+    return rec
 
 
 def describe(rec: dict) -> str:
@@ -209,6 +245,28 @@ class Earlier:
 
         numbers = [int(t[1:]) for r in self.data.runs for t in [r.tags.get(T.TRIAL, "")] if t[1:].isdigit()]
         return max(numbers, default=-1) + 1
+
+    def counts(self) -> dict:
+        """The earlier trials' counts (completed, stopped early, failed), steps run and best single trial (its last
+        value, label, Tune id): what the extension's summary adds to its own (orchestrator/run/summary.py)."""
+        from orchestrator import tags as T
+
+        out: dict = {"completed": 0, "stopped_early": 0, "failed": 0, "steps": 0, "best": None}
+        curves = {rid: curve for c in self.data.configs for seed, curve in c.curves.items()
+                  for rid in [c.runs.get(seed, ("", ""))[0]]}
+        sign = 1 if self.data.mode == "max" else -1
+        for r in self.data.runs:
+            if T.ORPHANED in r.tags:
+                continue
+            outcome = r.tags.get(T.OUTCOME)
+            out[outcome if outcome in ("completed", "stopped_early", "failed") else "failed"] += 1
+            curve = curves.get(r.run_id)
+            if curve:
+                out["steps"] += curve[-1][0]
+                v = curve[-1][1]
+                if out["best"] is None or sign * v > sign * out["best"][0]:
+                    out["best"] = [v, r.tags.get(T.TRIAL, ""), r.tags.get(T.TRIAL_ID, "")]
+        return out
 
     def _hp(self, c, space) -> dict:
         from orchestrator.config.space import read_value

@@ -55,6 +55,25 @@ def summarize(trials, sweep, early: set[str], label, max_failed_fraction=None,
     return summary, code
 
 
+def with_earlier(summary: dict, earlier: dict | None, sweep) -> dict:
+    """An extension's summary made the whole sweep's (`danlu extend`): the earlier trials' counts, steps and best
+    single trial (as its record keeps them: orchestrator/launch/extension.py) added to this part's, so that the parent
+    run's trials_* and best_<metric> never shrink to the extension's."""
+    if not earlier:
+        return summary
+    counts = {k: v + int(earlier.get(k, 0)) for k, v in summary["counts"].items()}
+    metrics = summary["metrics"] | {f"trials_{k}": v for k, v in counts.items()} | {
+        "trials_total": sum(counts.values()), "steps_run": summary["metrics"]["steps_run"] + float(earlier.get("steps", 0))}
+    out = {**summary, "counts": counts, "metrics": metrics}
+    old = earlier.get("best")
+    now = summary.get("best")
+    if old and (now is None or (old[0] > now[0] if sweep.mode == "max" else old[0] < now[0])):
+        out["best"] = tuple(old)
+        out["metrics"][f"best_{sweep.metric}"] = float(old[0])
+        out["tags"] = {T.BEST_TRIAL: old[1], T.BEST_TRIAL_ID: old[2], T.BEST.format(sweep.metric): f"{old[0]:.6g}"}
+    return out
+
+
 def summary_lines(summary: dict, sweep, p, parent_id, exp_id, made: dict | None = None) -> list[str]:
     """The sweep's last lines: the counts; the two bests, each labelled and linked (the best configuration: its mean
     over seeds with its interval, what the report ranks; the best single trial: its last reported value); and where

@@ -20,7 +20,7 @@ from orchestrator.config.compose import plain
 from orchestrator.errors import BadInput, SweepFailed
 from orchestrator.launch.plan import Plan, plan
 from orchestrator.run.interrupts import Interrupts
-from orchestrator.run.summary import counts_line, summarize, summary_lines
+from orchestrator.run.summary import counts_line, summarize, summary_lines, with_earlier
 from orchestrator.storage.disk import write_json
 from orchestrator.storage.sweep_files import FINISHED, MEASURED, PROGRESS
 
@@ -447,6 +447,7 @@ def _finish(p: Plan, tracker, interrupts: Interrupts, parts: _Parts, out, lead) 
     cfg, sweep, runs, trials = p.cfg, p.cfg.sweep, parts.runs, parts.ledger.trials
     summary, code = summarize(trials, sweep, parts.scheduler.stopped_early, parts.names.label,
                               cfg.failure.max_failed_fraction, stalled=runs.stalled)
+    summary = with_earlier(summary, (p.storage.extension or {}).get("earlier_counts"), sweep)
     status = "FINISHED" if code == 0 else "FAILED"
     step_s, startup_s = runs.step_s(), runs.startup_s()
     if step_s is not None:  # what `danlu plan` costs this job's next sweep at (orchestrator/launch/preview.py)
