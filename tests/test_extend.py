@@ -156,4 +156,7 @@ def test_grid_adds_what_a_widened_space_adds(tmp_path):
     assert "extension 1 of g: 1 new configuration(s)" in r.stdout
     _, children = _children(tmp_path, "g")
     assert sorted(float(c.data.params["x"]) for c in children) == [0.2, 0.4, 0.6]
+    added = next(c for c in children if c.data.tags.get("danlu.extension") == "1")
+    r = danlu_cli(["rerun", added.info.run_id], tmp_path)  # a trial of an extension reruns as any trial does
+    assert r.returncode == 0 and "reproduced exactly" in r.stdout, r.stdout + r.stderr
     assert "add no configuration that has not run" in _extend(tmp_path, "g", "x=0.2,0.4", code=2).stderr

@@ -188,16 +188,6 @@ def test_the_kill_loop_finds_no_violation(seed, capsys):
     assert problems == [], f"replay with: scripts/chaos.py --seed {seed} --iterations 1 --keep\n{problems}"
 
 
-def test_the_kill_loop_in_an_extension_finds_no_violation(capsys):
-    """scripts/chaos.py --extend for one iteration: a sweep of 5 configurations ends; its extension to 10 (`danlu
-    extend`) is SIGKILLed three times at seeded moments, then the same extend command runs to the end; the store
-    holds one parent, 10 trials' runs each whole, the extension's 5 tagged, no configuration twice."""
-    chaos = _chaos()
-    chaos.EXTEND[0] = True
-    problems = chaos.iteration(11, kills=3, window=20.0, keep=False)
-    assert problems == [], f"replay with: scripts/chaos.py --extend --seed 11 --iterations 1 --keep\n{problems}"
-
-
 def test_a_writer_that_dies_stops_the_sweep_and_says_so(ray_gpus, conf_dir, tmp_path, monkeypatch):
     from orchestrator.run.sweep import run_sweep
     from orchestrator.tracking.mlflow_store import MlflowStore

@@ -241,14 +241,3 @@ def test_the_storage_fault_loop_finds_no_violation(capsys):
     out = capsys.readouterr().out
     assert code == 0, out
 
-
-def test_a_storage_fault_in_an_extension_costs_nothing(capsys):
-    """One iteration of `scripts/faults.py --extend`: a sweep ends, its extension (`danlu extend`) is killed at a
-    seeded moment and its newest Tune snapshot (extensions/1/experiment_state-*.json) cut at a seeded byte; the same
-    extend command then ends it with the whole sweep's store as the kill loop requires."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import faults
-
-    code = faults.main(["--extend", "--iterations", "1", "--seed", "310", "--kinds", "cut-state"])
-    out = capsys.readouterr().out
-    assert code == 0, out
