@@ -5,6 +5,7 @@ A file of its own, so that these two run beside the other chaos files, not after
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -22,8 +23,11 @@ def test_the_kill_loop_in_an_extension_finds_no_violation(capsys):
     chaos = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(chaos)
     chaos.EXTEND[0] = True
-    problems = chaos.iteration(11, kills=3, window=20.0, keep=False)
-    assert problems == [], f"replay with: scripts/chaos.py --extend --seed 11 --iterations 1 --keep\n{problems}"
+    problems = chaos.iteration(36, kills=3, window=20.0, keep=False)  # a restore, the start-up, trials running
+    said = capsys.readouterr().out
+    assert problems == [], f"replay with: scripts/chaos.py --extend --seed 36 --iterations 1 --keep\n{problems}"
+    landed = re.search(r"(\d+|all) landed", said).group(1)
+    assert landed == "all" or int(landed) >= 2, said  # the first two land whatever the machine's load
 
 
 def test_a_storage_fault_in_an_extension_costs_nothing(capsys):
@@ -36,3 +40,7 @@ def test_a_storage_fault_in_an_extension_costs_nothing(capsys):
     code = faults.main(["--extend", "--iterations", "1", "--seed", "310", "--kinds", "cut-state"])
     out = capsys.readouterr().out
     assert code == 0, out
+    # here the kill lands at a rung decision and the snapshot is cut; before the extension's restore limits were
+    # kept beside its own experiment, its trial t006 resumed past what MLflow held, and lost step 6. Where a loaded
+    # machine ends the sweep before the kill, it says so and nothing was damaged
+    assert "cut to" in out or "nothing to damage" in out, out

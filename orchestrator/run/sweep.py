@@ -374,7 +374,7 @@ def _assemble(p: Plan, tracker, verbose: bool, out, known: bool, interrupts: Int
         Fault("danlu's copy of Tune's state", path, exc.strerror or " ".join(str(exc).split())[:300])))
     # the order is part of Tune's saved callback state (by index): SchedulerState stays first
     callbacks = [SchedulerState(scheduler), runs, ledger, KeepSnapshots(keeper),
-                 RestoreLimits(prep.limits, p.storage.own),
+                 RestoreLimits(prep.limits, p.storage.limits_dir),
                  StallWatch(cfg.failure.get("stall_s", "auto"), retries, names.label, say)] + ([] if verbose else [progress])
     budget = BudgetMeter(meter, tracker, interrupts.stop_for) if meter is not None else None
     if budget is not None:  # last: the callbacks' saved states are Tune's by index

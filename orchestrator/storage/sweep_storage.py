@@ -85,8 +85,15 @@ class SweepStorage:
         is launched (orchestrator/storage/recovery.py)."""
         from orchestrator.storage import recovery
 
-        self.tune.mkdir(parents=True, exist_ok=True)
-        return recovery.prepare(self.tune, self.own, journal, say)
+        self.limits_dir.mkdir(parents=True, exist_ok=True)
+        return recovery.prepare(self.tune, self.limits_dir, journal, say)
+
+    @property
+    def limits_dir(self) -> Path:
+        """Where the restore limits of the running part's trials are kept: danlu/ beside Tune's experiment, where a
+        restored trial looks (orchestrator/storage/checkpoints.py read_limits): the sweep's own danlu/ folder, or
+        extensions/<k>/danlu/."""
+        return self.own if self.tune == self.root else self.tune / sweep_files.STATE_DIR
 
     def fault(self, exc: OSError | BaseException) -> Fault:
         """A write to the sweep's files that failed, as a storage fault."""
