@@ -160,3 +160,8 @@ def test_grid_adds_what_a_widened_space_adds(tmp_path):
     r = danlu_cli(["rerun", added.info.run_id], tmp_path)  # a trial of an extension reruns as any trial does
     assert r.returncode == 0 and "reproduced exactly" in r.stdout, r.stdout + r.stderr
     assert "add no configuration that has not run" in _extend(tmp_path, "g", "x=0.2,0.4", code=2).stderr
+    r = _extend(tmp_path, "g", "sweep.seeds=[0,1]")  # a new seed for every configuration (no --top)
+    assert "3 earlier configuration(s) x new seed(s) [1]" in r.stdout, r.stdout
+    parents, children = _children(tmp_path, "g")
+    assert len(parents) == 1 and sorted((c.data.params["x"], c.data.tags["danlu.seed"]) for c in children) == [
+        (x, s) for x in ("0.2", "0.4", "0.6") for s in ("0", "1")]
