@@ -28,8 +28,12 @@ def _checkpoint_state(storage, trial: str, trial_id: str):
     from orchestrator.storage.checkpoints import newest as newest_checkpoint
     from orchestrator.trial.trainable import load_state
 
-    found = newest_checkpoint(pyarrow.fs.LocalFileSystem(), str(storage / f"{trial}_{trial_id}"))
-    return None if found is None else load_state(found[0])
+    # the sweep's own trials, or an extension's (extensions/<k>/: orchestrator/launch/extension.py)
+    for folder in [storage, *sorted(storage.glob("extensions/*"))]:
+        found = newest_checkpoint(pyarrow.fs.LocalFileSystem(), str(folder / f"{trial}_{trial_id}"))
+        if found is not None:
+            return load_state(found[0])
+    return None
 
 
 def _config(store, run_id: str):
