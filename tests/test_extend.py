@@ -49,6 +49,19 @@ def test_random_and_grid_add_only_configurations_that_did_not_run(conf_dir):
     assert grid.more(small, cfg, 1, seen, 0) == [{"bs": 32}, {"bs": 64}]
 
 
+def test_a_searcher_that_cannot_be_told_the_history_is_refused_more_configurations(conf_dir):
+    from types import SimpleNamespace
+
+    from orchestrator.errors import BadInput
+    from orchestrator.launch.extension import Request, _work
+    from orchestrator.launch.plan import plan
+
+    p = plan(["job=sleep", "sweep=sleep", "search=hyperopt", "sweep.num_samples=8", "sweep.name=h"], conf_dir)
+    with pytest.raises(BadInput, match="search.name=hyperopt: this searcher cannot be told the earlier results"):
+        _work(p, Request([]), {"search_seed": 1}, SimpleNamespace(ids=[]), [], {"sweep.num_samples": "4"},
+              ["sweep.num_samples"])
+
+
 def _children(tmp_path, name):
     _, parents, children = mlflow_runs(tmp_path / "mlflow.db", name)
     return parents, children

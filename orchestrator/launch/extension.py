@@ -182,6 +182,10 @@ def _work(p, request: Request, saved: dict, earlier: Earlier, more_seeds: list[i
     seen = set(earlier.ids)
     module = search.module(p.cfg.search)
     if search.learns(p.cfg.search):
+        if not getattr(module, "TOLD", False):
+            raise BadInput(f"search.name={p.cfg.search.name}: this searcher cannot be told the earlier results (Tune's "
+                           "wrapper of it has no add_evaluated_point), so more configurations from it would ignore "
+                           "them; give more seeds instead, or run the new configurations as a sweep of search=optuna.")
         n = int(p.cfg.sweep.num_samples) - int(_json(old.get("sweep.num_samples")) or 0)
         if n < 1:
             raise BadInput(f"sweep.num_samples={p.cfg.sweep.num_samples}: the sweep's new total of configurations; it "
@@ -190,8 +194,8 @@ def _work(p, request: Request, saved: dict, earlier: Earlier, more_seeds: list[i
         return {"kind": "learn", "learn": n, "history": earlier.history(p.space)}
     more = getattr(module, "more", None)
     if more is None:
-        raise BadInput(f"search.name={p.cfg.search.name}: this searcher cannot grow a sweep; extend one of "
-                       "random, grid, optuna or hyperopt.")
+        raise BadInput(f"search.name={p.cfg.search.name}: this searcher cannot grow a sweep by more "
+                       "configurations; random, grid, arms and optuna can (any can by more seeds).")
     old_n = int(_json(old.get("sweep.num_samples")) or 0)
     points = more(p.space, p.cfg, int(saved.get("search_seed") or 0) + len(saved.get("extensions") or []) + 1,
                   seen, old_n)

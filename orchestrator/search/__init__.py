@@ -65,6 +65,10 @@ class Searcher(Protocol):
         """
 
 
+# A searcher that learns and can be told earlier results (TOLD = True in its module: Tune's wrapper of it has
+# add_evaluated_point) grows an extended sweep from its history; one that learns and cannot (HyperOpt's) is refused.
+
+
 class GrowsBySampling(Protocol):
     """Optional, for a searcher that does not learn: `danlu extend` (orchestrator/launch/extension.py) asks it for the
     configurations an extension adds. A searcher that learns needs none: it is told the earlier results

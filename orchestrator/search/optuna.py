@@ -25,6 +25,7 @@ from orchestrator.errors import BadInput
 from orchestrator.search import Search
 
 LEARNS = True  # Tune's SearchGenerator: learns from finished configurations
+TOLD = True  # an extension tells it the earlier results (OptunaSearch.add_evaluated_point: orchestrator/launch/extension.py)
 
 
 def _tpe(seed, c):
