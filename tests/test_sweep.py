@@ -56,7 +56,11 @@ def test_digits_sweep_on_logical_gpus(ray_gpus, conf_dir, tmp_path):
     m = parent.data.metrics
     assert m["trials_total"] == 4 and m["trials_failed"] == 0
     assert m["trials_completed"] + m["trials_stopped_early"] == 4
-    assert 0.5 < m["best_val_acc"] <= 1.0 and tags["danlu.best_trial"].startswith("t00")
+    # the parent's best is its best child's last value (the search seed is fresh each run: 4 draws of lr at 4 epochs
+    # may all learn little, as one CI run saw, best 0.32; what is checked here is the metric's path, not learning)
+    last = {r.data.tags["danlu.trial"]: r.data.metrics["val_acc"] for r in children}
+    assert 0.0 < m["best_val_acc"] <= 1.0 and m["best_val_acc"] == max(last.values())
+    assert tags["danlu.best_trial"].startswith("t00") and last[tags["danlu.best_trial"]] == m["best_val_acc"]
 
     gpus = Counter()
     for run in children:
