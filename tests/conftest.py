@@ -196,11 +196,22 @@ def on_shared_ray(args: list[str], killed: bool = False) -> list[str]:
     return [*rest[:end], where, *rest[end:]]  # after the overrides the command starts with, among them
 
 
+def without_preflight(args: list[str], preflight: bool = False) -> list[str]:
+    """A `danlu sweep` with --no-preflight unless the test's subject is the preflight (`preflight`): the preflight runs
+    the job once more in a process of its own and asks Ray for its nodes, 3-4 CPU-s of a small sweep's 14 here.
+    Its own tests (test_preflight, the budget's, the CLI's refusals) ask for it."""
+    if preflight or not args or args[0] != "sweep" or "--no-preflight" in args:
+        return args
+    return [args[0], "--no-preflight", *args[1:]]
+
+
 def danlu_cli(args: list[str], cwd: Path, timeout: float = 600, env: dict | None = None,
-              own_ray: bool = False) -> subprocess.CompletedProcess:
+              own_ray: bool = False, preflight: bool = False) -> subprocess.CompletedProcess:
     """Run the real `danlu` entry point (python -m orchestrator) in a subprocess. A sweep runs on this process's
     shared Ray of its shape (on_shared_ray) unless `own_ray`, or an `env` of its own is given (the shared Ray's
-    trials would not see it): then it starts and stops its own Ray, as a user's does."""
+    trials would not see it): then it starts and stops its own Ray, as a user's does. Without its preflight unless
+    `preflight` (without_preflight)."""
+    args = without_preflight(args, preflight)
     if not own_ray and env is None:
         args = on_shared_ray(args)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -39,7 +39,7 @@ def test_the_meter_counts_resource_seconds_and_keeps_them(tmp_path):
 def test_a_budget_stops_a_real_sweep_which_resumes_with_a_larger_one(tmp_path):
     common = ["job=sleep", "sweep=sleep", "epoch_s=0.4", "epochs=10", "sweep.num_samples=4", "scheduler=fifo",
               "checkpoint_state=true", "sweep.name=budgeted"]
-    r = danlu_cli(["sweep", *common, "sweep.budget.cpu_hours=0.002"], tmp_path)  # 7.2 CPU-seconds of 32 needed
+    r = danlu_cli(["sweep", *common, "sweep.budget.cpu_hours=0.002"], tmp_path, preflight=True)  # 7.2 CPU-seconds of 32 needed
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert "stopped by its budget: sweep.budget.cpu_hours=0.002 reached" in out

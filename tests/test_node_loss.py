@@ -31,7 +31,7 @@ def test_trials_survive_the_loss_of_a_node(conf_dir, tmp_path):
             ["job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=4", "epochs=20", "epoch_s=0.25",
              "checkpoint_state=true", f"checkpoint.every={EVERY}", "sweep.name=loss", f"cluster.address={cluster.address}",
              "resources.gpu=0.5", f"output_dir={tmp_path}/outputs", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"],
-            conf_dir, stream=out)
+            conf_dir, stream=out, preflight=False)
 
     driver = threading.Thread(target=sweep)
     driver.start()

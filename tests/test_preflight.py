@@ -57,7 +57,8 @@ def test_an_unreachable_tracking_uri_fails(tmp_path):
     assert r.returncode == 2, r.stdout + r.stderr  # a server that never answered: a wrong address, bad input
     assert f"FAIL  reach    tracking: the MLflow server {uri} does not answer" in r.stdout
     for extra in ([], ["--no-preflight"]):  # a new sweep refuses it before anything starts, preflight or not
-        r = danlu_cli(["sweep", *extra, "job=sleep", "sweep=sleep", f"tracking.uri={uri}"], tmp_path, timeout=300)
+        r = danlu_cli(["sweep", *extra, "job=sleep", "sweep=sleep", f"tracking.uri={uri}"], tmp_path, timeout=300,
+                      preflight=True)
         assert r.returncode == 2, r.stdout + r.stderr
         assert f"the MLflow server {uri} does not answer" in r.stderr and "Traceback" not in r.stderr
         assert "starting Ray" not in r.stdout and not (tmp_path / "outputs").exists()
@@ -82,7 +83,8 @@ def test_a_job_that_crashes_at_its_first_step(tmp_path):
 @pytest.mark.integration
 def test_a_sweep_of_a_metric_never_reported_leaves_nothing_and_starts_no_ray(tmp_path):
     start = time.monotonic()
-    r = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "epoch_s=0.01", "sweep.metric=no_such_metric"], tmp_path)
+    r = danlu_cli(["sweep", "job=sleep", "sweep=sleep", "epoch_s=0.01", "sweep.metric=no_such_metric"], tmp_path,
+                  preflight=True)
     took = time.monotonic() - start
     assert r.returncode == 2, r.stdout + r.stderr
     assert "danlu: error: sweep.metric=no_such_metric: the job never reports 'no_such_metric'; it reports: score" \
@@ -94,7 +96,8 @@ def test_a_sweep_of_a_metric_never_reported_leaves_nothing_and_starts_no_ray(tmp
 
 @pytest.mark.integration
 def test_a_sweep_whose_job_cannot_overfit_is_not_launched(tmp_path):
-    r = danlu_cli(["sweep", "job.fn=tests.preflight_jobs:zero_grad_after_backward", "sweep.num_samples=2"], tmp_path)
+    r = danlu_cli(["sweep", "job.fn=tests.preflight_jobs:zero_grad_after_backward", "sweep.num_samples=2"], tmp_path,
+                  preflight=True)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "FAIL  overfit" in r.stdout
     assert "danlu: error: preflight: overfit failed" in r.stderr and "--no-preflight launches anyway" in r.stderr

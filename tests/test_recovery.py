@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.tracking.ui import server_env
-from tests.conftest import CONF, free_port, mlflow_runs, on_shared_ray, wait_for
+from tests.conftest import CONF, free_port, mlflow_runs, on_shared_ray, wait_for, without_preflight
 
 pytestmark = pytest.mark.chaos
 
@@ -22,12 +22,12 @@ SLEEPY = ["job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=4", "
           "checkpoint_state=true", "cluster.num_cpus=2"]
 
 
-def start_danlu(args, cwd: Path, log: Path) -> subprocess.Popen:
+def start_danlu(args, cwd: Path, log: Path, preflight: bool = False) -> subprocess.Popen:
     """`danlu` in its own session, so that the test can end exactly what it started; outside the chaos layer, on
     the test process's shared Ray (tests/conftest.py on_shared_ray), as its danlu_cli calls are; in it, with a Ray
-    of its own, which a kill of the driver takes with it."""
+    of its own, which a kill of the driver takes with it. Without the preflight unless `preflight`."""
     return subprocess.Popen([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF),
-                             *on_shared_ray(args, killed=True)], cwd=cwd,
+                             *on_shared_ray(without_preflight(args, preflight), killed=True)], cwd=cwd,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -238,7 +238,7 @@ def test_nan_and_exceptions_fail_their_trial_only(ray_gpus, conf_dir, tmp_path):
     code = run_sweep(["job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=1", "epochs=4", "epoch_s=0.01",
                       "nan_at=tag(grid, choice(0,3))", "sweep.name=nan", f"output_dir={tmp_path}/outputs",
                       f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "failure.max_failed_fraction=0.6"],
-                     conf_dir, stream=out)
+                     conf_dir, stream=out, preflight=False)
     assert code == 0, out.getvalue()  # 1 of 2 failed: under the threshold of 60 %
     client, _, children = mlflow_runs(tmp_path / "mlflow.db", "nan")
     (bad,) = [r for r in children if r.info.status == "FAILED"]
@@ -247,7 +247,7 @@ def test_nan_and_exceptions_fail_their_trial_only(ray_gpus, conf_dir, tmp_path):
     code = run_sweep(["job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=1", "epochs=4", "epoch_s=0.01",
                       "nan_at=tag(grid, choice(0,3))", "sweep.name=nan2", f"output_dir={tmp_path}/outputs",
                       f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "failure.max_failed_fraction=0.4"],
-                     conf_dir, stream=io.StringIO())
+                     conf_dir, stream=io.StringIO(), preflight=False)
     assert code == 1  # 50 % failed: over a 40 % threshold
 
 

@@ -203,7 +203,7 @@ def test_a_writer_that_dies_stops_the_sweep_and_says_so(ray_gpus, conf_dir, tmp_
     out = io.StringIO()
     code = run_sweep(["job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=2", "epochs=40",
                       "epoch_s=0.05", "sweep.name=dies", f"output_dir={tmp_path}/outputs",
-                      f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"], conf_dir, stream=out)
+                      f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"], conf_dir, stream=out, preflight=False)
     assert code == 1, out.getvalue()
     assert "the sweep stopped because its MLflow writer did" in out.getvalue()
     assert "Resume with: danlu" in out.getvalue()

@@ -149,7 +149,8 @@ def run(conf_dir, tmp_path, name, *overrides):
 
     out = io.StringIO()
     code = run_sweep([f"sweep.name={name}", f"output_dir={tmp_path}/outputs", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-                      "job=sleep", "sweep=sleep", "scheduler=fifo", "epoch_s=0.01", *overrides], conf_dir, stream=out)
+                      "job=sleep", "sweep=sleep", "scheduler=fifo", "epoch_s=0.01", *overrides], conf_dir, stream=out,
+                     preflight=False)
     assert code == 0, out.getvalue()
     return out.getvalue()
 

@@ -18,7 +18,8 @@ from tests.conftest import CONF, ROOT, danlu_cli, mlflow_runs
 pytestmark = pytest.mark.integration
 
 
-def sweep(conf_dir, tmp_path, name, *overrides, preflight=True):
+def sweep(conf_dir, tmp_path, name, *overrides, preflight=False):
+    """A sweep in this process, on the session's Ray; without its preflight unless `preflight` (its subject)."""
     out = io.StringIO()
     code = run_sweep([f"sweep.name={name}", f"output_dir={tmp_path}/outputs",
                       f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", *overrides], conf_dir, stream=out,
@@ -141,7 +142,7 @@ def test_failed_trials_are_marked_and_the_rest_goes_on(ray_gpus, conf_dir, tmp_p
     # every trial would crash at step 1: the preflight says so, and nothing is launched
     with pytest.raises(SweepFailed, match=r"preflight: metric failed \(the base config ended before its first report: "
                        r"RuntimeError: sleep job: failing at epoch 1"):
-        sweep(conf_dir, tmp_path, "allfail", *allfail)
+        sweep(conf_dir, tmp_path, "allfail", *allfail, preflight=True)
     assert mlflow_runs(tmp_path / "mlflow.db", "allfail")[1] == []
     code, out = sweep(conf_dir, tmp_path, "allfail", *allfail, preflight=False)  # launched anyway: all fail
     assert code == 1 and "2 failed" in out
@@ -151,7 +152,8 @@ def test_failed_trials_are_marked_and_the_rest_goes_on(ray_gpus, conf_dir, tmp_p
 
 def test_metric_the_job_never_reports(ray_gpus, conf_dir, tmp_path):
     with pytest.raises(BadInput, match="sweep.metric=val_acc: the job never reports 'val_acc'; it reports: score"):
-        sweep(conf_dir, tmp_path, "nometric", "job=sleep", "sweep=sleep", "sweep.metric=val_acc", "epoch_s=0.01")
+        sweep(conf_dir, tmp_path, "nometric", "job=sleep", "sweep=sleep", "sweep.metric=val_acc", "epoch_s=0.01",
+              preflight=True)
     _, parents, children = mlflow_runs(tmp_path / "mlflow.db", "nometric")
     assert parents == [] and children == []  # nothing left in MLflow
     assert not (tmp_path / "outputs" / "nometric").exists()  # nor in storage: the same command starts afresh
