@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import stop_group, wait_for
+from tests.conftest import shared_ray, stop_group, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -88,6 +88,13 @@ def run(cwd: Path, script: str, *args, timeout=600) -> subprocess.CompletedProce
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+def shared() -> str:
+    """An app's sweep on the test process's shared Ray of this machine's shape (tests/conftest.py shared_ray), as a
+    `danlu sweep` of the other layers runs, instead of starting and stopping a Ray of its own; a sweep the test kills
+    starts its own."""
+    return f"hydra.sweeper.cluster.address={shared_ray(os.cpu_count() or 1, 0)}"
+
+
 def runs_of(cwd: Path, name: str):
     from mlflow.tracking import MlflowClient
 
@@ -106,7 +113,7 @@ def ended(out: str) -> tuple[int, int, int, int]:
 
 
 def test_an_app_sweeps_with_asha_mlflow_runs_report_and_hydra_folders(app):
-    r = run(app, "train.py", *SWEEP, "hydra.sweeper.name=night")
+    r = run(app, "train.py", *SWEEP, "hydra.sweeper.name=night", shared())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     trials, completed, stopped, failed = ended(r.stdout)
     assert trials == 12 and failed == 0 and stopped >= 1 and completed >= 2  # ASHA stopped some early
@@ -152,7 +159,7 @@ def test_a_killed_driver_resumes_with_the_same_command(app):
     wrong = subprocess.run([sys.executable, "-m", "orchestrator", "resume", "killed"], cwd=app, capture_output=True,
                            text=True, timeout=300)  # danlu resume cannot: it is the app's sweep, and says how
     assert wrong.returncode == 2 and "hydra.sweeper.name=killed" in wrong.stderr, wrong.stderr
-    r = run(app, "train.py", *args)
+    r = run(app, "train.py", *args, shared())  # where it runs is not part of the sweep: it resumes on another Ray
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "danlu: resuming killed" in r.stdout
     trials, completed, stopped, failed = ended(r.stdout)
@@ -166,7 +173,7 @@ def test_a_killed_driver_resumes_with_the_same_command(app):
 
 def test_a_task_function_that_never_reports_gives_its_return_value(app):
     r = run(app, "returns.py", "-m", "hydra/sweeper=danlu", "hydra.sweeper.metric=score", "hydra.sweeper.name=ret",
-            "hydra.sweeper.num_samples=4", "optim.lr=interval(0.01, 0.3)")
+            "hydra.sweeper.num_samples=4", "optim.lr=interval(0.01, 0.3)", shared())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "ASHA has nothing to stop early" in r.stdout  # said, not silent
     assert ended(r.stdout) == (4, 4, 0, 0)

@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from orchestrator.run.progress import Progress, Work, duration
-from tests.conftest import CONF, on_shared_ray
+from tests.conftest import CONF, on_shared_ray, without_preflight
 
 
 def test_asha_work_follows_the_rungs():
@@ -151,8 +151,8 @@ def _eta_at_half_way(tmp_path, *overrides: str) -> tuple[float, float, list[str]
     """Run a sweep of the sleep job, its output a pipe (as a log file); the ETA of the first line with half the
     trials done, and the true time left from there (to the last progress line)."""
     cmd = [sys.executable, "-m", "orchestrator", "--config-dir", str(CONF),
-           *on_shared_ray(["sweep", "job=sleep", "sweep=sleep", "progress.every_s=1", "sweep.name=eta",
-                           "cluster.num_cpus=2", *overrides])]
+           *on_shared_ray(without_preflight(["sweep", "job=sleep", "sweep=sleep", "progress.every_s=1",
+                                             "sweep.name=eta", "cluster.num_cpus=2", *overrides]))]
     t0, lines = time.monotonic(), []
     with subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
