@@ -206,13 +206,15 @@ def without_preflight(args: list[str], preflight: bool = False) -> list[str]:
 
 
 def danlu_cli(args: list[str], cwd: Path, timeout: float = 600, env: dict | None = None,
-              own_ray: bool = False, preflight: bool = False) -> subprocess.CompletedProcess:
+              own_ray: bool | None = None, preflight: bool = False) -> subprocess.CompletedProcess:
     """Run the real `danlu` entry point (python -m orchestrator) in a subprocess. A sweep runs on this process's
-    shared Ray of its shape (on_shared_ray) unless `own_ray`, or an `env` of its own is given (the shared Ray's
-    trials would not see it): then it starts and stops its own Ray, as a user's does. Without its preflight unless
-    `preflight` (without_preflight)."""
+    shared Ray of its shape (on_shared_ray) unless `own_ray`: then it starts and stops its own Ray, as a user's does.
+    By default it does where an `env` of its own is given (the shared Ray's trials would not see it); `own_ray=False`
+    where only the driver needs that env. Without its preflight unless `preflight` (without_preflight)."""
     args = without_preflight(args, preflight)
-    if not own_ray and env is None:
+    if own_ray is None:
+        own_ray = env is not None
+    if not own_ray:
         args = on_shared_ray(args)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), *args], cwd=cwd,

@@ -94,7 +94,8 @@ def _memory_sweep(tmp_path, name, *extra):
            "DANLU_IMPORT_TRACE": str(tmp_path / "imports.tsv")}
     r = danlu_cli(["sweep", "job=sleep", "sweep=sleep", f"sweep.name={name}", "sweep.num_samples=4", "epochs=4",
                    "epoch_s=0.05", "sweep.search_seed=1", "tracking.store=memory_store:MemoryStore",
-                   f"tracking.uri=memory://{dump}", *extra], tmp_path, env=env)
+                   f"tracking.uri=memory://{dump}", *extra], tmp_path, env=env,
+                  own_ray=False)  # the store and the import trace are the driver's: its trials need neither
     return r, dump
 
 
