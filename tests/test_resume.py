@@ -236,7 +236,7 @@ def assert_seeds_together(groups: dict) -> int:
 def seeded_straight(tmp_path_factory) -> int:
     """The SEEDED sweep run straight, once for both interrupts: its trial-steps, its seeds checked together."""
     cwd = tmp_path_factory.mktemp("a")
-    r = danlu_cli([*SEEDED, "sweep.name=a"], cwd, own_ray=True)
+    r = danlu_cli([*SEEDED, "sweep.name=a"], cwd)  # on the shared Ray, as the interrupted one resumes
     assert r.returncode == 0, r.stdout + r.stderr
     groups = seed_groups(cwd, "a")
     assert any(o == "stopped_early" for seeds in groups.values() for o, _ in seeds.values())
