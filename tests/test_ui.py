@@ -85,7 +85,7 @@ def test_every_printed_link_opens_the_sweep_in_a_fresh_browser(tmp_path):
         assert in_training_view(page), page[-3000:]
         assert "Description" in page and "cannot be decided with 3 seeds" in page, page[-3000:]  # the verdict
         assert "12 trials: 12 completed" in page  # the counts, in the morning summary
-        assert "danlu sweep experiment=noisy" in page  # its source: the command
+        assert "danlu sweep --no-preflight experiment=noisy" in page  # its source: the command
         names = [c.data.tags["mlflow.runName"] for c in children]
         assert "Child runs" in page and sum(n in page for n in names) >= 10, page[-3000:]  # ten, then "Load more"
 

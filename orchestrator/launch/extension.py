@@ -78,7 +78,7 @@ def record(p, request: Request, saved: dict, say: Callable[[str], None]) -> dict
     if old == now and saved.get("extensions") and not p.storage.finished():  # the same command again, after a kill
         say(f"danlu: extension {len(saved['extensions'])} of {name} was begun and has not ended: it goes on")
         return saved
-    rec = decide(p, request, saved)
+    rec = decide(p, request, saved, now)
     new = extend(p.storage_dir, saved, now, merged(saved["overrides"], request.overrides), rec)
     say(f"danlu: extension {rec['n']} of {name}: {describe(rec)}")
     return new
@@ -105,13 +105,15 @@ def preview(p, request: Request, saved: dict) -> list[str]:
     return lines
 
 
-def decide(p, request: Request, saved: dict) -> dict:
-    """The extension's record: what changed, what it runs, what the searcher and ASHA start from (nothing written)."""
+def decide(p, request: Request, saved: dict, now: dict | None = None) -> dict:
+    """The extension's record: what changed, what it runs, what the searcher and ASHA start from (nothing written).
+    `now`: the extension's settings (sweep_files.settings_of), where the caller has them already."""
     from orchestrator.scheduler import saved_decisions
     from orchestrator.storage.sweep_files import changed, settings_of, tune_dir
 
     name = str(p.cfg.sweep.name)
-    old, now = saved.get("settings"), settings_of(p)
+    old = saved.get("settings")
+    now = settings_of(p) if now is None else now
     if not isinstance(old, dict):
         raise BadInput(f"danlu extend {name}: the sweep was stored by an earlier danlu, without its settings, so what "
                        f"an extension changes cannot be checked. {NEW_SWEEP}")
