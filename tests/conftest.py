@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import secrets
@@ -124,10 +125,29 @@ def shared_ray(cpus: int, gpus: int) -> str:
         temp = tempfile.mkdtemp(prefix="dt", dir="/tmp")  # short: Ray's socket paths have a length limit
         # without Ray's log monitor and autoscaler monitor: nothing here reads them (danlu's drivers take no worker
         # logs unless --verbose, and the shared Rays never scale), and idle they poll: ~30% of an idle Ray's CPU
-        _RAYS[cpus, gpus] = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": cpus, "num_gpus": gpus, "include_dashboard": False, "temp_dir": temp,
-            "include_log_monitor": False, "no_monitor": True}), temp
+        with _kv_kept():
+            _RAYS[cpus, gpus] = Cluster(initialize_head=True, head_node_args={
+                "num_cpus": cpus, "num_gpus": gpus, "include_dashboard": False, "temp_dir": temp,
+                "include_log_monitor": False, "no_monitor": True}), temp
     return _RAYS[cpus, gpus][0].address
+
+
+@contextlib.contextmanager
+def _kv_kept():
+    """This process's Ray internal-KV client as it was before: starting a head node here sets it to that node's
+    GCS (and stopping one clears it), although this process hosts the Ray and is no driver of it. Left set, Tune's
+    registry takes a trainable registered here later (a unit test's Experiment) as meant for a Ray and starts a
+    local one to learn its job id; changed under a driver (ray_gpus), it would point that driver at another Ray."""
+    from ray.experimental import internal_kv
+
+    client = internal_kv.global_gcs_client
+    try:
+        yield
+    finally:
+        if client is None:
+            internal_kv._internal_kv_reset()
+        else:
+            internal_kv._initialize_internal_kv(client)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -155,7 +175,8 @@ def _stop_shared(shape: tuple[int, int]) -> None:
     import shutil
 
     cluster, temp = _RAYS.pop(shape)
-    cluster.shutdown()
+    with _kv_kept():
+        cluster.shutdown()
     shutil.rmtree(temp, ignore_errors=True)
 
 
