@@ -16,6 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.preloaded_cli import Preloaded
+
 # pytest imports this file as `conftest` (tests/ has no __init__.py); test modules import it as `tests.conftest`
 # or `conftest`: one module under both names, so that its state (the shared Rays, the chaos flag) is one
 for _name in ("conftest", "tests.conftest"):
@@ -150,6 +152,16 @@ def _kv_kept():
             internal_kv._initialize_internal_kv(client)
 
 
+PRELOADED = Preloaded()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def preloaded_stopped():
+    """This test process's preloader of danlu commands (danlu_cli), if it started one, ended with the session."""
+    yield
+    PRELOADED.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_rays_stopped():
     """The shared Rays this test process started, stopped at its end (by the Cluster's own PIDs), their temp dirs
@@ -244,7 +256,9 @@ def without_preflight(args: list[str], preflight: bool = False) -> list[str]:
 
 def danlu_cli(args: list[str], cwd: Path, timeout: float = 600, env: dict | None = None,
               own_ray: bool | None = None, preflight: bool = False) -> subprocess.CompletedProcess:
-    """Run the real `danlu` entry point (python -m orchestrator) in a subprocess. A sweep runs on this process's
+    """Run the real `danlu` entry point (python -m orchestrator) in a subprocess: where it runs on a shared Ray in
+    this process's environment, a fork of this process's preloader (tests/preloaded_cli.py: the same entry point,
+    its imports made once, ~4 of a sweep driver's ~7 CPU-s). A sweep runs on this process's
     shared Ray of its shape (on_shared_ray) unless `own_ray`: then it starts and stops its own Ray, as a user's does.
     By default it does where an `env` of its own is given (the shared Ray's trials would not see it); `own_ray=False`
     where only the driver needs that env. Without its preflight unless `preflight` (without_preflight)."""
@@ -254,6 +268,10 @@ def danlu_cli(args: list[str], cwd: Path, timeout: float = 600, env: dict | None
     if not own_ray:
         args = on_shared_ray(args)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if not own_ray and env is None:  # in the test process's environment: forked from its preloader
+        done = PRELOADED.run(["--config-dir", str(CONF), *args], cwd, full_env, timeout)
+        if done is not None:
+            return done
     return subprocess.run([sys.executable, "-m", "orchestrator", "--config-dir", str(CONF), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, env=full_env)
 
