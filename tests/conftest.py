@@ -153,6 +153,7 @@ def _kv_kept():
 
 
 PRELOADED = Preloaded()
+PRELOAD = os.environ.get("DANLU_TEST_PRELOAD", "1") != "0"  # 0: every command in a process of its own (to compare)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -268,7 +269,7 @@ def danlu_cli(args: list[str], cwd: Path, timeout: float = 600, env: dict | None
     if not own_ray:
         args = on_shared_ray(args)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    if not own_ray and env is None:  # in the test process's environment: forked from its preloader
+    if not own_ray and env is None and PRELOAD:  # in the test process's environment: forked from its preloader
         done = PRELOADED.run(["--config-dir", str(CONF), *args], cwd, full_env, timeout)
         if done is not None:
             return done
