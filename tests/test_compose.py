@@ -73,6 +73,26 @@ def test_composition_mistakes(conf_dir, overrides, words):
         assert w in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "overrides, words, absent",
+    [
+        # the default sweep's space (written for the digits job) on a job without its keys: the space is named
+        (["job=sleep"], ["sweep.space.lr", "the sweep your conf/config.yaml chooses", "job sleep", "sweep=NAME",
+                         "~sweep.space.lr", "danlu run --cfg job=sleep"], ["Did you mean"]),
+        (["job=sleep", "sweep=default"], ["sweep.space.lr", "sweep=default sweeps 'lr'"], ["Did you mean"]),
+        # typed on the command line: most often a typo, and Hydra's message with the keys near it says so
+        (["job=sleep", "sweep=sleep", "xx=interval(0,1)"], ["Unknown config key 'xx'"], ["sweep.space.xx"]),
+    ],
+)
+def test_a_swept_key_the_job_lacks_is_named_with_where_it_came_from(tmp_path, overrides, words, absent):
+    with pytest.raises(BadInput) as err:
+        plan(overrides, Path(__file__).resolve().parents[1] / "conf", cwd=str(tmp_path))
+    for w in words:
+        assert w in str(err.value)
+    for w in absent:
+        assert w not in str(err.value)
+
+
 def test_split_overrides_uses_hydras_parser():
     cl = split_overrides(["epochs=3", "lr=tag(log, interval(1e-4, 1e-1))", "batch_size=32,64", "job/model=mlp,cnn"])
     assert cl.fixed == ["epochs=3"]

@@ -157,7 +157,10 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None, app=Non
             probe = list(zip(space.probe_overrides(), space.params, strict=True))
             probe_groups = [o for o, prm in probe if prm.is_group]
             probed = apply_overrides(compose(groups + probe_groups), rest) if probe_groups else copy.deepcopy(cfg)
-            apply_overrides(probed, [o for o, prm in probe if not prm.is_group])
+            for o, prm in probe:
+                if not prm.is_group:
+                    typed = prm.key in cl.sweep or f"sweep.space.{prm.key}" in cl.sweep
+                    _probe_key(probed, o, prm.key, cfg.job.get("name"), None if typed else _chosen_sweep(cl.fixed))
             check_overrides(plain(chosen, resolve=False), values, space.params)
         try:
             OmegaConf.resolve(cfg)  # once, here: sweep.name's ${now:...} is fixed for every trial
@@ -179,6 +182,31 @@ def plan(overrides: list[str], config_dir: Path, cwd: str | None = None, app=Non
     storage = Path(cwd, cfg.output_dir).resolve() / name
     return Plan(cfg, space, cl.fixed + [override("sweep.name", name)], trial_base, config_dir, storage,
                 resolve_uri(str(cfg.tracking.uri), cwd), str(cfg.tracking.get("store") or "mlflow"), app, need)
+
+
+def _probe_key(probed, text: str, key: str, job, sweep_file: str | None) -> None:
+    """A swept key's first value applied to the job's config. A key from a sweep file's space that the job's config
+    lacks (a sweep written for another job) is named as the space's, with the file; one typed on the command line
+    gets Hydra's message and the keys near it (a typo, most often)."""
+    from omegaconf import OmegaConf
+
+    try:
+        apply_overrides(probed, [text])
+    except BadInput:
+        if sweep_file is None or OmegaConf.select(probed, key, default=_MISSING) is not _MISSING:
+            raise
+        where = f"sweep={sweep_file}" if sweep_file else "the sweep your conf/config.yaml chooses"
+        raise BadInput(f"sweep.space.{key}: {where} sweeps '{key}', but the job's config (job {job}) has no such key. "
+                       f"Choose a sweep written for this job (sweep=NAME), or drop the key (~sweep.space.{key}); "
+                       f"`danlu run --cfg job={job}` shows the job's keys.") from None
+
+
+_MISSING = object()
+
+
+def _chosen_sweep(fixed: list[str]) -> str:
+    """The sweep file the command line chooses (sweep=NAME), or "" for the defaults list's."""
+    return next((o.split("=", 1)[1] for o in fixed if o.split("=", 1)[0] == "sweep"), "")
 
 
 def _app_space(app, entries: dict, seeds: list[int]):
