@@ -10,7 +10,7 @@ import pytest
 from conftest import danlu_cli, mlflow_runs
 
 from orchestrator.errors import BadInput
-from orchestrator.launch.budget import Limits, Meter, wall_seconds
+from orchestrator.launch.budget import Limits, Meter, Used, wall_seconds
 
 
 def test_wall_time_reads_seconds_and_units():
@@ -33,6 +33,17 @@ def test_the_meter_counts_resource_seconds_and_keeps_them(tmp_path):
     assert again.used.gpu_s == pytest.approx(3600) and again.reached() is None
     (tmp_path / "budget.json").write_text('{"gpu_s": 36')  # cut: counted from zero, not a crash
     assert Meter(Limits(), tmp_path, 1, 1).used.gpu_s == 0
+
+
+def test_an_extensions_limits_count_what_it_used_itself(tmp_path):
+    m = Meter(Limits(cpu_hours=1.0), tmp_path, gpu=0, cpu=1.0)
+    m.add(5 * 3600, running=1)  # the sweep as begun used 5 CPU-hours
+    m.save()
+    ext = Meter(Limits(cpu_hours=1.0), tmp_path, gpu=0, cpu=1.0, base=Used.of(m.used.as_record()))
+    assert ext.reached() is None and ext.used.cpu_s == 5 * 3600  # the total is kept; the limit counts from the base
+    ext.add(3600, running=1)
+    assert ext.reached().startswith("sweep.budget.cpu_hours=1 reached (1 CPU-hours used)")
+    assert Used.of({"cpu_s": 1}) == Used()  # a record that is not one: counted from zero
 
 
 @pytest.mark.integration
@@ -75,3 +86,19 @@ def test_a_budget_stops_a_real_sweep_which_resumes_with_a_larger_one(tmp_path):
         assert steps == list(range(1, 11)), steps  # every step once
     used = client.get_metric_history(parents[0].info.run_id, "budget_cpu_hours")
     assert len(used) >= 2 and used[-1].value > 0.002  # the budget used, as it went, over both sessions
+
+    # an extension carries a budget of its own: the sweep had used ~0.009 CPU-hours, and the extension's 0.002 counts
+    # from the extension's start (counted over the whole sweep, it would be spent before anything ran)
+    before = used[-1].value
+    r = danlu_cli(["extend", "budgeted", "sweep.num_samples=6", "sweep.budget.cpu_hours=0.002"], tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "budget is spent" not in out, out
+    assert "stopped by its budget: sweep.budget.cpu_hours=0.002 reached (0.002" in out, out
+    r = danlu_cli(["resume", "budgeted", "sweep.budget.cpu_hours=1"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    client, parents, children = mlflow_runs(tmp_path / "mlflow.db", "budgeted")
+    assert [p.info.status for p in parents] == ["FINISHED"] and parents[0].data.tags["danlu.extensions"] == "1"
+    assert sorted(c.info.status for c in children) == ["FINISHED"] * 6
+    # the parent's metrics stay the sweep's: the earlier use and the extension's
+    assert client.get_metric_history(parents[0].info.run_id, "budget_cpu_hours")[-1].value > before + 0.002
+

@@ -6,6 +6,9 @@ A trial's cost is its wall time times what it holds: its GPUs (fractions count t
 resource-seconds, counted while Tune has it RUNNING. Wall time is the drivers' time in Tune's fit, over every
 session of the sweep. What was used is kept in the sweep's storage (danlu/budget.json) across resumes, and logged
 to the parent run as metrics (budget_gpu_hours, budget_cpu_hours, budget_wall_hours) as the sweep goes.
+
+An extension (`danlu extend NAME ... sweep.budget.wall_time=2h`) carries a budget of its own: its limits count what
+was used since it began (what the sweep had used then is kept in its record: `base`); the metrics stay the sweep's.
 """
 
 from __future__ import annotations
@@ -65,6 +68,18 @@ class Used:
     cpu_s: float = 0.0
     wall_s: float = 0.0
 
+    @classmethod
+    def of(cls, saved) -> Used:
+        """Used from its record ({"gpu_s", "cpu_s", "wall_s"}); nothing from a record that is not one."""
+        try:
+            return cls(float(saved["gpu_s"]), float(saved["cpu_s"]), float(saved["wall_s"]))
+        except (KeyError, TypeError, ValueError):
+            return cls()
+
+    def as_record(self) -> dict[str, float]:
+        """What was used, in seconds, as budget.json and an extension's record keep it."""
+        return {"gpu_s": self.gpu_s, "cpu_s": self.cpu_s, "wall_s": self.wall_s}
+
     def as_metrics(self) -> dict[str, float]:
         """What was used, in hours, as the parent run's metrics."""
         return {"budget_gpu_hours": self.gpu_s / 3600, "budget_cpu_hours": self.cpu_s / 3600,
@@ -72,16 +87,13 @@ class Used:
 
 
 class Meter:
-    """What a sweep's trials have used, against its limits; kept in `state_dir`/budget.json."""
+    """What a sweep's trials have used, against its limits; kept in `state_dir`/budget.json. `base`: what the sweep
+    had used when the part that runs now began (an extension's), which its limits do not count."""
 
-    def __init__(self, limits: Limits, state_dir: Path, gpu: float, cpu: float):
+    def __init__(self, limits: Limits, state_dir: Path, gpu: float, cpu: float, base: Used | None = None):
         self.limits, self.path, self.gpu, self.cpu = limits, Path(state_dir) / FILE, float(gpu), float(cpu)
-        self.used = Used()
-        try:
-            saved = json.loads(self.path.read_text())
-            self.used = Used(float(saved["gpu_s"]), float(saved["cpu_s"]), float(saved["wall_s"]))
-        except (OSError, ValueError, KeyError, TypeError):  # new, or cut: the parent run's metrics still hold it
-            pass
+        self.used = used(state_dir)
+        self.base = base or Used()
 
     def add(self, seconds: float, running: int) -> None:
         """`seconds` of the driver's fit, with `running` trials RUNNING throughout."""
@@ -89,9 +101,14 @@ class Meter:
         self.used.gpu_s += seconds * running * self.gpu
         self.used.cpu_s += seconds * running * self.cpu
 
+    def counted(self) -> Used:
+        """What the limits count: used since the part that runs now began."""
+        u, b = self.used, self.base
+        return Used(u.gpu_s - b.gpu_s, u.cpu_s - b.cpu_s, u.wall_s - b.wall_s)
+
     def reached(self) -> str | None:
         """The first limit reached, said with what was used, or None."""
-        u, lim = self.used, self.limits
+        u, lim = self.counted(), self.limits
         if lim.gpu_hours is not None and self.gpu > 0 and u.gpu_s / 3600 >= lim.gpu_hours:
             return f"sweep.budget.gpu_hours={lim.gpu_hours:g} reached ({u.gpu_s / 3600:.3g} GPU-hours used)"
         if lim.cpu_hours is not None and u.cpu_s / 3600 >= lim.cpu_hours:
@@ -102,7 +119,7 @@ class Meter:
 
     def describe(self) -> str:
         """What was used, against each limit set."""
-        u, lim, parts = self.used, self.limits, []
+        u, lim, parts = self.counted(), self.limits, []
         if self.gpu > 0 or lim.gpu_hours is not None:
             parts.append(f"{u.gpu_s / 3600:.3g} GPU-hours" + (f" of {lim.gpu_hours:g}" if lim.gpu_hours is not None else ""))
         parts.append(f"{u.cpu_s / 3600:.3g} CPU-hours" + (f" of {lim.cpu_hours:g}" if lim.cpu_hours is not None else ""))
@@ -113,4 +130,13 @@ class Meter:
         """Keep what was used (atomically; a disk that cannot take it costs only this record)."""
         from orchestrator.storage.disk import write_json
 
-        write_json(self.path, {"gpu_s": self.used.gpu_s, "cpu_s": self.used.cpu_s, "wall_s": self.used.wall_s})
+        write_json(self.path, self.used.as_record())
+
+
+def used(state_dir: Path) -> Used:
+    """What the sweep has used, as its storage keeps it (nothing where the record is new or cut: the parent run's
+    metrics still hold it)."""
+    try:
+        return Used.of(json.loads((Path(state_dir) / FILE).read_text()))
+    except (OSError, ValueError):
+        return Used()

@@ -211,12 +211,15 @@ def _tracking_answers(p: Plan) -> None:
 def _budget_meter(p: Plan, limits, need: dict):
     """The sweep's budget meter (what earlier sessions used, from its storage); SweepFailed, before anything is
     launched, where a limit is spent already."""
-    from orchestrator.launch.budget import Meter
+    from orchestrator.launch.budget import Meter, Used
 
-    meter = Meter(limits, p.storage.own, need.get("GPU", 0.0), need.get("CPU", 0.0))
+    ext = p.storage.extension  # an extension's budget counts what it has used itself
+    meter = Meter(limits, p.storage.own, need.get("GPU", 0.0), need.get("CPU", 0.0),
+                  Used.of(ext.get("budget_base")) if ext else None)
     spent = meter.reached()
     if spent:
-        raise SweepFailed(f"the sweep's budget is spent: {spent}. Nothing was launched; resume it with a larger one: "
+        whose = f"extension {ext['n']}'s" if ext else "the sweep's"
+        raise SweepFailed(f"{whose} budget is spent: {spent}. Nothing was launched; resume it with a larger one: "
                           f"{p.resume} sweep.budget.<gpu_hours|cpu_hours|wall_time>=<more>")
     return meter
 
