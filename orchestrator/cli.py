@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the sweep's name (its directory under output_dir)")
     p.add_argument("overrides", nargs="*", help="output_dir=... if the sweep was not stored under ./outputs")
 
-    p = sub.add_parser("extend", help="grow a sweep that has ended, in the same sweep and MLflow parent run: more "
+    p = sub.add_parser("extend", help="grow a sweep (one that has not ended is resumed to its end first), in the "
+                       "same sweep and MLflow parent run: more "
                        "configurations (sweep.num_samples=N, the new total), more seeds (sweep.seeds=[...], a "
                        "superset; --top K for the report's best K only) or a new space (sweep.space.KEY=EXPR)")
     p.add_argument("name", help="the sweep's name (its directory under output_dir)")
@@ -274,7 +275,7 @@ def _resume(args, config_dir: Path) -> int:
 def _extend(args, config_dir: Path) -> int:
     """`danlu extend NAME overrides`: the sweep planned with its own overrides and the extension's (one of the same
     key replaces its own), then run as an extension (orchestrator/launch/extension.py decides, under its lock)."""
-    from orchestrator.launch.extension import Request, merged
+    from orchestrator.launch.extension import NotEnded, Request, merged
     from orchestrator.run.sweep import run_sweep
     from orchestrator.storage.sweep_files import read_identity
 
@@ -300,10 +301,27 @@ def _extend(args, config_dir: Path) -> int:
         from orchestrator.launch.plan import plan
 
         p = plan([*merged(kept, own), f"sweep.name={args.name}", *where], config_dir)
-        print("\n".join(preview(p, request, saved)))
+        try:
+            print("\n".join(preview(p, request, saved)))
+        except NotEnded as exc:
+            raise BadInput(f"{exc}: an extension is planned from the sweep's ended trials; without --plan, danlu "
+                           "extend resumes it to its end first, then extends it.") from None
         return 0
-    return run_sweep([*merged(kept, own), f"sweep.name={args.name}", *where], config_dir, verbose=False,
-                     command=["danlu", *sys.argv[1:]], extend=request)
+    command = ["danlu", *sys.argv[1:]]
+    try:
+        return run_sweep([*merged(kept, own), f"sweep.name={args.name}", *where], config_dir, verbose=False,
+                         command=command, extend=request)
+    except NotEnded as exc:  # decided from every earlier trial: the sweep (or its newest extension) ends first
+        print(f"{exc}: it is resumed to its end first, then extended.", flush=True)
+    resumed = run_sweep([*kept, f"sweep.name={args.name}", *where], config_dir, verbose=False, command=command)
+    try:
+        extended = run_sweep([*merged(kept, own), f"sweep.name={args.name}", *where], config_dir, verbose=False,
+                             command=command, extend=request)
+    except NotEnded as exc:
+        print(f"{exc} after its resume (exit {resumed}): not extended. The same command again resumes it and "
+              "extends it once it ends.", file=sys.stderr, flush=True)
+        return resumed or 1
+    return max(resumed, extended)  # a loss or skip said by the resume keeps the exit non-zero
 
 
 def _preflight(args, config_dir: Path) -> int:

@@ -178,3 +178,7 @@ def test_grid_adds_what_a_widened_space_adds(tmp_path):
     parents, children = _children(tmp_path, "g")
     assert len(parents) == 1 and sorted((c.data.params["x"], c.data.tags["danlu.seed"]) for c in children) == [
         (x, s) for x in ("0.2", "0.4", "0.6") for s in ("0", "1")]
+    # the same command again (a requeued job's, a second terminal's): the extension has ended, nothing to run
+    r = _extend(tmp_path, "g", "sweep.seeds=[0,1]")
+    assert "sweep g ended on" in r.stdout and "nothing to run" in r.stdout, r.stdout
+    assert len(_children(tmp_path, "g")[1]) == 6

@@ -44,7 +44,8 @@ def steps(client, run) -> list[int]:
 ], ids=["gpu=0.25+custom"])
 def test_every_trial_of_a_resumed_sweep_gets_what_it_asked_for(tmp_path, resources, asked):
     """Finished, restarted and newly created trials alike (max_concurrent_trials=2 keeps trials to create
-    after the resume): each trial's process was given its GPU share and custom resource by Ray."""
+    after the resume), and an extension's: each trial's process was given its GPU share and custom resource by Ray.
+    The killed sweep goes on through `danlu extend`, which resumes a sweep that has not ended to its end first."""
     args = ["sweep", "job=sleep", "sweep=sleep", "scheduler=fifo", "sweep.num_samples=6", "epochs=12",
             "epoch_s=0.25", "checkpoint_state=true", "cluster.num_cpus=4", "cluster.num_gpus=2",
             "sweep.max_concurrent_trials=2", *resources, "sweep.name=res"]
@@ -60,10 +61,15 @@ def test_every_trial_of_a_resumed_sweep_gets_what_it_asked_for(tmp_path, resourc
     assert listed.returncode == 0 and "danlu: res was interrupted; continue it with: danlu resume res" in listed.stdout
     assert [ln.split()[1] for ln in listed.stdout.splitlines() if ln.startswith("res ")] == ["interrupted"]
     created_before = journal_ops(storage, "start")
-    r = danlu_cli(args, tmp_path)
-    assert r.returncode == 0, r.stdout + r.stderr
-    client, _, children = mlflow_runs(tmp_path / "mlflow.db", "res")
-    assert len(children) == 6 and all(c.info.status == "FINISHED" for c in children)
+    r = danlu_cli(["extend", "res", "sweep.num_samples=7"], tmp_path, own_ray=True)  # its custom resource: a Ray of its own
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert "danlu extend res: the sweep has not ended" in out and "it is resumed to its end first, then extended" in out
+    assert out.index("resuming res") < out.index("extension 1 of res: 1 new configuration(s)"), out
+    client, parents, children = mlflow_runs(tmp_path / "mlflow.db", "res")
+    assert len(parents) == 1 and len(children) == 7 and all(c.info.status == "FINISHED" for c in children)
+    assert len({c.data.tags["danlu.config_id"] for c in children}) == 7  # decided from all six earlier trials
+    assert [c.data.tags.get("danlu.extension") for c in children].count("1") == 1
     new = [c for c in children if c.info.start_time > killed_at]
     assert new and created_before < 6  # some trials were created by the resumed driver
     for c in children:

@@ -12,11 +12,15 @@ trials the tracking store holds (every configuration, its seeds' curves and mean
 - a new space (sweep.space.KEY=...): new configurations from it; the earlier ones stay in the history and the
   report, marked as from an earlier space where they fall outside it.
 ASHA's rungs start with the earlier trials' values at each rung (`carry`), so a new configuration is judged against
-the old ones, and a configuration given more seeds is judged on its grown group.
+the old ones, and a configuration given more seeds is judged on its grown group. A budget given with an extension
+(sweep.budget.*) is the extension's own: what the sweep had used when it began is kept in its record (budget_base).
 
 The decision is kept in the sweep's identity (orchestrator/storage/sweep_files.py extend), so a driver killed at any
-moment of the extension resumes the same extension with `danlu resume NAME`; Tune's experiment of the extension is
-<storage>/extensions/<k>/ (Tune cannot add trials to an experiment, ray#15177).
+moment of the extension resumes the same extension with `danlu resume NAME` or the same `danlu extend` command (a
+Slurm requeue's: once the extension has ended, that command has nothing to run and says so, as a sweep's does). A
+sweep that has not ended (interrupted, stopped by its budget, a driver killed) is resumed to its end first by
+`danlu extend` (orchestrator/cli.py), so that the extension is decided from every earlier trial. Tune's experiment
+of the extension is <storage>/extensions/<k>/ (Tune cannot add trials to an experiment, ray#15177).
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ WHY = {"job.": "another job", "sweep.metric": "another metric", "sweep.mode": "a
        "epochs": "another fidelity (trials of another length)", "scheduler.max_t": "another fidelity (trials of "
        "another length)"}
 NEW_SWEEP = "Start a new sweep, or compare them with `danlu compare`."
+
+
+class NotEnded(BadInput):
+    """The sweep (or its newest extension) has not ended: `danlu extend` resumes it to its end first."""
 
 
 @dataclass
@@ -75,9 +83,10 @@ def record(p, request: Request, saved: dict, say: Callable[[str], None]) -> dict
 
     name = str(p.cfg.sweep.name)
     old, now = saved.get("settings"), settings_of(p)
-    if old == now and saved.get("extensions") and not p.storage.finished():  # the same command again, after a kill
-        say(f"danlu: extension {len(saved['extensions'])} of {name} was begun and has not ended: it goes on")
-        return saved
+    if old == now and saved.get("extensions"):  # the same command again: after a kill, or a Slurm requeue
+        if not p.storage.finished():
+            say(f"danlu: extension {len(saved['extensions'])} of {name} was begun and has not ended: it goes on")
+        return saved  # (one that ended: nothing to run, its summary again, as for a sweep)
     rec = decide(p, request, saved, now)
     new = extend(p.storage_dir, saved, now, merged(saved["overrides"], request.overrides), rec)
     say(f"danlu: extension {rec['n']} of {name}: {describe(rec)}")
@@ -108,6 +117,7 @@ def preview(p, request: Request, saved: dict) -> list[str]:
 def decide(p, request: Request, saved: dict, now: dict | None = None) -> dict:
     """The extension's record: what changed, what it runs, what the searcher and ASHA start from (nothing written).
     `now`: the extension's settings (sweep_files.settings_of), where the caller has them already."""
+    from orchestrator.launch.budget import used
     from orchestrator.scheduler import saved_decisions
     from orchestrator.storage.sweep_files import changed, settings_of, tune_dir
 
@@ -145,7 +155,8 @@ def decide(p, request: Request, saved: dict, now: dict | None = None) -> dict:
            "changed": changed(old, now), "overrides": list(request.overrides),
            "first_trial": earlier.next_trial, "earlier_trials": earlier.trial_ids, "carry": earlier.carry(p),
            "earlier_counts": earlier.counts(),
-           "decisions": saved_decisions(tune_dir(p.storage_dir, saved)) or [], **work}
+           "decisions": saved_decisions(tune_dir(p.storage_dir, saved)) or [],
+           "budget_base": used(p.storage.own).as_record(), **work}
     return rec
 
 
@@ -215,7 +226,8 @@ class Earlier:
 
     @classmethod
     def read(cls, p, saved: dict) -> Earlier:
-        """The sweep's trials; BadInput where it has not ended (a trial still RUNNING, or KILLED: resume it first)."""
+        """The sweep's trials; NotEnded where it has not ended (a trial still RUNNING, or KILLED: it is resumed
+        first)."""
         from orchestrator.report._data import load
         from orchestrator.tracking import open_store
 
@@ -228,8 +240,8 @@ class Earlier:
         if not p.storage.finished():
             open_ = [r for r in data.runs if r.status in ("RUNNING", "KILLED")]
             if open_ or data.tags.get("danlu.outcome") in ("interrupted", "budget", "disk_full"):
-                raise BadInput(f"danlu extend {name}: the sweep has not ended ({len(open_)} trial(s) running or "
-                               f"killed): resume it first ({p.resume}), then extend it.")
+                raise NotEnded(f"danlu extend {name}: the sweep has not ended ({len(open_)} trial(s) running or "
+                               f"killed, outcome {data.tags.get('danlu.outcome') or 'none yet'})")
         return cls(data)
 
     @property
