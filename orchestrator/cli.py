@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     address.add_argument("--address", help="the Ray head's dashboard, e.g. http://head:8265 "
                          "(default: submit.address in the config, i.e. RAY_ADDRESS)")
     p = sub.add_parser("submit", parents=[address], help="run the sweep on a Ray cluster (Ray Jobs API); returns at once")
+    p.add_argument("--extend", metavar="NAME", help="run `danlu extend NAME OVERRIDES` there instead of a new sweep")
+    p.add_argument("--top", type=int, default=None, metavar="K", help="with --extend and more seeds: the K best only")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     p = sub.add_parser("status", parents=[address], help="a submitted sweep's progress and its driver's state")
     p.add_argument("id", nargs="?", help="the id danlu submit printed, or the sweep's name (default: the newest)")
@@ -150,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", required=True)
     p.add_argument("--resubmits", type=int, required=True)
     p.add_argument("--grace", type=int, required=True)
+    p.add_argument("--extend", metavar="NAME")
+    p.add_argument("--top", type=int, default=None)
     p.add_argument("overrides", nargs="*")
     return parser
 
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     """The `danlu` command: parse, run the subcommand, map bad input to one message and exit 2 (no traceback)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command == "extend" and not any(a.startswith("-") for a in extra):
+    if extra and args.command in ("extend", "submit") and not any(a.startswith("-") for a in extra):
         args.overrides += extra  # overrides after --top K: argparse ends a positional list at an option
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -220,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "submit":
             from orchestrator.remote.submit import submit
 
-            return submit(args.overrides, config_dir, args.address)
+            _check_top(args.top)
+            if args.top is not None and not args.extend:
+                raise BadInput("--top: the configurations an extension gives new seeds; it goes with --extend NAME.")
+            return submit(args.overrides, config_dir, args.address, extend=args.extend, top=args.top)
         return _cluster(args, config_dir)
     except BadInput as exc:
         print(f"danlu: error: {exc}", file=sys.stderr)
@@ -274,54 +281,43 @@ def _resume(args, config_dir: Path) -> int:
 
 def _extend(args, config_dir: Path) -> int:
     """`danlu extend NAME overrides`: the sweep planned with its own overrides and the extension's (one of the same
-    key replaces its own), then run as an extension (orchestrator/launch/extension.py decides, under its lock)."""
-    from orchestrator.launch.extension import NotEnded, Request, merged
+    key replaces its own), then run as an extension (orchestrator/launch/extension.py decides, under its lock). A
+    sweep that has not ended is resumed to its end first."""
+    from orchestrator.launch.extension import NotEnded, Request, Target
     from orchestrator.run.sweep import run_sweep
-    from orchestrator.storage.sweep_files import read_identity
 
-    if args.top is not None and args.top < 1:
-        raise BadInput(f"--top {args.top}: the number of best configurations to give the new seeds, at least 1.")
-    where = [o for o in args.overrides if o.startswith("output_dir=")]
-    output_dir = where[-1].split("=", 1)[1] if where else "outputs"
-    saved = read_identity(Path(output_dir, args.name))
-    if saved is None:
-        from orchestrator.storage.catalog import names
-
-        known = names(Path(output_dir))
-        raise BadInput(f"danlu extend {args.name}: no sweep of that name under {output_dir}/; "
-                       + (f"the sweeps there: {', '.join(known)}." if known else "there are no sweeps there."))
-    if any(o.startswith("app:") for o in saved["overrides"]):
-        raise BadInput(f"danlu extend {args.name}: a Hydra app's sweep (hydra/sweeper=danlu) cannot be extended yet; "
-                       "run the new settings as a sweep of its own.")
-    own = [o for o in args.overrides if not o.startswith(("output_dir=", "sweep.name="))]
-    kept = [o for o in saved["overrides"] if not o.startswith(("sweep.name=", "output_dir="))]
-    request = Request(own, args.top, ["danlu", *sys.argv[1:]])
+    _check_top(args.top)
+    t = Target.of(args.name, args.overrides)
+    request = Request(t.own, args.top, ["danlu", *sys.argv[1:]])
     if args.plan:
         from orchestrator.launch.extension import preview
         from orchestrator.launch.plan import plan
 
-        p = plan([*merged(kept, own), f"sweep.name={args.name}", *where], config_dir)
+        p = plan(t.extended(), config_dir)
         try:
-            print("\n".join(preview(p, request, saved)))
+            print("\n".join(preview(p, request, t.saved)))
         except NotEnded as exc:
             raise BadInput(f"{exc}: an extension is planned from the sweep's ended trials; without --plan, danlu "
                            "extend resumes it to its end first, then extends it.") from None
         return 0
     command = ["danlu", *sys.argv[1:]]
     try:
-        return run_sweep([*merged(kept, own), f"sweep.name={args.name}", *where], config_dir, verbose=False,
-                         command=command, extend=request)
+        return run_sweep(t.extended(), config_dir, verbose=False, command=command, extend=request)
     except NotEnded as exc:  # decided from every earlier trial: the sweep (or its newest extension) ends first
         print(f"{exc}: it is resumed to its end first, then extended.", flush=True)
-    resumed = run_sweep([*kept, f"sweep.name={args.name}", *where], config_dir, verbose=False, command=command)
+    resumed = run_sweep(t.resumed(), config_dir, verbose=False, command=command)
     try:
-        extended = run_sweep([*merged(kept, own), f"sweep.name={args.name}", *where], config_dir, verbose=False,
-                             command=command, extend=request)
+        extended = run_sweep(t.extended(), config_dir, verbose=False, command=command, extend=request)
     except NotEnded as exc:
         print(f"{exc} after its resume (exit {resumed}): not extended. The same command again resumes it and "
               "extends it once it ends.", file=sys.stderr, flush=True)
         return resumed or 1
     return max(resumed, extended)  # a loss or skip said by the resume keeps the exit non-zero
+
+
+def _check_top(top: int | None) -> None:
+    if top is not None and top < 1:
+        raise BadInput(f"--top {top}: the number of best configurations to give the new seeds, at least 1.")
 
 
 def _preflight(args, config_dir: Path) -> int:
@@ -407,7 +403,7 @@ def _cluster(args, config_dir: Path | None) -> int:
         return submit.list_sweeps(address)
     from orchestrator.remote.supervise import supervise
 
-    return supervise(address, args.id, args.overrides, args.resubmits, args.grace)
+    return supervise(address, args.id, args.overrides, args.resubmits, args.grace, extend=args.extend, top=args.top)
 
 
 def _run(args, config_dir: Path) -> int:

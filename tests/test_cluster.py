@@ -173,6 +173,25 @@ def test_submit_status_logs_list_end_to_end_on_postgres(cluster, server, tmp_pat
         t = r.data.tags
         assert t["danlu.cuda_visible_devices"] in ("0", "1") and t["danlu.cuda_visible_devices"] == t["danlu.gpu_ids"]
 
+    # the morning after, from the login node: an extension, submitted as a sweep is (its driver runs `danlu extend`)
+    where = f"output_dir={tmp_path}/outputs"
+    r = danlu_cli(["submit", "--extend", "e2e", "epochs=9", where], tmp_path, env=cluster.env, timeout=120)
+    assert r.returncode == 2 and "epochs: 8 -> 9 (another fidelity" in r.stderr, r.stdout + r.stderr  # checked here
+    r = danlu_cli(["submit", "--extend", "e2e", "sweep.num_samples=6", where], tmp_path, env=cluster.env, timeout=120)
+    assert r.returncode == 0 and "submitted an extension of sweep e2e" in r.stdout, r.stdout + r.stderr
+    ext_id = re.search(r" as (danlu-\S+)", r.stdout).group(1)
+    wait_done(cluster, ext_id)
+    logs = danlu_cli(["logs", ext_id], tmp_path, env=cluster.env, timeout=60).stdout
+    assert "extension 1 of e2e: 2 new configuration(s)" in logs, logs
+    client, (parent,), children = server_runs(server, "e2e")
+    assert parent.info.status == "FINISHED" and parent.data.tags["danlu.extensions"] == "1"
+    assert_every_step_once(client, children, 6, 8)
+    # the same submission again (a requeued batch job's): taken, and its driver has nothing to run
+    again = submit(cluster, tmp_path, "ignored", "--extend", "e2e", "sweep.num_samples=6")
+    wait_done(cluster, again)
+    assert "nothing to run" in danlu_cli(["logs", again], tmp_path, env=cluster.env, timeout=60).stdout
+    assert len(server_runs(server, "e2e")[2]) == 6
+
 
 def test_a_killed_driver_is_resubmitted_and_keeps_its_runs(cluster, server, tmp_path):
     sweep_id = submit(cluster, tmp_path, "phoenix", "sweep.num_samples=4", "epochs=30", "epoch_s=0.25",

@@ -13,9 +13,10 @@ from pathlib import Path
 from orchestrator.errors import BadInput
 
 
-def _token_auth() -> None:
+def token_auth() -> None:
     """Ray's HTTP clients send the token only when RAY_AUTH_MODE=token is set in their own process; `ray start`
-    turns that on when it finds a token, and danlu does the same for its client."""
+    turns that on when it finds a token, and danlu does the same for its client. Ray reads it once, where it first
+    needs it: a command that reads a sweep's Tune state before it talks to the cluster calls this first."""
     if "RAY_AUTH_MODE" in os.environ:
         return
     path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
@@ -56,7 +57,7 @@ def answers(address: str) -> None:
     import urllib.error
     import urllib.request
 
-    _token_auth()
+    token_auth()
     try:
         urllib.request.urlopen(f"{address}/api/version", timeout=10).close()
     except urllib.error.HTTPError:

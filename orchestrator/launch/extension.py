@@ -57,6 +57,50 @@ class Request:
     command: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Target:
+    """The sweep `danlu extend NAME overrides` (or `danlu submit --extend NAME overrides`) names, and the overrides
+    that plan it: `extended()` for its extension (its own overrides, one of the same key replaced by the
+    extension's), `resumed()` for its resume to its end (a sweep that has not ended goes on first)."""
+
+    name: str
+    saved: dict
+    own: list[str]    # the extension's overrides, less where the sweep is stored and its name
+    kept: list[str]   # the sweep's own overrides, likewise
+    where: list[str]  # output_dir=..., as given
+
+    @classmethod
+    def of(cls, name: str, overrides: list[str]) -> Target:
+        """BadInput where no sweep of that name is stored there, or it is a Hydra app's."""
+        from pathlib import Path
+
+        from orchestrator.storage.sweep_files import read_identity
+
+        where = [o for o in overrides if o.startswith("output_dir=")]
+        output_dir = where[-1].split("=", 1)[1] if where else "outputs"
+        saved = read_identity(Path(output_dir, name))
+        if saved is None:
+            from orchestrator.storage.catalog import names
+
+            known = names(Path(output_dir))
+            raise BadInput(f"danlu extend {name}: no sweep of that name under {output_dir}/; "
+                           + (f"the sweeps there: {', '.join(known)}." if known else "there are no sweeps there."))
+        if any(o.startswith("app:") for o in saved["overrides"]):
+            raise BadInput(f"danlu extend {name}: a Hydra app's sweep (hydra/sweeper=danlu) cannot be extended yet; "
+                           "run the new settings as a sweep of its own.")
+        placed = ("output_dir=", "sweep.name=")
+        return cls(name, saved, [o for o in overrides if not o.startswith(placed)],
+                   [o for o in saved["overrides"] if not o.startswith(placed)], where)
+
+    def extended(self) -> list[str]:
+        """The overrides of the sweep as the extension makes it."""
+        return [*merged(self.kept, self.own), f"sweep.name={self.name}", *self.where]
+
+    def resumed(self) -> list[str]:
+        """The overrides of the sweep as it is (its resume)."""
+        return [*self.kept, f"sweep.name={self.name}", *self.where]
+
+
 def merged(saved: list[str], new: list[str]) -> list[str]:
     """The sweep's overrides with the extension's: one of the same key replaces the earlier one."""
     keys = {o.lstrip("+~").split("=", 1)[0] for o in new}

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.cluster.dashboard import dashboard_nodes, talking_to
+from orchestrator.cluster.dashboard import dashboard_nodes, talking_to, token_auth
 from orchestrator.config import checks
 from orchestrator.errors import BadInput, SweepFailed
 from orchestrator.remote.cluster_client import connect, resolve_address, submit_job
@@ -60,6 +60,25 @@ def driver_overrides(overrides: list[str], p) -> list[str]:
             override("output_dir", str(p.storage_dir.parent)), override("tracking.uri", p.tracking_uri)]
 
 
+def _extension_checked(name: str, overrides: list[str], top: int | None, config_dir: Path):
+    """(the plan of the extension of sweep `name`, the extension's own overrides), after the checks `danlu extend`
+    makes before it runs anything: a change no extension makes, nothing to add, seeds that drop one are refused
+    here (exit 2), not on the cluster. A sweep that has not ended passes: its driver resumes it first."""
+    from orchestrator.launch.extension import NotEnded, Request, Target, decide
+    from orchestrator.launch.plan import plan
+    from orchestrator.storage.sweep_files import settings_of
+
+    t = Target.of(name, overrides)
+    p = plan(t.extended(), config_dir)
+    if t.saved.get("extensions") and t.saved.get("settings") == settings_of(p):
+        return p, t.own  # the same extension again (a requeued batch job's): its driver goes on with it, or ends
+    try:
+        decide(p, Request(t.own, top), t.saved)
+    except NotEnded:
+        pass
+    return p, t.own
+
+
 def _slurm_env() -> dict[str, str]:
     """The Slurm allocation the submitting batch script runs in (orchestrator/cluster/slurm.py), carried to the driver. Its
     driver waits up to 5 minutes for the sweep's lock (orchestrator/storage/lock.py): the driver of an allocation that just
@@ -71,14 +90,20 @@ def _slurm_env() -> dict[str, str]:
     return env
 
 
-def submit(overrides: list[str], config_dir: Path, address_flag: str | None, out=None) -> int:
+def submit(overrides: list[str], config_dir: Path, address_flag: str | None, out=None, extend: str | None = None,
+           top: int | None = None) -> int:
     """`danlu submit`: plan the sweep here (every check), check the cluster can hold a trial, then submit its
-    supervisor job, which runs the driver and resubmits it if it dies; prints how to follow it."""
+    supervisor job, which runs the driver and resubmits it if it dies; prints how to follow it. `extend`: the driver
+    is `danlu extend EXTEND [--top TOP] OVERRIDES` (orchestrator/launch/extension.py), checked here first."""
     from orchestrator.cluster.placement import check_fit
     from orchestrator.launch.plan import plan
 
     out = out or sys.stdout
-    p = plan(overrides, config_dir)  # every check on the sweep itself, before the cluster is contacted
+    if extend is not None:  # the driver is given the extension's own overrides, as `danlu extend` is
+        token_auth()  # before the extension's checks read the sweep's Tune state (Ray reads it once)
+        p, overrides = _extension_checked(extend, overrides, top, config_dir)
+    else:
+        p = plan(overrides, config_dir)  # every check on the sweep itself, before the cluster is contacted
     address = resolve_address(address_flag, p.cfg.submit.get("address"))
     resubmits, grace = p.cfg.submit.resubmits, p.cfg.submit.stop_grace_s
     for key, v in (("resubmits", resubmits), ("stop_grace_s", grace)):
@@ -93,8 +118,9 @@ def submit(overrides: list[str], config_dir: Path, address_flag: str | None, out
         raise BadInput(f"sweep.name={name}: that sweep is already running on this cluster as "
                        f"{busy[0].submission_id} (danlu status {busy[0].submission_id}).")
     sup_id = f"danlu-{name}-{secrets.token_hex(3)}"
+    what = ["--extend", name, *(["--top", str(top)] if top is not None else [])] if extend is not None else []
     command = ["python", "-m", "orchestrator", "supervise", "--address", address, "--id", sup_id,
-               "--resubmits", str(resubmits), "--grace", str(grace), "--", *driver_overrides(overrides, p)]
+               "--resubmits", str(resubmits), "--grace", str(grace), *what, "--", *driver_overrides(overrides, p)]
     with tempfile.TemporaryDirectory(prefix="danlu-submit-") as tmp:
         _stage(p.config_dir, Path(tmp))
         with talking_to(address):
@@ -111,7 +137,8 @@ def submit(overrides: list[str], config_dir: Path, address_flag: str | None, out
                 raise SweepFailed(f"the Ray cluster at {address} did not take the sweep for a minute: "
                                   f"{' '.join(str(exc).split())[:300]}. Nothing was launched; submit it again "
                                   "once `ray status` on the head shows the cluster up.") from None
-    print(f"danlu: submitted sweep {name} to {address} as {sup_id}", file=out)
+    print(f"danlu: submitted {'an extension of ' if extend is not None else ''}sweep {name} to {address} as {sup_id}",
+          file=out)
     print(f"danlu: follow it with `danlu status {sup_id}` or `danlu logs {sup_id} --follow`; it goes on after you "
           f"log out. MLflow: {p.tracking_uri}, experiment '{p.cfg.tracking.experiment}', run '{name}'.", file=out)
     return 0

@@ -27,10 +27,11 @@ VERDICTS = (1, 2)  # driver exit codes that are the sweep's own outcome, never r
 
 
 def supervise(address: str, sup_id: str, overrides: list[str], resubmits: int, grace_s: int,
-              poll_s: float = 2.0) -> int:
+              poll_s: float = 2.0, extend: str | None = None, top: int | None = None) -> int:
     """The supervisor job's loop: run the sweep's driver as a Ray job, and resubmit it as `danlu resume` when it
     dies other than by the sweep's own verdict or `danlu stop`, up to `resubmits` times; on stop, give the driver
-    `grace_s` to save Tune's state."""
+    `grace_s` to save Tune's state. `extend`: the driver is `danlu extend EXTEND [--top TOP] OVERRIDES`, the same
+    command each time (an extension's command goes on with the extension it began)."""
     from ray.job_submission import JobStatus
 
     client = connect(address)
@@ -45,7 +46,8 @@ def supervise(address: str, sup_id: str, overrides: list[str], resubmits: int, g
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
-    command = shlex.join(["python", "-m", "orchestrator", "--config-dir", "conf", "sweep", *overrides])
+    what = ["extend", extend, *(["--top", str(top)] if top is not None else [])] if extend else ["sweep"]
+    command = shlex.join(["python", "-m", "orchestrator", "--config-dir", "conf", *what, *overrides])
 
     def launch(attempt: int, reason: str) -> str:
         job_id = f"{sup_id}-d{attempt}"
