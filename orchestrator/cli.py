@@ -282,32 +282,54 @@ def _resume(args, config_dir: Path) -> int:
 def _extend(args, config_dir: Path) -> int:
     """`danlu extend NAME overrides`: the sweep planned with its own overrides and the extension's (one of the same
     key replaces its own), then run as an extension (orchestrator/launch/extension.py decides, under its lock). A
-    sweep that has not ended is resumed to its end first."""
-    from orchestrator.launch.extension import NotEnded, Request, Target
-    from orchestrator.run.sweep import run_sweep
+    sweep that has not ended is resumed to its end first; more seeds with more configurations are two extensions."""
+    from orchestrator.launch.extension import NotEnded, Request, Target, steps
+    from orchestrator.launch.plan import plan
 
     _check_top(args.top)
     t = Target.of(args.name, args.overrides)
-    request = Request(t.own, args.top, ["danlu", *sys.argv[1:]])
+    whole = plan(t.extended(), config_dir)
+    parts = steps(whole, t, args.top)
     if args.plan:
         from orchestrator.launch.extension import preview
-        from orchestrator.launch.plan import plan
 
-        p = plan(t.extended(), config_dir)
+        own, top = parts[0]
+        p = plan(t.with_own(own).extended(), config_dir)
         try:
-            print("\n".join(preview(p, request, t.saved)))
+            lines = preview(p, Request(own, top), t.saved)
         except NotEnded as exc:
             raise BadInput(f"{exc}: an extension is planned from the sweep's ended trials; without --plan, danlu "
                            "extend resumes it to its end first, then extends it.") from None
+        if len(parts) > 1:
+            lines.append("  then: a second extension, the new configurations under every seed (planned once the "
+                         "first has ended)")
+        print("\n".join(lines))
         return 0
-    command = ["danlu", *sys.argv[1:]]
+    codes = []
+    for own, top in parts:
+        codes.append(_extend_once(t.with_own(own), Request(own, top, ["danlu", *sys.argv[1:]]), config_dir,
+                                  whole if own == t.own else None))
+        if codes[-1] == 130:  # stopped by the user
+            break
+    return max(codes)
+
+
+def _extend_once(t, request, config_dir: Path, planned=None) -> int:
+    """One extension of `t` (orchestrator/launch/extension.py Target); a sweep that has not ended is resumed to its
+    end first, and an extension its resume does not end is not made (said, exit non-zero)."""
+    from orchestrator.launch.extension import NotEnded
+    from orchestrator.run.sweep import run_sweep
+
     try:
-        return run_sweep(t.extended(), config_dir, verbose=False, command=command, extend=request)
+        return run_sweep(t.extended(), config_dir, verbose=False, command=request.command, extend=request,
+                         planned=planned)
     except NotEnded as exc:  # decided from every earlier trial: the sweep (or its newest extension) ends first
         print(f"{exc}: it is resumed to its end first, then extended.", flush=True)
-    resumed = run_sweep(t.resumed(), config_dir, verbose=False, command=command)
+    resumed = run_sweep(t.resumed(), config_dir, verbose=False, command=request.command)
+    if resumed == 130:  # stopped by the user: it stays resumable, and unextended
+        return resumed
     try:
-        extended = run_sweep(t.extended(), config_dir, verbose=False, command=command, extend=request)
+        extended = run_sweep(t.extended(), config_dir, verbose=False, command=request.command, extend=request)
     except NotEnded as exc:
         print(f"{exc} after its resume (exit {resumed}): not extended. The same command again resumes it and "
               "extends it once it ends.", file=sys.stderr, flush=True)

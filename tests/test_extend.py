@@ -62,6 +62,23 @@ def test_a_searcher_that_cannot_be_told_the_history_is_refused_more_configuratio
               ["sweep.num_samples"])
 
 
+def test_more_seeds_and_more_configurations_are_two_extensions_the_seeds_first():
+    from types import SimpleNamespace
+
+    from orchestrator.launch.extension import Target, steps
+
+    before = {"sweep.seeds": "[0]", "sweep.num_samples": "4", "epochs": "4"}
+    own = ["sweep.seeds=[0,1]", "sweep.num_samples=8", "sweep.budget.wall_time=1h"]
+    t = Target("s", {"settings": before, "extensions": []}, own, [], [])
+    p = SimpleNamespace(identity={"sweep.seeds": "[0, 1]", "sweep.num_samples": "8", "epochs": "4"})
+    assert steps(p, t, 2) == [(["sweep.seeds=[0,1]", "sweep.budget.wall_time=1h"], 2), (own, None)]
+    assert steps(SimpleNamespace(identity={**p.identity, "epochs": "8"}), t, None) == [(own, None)]  # refused whole
+    # the same command again, stopped in its second part: its seeds are the sweep's, its --top was the first part's
+    after = {"settings": {**before, "sweep.seeds": "[0, 1]"}, "extensions": [{"kind": "seeds", "top": 2}]}
+    assert steps(p, Target("s", after, own, [], []), 2) == [(own, None)]
+    assert steps(SimpleNamespace(identity=before | {"sweep.num_samples": "8"}), t, None) == [(own, None)]
+
+
 def _children(tmp_path, name):
     _, parents, children = mlflow_runs(tmp_path / "mlflow.db", name)
     return parents, children
@@ -182,3 +199,10 @@ def test_grid_adds_what_a_widened_space_adds(tmp_path):
     r = _extend(tmp_path, "g", "sweep.seeds=[0,1]")
     assert "sweep g ended on" in r.stdout and "nothing to run" in r.stdout, r.stdout
     assert len(_children(tmp_path, "g")[1]) == 6
+    # more seeds and a grown space in one command: two extensions, the new seed first, then x=0.8 under every seed
+    r = _extend(tmp_path, "g", "x=0.2,0.4,0.6,0.8", "sweep.seeds=[0,1,2]")
+    assert r.stdout.index("extension 3 of g: 3 earlier configuration(s) x new seed(s) [2]") < \
+        r.stdout.index("extension 4 of g: 1 new configuration(s)"), r.stdout
+    parents, children = _children(tmp_path, "g")
+    assert len(parents) == 1 and sorted((c.data.params["x"], c.data.tags["danlu.seed"]) for c in children) == [
+        (x, s) for x in ("0.2", "0.4", "0.6", "0.8") for s in ("0", "1", "2")]

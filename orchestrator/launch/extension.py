@@ -11,6 +11,7 @@ trials the tracking store holds (every configuration, its seeds' curves and mean
   seeds only;
 - a new space (sweep.space.KEY=...): new configurations from it; the earlier ones stay in the history and the
   report, marked as from an earlier space where they fall outside it.
+More seeds and more configurations in one command are two extensions, the seeds first (`steps`).
 ASHA's rungs start with the earlier trials' values at each rung (`carry`), so a new configuration is judged against
 the old ones, and a configuration given more seeds is judged on its grown group. A budget given with an extension
 (sweep.budget.*) is the extension's own: what the sweep had used when it began is kept in its record (budget_base).
@@ -86,8 +87,9 @@ class Target:
             raise BadInput(f"danlu extend {name}: no sweep of that name under {output_dir}/; "
                            + (f"the sweeps there: {', '.join(known)}." if known else "there are no sweeps there."))
         if any(o.startswith("app:") for o in saved["overrides"]):
-            raise BadInput(f"danlu extend {name}: a Hydra app's sweep (hydra/sweeper=danlu) cannot be extended yet; "
-                           "run the new settings as a sweep of its own.")
+            raise BadInput(f"danlu extend {name}: a Hydra app's sweep (hydra/sweeper=danlu): extend it with the "
+                           f"app's own command, hydra.sweeper.name={name} hydra.sweeper.extend=true and the new "
+                           "settings (hydra.sweeper.num_samples=N, hydra.sweeper.seeds=[...], a swept key).")
         placed = ("output_dir=", "sweep.name=")
         return cls(name, saved, [o for o in overrides if not o.startswith(placed)],
                    [o for o in saved["overrides"] if not o.startswith(placed)], where)
@@ -96,9 +98,37 @@ class Target:
         """The overrides of the sweep as the extension makes it."""
         return [*merged(self.kept, self.own), f"sweep.name={self.name}", *self.where]
 
+    def with_own(self, own: list[str]) -> Target:
+        """The same sweep with other overrides of the extension's (one part of a command that makes two)."""
+        return Target(self.name, self.saved, list(own), self.kept, self.where)
+
     def resumed(self) -> list[str]:
         """The overrides of the sweep as it is (its resume)."""
         return [*self.kept, f"sweep.name={self.name}", *self.where]
+
+
+def steps(p, t: Target, top: int | None) -> list[tuple[list[str], int | None]]:
+    """The extensions one command makes, each as (its own overrides, its --top): one; or two where it adds seeds
+    and configurations (or a new space) together: first the seeds, to the configurations that ran (the top K where
+    asked), then the new configurations under every seed (a searcher that learns is then told means over them all).
+    A change no extension makes is not split: it is refused as it is, before anything runs. `p`: the sweep planned
+    with the whole command (t.extended())."""
+    from orchestrator.storage.sweep_files import settings_of
+
+    old, now = t.saved.get("settings"), settings_of(p)
+    if not isinstance(old, dict):
+        return [(t.own, top)]
+    keys = [k for k in old.keys() | now.keys() if old.get(k) != now.get(k)]
+    seeds = [o for o in t.own if o.lstrip("+").split("=", 1)[0] == "sweep.seeds"]
+    if "sweep.seeds" not in keys:
+        last = (t.saved.get("extensions") or [{}])[-1]
+        if seeds and top is not None and last.get("kind") == "seeds" and last.get("top") == top:
+            top = None  # this command's seeds were added already (it was stopped in its second part): that part now
+        return [(t.own, top)]
+    if len(keys) == 1 or not seeds or not all(_grows(k) for k in keys):
+        return [(t.own, top)]
+    budget = [o for o in t.own if o.lstrip("+").startswith("sweep.budget.")]
+    return [(seeds + budget, top), (t.own, None)]
 
 
 def merged(saved: list[str], new: list[str]) -> list[str]:
