@@ -181,6 +181,24 @@ def test_a_task_function_that_never_reports_gives_its_return_value(app):
     values = sorted(c.data.metrics["score"] for c in children)
     assert len(values) == 4 and all(0.1 <= v <= 3.0 for v in values)
 
+    # the morning after: the app's own command grows it, as `danlu extend` grows a danlu sweep
+    base = ["-m", "hydra/sweeper=danlu", "hydra.sweeper.metric=score", "hydra.sweeper.name=ret",
+            "optim.lr=interval(0.01, 0.3)", shared()]
+    r = run(app, "returns.py", *base, "hydra.sweeper.num_samples=6")  # without extend: refused, and says how
+    assert r.returncode == 2 and "hydra.sweeper.extend=true" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = run(app, "returns.py", *base, "hydra.sweeper.num_samples=6", "hydra.sweeper.extend=true", "net=large")
+    assert r.returncode == 2 and "app.net.width: 10 -> 30" in r.stderr, r.stderr  # the app's own settings: refused
+    assert len(runs_of(app, "ret")[2]) == 4
+    r = run(app, "returns.py", *base, "hydra.sweeper.num_samples=6", "hydra.sweeper.extend=true")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "extension 1 of ret: 2 new configuration(s)" in r.stdout, r.stdout[-3000:]
+    client, parents, children = runs_of(app, "ret")
+    assert len(parents) == 1 and parents[0].data.tags["danlu.extensions"] == "1" and len(children) == 6
+    assert len({c.data.tags["danlu.config_id"] for c in children}) == 6  # never one that ran
+    wrong = subprocess.run([sys.executable, "-m", "orchestrator", "extend", "ret", "sweep.num_samples=8"], cwd=app,
+                           capture_output=True, text=True, timeout=300)  # danlu extend says how instead
+    assert wrong.returncode == 2 and "hydra.sweeper.extend=true" in wrong.stderr, wrong.stderr
+
 
 def test_cfg_and_bad_input_launch_nothing(app):
     r = run(app, "train.py", "--cfg", "job", "hydra/sweeper=danlu")

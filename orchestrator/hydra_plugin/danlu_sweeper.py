@@ -8,7 +8,8 @@ morning report is attached to the parent, as for `danlu sweep`. Swept keys on th
 grammar) and in hydra.sweeper.space are the app's own keys and config groups; plain ones apply to every trial.
 The task function reports per epoch through orchestrator.api.report (a no-op outside danlu); a function that does
 not report gives its return value as its one result. The same command with the same hydra.sweeper.name resumes a
-sweep whose driver was killed. Hydra's own plugin discovery finds this module (the hydra_plugins namespace); Hydra
+sweep whose driver was killed; with hydra.sweeper.extend=true and more samples, seeds or a new space, it grows an
+ended sweep in place, as `danlu extend` does. Hydra's own plugin discovery finds this module (the hydra_plugins namespace); Hydra
 requires a plugin's class to live there, so the class is here and the work is in orchestrator.trial.hydra_app.
 
 No `from __future__ import annotations` and typing's Optional/List/Dict here: Hydra's plugin scan runs this module
@@ -55,6 +56,10 @@ class DanluSweeperConf:
     # danlu's root settings, key by key (orchestrator/conf/danlu.yaml): every=, keep=; max_failures=, stop_on_nan=
     checkpoint: Dict[str, Any] = field(default_factory=lambda: _blank("checkpoint"))
     failure: Dict[str, Any] = field(default_factory=lambda: _blank("failure"))
+    # grow the ended sweep named hydra.sweeper.name by what this command changes (num_samples, seeds, space), as
+    # `danlu extend` does (docs/review.md); top: with more seeds, the report's best K configurations only
+    extend: bool = False
+    top: Optional[int] = None
 
 
 def _blank(section: str) -> Dict[str, Any]:
@@ -124,6 +129,7 @@ class DanluSweeper(Sweeper):
 
         from orchestrator.config.compose import plain, split_overrides
         from orchestrator.errors import BadInput
+        from orchestrator.launch.extension import NotEnded
         from orchestrator.launch.plan import plan
         from orchestrator.run.sweep import run_sweep
         from orchestrator.trial.hydra_app import App, settings_overrides, task_path
@@ -166,13 +172,37 @@ class DanluSweeper(Sweeper):
         identity = overrides + [f"app:{fn}"] + [f"app:{o}" for o in cl.fixed] + \
             [f"app:space.{k}={v}" for k, v in sorted(space.items())]
         try:  # an interrupted sweep says how to resume it (the app's command with its name: Plan.resume)
-            return run_sweep(identity, conf, planned=p, preflight=False, command=command)
+            return run_sweep(identity, conf, planned=p, preflight=False, command=command,
+                             extend=_extension(settings, identity, command))
+        except NotEnded as exc:
+            raise BadInput(f"{exc}: resume it to its end with the command that began it (without "
+                           "hydra.sweeper.extend), then extend it.") from None
         except BadInput:  # refused before anything ran (storage, tracking, a lock): leave no multirun folder either
             if made is not None and [f.name for f in sweep_dir.iterdir()] == ["multirun.yaml"]:
                 import shutil
 
                 shutil.rmtree(made)  # the folders this command made, holding nothing but multirun.yaml
             raise
+
+
+def _extension(settings: dict, identity: List[str], command: List[str]):
+    """hydra.sweeper.extend=true: the extension Request of the sweep named hydra.sweeper.name (None: a sweep, or its
+    resume). BadInput for a top without extend, or an extension without a name to find the sweep by."""
+    from orchestrator.errors import BadInput
+    from orchestrator.launch.extension import Request
+
+    top = settings.get("top")
+    if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
+        raise BadInput(f"hydra.sweeper.top={top}: the number of best configurations to give the new seeds, at least 1.")
+    if not settings.get("extend"):
+        if top is not None:
+            raise BadInput("hydra.sweeper.top: the configurations an extension gives new seeds; it goes with "
+                           "hydra.sweeper.extend=true.")
+        return None
+    if not settings.get("name"):
+        raise BadInput("hydra.sweeper.extend=true: name the sweep to grow, hydra.sweeper.name=NAME (the name it "
+                       "printed, under hydra.sweeper.output_dir).")
+    return Request(list(identity), top, list(command))
 
 
 def _one_report(conf: Path, overrides: list[str]) -> list[str]:

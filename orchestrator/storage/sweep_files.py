@@ -121,8 +121,8 @@ def identify(p, overrides: list[str], resume: str) -> dict:
             raise BadInput(
                 f"sweep.name={p.cfg.sweep.name}: {p.storage_dir} holds a sweep started with other settings ({shown}). "
                 f"A sweep goes on with the settings it started with (a changed conf file included): resume it with "
-                f"`{resume}` once they are as they were, grow it with `danlu extend {p.cfg.sweep.name} ...` (more "
-                f"samples, more seeds or a new space: docs/review.md), or run the new settings as another sweep.name.")
+                f"`{resume}` once they are as they were, grow it with {_grow(p, resume)} (more samples, more seeds "
+                f"or a new space: docs/review.md), or run the new settings as another sweep.name.")
         return saved
     seed = p.cfg.sweep.get("search_seed")
     saved = {"overrides": list(overrides), "settings": settings, "sweep_id": uuid.uuid4().hex,
@@ -135,6 +135,13 @@ def identify(p, overrides: list[str], resume: str) -> dict:
                        f"({exc.strerror or exc}); give a folder you can write, e.g. output_dir=outputs.") from None
     _write(path, saved, "Nothing was launched; fix that, then run the same command again.")
     return saved
+
+
+def _grow(p, resume: str) -> str:
+    """The command that extends the sweep: a Hydra app's own command with hydra.sweeper.extend=true."""
+    if getattr(p, "app", None) is not None:
+        return f"`{resume} hydra.sweeper.extend=true` and the new settings"
+    return f"`danlu extend {p.cfg.sweep.name} ...`"
 
 
 def _write(path: Path, saved: dict, then: str) -> None:
