@@ -222,11 +222,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_compare(args.a, args.vs, args.seeds, args.set, args.name, config_dir,
                                command=["danlu", *sys.argv[1:]])
         if args.command == "submit":
+            from orchestrator.launch.extension import check_top
             from orchestrator.remote.submit import submit
 
-            _check_top(args.top)
-            if args.top is not None and not args.extend:
-                raise BadInput("--top: the configurations an extension gives new seeds; it goes with --extend NAME.")
+            check_top(args.top, args.extend is not None)
             return submit(args.overrides, config_dir, args.address, extend=args.extend, top=args.top)
         return _cluster(args, config_dir)
     except BadInput as exc:
@@ -283,10 +282,10 @@ def _extend(args, config_dir: Path) -> int:
     """`danlu extend NAME overrides`: the sweep planned with its own overrides and the extension's (one of the same
     key replaces its own), then run as an extension (orchestrator/launch/extension.py decides, under its lock). A
     sweep that has not ended is resumed to its end first; more seeds with more configurations are two extensions."""
-    from orchestrator.launch.extension import NotEnded, Request, Target, steps
+    from orchestrator.launch.extension import NotEnded, Request, Target, check_top, steps
     from orchestrator.launch.plan import plan
 
-    _check_top(args.top)
+    check_top(args.top, True)
     t = Target.of(args.name, args.overrides)
     whole = plan(t.extended(), config_dir)
     parts = steps(whole, t, args.top)
@@ -335,11 +334,6 @@ def _extend_once(t, request, config_dir: Path, planned=None) -> int:
               "extends it once it ends.", file=sys.stderr, flush=True)
         return resumed or 1
     return max(resumed, extended)  # a loss or skip said by the resume keeps the exit non-zero
-
-
-def _check_top(top: int | None) -> None:
-    if top is not None and top < 1:
-        raise BadInput(f"--top {top}: the number of best configurations to give the new seeds, at least 1.")
 
 
 def _preflight(args, config_dir: Path) -> int:

@@ -189,15 +189,11 @@ def _extension(settings: dict, identity: List[str], command: List[str]):
     """hydra.sweeper.extend=true: the extension Request of the sweep named hydra.sweeper.name (None: a sweep, or its
     resume). BadInput for a top without extend, or an extension without a name to find the sweep by."""
     from orchestrator.errors import BadInput
-    from orchestrator.launch.extension import Request
+    from orchestrator.launch.extension import Request, check_top
 
     top = settings.get("top")
-    if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
-        raise BadInput(f"hydra.sweeper.top={top}: the number of best configurations to give the new seeds, at least 1.")
+    check_top(top, bool(settings.get("extend")), "hydra.sweeper.top", "hydra.sweeper.extend=true")
     if not settings.get("extend"):
-        if top is not None:
-            raise BadInput("hydra.sweeper.top: the configurations an extension gives new seeds; it goes with "
-                           "hydra.sweeper.extend=true.")
         return None
     if not settings.get("name"):
         raise BadInput("hydra.sweeper.extend=true: name the sweep to grow, hydra.sweeper.name=NAME (the name it "

@@ -107,6 +107,20 @@ class Target:
         return [*self.kept, f"sweep.name={self.name}", *self.where]
 
 
+def again(saved: dict, now: dict) -> bool:
+    """The sweep's newest extension is the one these settings ask for (its command run again)."""
+    return bool(saved.get("extensions")) and saved.get("settings") == now
+
+
+def check_top(top, extending: bool, key: str = "--top", extend: str = "--extend NAME") -> None:
+    """An extension's top K (the configurations more seeds go to): a whole number of at least 1, given with an
+    extension (`extend` says how one is asked for). BadInput naming `key` otherwise."""
+    if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
+        raise BadInput(f"{key}={top}: the number of best configurations to give the new seeds, at least 1.")
+    if top is not None and not extending:
+        raise BadInput(f"{key}: the configurations an extension gives new seeds; it goes with {extend}.")
+
+
 def steps(p, t: Target, top: int | None) -> list[tuple[list[str], int | None]]:
     """The extensions one command makes, each as (its own overrides, its --top): one; or two where it adds seeds
     and configurations (or a new space) together: first the seeds, to the configurations that ran (the top K where
@@ -156,8 +170,8 @@ def record(p, request: Request, saved: dict, say: Callable[[str], None]) -> dict
     from orchestrator.storage.sweep_files import extend, settings_of
 
     name = str(p.cfg.sweep.name)
-    old, now = saved.get("settings"), settings_of(p)
-    if old == now and saved.get("extensions"):  # the same command again: after a kill, or a Slurm requeue
+    now = settings_of(p)
+    if again(saved, now):  # the same command again: after a kill, or a Slurm requeue
         if not p.storage.finished():
             say(f"danlu: extension {len(saved['extensions'])} of {name} was begun and has not ended: it goes on")
         return saved  # (one that ended: nothing to run, its summary again, as for a sweep)

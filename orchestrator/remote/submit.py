@@ -64,13 +64,13 @@ def _extension_checked(name: str, overrides: list[str], top: int | None, config_
     """(the plan of the extension of sweep `name`, the extension's own overrides), after the checks `danlu extend`
     makes before it runs anything: a change no extension makes, nothing to add, seeds that drop one are refused
     here (exit 2), not on the cluster. A sweep that has not ended passes: its driver resumes it first."""
-    from orchestrator.launch.extension import NotEnded, Request, Target, decide, steps
+    from orchestrator.launch.extension import NotEnded, Request, Target, again, decide, steps
     from orchestrator.launch.plan import plan
     from orchestrator.storage.sweep_files import settings_of
 
     t = Target.of(name, overrides)
     p = plan(t.extended(), config_dir)
-    if t.saved.get("extensions") and t.saved.get("settings") == settings_of(p):
+    if again(t.saved, settings_of(p)):
         return p, t.own  # the same extension again (a requeued batch job's): its driver goes on with it, or ends
     own, top = steps(p, t, top)[0]  # more seeds and configurations: the seeds' part is decided first
     try:
